@@ -1,0 +1,41 @@
+"""The one place that answers "may this user read / write this dataset", for the API and the pages.
+
+A dataset the caller is not a member of does not exist for them (404); a member whose role is too
+low for the action gets a 403.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from curation.models import ROLE_RANK, Dataset, Membership, Role
+
+
+def datasets_for(user):
+    """Every dataset the user is a member of."""
+    if not user.is_authenticated:
+        return Dataset.objects.none()
+    return Dataset.objects.filter(memberships__user=user)
+
+
+def role_of(user, dataset: Dataset) -> str | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(dataset=dataset, user=user).values_list("role", flat=True).first()
+
+
+def get_dataset(user, dataset_id: str, *, need: str = Role.VIEWER) -> Dataset:
+    """The dataset, if the user is a member; 404 if not; 403 if the member's role is below `need`."""
+    membership = (
+        Membership.objects.select_related("dataset").filter(dataset_id=str(dataset_id), user=user).first()
+        if user.is_authenticated
+        else None
+    )
+    if membership is None:
+        raise Http404("No dataset with that id.")
+    if ROLE_RANK[Role(membership.role)] < ROLE_RANK[Role(need)]:
+        raise PermissionDenied(f"Your role in this dataset ({membership.role}) does not allow this; it needs {need}.")
+    dataset = membership.dataset
+    dataset.caller_role = membership.role
+    return dataset

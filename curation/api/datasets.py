@@ -1,0 +1,3 @@
+"""REST API: datasets."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""REST API: embeddings."""
+
+urlpatterns: list = []

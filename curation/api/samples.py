@@ -1,0 +1,3 @@
+"""REST API: samples."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""REST API: tags."""
+
+urlpatterns: list = []

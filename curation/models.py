@@ -1,0 +1,190 @@
+"""Datasets, samples, tags, embeddings and the metadata configurator."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_public_id() -> str:
+    """24 lowercase hex characters: the id form Lightly (and MongoDB) use."""
+    return secrets.token_hex(12)
+
+
+class PublicIdField(models.CharField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_length", 24)
+        kwargs.setdefault("default", new_public_id)
+        kwargs.setdefault("editable", False)
+        kwargs.setdefault("primary_key", True)
+        super().__init__(*args, **kwargs)
+
+
+class UploadMode(models.TextChoices):
+    FULL = "full", "Full images"
+    THUMBNAILS = "thumbnails", "Thumbnails only"
+    META = "meta", "Metadata only"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    EDITOR = "editor", "Editor"
+    OWNER = "owner", "Owner"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.OWNER: 2}
+
+
+class Dataset(models.Model):
+    id = PublicIdField()
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_datasets")
+    upload_mode = models.CharField(max_length=16, choices=UploadMode.choices, default=UploadMode.FULL)
+    # idx of the next sample: samples get 0..N-1 in upload order and an idx is never reused.
+    next_idx = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def storage_prefix(self) -> str:
+        return f"datasets/{self.id}/"
+
+
+class Membership(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=8, choices=Role.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "user"], name="membership_unique_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.dataset}"
+
+
+class Sample(models.Model):
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="samples")
+    idx = models.PositiveIntegerField()
+    file_name = models.CharField(max_length=1024)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    format = models.CharField(max_length=16, blank=True, default="")
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    original_key = models.CharField(max_length=1200, blank=True, default="")
+    thumbnail_key = models.CharField(max_length=1200, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["dataset", "idx"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "idx"], name="sample_unique_idx"),
+            models.UniqueConstraint(fields=["dataset", "file_name"], name="sample_unique_file_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name
+
+
+class TagOrigin(models.TextChoices):
+    UPLOAD = "upload", "Upload"
+    SELECTION = "selection", "Selection"
+    FILTER = "filter", "Filter"
+    SAMPLING = "sampling", "Sampling run"
+    ARITHMETIC = "arithmetic", "Arithmetic"
+
+
+class Tag(models.Model):
+    """An immutable snapshot of a set of samples, kept as a bitmask over sample idx (bit i = idx i)."""
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=200)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    bitmask = models.BinaryField()
+    count = models.PositiveIntegerField(default=0)
+    origin = models.CharField(max_length=16, choices=TagOrigin.choices)
+    # How the tag was made: the filter, the operation and its operands, the run and top_k.
+    origin_detail = models.JSONField(default=dict, blank=True)
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="tag_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def indices(self) -> np.ndarray:
+        """The sample idx values in this tag, ascending."""
+        from curation.bitmask import to_indices
+
+        return to_indices(bytes(self.bitmask))
+
+
+class EmbeddingSource(models.TextChoices):
+    CSV = "csv", "Uploaded CSV"
+    BUILTIN = "builtin", "Built-in embedder"
+
+
+class Embedding(models.Model):
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="embeddings")
+    name = models.CharField(max_length=200)
+    dimension = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    # A float32 matrix of shape (dataset.next_idx at upload, dimension) ordered by idx, as .npy.
+    matrix_key = models.CharField(max_length=1200)
+    source = models.CharField(max_length=16, choices=EmbeddingSource.choices, default=EmbeddingSource.CSV)
+    # The 2D projection for the embedding map (float32 n x 2, .npy), filled in by a worker.
+    projection_key = models.CharField(max_length=1200, blank=True, default="")
+    projection_status = models.CharField(max_length=16, default="pending")
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="embedding_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FieldType(models.TextChoices):
+    INT = "int", "Integer"
+    FLOAT = "float", "Float"
+    CATEGORICAL_STRING = "categorical_string", "Categorical string"
+    CATEGORICAL_INT = "categorical_int", "Categorical integer"
+    BOOLEAN = "boolean", "Boolean"
+
+
+class MetadataField(models.Model):
+    """A configurator entry: which metadata path the app shows, as what type, with which fallback."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="metadata_fields")
+    path = models.CharField(max_length=300)
+    type = models.CharField(max_length=24, choices=FieldType.choices)
+    display_name = models.CharField(max_length=200, blank=True, default="")
+    fallback = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "path"], name="metadata_field_unique_path")]
+
+    def __str__(self) -> str:
+        return self.display_name or self.path

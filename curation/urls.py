@@ -1,0 +1,3 @@
+"""Browser pages of the web app."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""REST API: sampling runs and scores."""
+
+urlpatterns: list = []
