@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 WINNOW_VAR_DIR=/var/lib/winnow
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY winnow ./winnow
+COPY curation ./curation
+COPY sampling ./sampling
+COPY templates ./templates
+COPY static ./static
+COPY manage.py ./
+RUN pip install --no-cache-dir ".[server]" && mkdir -p /var/lib/winnow
+EXPOSE 8000
+CMD ["gunicorn", "winnow.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]

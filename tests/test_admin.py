@@ -1,0 +1,53 @@
+"""The operators' console: staff only; tokens revocable and never shown; datasets with counts."""
+
+import pytest
+from django.urls import reverse
+
+from curation.models import Sample
+from winnow.accounts.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-12345")
+    client.force_login(admin)
+    return client
+
+
+def test_non_staff_cannot_reach_admin(client, owner):
+    client.force_login(owner)
+    response = client.get("/admin/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["auth/user", "accounts/apitoken", "curation/dataset", "curation/membership", "curation/tag",
+     "curation/embedding", "curation/metadatafield", "curation/sample", "sampling/samplingrun"],
+)
+def test_changelists_load(staff_client, dataset, model):
+    assert staff_client.get(f"/admin/{model}/").status_code == 200
+
+
+def test_dataset_list_shows_counts(staff_client, dataset):
+    Sample.objects.bulk_create([Sample(dataset=dataset, idx=i, file_name=f"{i}.jpg") for i in range(3)])
+    page = staff_client.get("/admin/curation/dataset/").content.decode()
+    assert "street scenes" in page
+    assert '<td class="field-sample_count">3</td>' in page
+
+
+def test_token_admin_never_shows_secret_and_revokes(staff_client, owner):
+    token, key = ApiToken.issue(owner, "laptop")
+    page = staff_client.get(reverse("admin:accounts_apitoken_change", args=[token.pk])).content.decode()
+    assert key not in page and token.key_hash not in page
+    assert staff_client.get(reverse("admin:accounts_apitoken_add")).status_code == 403
+    response = staff_client.post(
+        reverse("admin:accounts_apitoken_changelist"),
+        {"action": "revoke", "_selected_action": [token.pk]},
+    )
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert ApiToken.authenticate(key) is None

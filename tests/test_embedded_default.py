@@ -1,0 +1,60 @@
+"""Smoke test of the embedded default (SQLite, in-process tasks, local files): what `scripts/demo` runs on."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_on_embedded_default(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "AWS_STORAGE_BUCKET_NAME",
+                        "WINNOW_REQUIRE_SERVICES", "DJANGO_SETTINGS_MODULE"}}
+    env["WINNOW_VAR_DIR"] = str(tmp_path / "var")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    made = subprocess.run([*manage, "createtoken", "demo", "--create-user"], cwd=ROOT, env=env,
+                          check=True, capture_output=True, text=True)
+    key = made.stdout.strip().splitlines()[-1]
+    assert (tmp_path / "var" / "winnow.sqlite3").exists()
+
+    port = _free_port()
+    server = subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                health = requests.get(f"{base}/api/v1/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(server.stderr.read().decode() if server.poll() is not None else "no answer")
+        assert health.status_code == 200
+        assert health.json()["database"]["vendor"] == "sqlite"
+        assert health.json()["broker"] == {"ok": True, "mode": "in-process"}
+
+        auth = {"Authorization": f"Token {key}"}
+        created = requests.post(f"{base}/api/v1/datasets", json={"name": "smoke", "upload_mode": "meta"},
+                                headers=auth, timeout=10)
+        assert created.status_code == 201, created.text
+        listed = requests.get(f"{base}/api/v1/datasets", headers=auth, timeout=10).json()
+        names = [d["name"] for d in (listed["results"] if isinstance(listed, dict) else listed)]
+        assert names == ["smoke"]
+        assert requests.get(f"{base}/api/v1/datasets", timeout=10).status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
