@@ -1,3 +1,164 @@
-"""REST API: tags."""
+"""REST API: tags (list, create in one of five ways, get, delete, export)."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.http import Http404
+from django.urls import path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from curation import tagging
+from curation.access import get_dataset
+from curation.models import Role, Tag
+
+
+class TagSerializer(serializers.ModelSerializer):
+    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    creator = serializers.CharField(source="creator.username", read_only=True, default=None)
+
+    class Meta:
+        model = Tag
+        fields = ["id", "name", "count", "origin", "origin_detail", "parent", "creator", "created_at"]
+        read_only_fields = fields
+
+
+CREATE_MODES = ("sample_ids", "file_names", "filter", "operation", "sampling_run")
+# Keys that only make sense with one mode.
+COMPANIONS = {"tags": "operation", "top_k": "sampling_run"}
+
+TAG_CREATE = inline_serializer(
+    "TagCreate",
+    {
+        "name": serializers.CharField(),
+        "parent": serializers.CharField(required=False, help_text="tag id; defaults to the operand / input tag"),
+        "sample_ids": serializers.ListField(child=serializers.CharField(), required=False),
+        "file_names": serializers.ListField(child=serializers.CharField(), required=False),
+        "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
+        "operation": serializers.ChoiceField(choices=list(tagging.OPERATIONS), required=False),
+        "tags": serializers.ListField(child=serializers.CharField(), required=False),
+        "sampling_run": serializers.CharField(required=False),
+        "top_k": serializers.IntegerField(required=False, min_value=1),
+    },
+)
+
+
+def create_from_request(dataset, data, creator) -> Tag:
+    """Dispatch a create request to the one tagging service its keys name; anything else is a 400."""
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["expected a JSON object"]})
+    modes = [mode for mode in CREATE_MODES if mode in data]
+    if len(modes) != 1:
+        given = f" (got {', '.join(modes)})" if modes else ""
+        raise ValidationError(
+            {"non_field_errors": [
+                "give exactly one of: sample_ids, file_names, filter, operation (with tags), "
+                f"sampling_run (with top_k){given}"
+            ]}
+        )
+    mode = modes[0]
+    for key, owner in COMPANIONS.items():
+        if key in data and owner != mode:
+            raise ValidationError({key: [f"'{key}' goes with '{owner}'"]})
+        if owner == mode and key not in data:
+            raise ValidationError({key: [f"'{key}' is required with '{owner}'"]})
+    if "name" not in data:
+        raise ValidationError({"name": ["this field is required"]})
+    name = tagging.check_name(dataset, data["name"])
+    parent = tagging.resolve_tag(dataset, data["parent"], "parent") if data.get("parent") is not None else None
+    if mode == "sample_ids":
+        return tagging.tag_from_sample_ids(dataset, name, data["sample_ids"], parent=parent, creator=creator)
+    if mode == "file_names":
+        return tagging.tag_from_file_names(dataset, name, data["file_names"], parent=parent, creator=creator)
+    if mode == "filter":
+        return tagging.tag_from_filter(dataset, name, data["filter"], parent=parent, creator=creator)
+    if mode == "operation":
+        return tagging.tag_from_operation(
+            dataset, name, data["operation"], data["tags"], parent=parent, creator=creator
+        )
+    return tagging.tag_from_run(dataset, data["sampling_run"], data["top_k"], name, creator, parent=parent)
+
+
+class TagList(APIView):
+    @extend_schema(summary="The dataset's tags", responses={200: TagSerializer(many=True)})
+    def get(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        # The bitmasks stay in the database: a list needs only the counts.
+        tags = dataset.tags.select_related("creator").defer("bitmask")
+        return Response(TagSerializer(tags, many=True).data)
+
+    @extend_schema(
+        summary="Create a tag from sample ids, file names, a filter, tag arithmetic or a sampling run's top K",
+        request=TAG_CREATE,
+        responses={201: TagSerializer},
+    )
+    def post(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        tag = create_from_request(dataset, request.data, request.user)
+        return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
+
+
+def _tag(dataset, tag_id: str) -> Tag:
+    tag = Tag.objects.select_related("creator").filter(dataset=dataset, pk=tag_id).first()
+    if tag is None:
+        raise Http404("No tag with that id in this dataset.")
+    return tag
+
+
+class TagDetail(APIView):
+    @extend_schema(
+        summary="A tag; `?include=sample_ids` adds its sample ids in idx order",
+        parameters=[OpenApiParameter("include", str, enum=["sample_ids"], required=False)],
+        responses={200: TagSerializer},
+    )
+    def get(self, request, dataset_id: str, tag_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        tag = _tag(dataset, tag_id)
+        body = TagSerializer(tag).data
+        include = {part.strip() for part in request.query_params.get("include", "").split(",") if part.strip()}
+        unknown = include - {"sample_ids"}
+        if unknown:
+            raise ValidationError({"include": [f"unknown value(s) {sorted(unknown)}; accepted: sample_ids"]})
+        if "sample_ids" in include:
+            body["sample_ids"] = tagging.sample_ids_of(dataset, tag)
+        return Response(body)
+
+    @extend_schema(summary="Delete a tag (initial-tag cannot be deleted)", responses={204: None})
+    def delete(self, request, dataset_id: str, tag_id: str):
+        dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        tagging.delete_tag(_tag(dataset, tag_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class IgnoreFormatParameter(DefaultContentNegotiation):
+    """`?format=` names the export format here, not a DRF renderer; errors still render as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class TagExport(APIView):
+    content_negotiation_class = IgnoreFormatParameter
+
+    @extend_schema(
+        summary="Download a tag's samples",
+        parameters=[OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)],
+        responses={(200, "text/plain"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR,
+                   (200, "application/json"): OpenApiTypes.OBJECT},
+    )
+    def get(self, request, dataset_id: str, tag_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        tag = _tag(dataset, tag_id)
+        fmt = request.query_params.get("format", "")
+        return tagging.export_tag(dataset, tag, fmt, request)
+
+
+urlpatterns = [
+    path("datasets/<str:dataset_id>/tags", TagList.as_view(), name="tag-list"),
+    path("datasets/<str:dataset_id>/tags/<str:tag_id>", TagDetail.as_view(), name="tag-detail"),
+    path("datasets/<str:dataset_id>/tags/<str:tag_id>/export", TagExport.as_view(), name="tag-export"),
+]

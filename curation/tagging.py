@@ -1,0 +1,398 @@
+"""Tags: create them (from ids, file names, a filter, arithmetic, a sampling run), delete them, export them.
+
+A tag is an immutable bitmask over sample idx. Tag names are printable text of 1-200 characters,
+without control characters or surrounding spaces, unique in their dataset (case-sensitive). Lightly's
+client accepts a narrower set (letters, digits and ` .:;=@_-`), so names meant for Lightly tooling
+should keep to that. `initial-tag` (the first upload) cannot be deleted: other tags, runs and
+Lightly clients rely on it as the dataset's root.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import StreamingHttpResponse
+from rest_framework.exceptions import ValidationError
+
+from curation import bitmask
+from curation.metadata import bad_value, flatten, get_path
+from curation.models import Dataset, Sample, Tag, TagOrigin, UploadMode
+
+INITIAL_TAG = "initial-tag"
+NAME_MAX = 200
+LOOKUP_BATCH = 5000
+EXPORT_BATCH = 5000
+MAX_OPERANDS = 16
+MAX_CSV_METADATA_COLUMNS = 500
+EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
+OPERATIONS = {"union": bitmask.union, "intersection": bitmask.intersection, "difference": bitmask.difference}
+
+
+def _unknown(kind: str, values: list) -> str:
+    shown = ", ".join(repr(v) for v in values[:10])
+    more = f" and {len(values) - 10} more" if len(values) > 10 else ""
+    return f"{len(values)} unknown {kind}: {shown}{more}"
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+def name_error(name) -> str | None:
+    if not isinstance(name, str):
+        return "must be a string"
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters"
+    if name != name.strip():
+        return "must not start or end with spaces"
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        return "must not contain control characters"
+    return None
+
+
+def check_name(dataset: Dataset, name) -> str:
+    """The name if it is valid and free in the dataset, else a ValidationError on `name`."""
+    problem = name_error(name)
+    if problem:
+        raise ValidationError({"name": [f"tag name {problem}"]})
+    if Tag.objects.filter(dataset=dataset, name=name).exists():
+        raise ValidationError({"name": [f"a tag named {name!r} already exists in this dataset"]})
+    return name
+
+
+def resolve_tag(dataset: Dataset, tag_id, field: str = "tag") -> Tag:
+    """The dataset's tag with that id, or a ValidationError on `field` (another dataset's tag is unknown here)."""
+    if not isinstance(tag_id, str) or not tag_id:
+        raise ValidationError({field: [f"must be a tag id (a string), not {tag_id!r}"]})
+    tag = Tag.objects.filter(dataset=dataset, pk=tag_id).first()
+    if tag is None:
+        raise ValidationError({field: [f"no tag with id {tag_id!r} in this dataset"]})
+    return tag
+
+
+# --- creating --------------------------------------------------------------------------------------
+
+def _to_mask(indices_or_mask) -> bytes:
+    if isinstance(indices_or_mask, (bytes, bytearray, memoryview)):
+        return bytes(indices_or_mask)
+    array = np.asarray(indices_or_mask)
+    if array.dtype == bool:
+        return np.packbits(array, bitorder="little").tobytes()
+    return bitmask.from_indices(array.astype(np.int64, copy=False))
+
+
+def create_tag(
+    dataset: Dataset,
+    name: str,
+    indices_or_mask,
+    *,
+    origin: str,
+    origin_detail: dict,
+    parent: Tag | None = None,
+    creator=None,
+) -> Tag:
+    """Save a tag over sample idx values (an iterable of ints, a bool array or a bitmask's bytes).
+
+    Raises a ValidationError for a bad or taken name, a parent of another dataset, or an empty tag.
+    """
+    check_name(dataset, name)
+    problem = bad_value(origin_detail)
+    if problem:
+        raise ValidationError({"non_field_errors": [f"cannot record how the tag was made: {problem}"]})
+    if parent is not None and parent.dataset_id != dataset.id:
+        raise ValidationError({"parent": [f"no tag with id {parent.pk!r} in this dataset"]})
+    mask = _to_mask(indices_or_mask)
+    count = bitmask.count(mask)
+    if count == 0:
+        raise ValidationError({"non_field_errors": ["the tag would be empty: no sample matches"]})
+    try:
+        with transaction.atomic():
+            return Tag.objects.create(
+                dataset=dataset,
+                name=name,
+                bitmask=mask,
+                count=count,
+                origin=origin,
+                origin_detail=origin_detail,
+                parent=parent,
+                creator=creator,
+            )
+    except IntegrityError:  # another request took the name between the check and the insert
+        raise ValidationError({"name": [f"a tag named {name!r} already exists in this dataset"]}) from None
+
+
+def _string_list(values, field: str) -> list[str]:
+    if not isinstance(values, list) or not values:
+        raise ValidationError({field: ["must be a non-empty list of strings"]})
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ValidationError({field: [f"item {i} must be a string, not {value!r}"]})
+    return list(dict.fromkeys(values))  # duplicates name the same sample once
+
+
+def _idx_by(dataset: Dataset, field: str, values: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(values), LOOKUP_BATCH):
+        chunk = values[start : start + LOOKUP_BATCH]
+        lookup = {f"{field}__in": chunk}
+        found.update(Sample.objects.filter(dataset=dataset, **lookup).values_list(field, "idx"))
+    return found
+
+
+def tag_from_sample_ids(dataset: Dataset, name: str, sample_ids, *, parent: Tag | None = None, creator=None) -> Tag:
+    check_name(dataset, name)
+    ids = _string_list(sample_ids, "sample_ids")
+    found = _idx_by(dataset, "id", ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValidationError({"sample_ids": [_unknown("sample id(s)", missing)]})
+    return create_tag(
+        dataset, name, list(found.values()), origin=TagOrigin.SELECTION,
+        origin_detail={"method": "sample_ids", "count": len(ids)}, parent=parent, creator=creator,
+    )
+
+
+def tag_from_file_names(dataset: Dataset, name: str, file_names, *, parent: Tag | None = None, creator=None) -> Tag:
+    check_name(dataset, name)
+    names = _string_list(file_names, "file_names")
+    found = _idx_by(dataset, "file_name", names)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValidationError({"file_names": [_unknown("file name(s)", missing)]})
+    return create_tag(
+        dataset, name, list(found.values()), origin=TagOrigin.SELECTION,
+        origin_detail={"method": "file_names", "count": len(names)}, parent=parent, creator=creator,
+    )
+
+
+def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | None = None, creator=None) -> Tag:
+    """The samples matching a metadata filter (see curation.filters); the parent defaults to the filter's tag."""
+    from curation.filters import parse_filter, select_samples
+
+    check_name(dataset, name)
+    if not isinstance(filter_obj, dict):
+        raise ValidationError({"filter": ["must be an object with 'tag', 'file_name' and/or 'conditions'"]})
+    try:
+        parsed = parse_filter(filter_obj)
+        filter_tag = parsed.get("tag")
+        if isinstance(filter_tag, str):
+            filter_tag = resolve_tag(dataset, filter_tag, "filter.tag")
+            parsed["tag"] = filter_tag
+        indices = list(select_samples(dataset, **parsed).values_list("idx", flat=True))
+    except ValidationError as exc:
+        # curation.filters already names its errors "filter..."; anything else gets that prefix.
+        if isinstance(exc.detail, dict) and all(str(key).startswith("filter") for key in exc.detail):
+            raise
+        raise ValidationError({"filter": exc.detail}) from None
+    if parent is None and isinstance(filter_tag, Tag):
+        parent = filter_tag
+    return create_tag(
+        dataset, name, indices, origin=TagOrigin.FILTER,
+        origin_detail={"filter": filter_obj}, parent=parent, creator=creator,
+    )
+
+
+def tag_from_operation(
+    dataset: Dataset, name: str, operation, tag_ids, *, parent: Tag | None = None, creator=None
+) -> Tag:
+    """Union, intersection or difference of 2-16 tags, applied left to right; parent defaults to the first."""
+    check_name(dataset, name)
+    if operation not in OPERATIONS:
+        raise ValidationError({"operation": [f"{operation!r} is not one of: {', '.join(OPERATIONS)}"]})
+    if not isinstance(tag_ids, list) or not 2 <= len(tag_ids) <= MAX_OPERANDS:
+        raise ValidationError({"tags": [f"must be a list of 2 to {MAX_OPERANDS} tag ids"]})
+    tags = [resolve_tag(dataset, tag_id, "tags") for tag_id in tag_ids]
+    mask = bytes(tags[0].bitmask)
+    for tag in tags[1:]:
+        mask = OPERATIONS[operation](mask, bytes(tag.bitmask))
+    return create_tag(
+        dataset, name, mask, origin=TagOrigin.ARITHMETIC,
+        origin_detail={"operation": operation, "tags": [t.pk for t in tags], "tag_names": [t.name for t in tags]},
+        parent=parent or tags[0], creator=creator,
+    )
+
+
+def tag_from_run(dataset: Dataset, run, top_k, name: str, creator=None, *, parent: Tag | None = None) -> Tag:
+    """The slider's result: the samples ranked 1..top_k by a succeeded run; parent defaults to its input tag."""
+    from sampling.models import ImportanceScore, RunStatus, SamplingRun
+
+    check_name(dataset, name)
+    if not isinstance(run, SamplingRun):
+        run_id = run
+        run = SamplingRun.objects.filter(dataset=dataset, pk=run_id).first() if isinstance(run_id, str) else None
+        if run is None:
+            raise ValidationError({"sampling_run": [f"no sampling run with id {run_id!r} in this dataset"]})
+    elif run.dataset_id != dataset.id:
+        raise ValidationError({"sampling_run": [f"no sampling run with id {run.pk!r} in this dataset"]})
+    if run.status != RunStatus.SUCCEEDED:
+        raise ValidationError({"sampling_run": [f"the run is {run.status}; only a succeeded run's scores make a tag"]})
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise ValidationError({"top_k": [f"must be an integer, not {top_k!r}"]})
+    if not 1 <= top_k <= run.score_count:
+        raise ValidationError({"top_k": [f"must be between 1 and {run.score_count} (the run's scored samples)"]})
+    # Uses the (run, rank) unique index; one row per kept sample.
+    indices = list(ImportanceScore.objects.filter(run=run, rank__lte=top_k).values_list("sample__idx", flat=True))
+    if parent is None and run.input_tag_id:
+        parent = run.input_tag
+    return create_tag(
+        dataset, name, indices, origin=TagOrigin.SAMPLING,
+        origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy, "top_k": top_k},
+        parent=parent, creator=creator,
+    )
+
+
+def delete_tag(tag: Tag) -> None:
+    if tag.name == INITIAL_TAG:
+        raise ValidationError({"tag": [f"{INITIAL_TAG} holds the dataset's first upload and cannot be deleted"]})
+    tag.delete()
+
+
+def sample_ids_of(dataset: Dataset, tag: Tag) -> list[str]:
+    """The public ids of the tag's samples, in idx order."""
+    return [row[0] for row in _tag_rows(dataset, tag, ("id",))]
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
+    """The tag's samples as value tuples in idx order: one bounded query per batch, no model instances."""
+    indices = tag.indices()
+    for start in range(0, len(indices), EXPORT_BATCH):
+        chunk = indices[start : start + EXPORT_BATCH].tolist()
+        yield from (
+            Sample.objects.filter(dataset=dataset, idx__in=chunk).order_by("idx").values_list(*fields)
+        )
+
+
+def _safe_filename(name: str) -> str:
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "tag")[:100]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+class _Echo:
+    """csv.writer target that hands each formatted line back instead of buffering it."""
+
+    def write(self, value):
+        return value
+
+
+BASE_COLUMNS = ("file_name", "sample_id", "idx", "width", "height")
+
+
+def _csv_paths(dataset: Dataset, tag: Tag) -> list[str]:
+    """Metadata columns: the configured fields, else every leaf path in the tag's metadata (capped)."""
+    configured = list(dataset.metadata_fields.order_by("path").values_list("path", flat=True))
+    if configured:
+        return configured
+    paths: set[str] = set()
+    for (meta,) in _tag_rows(dataset, tag, ("metadata",)):
+        if isinstance(meta, dict):
+            paths.update(path for path, _ in flatten(meta))
+    return sorted(paths)[:MAX_CSV_METADATA_COLUMNS]
+
+
+def _export_csv(dataset: Dataset, tag: Tag):
+    paths = _csv_paths(dataset, tag)
+    writer = csv.writer(_Echo())
+    yield writer.writerow([*BASE_COLUMNS, *(f"metadata.{p}" if p in BASE_COLUMNS else p for p in paths)])
+    for file_name, sample_id, idx, width, height, meta in _tag_rows(
+        dataset, tag, ("file_name", "id", "idx", "width", "height", "metadata")
+    ):
+        cells = [file_name, sample_id, idx, _cell(width), _cell(height)]
+        for path in paths:
+            try:
+                cells.append(_cell(get_path(meta, path)))
+            except KeyError:
+                cells.append("")
+        yield writer.writerow(cells)
+
+
+def _export_filenames(dataset: Dataset, tag: Tag):
+    for (file_name,) in _tag_rows(dataset, tag, ("file_name",)):
+        yield file_name + "\n"
+
+
+def _json_list(items):
+    yield "["
+    first = True
+    for item in items:
+        yield ("\n" if first else ",\n") + json.dumps(item, allow_nan=False)
+        first = False
+    yield "\n]\n"
+
+
+def _export_json(dataset: Dataset, tag: Tag):
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
+    return _json_list(
+        {"id": sid, "idx": idx, "file_name": name, "width": w, "height": h, "metadata": meta}
+        for sid, idx, name, w, h, meta in rows
+    )
+
+
+def _image_url(dataset: Dataset, base: str):
+    """How a Label Studio task points at a sample's pixels; `meta` datasets keep none, so the file name."""
+    if dataset.upload_mode == UploadMode.META:
+        return lambda sample_id, file_name: file_name
+    kind = "thumbnail" if dataset.upload_mode == UploadMode.THUMBNAILS else "image"
+    prefix = f"{base}/api/v1/datasets/{dataset.id}/samples/"
+    return lambda sample_id, file_name: f"{prefix}{sample_id}/{kind}"
+
+
+def _export_label_studio(dataset: Dataset, tag: Tag, base: str):
+    url = _image_url(dataset, base)
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "metadata"))
+    # Metadata keys are spread into `data`; `image`, `file_name` and `sample_id` win over same-named keys.
+    return _json_list(
+        {
+            "id": idx,
+            "data": {
+                **(meta if isinstance(meta, dict) else {}),
+                "image": url(sid, name),
+                "file_name": name,
+                "sample_id": sid,
+            },
+        }
+        for sid, idx, name, meta in rows
+    )
+
+
+def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None) -> StreamingHttpResponse:
+    """The tag's samples as a download, streamed in idx order.
+
+    filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
+    column per configured metadata field (else per metadata path found); a missing value is an
+    empty cell, the configured fallback is not applied. json: a list of samples with their metadata.
+    label-studio: a task list whose `data.image` is the absolute URL of the sample's image (thumbnail
+    for `thumbnails` datasets, the file name for `meta` datasets, which keep no pixels).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}"]})
+    base = request.build_absolute_uri("/").rstrip("/") if request is not None else settings.SITE_URL
+    stem = _safe_filename(tag.name)
+    if fmt == "filenames":
+        body, content_type, filename = _export_filenames(dataset, tag), "text/plain; charset=utf-8", f"{stem}.txt"
+    elif fmt == "csv":
+        body, content_type, filename = _export_csv(dataset, tag), "text/csv; charset=utf-8", f"{stem}.csv"
+    elif fmt == "json":
+        body, content_type, filename = _export_json(dataset, tag), "application/json", f"{stem}.json"
+    else:
+        body = _export_label_studio(dataset, tag, base)
+        content_type, filename = "application/json", f"{stem}-label-studio.json"
+    response = StreamingHttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
