@@ -29,6 +29,12 @@ def _client_for(user) -> APIClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # The fixtures create several users per test; the real hasher would dominate the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def owner(django_user_model):
     return django_user_model.objects.create_user("olivia", password="pw-olivia-123")
@@ -126,6 +132,8 @@ def _eager_tasks(request):
 class WorkerProcess:
     def __init__(self, env: dict, queue: str, concurrency: int):
         self.env, self.queue, self.concurrency = env, queue, concurrency
+        # A node name of its own: with two workers on one queue, readiness must be this worker's reply.
+        self.node = f"{queue}-{uuid.uuid4().hex[:6]}"
         self.log_path = Path(tempfile.mkstemp(prefix="winnow-worker-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
@@ -135,7 +143,7 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "winnow", "worker", "-Q", self.queue,
-             "-c", str(self.concurrency), "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h",
+             "-c", str(self.concurrency), "-n", f"{self.node}@%h",
              "--loglevel=INFO", "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -144,7 +152,7 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"celery worker exited at start:\n{self.log()}")
             replies = app.control.ping(timeout=0.5) or []
-            if any(self.queue in name for reply in replies for name in reply):
+            if any(name.startswith(f"{self.node}@") for reply in replies for name in reply):
                 return self
         raise RuntimeError(f"celery worker did not answer within 60 s:\n{self.log()}")
 
@@ -207,8 +215,9 @@ def fresh_worker(worker_env):
     env = {**env, "WINNOW_QUEUE": queue}
     workers: list[WorkerProcess] = []
 
-    def start(concurrency: int = 1) -> WorkerProcess:
-        workers.append(WorkerProcess(env, queue, concurrency).start())
+    def start(concurrency: int = 1, **env_overrides: str) -> WorkerProcess:
+        # env_overrides: settings for this worker only, e.g. WINNOW_VISIBILITY_TIMEOUT="10".
+        workers.append(WorkerProcess({**env, **env_overrides}, queue, concurrency).start())
         return workers[-1]
 
     yield start

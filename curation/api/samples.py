@@ -1,3 +1,297 @@
-"""REST API: samples."""
+"""REST API: samples of a dataset — register (JSON, `meta` datasets), upload (multipart), list, get.
 
-urlpatterns: list = []
+JSON registration is for `meta` datasets, whose pixels never reach the server; a `full` or
+`thumbnails` dataset takes its samples as image uploads (multipart), which curation.ingest handles.
+
+The list is cursor-paginated (keyset on idx, or on (metadata value, idx) when sorted by a path) and
+filtered by `tag`, `file_name` (substring), and metadata conditions given as repeated
+`where=path:op:value` parameters and/or `conditions=<JSON list of {path, op, value}>` (see
+curation.filters for the grammar).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from curation import filters, services
+from curation.access import get_dataset
+from curation.models import Role, Sample, UploadMode
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+LIST_PARAMS = {"tag", "file_name", "where", "conditions", "sort", "limit", "cursor", "count", "format"}
+
+
+class LenientJSONParser(JSONParser):
+    """Parses NaN and Infinity, so that the validation can name the entry and key holding one."""
+
+    strict = False
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    thumbnail_url = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Sample
+        fields = ["id", "idx", "file_name", "width", "height", "size_bytes", "format", "sha256", "metadata",
+                  "created_at", "thumbnail_url", "image_url"]
+        read_only_fields = fields
+
+    def get_thumbnail_url(self, sample) -> str | None:
+        # A URL only where pixels are kept: never for `meta` samples.
+        return f"{self.context['base']}{sample.id}/thumbnail" if sample.thumbnail_key else None
+
+    def get_image_url(self, sample) -> str | None:
+        return f"{self.context['base']}{sample.id}/image" if sample.original_key else None
+
+
+def _serializer_context(request, dataset) -> dict:
+    return {"base": request.build_absolute_uri(f"/api/v1/datasets/{dataset.id}/samples/")}
+
+
+# --- cursor pagination ----------------------------------------------------------------------------------
+
+def _encode_cursor(sort: filters.Sort, direction: str, sample) -> str:
+    data = {"s": sort.text, "d": direction, "i": sample.idx}
+    if sort.path is not None:
+        data["k"] = sample.sort_key
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str, sort: filters.Sort) -> dict:
+    bad = ValidationError({"cursor": ["is not a cursor this list gave out; follow the `next` or `previous` link"]})
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    if (
+        not isinstance(data, dict)
+        or data.get("d") not in ("n", "p")
+        or not isinstance(data.get("i"), int)
+        or isinstance(data.get("i"), bool)
+        or not (data.get("k") is None or isinstance(data.get("k"), str))
+    ):
+        raise bad
+    if data.get("s") != sort.text:
+        raise ValidationError({"cursor": [f"was made for sort={data.get('s')!r}, not sort={sort.text!r}"]})
+    if data.get("k") is not None:
+        try:  # the key goes back to the database as JSON: refuse anything else before it gets there
+            json.loads(data["k"], parse_constant=filters.no_json_constant)
+        except ValueError:
+            raise bad from None
+    return data
+
+
+def _link(request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    query = request.query_params.copy()
+    query["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def _page(request, qs, sort: filters.Sort, limit: int) -> tuple[list, str | None, str | None]:
+    """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link)."""
+    cursor = request.query_params.get("cursor")
+    position = _decode_cursor(cursor, sort) if cursor else None
+    backwards = bool(position and position["d"] == "p")
+    if position:
+        qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
+    if sort.path is not None:
+        qs = qs.annotate(sort_key=sort.key_text())
+    # One row more than the page tells whether another page follows, without a count.
+    rows = list(qs.order_by(*sort.ordering(reverse=backwards))[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+        next_cursor = _encode_cursor(sort, "n", rows[-1]) if rows else None
+        previous_cursor = _encode_cursor(sort, "p", rows[0]) if rows and more else None
+    else:
+        next_cursor = _encode_cursor(sort, "n", rows[-1]) if rows and more else None
+        previous_cursor = _encode_cursor(sort, "p", rows[0]) if rows and position else None
+    return rows, _link(request, next_cursor), _link(request, previous_cursor)
+
+
+# --- query parameters -------------------------------------------------------------------------------------
+
+def _flag(request, name: str) -> bool:
+    value = request.query_params.get(name, "false").strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise ValidationError({name: [f"{value!r} is not true or false"]})
+
+
+def _limit(request) -> int:
+    text = request.query_params.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ValidationError({"limit": [f"{text!r} is not an integer"]}) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError({"limit": [f"must be between 1 and {MAX_LIMIT} (got {limit})"]})
+    return limit
+
+
+def _conditions(request) -> list[filters.Condition]:
+    where = request.query_params.getlist("where")
+    conditions = filters.parse_conditions(where, field="where") if where else []
+    raw = request.query_params.get("conditions")
+    if raw:
+        try:
+            parsed = json.loads(raw, parse_constant=filters.no_json_constant)
+        except ValueError as exc:
+            raise ValidationError({"conditions": [f"is not valid JSON: {exc}"]}) from None
+        conditions += filters.parse_conditions(parsed, field="conditions")
+    if len(conditions) > filters.MAX_CONDITIONS:
+        message = f"at most {filters.MAX_CONDITIONS} conditions in all (got {len(conditions)})"
+        raise ValidationError({"where": [message]})
+    return conditions
+
+
+LIST_PARAMETERS = [
+    OpenApiParameter("tag", str, description="Only samples in this tag (tag id)."),
+    OpenApiParameter("file_name", str, description="Only samples whose file name contains this (any case)."),
+    OpenApiParameter("where", str, many=True, description="A metadata condition `path:op:value` "
+                     "(op: eq, ne, lt, lte, gt, gte, in, exists; value is JSON when it parses, else text). "
+                     "Repeatable."),
+    OpenApiParameter("conditions", str, description='A JSON list of {"path", "op", "value"} conditions.'),
+    OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path, or -path; missing values last."),
+    OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    OpenApiParameter("cursor", str, description="From a `next` or `previous` link."),
+    OpenApiParameter("count", bool, description="Also count every matching sample (slower)."),
+]
+
+SamplePage = inline_serializer("SamplePage", {
+    "results": SampleSerializer(many=True),
+    "next": serializers.URLField(allow_null=True),
+    "previous": serializers.URLField(allow_null=True),
+    "count": serializers.IntegerField(required=False),
+})
+
+RegisterRequest = inline_serializer("SampleRegistration", {
+    "samples": inline_serializer("SampleEntry", {
+        "file_name": serializers.CharField(),
+        "width": serializers.IntegerField(required=False, allow_null=True),
+        "height": serializers.IntegerField(required=False, allow_null=True),
+        "size_bytes": serializers.IntegerField(required=False, allow_null=True),
+        "metadata": serializers.DictField(required=False),
+    }, many=True),
+})
+
+RegisterResponse = inline_serializer("SampleRegistrationResult", {
+    "created": serializers.IntegerField(),
+    "skipped": serializers.ListField(child=serializers.CharField()),
+    "ids": serializers.ListField(child=serializers.CharField(), help_text="Sample ids in the order of the entries."),
+})
+
+
+class SampleList(APIView):
+    parser_classes = [LenientJSONParser, MultiPartParser]
+
+    @extend_schema(operation_id="samples_list", parameters=LIST_PARAMETERS, responses={200: SamplePage},
+                   summary="List, filter and sort samples")
+    def get(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        unknown = sorted(set(request.query_params) - LIST_PARAMS)
+        if unknown:
+            known = ", ".join(sorted(LIST_PARAMS - {"format"}))
+            raise ValidationError({unknown[0]: [f"unknown parameter; use {known}"]})
+        limit, count = _limit(request), _flag(request, "count")
+        file_name = request.query_params.get("file_name") or None
+        if file_name and len(file_name) > filters.MAX_FILE_NAME_FILTER:
+            raise ValidationError({"file_name": [f"at most {filters.MAX_FILE_NAME_FILTER} characters"]})
+        sort = filters.parse_sort(dataset, request.query_params.get("sort"))
+        qs = filters.select_samples(
+            dataset, tag=request.query_params.get("tag") or None, file_name=file_name, conditions=_conditions(request)
+        )
+        rows, next_link, previous_link = _page(request, qs, sort, limit)
+        body = {
+            "results": SampleSerializer(rows, many=True, context=_serializer_context(request, dataset)).data,
+            "next": next_link,
+            "previous": previous_link,
+        }
+        if count:
+            body["count"] = qs.count()
+        return Response(body)
+
+    @extend_schema(
+        operation_id="samples_create",
+        request={"application/json": RegisterRequest, "multipart/form-data": OpenApiTypes.OBJECT},
+        responses={201: RegisterResponse, 200: RegisterResponse},
+        summary="Register samples without pixels (JSON, meta datasets) or upload images (multipart)",
+    )
+    def post(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        if (request.content_type or "").startswith("multipart/"):
+            if dataset.upload_mode == UploadMode.META:
+                raise ValidationError({"upload_mode": [
+                    "this dataset keeps metadata only (meta): it takes no image files; "
+                    "register samples as JSON {\"samples\": [{\"file_name\": ...}]}"
+                ]})
+            from curation.ingest import handle_multipart_upload
+
+            return handle_multipart_upload(request, dataset)
+        if dataset.upload_mode != UploadMode.META:
+            raise ValidationError({"upload_mode": [
+                f"this dataset keeps pixels ({dataset.upload_mode}): upload the images as multipart/form-data; "
+                "JSON registration without pixels is for meta datasets"
+            ]})
+        body = request.data
+        if not isinstance(body, dict) or "samples" not in body:
+            raise ValidationError({"samples": ['is required: send {"samples": [{"file_name": ...}, ...]}']})
+        unknown = sorted(set(body) - {"samples"})
+        if unknown:
+            raise ValidationError({unknown[0]: ["unknown field; the body has only samples"]})
+        entries = body["samples"]
+        if isinstance(entries, list) and not entries:
+            raise ValidationError({"samples": ["is empty; give at least one sample"]})
+        limit = settings.WINNOW_MAX_SAMPLES_PER_REQUEST
+        if isinstance(entries, list) and len(entries) > limit:
+            raise ValidationError({"samples": [f"{len(entries)} entries; at most {limit} per request"]})
+        try:
+            rows = services.clean_sample_entries(entries)
+            result = services.add_samples(dataset, rows, creator=request.user)
+        except services.InvalidEntries as exc:
+            raise ValidationError({"samples": exc.errors}) from None
+        except ValueError as exc:
+            raise ValidationError({"samples": [str(exc)]}) from None
+        ids = {sample.file_name: sample.id for sample in result.created}
+        ids.update(zip(result.skipped, result.skipped_ids))
+        return Response(
+            {"created": len(result.created), "skipped": result.skipped, "ids": [ids[row["file_name"]] for row in rows]},
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class SampleDetail(APIView):
+    @extend_schema(operation_id="sample_retrieve", responses={200: SampleSerializer}, summary="One sample")
+    def get(self, request, dataset_id: str, sample_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        sample = get_object_or_404(Sample, dataset=dataset, pk=sample_id)
+        return Response(SampleSerializer(sample, context=_serializer_context(request, dataset)).data)
+
+
+urlpatterns = [
+    path("datasets/<str:dataset_id>/samples", SampleList.as_view(), name="sample-list"),
+    path("datasets/<str:dataset_id>/samples/<str:sample_id>", SampleDetail.as_view(), name="sample-detail"),
+]
