@@ -9,7 +9,9 @@ api_v1 = [
     path("", include("winnow.accounts.api")),
     path("", include("curation.api.datasets")),
     path("", include("curation.api.samples")),
+    path("", include("curation.api.files")),
     path("", include("curation.api.metadata")),
+    path("", include("curation.api.analytics")),
     path("", include("curation.api.tags")),
     path("", include("curation.api.embeddings")),
     path("", include("sampling.api")),
@@ -18,6 +20,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("v1/", include("curation.lightly.urls")),  # Lightly's client protocol (LIGHTLY_SERVER_LOCATION)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("curation.urls")),

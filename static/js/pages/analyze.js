@@ -1,0 +1,280 @@
+// Analyze & Filter: a histogram per numeric field and a bar chart per categorical field, from the
+// aggregated histograms endpoint; brushing a range or clicking categories filters, and the result can
+// be saved as a tag.
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, pageUrl, toast } from "../lib.js";
+
+const base = "/datasets/" + encodeURIComponent(datasetId);
+const chartsBox = document.getElementById("charts");
+const matchedEl = document.getElementById("matched");
+const totalEl = document.getElementById("total");
+const activeBox = document.getElementById("active");
+const tagSelect = document.getElementById("a-tag");
+const exploreLink = document.getElementById("open-explore");
+const saveForm = document.getElementById("save-form");
+const saveError = document.getElementById("save-error");
+
+const W = 400, H = 170, L = 8, R = 392, TOP = 8, BOTTOM = 140;
+const selections = new Map(); // path -> {range: [lo, hi]} | {values: [..]}
+let fields = [];
+let charts = new Map();       // path -> {draw(field)}
+let request = 0;
+let timer = null;
+
+const svg = (tag, attrs = {}, ...children) => el(tag, { ...attrs, svg: true }, ...children);
+const label = (f) => f.display_name || f.path;
+const round = (x) => Math.round(x * 100) / 100;
+
+function conditions() {
+  const out = [];
+  for (const [path, sel] of selections) {
+    if (sel.range) {
+      out.push({ path, op: "gte", value: sel.range[0] }, { path, op: "lte", value: sel.range[1] });
+    } else if (sel.values && sel.values.length === 1) {
+      out.push({ path, op: "eq", value: sel.values[0] });
+    } else if (sel.values && sel.values.length) {
+      out.push({ path, op: "in", value: sel.values });
+    }
+  }
+  return out;
+}
+
+function filterObject() {
+  const obj = {};
+  if (tagSelect.value) obj.tag = tagSelect.value;
+  const c = conditions();
+  if (c.length) obj.conditions = c;
+  return obj;
+}
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(refresh, 120);
+  renderActive();
+}
+
+function renderActive() {
+  clear(activeBox, [...selections].map(([path, sel]) => {
+    const f = fields.find((x) => x.path === path);
+    const text = sel.range ? `${label(f)} ${fmtValue(sel.range[0])} – ${fmtValue(sel.range[1])}`
+      : `${label(f)}: ${sel.values.map(fmtValue).join(", ")}`;
+    const remove = el("button", { type: "button", "aria-label": "Remove filter on " + label(f) }, "×");
+    remove.addEventListener("click", () => { selections.delete(path); schedule(); redrawAll(); });
+    return el("span", { class: "badge blue cond-chip" }, text, remove);
+  }));
+  const qs = new URLSearchParams();
+  if (tagSelect.value) qs.set("tag", tagSelect.value);
+  const c = conditions();
+  if (c.length) qs.set("conditions", JSON.stringify(c));
+  exploreLink.href = pageUrl("explore") + (qs.toString() ? "?" + qs : "");
+}
+
+async function refresh() {
+  const mine = ++request;
+  const filter = filterObject();
+  try {
+    const data = await api(base + "/metadata/histograms", { params: { filter: Object.keys(filter).length ? JSON.stringify(filter) : "" } });
+    if (mine !== request) return;
+    matchedEl.textContent = fmtNum(data.matched);
+    totalEl.textContent = "of " + fmtNum(data.total) + " samples match";
+    if (!charts.size) build(data.fields);
+    fields = data.fields;
+    redrawAll();
+  } catch (err) {
+    if (mine !== request) return;
+    if (!charts.size) clear(chartsBox, errorBox(err)); else toast(err.message, "error");
+  }
+}
+
+function redrawAll() {
+  for (const f of fields) charts.get(f.path)?.draw(f);
+}
+
+function build(list) {
+  fields = list;
+  if (!list.length) {
+    clear(chartsBox, emptyState("No configured fields yet",
+      el("p", {}, "Charts appear for the metadata fields configured in the ", el("a", { href: pageUrl("configurator") }, "Configurator"), ".")));
+    return;
+  }
+  clear(chartsBox);
+  for (const f of list) {
+    const chart = f.kind === "numeric" ? numericChart(f) : categoricalChart(f);
+    charts.set(f.path, chart);
+    chartsBox.appendChild(chart.node);
+  }
+}
+
+function head(f, extra) {
+  return el("div", { class: "chart-head" },
+    el("h3", { style: "margin:0" }, label(f)),
+    el("span", { class: "muted small" }, f.type + (f.fallback !== null && f.fallback !== undefined ? " · fallback " + fmtValue(f.fallback) : "")),
+    extra);
+}
+
+// --- numeric: histogram with a brush -------------------------------------------------------------------
+
+function numericChart(f) {
+  const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Histogram of " + label(f) });
+  const lo = el("input", { type: "number", step: "any", "aria-label": label(f) + " from", style: "width:100px" });
+  const hi = el("input", { type: "number", step: "any", "aria-label": label(f) + " to", style: "width:100px" });
+  const missing = el("span", { class: "muted small" });
+  const node = el("section", { class: "chart", "data-testid": "chart", "data-path": f.path },
+    head(f), plot,
+    el("div", { class: "row small", style: "align-items:center" }, "Range", lo, "to", hi, missing));
+  let current = f;
+  const scale = () => {
+    const e = current.edges;
+    return { x0: e[0], x1: e[e.length - 1], toX: (v) => L + (v - e[0]) / (e[e.length - 1] - e[0]) * (R - L),
+      toV: (x) => e[0] + (x - L) / (R - L) * (e[e.length - 1] - e[0]) };
+  };
+  const setRange = (a, b) => {
+    if (a === null) selections.delete(f.path);
+    else selections.set(f.path, { range: [Math.min(a, b), Math.max(a, b)] });
+    schedule();
+    draw(current);
+  };
+  const onInputs = () => {
+    const a = lo.value === "" ? null : Number(lo.value);
+    const b = hi.value === "" ? null : Number(hi.value);
+    if (a === null && b === null) return setRange(null);
+    const s = scale();
+    setRange(a === null ? s.x0 : a, b === null ? s.x1 : b);
+  };
+  lo.addEventListener("change", onInputs);
+  hi.addEventListener("change", onInputs);
+
+  let drag = null;
+  const toLocal = (event) => {
+    const pt = new DOMPoint(event.clientX, event.clientY).matrixTransform(plot.getScreenCTM().inverse());
+    return Math.max(L, Math.min(R, pt.x));
+  };
+  plot.addEventListener("pointerdown", (event) => {
+    if (!current.edges.length) return;
+    plot.setPointerCapture(event.pointerId);
+    drag = { start: toLocal(event), end: toLocal(event) };
+    draw(current);
+  });
+  plot.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    drag.end = toLocal(event);
+    draw(current);
+  });
+  plot.addEventListener("pointerup", () => {
+    if (!drag) return;
+    const s = scale();
+    const { start, end } = drag;
+    drag = null;
+    if (Math.abs(end - start) < 3) return setRange(null); // a click clears
+    setRange(round(s.toV(Math.min(start, end))), round(s.toV(Math.max(start, end))));
+  });
+
+  function draw(data) {
+    current = data;
+    const sel = selections.get(f.path);
+    lo.value = sel ? sel.range[0] : "";
+    hi.value = sel ? sel.range[1] : "";
+    missing.textContent = data.missing ? fmtNum(data.missing) + " without a value" : "";
+    if (!data.edges.length) {
+      clear(plot, svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "no numeric values"));
+      return;
+    }
+    const s = scale();
+    const top = Math.max(1, ...data.counts);
+    const bars = [];
+    for (let i = 0; i < data.counts.length; i++) {
+      const x = s.toX(data.edges[i]) + 0.5, w = Math.max(1, s.toX(data.edges[i + 1]) - s.toX(data.edges[i]) - 1);
+      const h = (c) => (c / top) * (BOTTOM - TOP);
+      bars.push(svg("rect", { class: "bar", x, width: w, y: BOTTOM - h(data.counts[i]), height: h(data.counts[i]) },
+        svg("title", {}, `${fmtValue(data.edges[i])} – ${fmtValue(data.edges[i + 1])}: ${fmtNum(data.matched_counts[i])} of ${fmtNum(data.counts[i])}`)));
+      bars.push(svg("rect", { class: "bar match", x, width: w, y: BOTTOM - h(data.matched_counts[i]), height: h(data.matched_counts[i]), "pointer-events": "none" }));
+    }
+    let brush = null;
+    const span = drag ? [Math.min(drag.start, drag.end), Math.max(drag.start, drag.end)]
+      : sel ? [s.toX(sel.range[0]), s.toX(sel.range[1])] : null;
+    if (span) brush = svg("rect", { class: "brush", x: span[0], width: Math.max(1, span[1] - span[0]), y: TOP - 4, height: BOTTOM - TOP + 4, "pointer-events": "none" });
+    clear(plot, bars, brush,
+      svg("line", { x1: L, x2: R, y1: BOTTOM + 0.5, y2: BOTTOM + 0.5, stroke: "#cfd4dc" }),
+      svg("text", { x: L, y: BOTTOM + 16, class: "axis" }, fmtValue(data.min)),
+      svg("text", { x: R, y: BOTTOM + 16, class: "axis", "text-anchor": "end" }, fmtValue(data.max)),
+      svg("text", { x: W / 2, y: BOTTOM + 16, class: "axis", "text-anchor": "middle" }, "max bin " + fmtNum(top)));
+  }
+  draw(f);
+  return { node, draw };
+}
+
+// --- categorical: clickable bars -----------------------------------------------------------------------
+
+function categoricalChart(f) {
+  const list = el("div", { role: "group", "aria-label": label(f) + " values" });
+  const note = el("p", { class: "muted small", style: "margin:6px 0 0" });
+  const node = el("section", { class: "chart", "data-testid": "chart", "data-path": f.path }, head(f), list, note);
+
+  const toggle = (value) => {
+    const sel = selections.get(f.path);
+    const values = sel ? [...sel.values] : [];
+    const at = values.findIndex((v) => v === value);
+    if (at >= 0) values.splice(at, 1); else values.push(value);
+    if (values.length) selections.set(f.path, { values }); else selections.delete(f.path);
+    schedule();
+    draw(current);
+  };
+  let current = f;
+  function draw(data) {
+    current = data;
+    const sel = selections.get(f.path);
+    const top = Math.max(1, ...data.values.map((v) => v.count));
+    clear(list, data.values.map((v) => {
+      const on = !!(sel && sel.values.some((x) => x === v.value));
+      const row = el("div", {
+        class: "cat", role: "checkbox", tabindex: "0", "aria-checked": String(on), "data-value": String(v.value),
+        "aria-label": `${fmtValue(v.value)}: ${v.matched} of ${v.count}`,
+        style: "display:grid;grid-template-columns:110px 1fr 90px;gap:8px;align-items:center;padding:2px 4px;border-radius:4px;cursor:pointer;" + (on ? "background:var(--accent-soft);outline:1px solid var(--accent)" : ""),
+      },
+      el("span", { style: "overflow:hidden;text-overflow:ellipsis;white-space:nowrap", title: fmtValue(v.value) }, fmtValue(v.value)),
+      el("span", { style: "position:relative;height:14px;background:#eef1f5;border-radius:3px;overflow:hidden" },
+        el("span", { style: `position:absolute;left:0;top:0;bottom:0;width:${(v.count / top) * 100}%;background:#c9d6f2` }),
+        el("span", { style: `position:absolute;left:0;top:0;bottom:0;width:${(v.matched / top) * 100}%;background:var(--accent)` })),
+      el("span", { class: "small", style: "text-align:right;font-variant-numeric:tabular-nums" }, fmtNum(v.matched) + " / " + fmtNum(v.count)));
+      row.addEventListener("click", () => toggle(v.value));
+      row.addEventListener("keydown", (event) => {
+        if (event.key === " " || event.key === "Enter") { event.preventDefault(); toggle(v.value); }
+      });
+      return row;
+    }));
+    const extra = [];
+    if (data.other) extra.push(fmtNum(data.other) + " in other values");
+    if (data.missing) extra.push(fmtNum(data.missing) + " without a value");
+    note.textContent = extra.join(" · ");
+  }
+  draw(f);
+  return { node, draw };
+}
+
+// --- wiring ----------------------------------------------------------------------------------------------
+
+document.getElementById("clear-all").addEventListener("click", () => { selections.clear(); schedule(); redrawAll(); });
+tagSelect.addEventListener("change", schedule);
+
+if (saveForm) {
+  saveForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clear(saveError);
+    busy(saveForm.querySelector("button"), async () => {
+      try {
+        const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), filter: filterObject() } });
+        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        saveForm.reset();
+        tagSelect.appendChild(el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")"));
+      } catch (err) {
+        saveError.appendChild(errorBox(err));
+      }
+    });
+  });
+}
+
+api(base + "/tags").then((tags) => {
+  const list = Array.isArray(tags) ? tags : tags.results || [];
+  tagSelect.append(...list.map((t) => el("option", { value: t.id }, "within " + t.name + " (" + fmtNum(t.count) + ")")));
+}).catch(() => {});
+renderActive();
+refresh();

@@ -1,0 +1,253 @@
+// Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
+// file name and configured metadata fields, sorting, selection and "save selection as tag".
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, toast } from "../lib.js";
+import { SampleGrid, infiniteScroll } from "../grid.js";
+
+const base = "/datasets/" + encodeURIComponent(datasetId);
+const form = document.getElementById("filters");
+const tagSelect = document.getElementById("f-tag");
+const nameInput = document.getElementById("f-name");
+const sortSelect = document.getElementById("f-sort");
+const fieldSelect = document.getElementById("c-field");
+const opSelect = document.getElementById("c-op");
+const valueInput = document.getElementById("c-value");
+const valueList = document.getElementById("c-values");
+const chips = document.getElementById("conditions");
+const matchCount = document.getElementById("match-count");
+const selCount = document.getElementById("sel-count");
+const results = document.getElementById("results");
+const saveForm = document.getElementById("save-form");
+const saveError = document.getElementById("save-error");
+
+const PAGE = 120;
+const OPS = {
+  numeric: [["eq", "="], ["ne", "≠"], ["lt", "<"], ["lte", "≤"], ["gt", ">"], ["gte", "≥"]],
+  categorical: [["eq", "is"], ["ne", "is not"]],
+};
+const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", in: "in", exists: "exists" };
+
+let fields = [];               // configured fields
+let categories = new Map();    // path -> known values, for the value input's suggestions
+let state = { tag: "", file_name: "", sort: "idx", conditions: [] };
+let total = null;
+let next = null;
+let generation = 0;
+
+const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection });
+const scroller = infiniteScroll(results, loadMore);
+
+function isNumeric(field) { return field && (field.type === "int" || field.type === "float"); }
+
+function typed(field, text) {
+  const t = text.trim();
+  if (field.type === "int" || field.type === "categorical_int") {
+    if (!/^-?\d+$/.test(t)) throw new Error(label(field) + ": enter a whole number");
+    return parseInt(t, 10);
+  }
+  if (field.type === "float") {
+    const n = Number(t);
+    if (t === "" || !Number.isFinite(n)) throw new Error(label(field) + ": enter a number");
+    return n;
+  }
+  if (field.type === "boolean") {
+    if (!["true", "false"].includes(t.toLowerCase())) throw new Error(label(field) + ": enter true or false");
+    return t.toLowerCase() === "true";
+  }
+  if (!t) throw new Error(label(field) + ": enter a value");
+  return text;
+}
+
+function label(field) { return field.display_name || field.path; }
+function fieldOf(path) { return fields.find((f) => f.path === path); }
+
+function filterObject() {
+  const obj = {};
+  if (state.tag) obj.tag = state.tag;
+  if (state.file_name) obj.file_name = state.file_name;
+  if (state.conditions.length) obj.conditions = state.conditions;
+  return obj;
+}
+
+function syncUrl() {
+  const qs = new URLSearchParams();
+  if (state.tag) qs.set("tag", state.tag);
+  if (state.file_name) qs.set("file_name", state.file_name);
+  if (state.sort !== "idx") qs.set("sort", state.sort);
+  if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
+  const s = qs.toString();
+  history.replaceState(null, "", location.pathname + (s ? "?" + s : ""));
+}
+
+function readUrl() {
+  const qs = new URLSearchParams(location.search);
+  state.tag = qs.get("tag") || "";
+  state.file_name = qs.get("file_name") || "";
+  state.sort = qs.get("sort") || "idx";
+  try {
+    const conditions = JSON.parse(qs.get("conditions") || "[]");
+    state.conditions = Array.isArray(conditions) ? conditions : [];
+  } catch (_) {
+    state.conditions = [];
+  }
+}
+
+function renderChips() {
+  clear(chips, state.conditions.map((c, i) => {
+    const f = fieldOf(c.path);
+    const remove = el("button", { type: "button", "aria-label": "Remove condition " + (f ? label(f) : c.path) }, "×");
+    remove.addEventListener("click", () => { state.conditions.splice(i, 1); apply(); });
+    return el("span", { class: "badge blue cond-chip", "data-testid": "condition" },
+      (f ? label(f) : c.path) + " " + (OP_TEXT[c.op] || c.op) + " " + JSON.stringify(c.value), remove);
+  }));
+}
+
+function renderOps() {
+  const f = fieldOf(fieldSelect.value);
+  clear(opSelect, (isNumeric(f) ? OPS.numeric : OPS.categorical).map(([v, t]) => el("option", { value: v }, t)));
+  clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
+  valueInput.value = "";
+}
+
+function updateSelection() {
+  const n = grid.allInFilter ? total : grid.selected.size;
+  selCount.textContent = grid.allInFilter ? "all " + fmtNum(total) + " in filter selected" : fmtNum(n) + " selected";
+  const save = document.getElementById("save-tag");
+  if (save) save.disabled = !n;
+}
+
+async function loadMore() {
+  const mine = generation;
+  let data;
+  try {
+    if (next) data = await api(next);
+    else {
+      data = await api(base + "/samples", { params: {
+        tag: state.tag, file_name: state.file_name, sort: state.sort, limit: PAGE, count: "true",
+        conditions: state.conditions.length ? JSON.stringify(state.conditions) : "" } });
+    }
+  } catch (err) {
+    if (mine !== generation) return true;
+    results.prepend(errorBox(err));
+    matchCount.textContent = "";
+    return false;
+  }
+  if (mine !== generation) return true; // the filter changed meanwhile: this page is dropped, the new filter loads
+  if (data.count !== undefined) {
+    total = data.count;
+    matchCount.textContent = fmtNum(total) + (total === 1 ? " sample" : " samples");
+    updateSelection();
+    if (total === 0) {
+      const filtered = state.tag || state.file_name || state.conditions.length;
+      results.prepend(emptyState(filtered ? "No sample matches these filters" : "No samples yet",
+        el("p", {}, filtered ? "Remove a condition or choose another tag." : "Add images with the winnow CLI: see the dataset's Overview.")));
+    }
+  }
+  grid.append(data.results);
+  next = data.next;
+  return Boolean(next);
+}
+
+function apply() {
+  generation += 1;
+  next = null;
+  total = null;
+  grid.reset();
+  grid.clearSelection();
+  results.querySelectorAll(".empty, .alert").forEach((n) => n.remove());
+  matchCount.textContent = "Counting…";
+  renderChips();
+  syncUrl();
+  scroller.restart();
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.tag = tagSelect.value;
+  state.file_name = nameInput.value.trim();
+  state.sort = sortSelect.value;
+  apply();
+});
+tagSelect.addEventListener("change", () => form.requestSubmit());
+sortSelect.addEventListener("change", () => form.requestSubmit());
+fieldSelect.addEventListener("change", renderOps);
+
+function addCondition() {
+  const f = fieldOf(fieldSelect.value);
+  if (!f) return;
+  try {
+    state.conditions.push({ path: f.path, op: opSelect.value, value: typed(f, valueInput.value) });
+  } catch (err) {
+    toast(err.message, "error");
+    valueInput.focus();
+    return;
+  }
+  valueInput.value = "";
+  state.tag = tagSelect.value;
+  state.file_name = nameInput.value.trim();
+  state.sort = sortSelect.value;
+  apply();
+}
+document.getElementById("c-add").addEventListener("click", addCondition);
+valueInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") { event.preventDefault(); addCondition(); }
+});
+
+document.getElementById("select-all").addEventListener("click", () => { if (total) grid.selectAllInFilter(); });
+document.getElementById("clear-sel").addEventListener("click", () => grid.clearSelection());
+
+if (saveForm) {
+  saveForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clear(saveError);
+    const name = saveForm.elements.name.value.trim();
+    busy(saveForm.querySelector("button"), async () => {
+      try {
+        const body = grid.allInFilter ? { name, filter: filterObject() } : { name, sample_ids: [...grid.selected] };
+        if (!grid.allInFilter && state.tag) body.parent = state.tag;
+        const tag = await api(base + "/tags", { method: "POST", body });
+        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        saveForm.reset();
+        const option = el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")");
+        tagSelect.appendChild(option);
+        grid.clearSelection();
+      } catch (err) {
+        saveError.appendChild(errorBox(err));
+      }
+    });
+  });
+}
+
+async function init() {
+  readUrl();
+  nameInput.value = state.file_name;
+  try {
+    const [tags, configured] = await Promise.all([api(base + "/tags"), api(base + "/configurator")]);
+    fields = Array.isArray(configured) ? configured : configured.results || [];
+    const tagList = Array.isArray(tags) ? tags : tags.results || [];
+    tagSelect.append(...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")")));
+    tagSelect.value = state.tag;
+    for (const f of fields) {
+      sortSelect.append(el("option", { value: f.path }, label(f) + " ↑"), el("option", { value: "-" + f.path }, label(f) + " ↓"));
+    }
+    sortSelect.value = state.sort;
+    if (fields.length) {
+      fieldSelect.append(...fields.map((f) => el("option", { value: f.path }, label(f))));
+      renderOps();
+    } else {
+      document.getElementById("cond-add").replaceChildren(el("p", { class: "muted small", style: "margin:0;align-self:center" },
+        "Configure metadata fields in the Configurator to filter by them."));
+    }
+  } catch (err) {
+    toast(err.message, "error");
+  }
+  apply();
+  // Known values of categorical fields, for the value suggestions (not needed to browse).
+  if (fields.some((f) => !isNumeric(f))) {
+    api(base + "/metadata/histograms").then((h) => {
+      for (const f of h.fields) if (f.kind === "categorical") categories.set(f.path, f.values.map((v) => v.value));
+      renderOps();
+    }).catch(() => {});
+  }
+}
+
+init();

@@ -1,0 +1,356 @@
+// Embedding map: the binary float32 projection drawn as a WebGL scatter; colour by a configured field
+// or a tag; hover shows the sample; lasso selects samples, lists them and saves them as a tag.
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, page, toast } from "../lib.js";
+import { SampleGrid } from "../grid.js";
+import { Scatter } from "../scatter.js";
+
+const base = "/datasets/" + encodeURIComponent(datasetId);
+const embSelect = document.getElementById("m-embedding");
+const colorSelect = document.getElementById("m-color");
+const statusEl = document.getElementById("map-status");
+const box = document.getElementById("map-box");
+const glCanvas = document.getElementById("map-gl");
+const overlay = document.getElementById("map-overlay");
+const octx = overlay.getContext("2d");
+const hoverCard = document.getElementById("map-hover");
+const legend = document.getElementById("legend");
+const lassoCount = document.getElementById("lasso-count");
+const saveForm = document.getElementById("lasso-save");
+const saveButton = document.getElementById("lasso-save-button");
+const gridNote = document.getElementById("selgrid-note");
+const toolPan = document.getElementById("tool-pan");
+const toolLasso = document.getElementById("tool-lasso");
+
+const PALETTE = [[78, 121, 237], [242, 142, 43], [89, 195, 120], [225, 87, 89], [176, 122, 215],
+  [237, 201, 72], [118, 183, 178], [255, 157, 167], [156, 117, 95], [186, 176, 172],
+  [31, 200, 230], [200, 230, 80], [250, 100, 200], [120, 90, 255], [90, 150, 60],
+  [255, 200, 150], [140, 210, 255], [210, 80, 40], [160, 160, 255], [100, 100, 100], [220, 220, 220]];
+const DEFAULT = [125, 170, 255];
+const MISSING = [110, 118, 135];
+const forceFallback = new URLSearchParams(location.search).get("renderer") === "2d";
+
+const scatter = new Scatter(glCanvas, { forceFallback });
+let idxOf = new Uint32Array(0);   // point i -> sample idx
+let pointOf = new Map();          // sample idx -> point i
+let baseColors = null;            // rgba per point, before the selection dims the rest
+let selected = [];                // point indices in the lasso
+let tool = "pan";
+let embeddings = [];
+const sampleCache = new Map();
+const selGrid = new SampleGrid(document.getElementById("selgrid"));
+
+// Tests and curious users can inspect the map's state.
+window.winnowMap = {
+  get renderer() { return scatter.kind; },
+  get points() { return idxOf.length; },
+  get frames() { return scatter.frames; },
+  get selectedIdx() { return selected.map((i) => idxOf[i]).sort((a, b) => a - b); },
+  toScreen(x, y) { return scatter.toScreen(x, y); },
+};
+
+function setStatus(text) { statusEl.textContent = text; }
+
+// --- loading -----------------------------------------------------------------------------------------
+
+async function loadProjection(embedding) {
+  setStatus("Loading the projection…");
+  clearSelection();
+  const response = await api(base + "/embeddings/" + encodeURIComponent(embedding.id) + "/projection", { raw: true });
+  if (response.status === 202) {
+    setStatus("The 2D layout is being computed; the map appears when it is ready…");
+    setTimeout(() => { if (embSelect.value === embedding.id) loadProjection(embedding).catch(showError); }, 3000);
+    return;
+  }
+  const raw = new Float32Array(await response.arrayBuffer());
+  const rows = raw.length / 2;
+  // NaN rows are idx without a sample (deleted, or not in this embedding): they are not drawn.
+  const keep = [];
+  for (let i = 0; i < rows; i++) if (Number.isFinite(raw[2 * i]) && Number.isFinite(raw[2 * i + 1])) keep.push(i);
+  const xy = new Float32Array(keep.length * 2);
+  idxOf = new Uint32Array(keep);
+  pointOf = new Map();
+  keep.forEach((idx, i) => { xy[2 * i] = raw[2 * idx]; xy[2 * i + 1] = raw[2 * idx + 1]; pointOf.set(idx, i); });
+  scatter.resize();
+  scatter.setPoints(xy);
+  await applyColor();
+  const method = response.headers.get("X-Projection-Method");
+  setStatus(fmtNum(keep.length) + " points · " + (method ? method.toUpperCase() + " layout · " : "") +
+    (scatter.kind === "webgl" ? "WebGL" : "2D canvas"));
+  box.dataset.ready = "1";
+}
+
+function showError(err) {
+  setStatus("");
+  clear(legend, errorBox(err));
+  toast(err.message, "error");
+}
+
+// --- colour ------------------------------------------------------------------------------------------
+
+function rgbaFor(codes, pick) {
+  const n = idxOf.length;
+  const rgba = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    const c = pick(codes, idxOf[i]);
+    rgba[4 * i] = c[0]; rgba[4 * i + 1] = c[1]; rgba[4 * i + 2] = c[2]; rgba[4 * i + 3] = 200;
+  }
+  return rgba;
+}
+
+function ramp(t) {
+  // A perceptual blue -> teal -> yellow ramp.
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.max(0, Math.min(1, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x)), f = x - i;
+  return stops[i].map((a, k) => Math.round(a + (stops[i + 1][k] - a) * f));
+}
+
+async function applyColor() {
+  const choice = colorSelect.value;
+  if (!choice) {
+    baseColors = rgbaFor(null, () => DEFAULT);
+    clear(legend, el("span", { class: "muted small" }, "Colour by a configured field or a tag."));
+  } else {
+    const [kind, key] = [choice.slice(0, choice.indexOf(":")), choice.slice(choice.indexOf(":") + 1)];
+    const column = await api(base + "/metadata/column", { params: kind === "tag" ? { tag: key } : { path: key } });
+    if (column.kind === "numeric") {
+      const values = column.values;
+      let lo = Infinity, hi = -Infinity;
+      for (const v of values) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      baseColors = rgbaFor(values, (vals, idx) => (vals[idx] === null || vals[idx] === undefined ? MISSING : ramp((vals[idx] - lo) / ((hi - lo) || 1))));
+      const bar = el("div", { style: "height:10px;border-radius:4px;background:linear-gradient(90deg," + [0, 0.25, 0.5, 0.75, 1].map((t) => "rgb(" + ramp(t).join(",") + ")").join(",") + ")" });
+      clear(legend, bar, el("div", { class: "row small", style: "justify-content:space-between" }, el("span", {}, fmtValue(lo)), el("span", {}, fmtValue(hi))),
+        el("div", { class: "small" }, el("span", { class: "sw", style: "background:rgb(" + MISSING.join(",") + ")" }), "no value"));
+    } else {
+      const codes = column.codes;
+      const colour = (c) => (c < 0 ? MISSING : kind === "tag" ? (c ? [255, 196, 61] : [70, 90, 130]) : PALETTE[c % PALETTE.length]);
+      baseColors = rgbaFor(codes, (cs, idx) => colour(cs[idx] === undefined ? -1 : cs[idx]));
+      clear(legend, column.categories.map((name, c) => el("div", {},
+        el("span", { class: "sw", style: "background:rgb(" + colour(c).join(",") + ")" }), fmtValue(name))),
+        kind === "tag" ? null : el("div", {}, el("span", { class: "sw", style: "background:rgb(" + MISSING.join(",") + ")" }), "no value"));
+    }
+  }
+  paintColors();
+}
+
+function paintColors() {
+  if (!baseColors) return;
+  if (!selected.length) { scatter.setColors(baseColors); return; }
+  // Everything outside the lasso turns a faint grey, so the selection stands out in any colouring.
+  const rgba = new Uint8Array(baseColors.length);
+  for (let i = 0; i < rgba.length; i += 4) { rgba[i] = 70; rgba[i + 1] = 80; rgba[i + 2] = 100; rgba[i + 3] = 70; }
+  for (const i of selected) { rgba.set(baseColors.subarray(4 * i, 4 * i + 3), 4 * i); rgba[4 * i + 3] = 255; }
+  scatter.setColors(rgba);
+}
+
+// --- interaction -------------------------------------------------------------------------------------
+
+function local(event) {
+  const r = glCanvas.getBoundingClientRect();
+  return [event.clientX - r.left, event.clientY - r.top];
+}
+
+function setTool(next) {
+  tool = next;
+  toolPan.setAttribute("aria-pressed", String(next === "pan"));
+  toolLasso.setAttribute("aria-pressed", String(next === "lasso"));
+  toolPan.classList.toggle("primary", next === "pan");
+  toolLasso.classList.toggle("primary", next === "lasso");
+}
+toolPan.addEventListener("click", () => setTool("pan"));
+toolLasso.addEventListener("click", () => setTool("lasso"));
+document.getElementById("reset-view").addEventListener("click", () => scatter.resetView());
+setTool("pan");
+
+let drag = null;
+overlay.addEventListener("pointerdown", (event) => {
+  if (!scatter.xy) return;
+  overlay.setPointerCapture(event.pointerId);
+  glCanvas.focus({ preventScroll: true });
+  const p = local(event);
+  drag = { mode: tool === "lasso" || event.shiftKey ? "lasso" : "pan", last: p, path: [p] };
+  hideHover();
+});
+overlay.addEventListener("pointermove", (event) => {
+  const p = local(event);
+  if (!drag) { hover(p); return; }
+  if (drag.mode === "pan") {
+    scatter.panBy(p[0] - drag.last[0], p[1] - drag.last[1]);
+    drag.last = p;
+  } else {
+    drag.path.push(p);
+    drawLasso(drag.path);
+  }
+});
+overlay.addEventListener("pointerup", () => {
+  if (!drag) return;
+  const done = drag;
+  drag = null;
+  octx.clearRect(0, 0, overlay.width, overlay.height);
+  if (done.mode === "lasso" && done.path.length > 2) {
+    const poly = done.path.map(([x, y]) => scatter.toData(x, y));
+    setSelection(scatter.index.inPolygon(poly));
+  }
+});
+overlay.addEventListener("pointerleave", () => { if (!drag) hideHover(); });
+overlay.addEventListener("wheel", (event) => {
+  event.preventDefault();
+  const [x, y] = local(event);
+  scatter.zoomAt(x, y, Math.exp(-event.deltaY * 0.0015));
+  hideHover();
+}, { passive: false });
+
+glCanvas.addEventListener("keydown", (event) => {
+  const v = scatter.view;
+  const step = 60;
+  const keys = {
+    ArrowLeft: () => scatter.panBy(step, 0), ArrowRight: () => scatter.panBy(-step, 0),
+    ArrowUp: () => scatter.panBy(0, step), ArrowDown: () => scatter.panBy(0, -step),
+    "+": () => scatter.zoomAt(v.cssWidth / 2, v.cssHeight / 2, 1.25), "=": () => scatter.zoomAt(v.cssWidth / 2, v.cssHeight / 2, 1.25),
+    "-": () => scatter.zoomAt(v.cssWidth / 2, v.cssHeight / 2, 0.8), "0": () => scatter.resetView(),
+    l: () => setTool(tool === "lasso" ? "pan" : "lasso"), Escape: () => clearSelection(),
+  };
+  if (keys[event.key]) { event.preventDefault(); keys[event.key](); }
+});
+
+function drawLasso(path) {
+  const dpr = window.devicePixelRatio || 1;
+  octx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  octx.clearRect(0, 0, overlay.width, overlay.height);
+  octx.beginPath();
+  path.forEach(([x, y], i) => (i ? octx.lineTo(x, y) : octx.moveTo(x, y)));
+  octx.closePath();
+  octx.fillStyle = "rgba(255, 196, 61, 0.12)";
+  octx.strokeStyle = "#ffc43d";
+  octx.lineWidth = 1.5;
+  octx.fill();
+  octx.stroke();
+}
+
+function resizeOverlay() {
+  const dpr = window.devicePixelRatio || 1;
+  overlay.width = Math.round(overlay.clientWidth * dpr);
+  overlay.height = Math.round(overlay.clientHeight * dpr);
+}
+
+// --- hover -------------------------------------------------------------------------------------------
+
+let hoverTimer = null;
+let hoverPoint = -1;
+
+function hideHover() {
+  hoverCard.classList.add("hidden");
+  hoverPoint = -1;
+}
+
+function hover([px, py]) {
+  if (!scatter.index) return;
+  const [x, y] = scatter.toData(px, py);
+  const i = scatter.index.nearest(x, y, 8 / scatter.view.ppu);
+  if (i < 0) { hideHover(); return; }
+  if (i === hoverPoint) return;
+  hoverPoint = i;
+  const [sx, sy] = scatter.toScreen(scatter.xy[2 * i], scatter.xy[2 * i + 1]);
+  hoverCard.style.left = Math.min(sx + 12, box.clientWidth - 150) + "px";
+  hoverCard.style.top = Math.min(sy + 12, box.clientHeight - 170) + "px";
+  clearTimeout(hoverTimer);
+  hoverTimer = setTimeout(() => showHover(i), 40);
+}
+
+async function showHover(i) {
+  const idx = idxOf[i];
+  let sample = sampleCache.get(idx);
+  if (!sample) {
+    try {
+      const data = await api(base + "/map/samples", { method: "POST", body: { idx: [idx], limit: 1 } });
+      sample = data.samples[0];
+      if (sample) sampleCache.set(idx, sample);
+    } catch (_) { return; }
+  }
+  if (!sample || hoverPoint !== i) return;
+  clear(hoverCard,
+    sample.thumbnail_url ? el("img", { src: sample.thumbnail_url, alt: "" }) : el("span", { class: "ph" }, sample.file_name),
+    el("div", { title: sample.file_name }, sample.file_name));
+  hoverCard.classList.remove("hidden");
+}
+
+// --- selection ---------------------------------------------------------------------------------------
+
+function clearSelection() { setSelection([]); }
+
+async function setSelection(points) {
+  selected = points;
+  lassoCount.textContent = fmtNum(points.length);
+  if (saveButton) saveButton.disabled = !points.length;
+  paintColors();
+  selGrid.reset();
+  if (!points.length) { gridNote.textContent = "Draw a lasso on the map to list samples here."; return; }
+  gridNote.textContent = "Loading…";
+  const idx = points.map((i) => idxOf[i]);
+  try {
+    const data = await api(base + "/map/samples", { method: "POST", body: { idx, limit: 60 } });
+    if (selected !== points) return;
+    selGrid.append(data.samples);
+    gridNote.textContent = data.count > data.samples.length
+      ? "Showing the first " + fmtNum(data.samples.length) + " of " + fmtNum(data.count) + " (by upload order)." : fmtNum(data.count) + " samples.";
+  } catch (err) {
+    gridNote.textContent = err.message;
+  }
+}
+
+document.getElementById("clear-lasso").addEventListener("click", clearSelection);
+
+if (saveForm) {
+  saveForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const errorArea = clear(document.getElementById("lasso-error"));
+    busy(saveButton, async () => {
+      try {
+        const idx = selected.map((i) => idxOf[i]);
+        const { ids } = await api(base + "/map/samples", { method: "POST", body: { idx, fields: "id" } });
+        const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), sample_ids: ids } });
+        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        saveForm.reset();
+        colorSelect.append(el("option", { value: "tag:" + tag.id }, "tag: " + tag.name));
+      } catch (err) {
+        errorArea.appendChild(errorBox(err));
+      }
+    });
+    saveButton.disabled = !selected.length;
+  });
+}
+
+// --- start -------------------------------------------------------------------------------------------
+
+async function init() {
+  try {
+    const [embs, fields, tags] = await Promise.all([api(base + "/embeddings"), api(base + "/configurator"), api(base + "/tags")]);
+    embeddings = Array.isArray(embs) ? embs : embs.results || [];
+    if (!embeddings.length) {
+      clear(document.getElementById("map-area"), emptyState("No embeddings yet",
+        el("p", {}, "The map needs an embedding. Here is how to add one: “winnow magic” computes one with the built-in embedder, or upload your own in Lightly's CSV format."),
+        el("pre", { class: "cmd" }, "winnow magic --dataset-id " + datasetId + " --input-dir ./images\n# or\nwinnow magic --dataset-id " + datasetId + " --input-dir ./images --embeddings embeddings.csv")));
+      document.getElementById("map-toolbar").classList.add("hidden");
+      return;
+    }
+    embSelect.append(...embeddings.map((e) => el("option", { value: e.id }, e.name + " (" + e.dimension + "-d)")));
+    const wanted = new URLSearchParams(location.search).get("embedding");
+    if (wanted && embeddings.some((e) => e.id === wanted)) embSelect.value = wanted;
+    const fieldList = Array.isArray(fields) ? fields : fields.results || [];
+    const tagList = Array.isArray(tags) ? tags : tags.results || [];
+    colorSelect.append(
+      ...fieldList.map((f) => el("option", { value: "field:" + f.path }, f.display_name || f.path)),
+      ...tagList.map((t) => el("option", { value: "tag:" + t.id }, "tag: " + t.name)));
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  resizeOverlay();
+  new ResizeObserver(() => { scatter.resize(); resizeOverlay(); }).observe(box);
+  const current = () => embeddings.find((e) => e.id === embSelect.value);
+  embSelect.addEventListener("change", () => loadProjection(current()).catch(showError));
+  colorSelect.addEventListener("change", () => applyColor().catch(showError));
+  await loadProjection(current()).catch(showError);
+}
+
+init();

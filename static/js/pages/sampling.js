@@ -1,0 +1,265 @@
+// Sampling: start a run, follow its progress, then choose K with the slider (count and preview of
+// the top K follow it live) and create the tag. Earlier runs stay listed.
+import { adaptivePoll, api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtDate, fmtNum, page, pageUrl, toast } from "../lib.js";
+import { SampleGrid } from "../grid.js";
+
+const base = "/datasets/" + encodeURIComponent(datasetId);
+const form = document.getElementById("run-form");
+const runsBox = document.getElementById("runs");
+const detail = document.getElementById("run-detail");
+const keepsPixels = page.dataset.mode !== "meta";
+
+const NEEDS = {
+  coreset: ["embedding", "n_samples"], diversity: ["embedding", "min_distance", "n_samples"],
+  typicality: ["embedding", "n_samples"], random: ["n_samples"], similarity: ["embedding", "query_tag", "n_samples"],
+  weights: ["field", "n_samples"], threshold: ["field", "operation", "n_samples"], balance: ["field", "target", "n_samples"],
+};
+const STATUS = { queued: "amber", running: "blue", succeeded: "green", failed: "red", cancelled: "" };
+const PREVIEW = 60;
+let runs = [];
+let current = null;   // run id shown in the detail panel
+let stopPoll = null;
+let embeddings = [];
+
+const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
+const badge = (status) => el("span", { class: "badge " + (STATUS[status] || ""), "data-testid": "run-status" }, status);
+
+function showFields() {
+  if (!form) return;
+  const needs = NEEDS[form.elements.strategy.value] || [];
+  form.querySelectorAll("[data-for]").forEach((node) => node.classList.toggle("hidden", !needs.includes(node.dataset.for)));
+}
+
+function requestBody() {
+  const f = form.elements;
+  const strategy = f.strategy.value;
+  const needs = NEEDS[strategy];
+  const body = { name: f.name.value.trim(), strategy };
+  const pick = (key, value) => { if (needs.includes(key) && value !== "" && value !== null) body[key] = value; };
+  pick("embedding", f.embedding.value);
+  pick("n_samples", f.n_samples.value === "" ? "" : Number(f.n_samples.value));
+  pick("min_distance", f.min_distance.value === "" ? "" : Number(f.min_distance.value));
+  pick("query_tag", f.query_tag.value);
+  pick("field", f.field.value);
+  if (needs.includes("operation")) {
+    body.operation = f.operation.value;
+    if (f.value.value !== "") body.value = Number(f.value.value);
+  }
+  if (needs.includes("target") && f.target.value.trim()) {
+    const text = f.target.value.trim();
+    try { body.target = text === "uniform" ? "uniform" : JSON.parse(text); } catch (_) {
+      throw new Error("Target proportions: write JSON such as {\"rainy\": 0.5, \"sunny\": 0.5}, or uniform");
+    }
+  }
+  if (f.input_tag.value) body.input_tag = f.input_tag.value;
+  if (f.preselected_tag.value) body.preselected_tag = f.preselected_tag.value;
+  return body;
+}
+
+function renderRuns() {
+  if (!runs.length) {
+    clear(runsBox, emptyState("No runs yet", el("p", {}, canEdit ? "Start one with the form above." : "An editor of this dataset can start one.")));
+    return;
+  }
+  clear(runsBox, el("table", {},
+    el("thead", {}, el("tr", {}, ["Run", "Strategy", "Status", "Created"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, runs.map((r) => {
+      const open = el("a", { href: "#run-" + r.id, "data-testid": "run-link" }, r.name);
+      open.addEventListener("click", (event) => { event.preventDefault(); show(r.id); });
+      return el("tr", { style: r.id === current ? "background:var(--accent-soft)" : null },
+        el("td", {}, open), el("td", {}, r.strategy),
+        el("td", {}, badge(r.status), r.status === "running" ? " " + r.progress + "%" : null),
+        el("td", { class: "small" }, fmtDate(r.created_at)));
+    }))));
+}
+
+async function loadRuns() {
+  runs = list(await api(base + "/sampling-runs", { params: { page_size: 50 } }));
+  renderRuns();
+}
+
+function progressView(run) {
+  const cancel = canEdit ? el("button", { type: "button", class: "small danger" }, "Cancel run") : null;
+  if (cancel) cancel.addEventListener("click", () => busy(cancel, async () => {
+    await api(base + "/sampling-runs/" + run.id + "/cancel", { method: "POST" });
+    toast("Cancelling…");
+  }));
+  return el("div", {},
+    el("p", {}, run.status === "queued" ? "Waiting for a worker…" : "Scoring samples…"),
+    el("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(run.progress), "aria-label": "Run progress" },
+      el("div", { style: "width:" + run.progress + "%" })),
+    el("p", { class: "small muted" }, run.progress + "% done"), cancel);
+}
+
+function describe(run) {
+  const parts = [run.strategy];
+  if (run.n_samples) parts.push("n = " + fmtNum(run.n_samples));
+  if (run.min_distance !== null && run.min_distance !== undefined) parts.push("min distance " + run.min_distance);
+  const emb = embeddings.find((e) => e.id === run.embedding);
+  if (emb) parts.push("embedding " + emb.name);
+  return parts.join(" · ");
+}
+
+async function scoresView(run) {
+  const max = run.score_count;
+  if (!max) return el("div", { class: "alert warn" }, "The run finished without scoring any sample (no candidates?).");
+  const first = await api(base + "/sampling-runs/" + run.id + "/scores", { params: { limit: Math.min(1000, max) } });
+  const top = first.results;
+  const start = Math.min(max, run.n_samples || max, 20);
+  const slider = el("input", { type: "range", min: "1", max: String(max), value: String(start), id: "k-slider", "aria-label": "How many samples to keep" });
+  const number = el("input", { type: "number", min: "1", max: String(max), value: String(start), "aria-label": "Samples to keep", style: "width:110px" });
+  const count = el("strong", { "data-testid": "k-count" });
+  const note = el("p", { class: "small muted" });
+  const curve = el("div");
+  const previewBox = el("div");
+  const grid = new SampleGrid(previewBox, { showRank: true });
+  const nameInput = el("input", { type: "text", "aria-label": "Tag name", required: true, maxlength: "200" });
+  const create = el("button", { type: "submit", class: "primary" }, "Create tag");
+  const tagForm = el("form", { class: "row", style: "align-items:center" }, nameInput, create);
+  const errorArea = el("div");
+  let k = start;
+  let autoName = true;
+  nameInput.addEventListener("input", () => { autoName = false; });
+
+  const sample = (row) => ({ id: row.sample_id, idx: row.idx, file_name: row.file_name, rank: row.rank,
+    thumbnail_url: keepsPixels ? "/api/v1" + base + "/samples/" + encodeURIComponent(row.sample_id) + "/thumbnail" : null });
+  function update(value) {
+    k = Math.max(1, Math.min(max, Math.round(Number(value) || 1)));
+    slider.value = String(k);
+    number.value = String(k);
+    count.textContent = fmtNum(k) + " of " + fmtNum(max) + " samples";
+    if (autoName) nameInput.value = run.name + "-top" + k;
+    const shown = Math.min(k, PREVIEW, top.length);
+    if (grid.samples.length > shown) { grid.reset(); }
+    if (grid.samples.length < shown) grid.append(top.slice(grid.samples.length, shown).map(sample));
+    note.textContent = k > shown ? "Showing the " + fmtNum(shown) + " most important of the " + fmtNum(k) + "." : "";
+    drawCurve();
+  }
+  function drawCurve() {
+    // Score by rank over the first page: where the curve flattens, more samples add little.
+    const n = top.length, w = 600, h = 90;
+    if (n < 2) return;
+    // The first pick's score can dwarf the rest (its distance to nothing): scale by ranks 2.. and clip it.
+    const finite = top.slice(n > 2 ? 1 : 0).map((r) => r.score).filter(Number.isFinite);
+    const maxS = Math.max(...finite), minS = Math.min(...finite);
+    const y = (s) => Math.max(2, h - 6 - ((Math.min(s, maxS) - minS) / ((maxS - minS) || 1)) * (h - 12));
+    const d = top.map((r, i) => (i ? "L" : "M") + ((i / (n - 1)) * w).toFixed(1) + " " + y(r.score).toFixed(1)).join("");
+    const kx = k <= n ? ((k - 1) / (n - 1)) * w : w;
+    const svgEl = (t, a, ...c) => el(t, { ...a, svg: true }, ...c);
+    clear(curve, svgEl("svg", { viewBox: `0 0 ${w} ${h}`, style: "width:100%;height:90px", role: "img", "aria-label": "Importance score by rank" },
+      svgEl("path", { d, fill: "none", stroke: "#2f6fed", "stroke-width": "2" }),
+      svgEl("line", { x1: kx, x2: kx, y1: 0, y2: h, stroke: "#101828", "stroke-dasharray": "4 3" }),
+      svgEl("text", { x: 4, y: 12, class: "axis", fill: "#667085", "font-size": "11" }, "score by rank" + (n < max ? " (first " + fmtNum(n) + ")" : ""))));
+  }
+  slider.addEventListener("input", () => update(slider.value));
+  number.addEventListener("change", () => update(number.value));
+  tagForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clear(errorArea);
+    busy(create, async () => {
+      try {
+        const tag = await api(base + "/tags", { method: "POST", body: { name: nameInput.value.trim(), sampling_run: run.id, top_k: k } });
+        toast("Tag “" + tag.name + "” created with " + fmtNum(tag.count) + " samples");
+        errorArea.appendChild(el("div", { class: "alert ok", role: "status" }, "Tag “", tag.name, "” created. ",
+          el("a", { href: pageUrl("explore") + "?tag=" + encodeURIComponent(tag.id) }, "Explore it →")));
+        autoName = true;
+      } catch (err) {
+        errorArea.appendChild(errorBox(err));
+      }
+    });
+  });
+  const node = el("div", {},
+    canEdit ? null : null,
+    el("div", { class: "row", style: "align-items:center;margin-bottom:6px" }, el("label", { for: "k-slider", style: "margin:0" }, "Keep the top"), number, count),
+    slider, curve,
+    canEdit ? el("div", { style: "margin:10px 0" }, tagForm, errorArea) : null,
+    el("h3", { style: "margin-top:12px" }, "Preview"), note, previewBox);
+  update(start);
+  return node;
+}
+
+async function renderDetail(run) {
+  const headline = el("div", { class: "row", style: "justify-content:space-between;align-items:center;margin-bottom:8px" },
+    el("h2", { style: "margin:0" }, run.name), badge(run.status));
+  const info = el("p", { class: "muted small" }, describe(run), " · started by ", run.creator || "–", " · ", fmtDate(run.created_at));
+  let body;
+  if (run.status === "queued" || run.status === "running") body = progressView(run);
+  else if (run.status === "failed") body = el("div", { class: "alert error", role: "alert", "data-testid": "run-error" }, "The run failed: ", run.error || "no reason was recorded.");
+  else if (run.status === "cancelled") body = el("div", { class: "alert warn" }, "The run was cancelled.");
+  else {
+    try { body = await scoresView(run); } catch (err) { body = errorBox(err); }
+  }
+  if (current === run.id) clear(detail, headline, info, body);
+}
+
+function show(runId) {
+  current = runId;
+  renderRuns();
+  if (stopPoll) stopPoll();
+  let lastStatus = null;
+  let lastProgress = -1;
+  stopPoll = adaptivePoll(async () => {
+    if (current !== runId) return false;
+    const run = await api(base + "/sampling-runs/" + runId);
+    const changed = run.status !== lastStatus || run.progress !== lastProgress;
+    lastStatus = run.status;
+    lastProgress = run.progress;
+    if (changed) {
+      const i = runs.findIndex((r) => r.id === run.id);
+      if (i >= 0) runs[i] = run; else runs.unshift(run);
+      renderRuns();
+      await renderDetail(run);
+    }
+    return run.status === "queued" || run.status === "running";
+  }, 700, 4000);
+}
+
+if (form) {
+  form.elements.strategy.addEventListener("change", showFields);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const errorArea = clear(document.getElementById("run-error"));
+    busy(form.querySelector("button[type=submit]"), async () => {
+      try {
+        const run = await api(base + "/sampling-runs", { method: "POST", body: requestBody() });
+        toast("Run “" + run.name + "” started");
+        runs.unshift(run);
+        show(run.id);
+      } catch (err) {
+        errorArea.appendChild(errorBox(err));
+      }
+    });
+  });
+}
+
+async function init() {
+  showFields();
+  try {
+    const [embs, tags, fields] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator")]);
+    embeddings = list(embs);
+    const tagList = list(tags);
+    if (form) {
+      const f = form.elements;
+      clear(f.embedding, embeddings.length ? embeddings.map((e) => el("option", { value: e.id }, e.name + " (" + e.dimension + "-d)"))
+        : el("option", { value: "" }, "no embeddings yet"));
+      if (!embeddings.length) {
+        f.embedding.closest(".field").appendChild(el("p", { class: "small muted" },
+          "No embeddings yet: upload one with “winnow magic --dataset-id " + datasetId + " --input-dir ./images”, or pick Random or a metadata strategy."));
+      }
+      const tagOptions = (none) => [el("option", { value: "" }, none), ...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")"))];
+      clear(f.input_tag, tagOptions("all samples"));
+      clear(f.preselected_tag, tagOptions("none"));
+      clear(f.query_tag, tagOptions("choose a tag"));
+      clear(f.field, list(fields).map((x) => el("option", { value: x.path }, (x.display_name || x.path) + " (" + x.type + ")")));
+      f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");
+    }
+    await loadRuns();
+  } catch (err) {
+    clear(runsBox, errorBox(err));
+  }
+  const wanted = location.hash.startsWith("#run-") ? location.hash.slice(5) : runs.length ? runs[0].id : null;
+  if (wanted) show(wanted);
+  else clear(detail, emptyState("No run selected", el("p", {}, "Start a run, or pick one from the list.")));
+}
+
+init();
