@@ -100,7 +100,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "winnow.sqlite3",
             # SQLite serialises writers; wait instead of failing while the in-process worker writes.
-            "OPTIONS": {"timeout": 30},
+            # IMMEDIATE: a transaction takes the write lock at BEGIN, so it waits (timeout) rather than
+            # failing with "database is locked" when it upgrades from read to write mid-way.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -174,6 +176,16 @@ WINNOW_MAX_UPLOAD_BYTES = env_int("WINNOW_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, m
 WINNOW_MAX_SAMPLES_PER_REQUEST = env_int("WINNOW_MAX_SAMPLES_PER_REQUEST", 10_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("WINNOW_MAX_FILES_PER_REQUEST", 1000, minimum=1)
+# The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
+WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
+
+# --- sampling runs
+# A coreset over more candidates than the threshold is split into this many shards, reduced by several workers.
+WINNOW_SHARD_THRESHOLD = env_int("WINNOW_SHARD_THRESHOLD", 200_000, minimum=1)
+WINNOW_SAMPLING_SHARDS = env_int("WINNOW_SAMPLING_SHARDS", 1, minimum=1)
+# A running run whose worker sent no heartbeat for this long counts as abandoned and may be reclaimed.
+WINNOW_RUN_STALE_SECONDS = env_int("WINNOW_RUN_STALE_SECONDS", 60, minimum=2)
+WINNOW_RUN_MAX_ATTEMPTS = env_int("WINNOW_RUN_MAX_ATTEMPTS", 3, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

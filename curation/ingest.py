@@ -1,0 +1,282 @@
+"""Image upload: a multipart batch of files becomes samples, each file landing or failing on its own.
+
+Form fields of `POST /api/v1/datasets/<id>/samples` (multipart/form-data):
+
+- `files`: the image files (many);
+- `file_names`: optional JSON list of relative paths aligned with `files`. Without it each file keeps
+  the name its part carries, which browsers and HTTP clients reduce to the base name, so a client
+  uploading a folder tree sends `file_names`;
+- `metadata`: optional JSON object, file name -> that sample's custom metadata object;
+- `overwrite`: optional boolean; a file name already in the dataset is skipped unless it is true;
+- `embed`: optional boolean, default true; false defers the built-in embedder (a client uploading
+  many batches sends true only with the last).
+
+Order of work: check everything per file (name, size, decode, thumbnail), write the files to storage,
+then create the rows in one transaction. If that transaction fails, the files just written are
+deleted again: no rows without files and no orphan files. Files a replaced sample no longer uses
+are deleted after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from curation import services, storage
+from curation.images import ImageRejected, process_image
+from curation.models import Dataset, Sample, UploadMode, new_public_id
+
+log = logging.getLogger(__name__)
+
+META_MODE_MESSAGE = "this dataset keeps no pixels (upload_mode meta): register samples as JSON"
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+@dataclass
+class _Prepared:
+    row: dict
+    keys: list[str] = field(default_factory=list)
+    original: object | None = None  # the uploaded file (on disk when large), written as it streams
+    thumbnail: bytes = b""
+
+
+def original_key(dataset_id: str, sample_id: str, extension: str) -> str:
+    return f"datasets/{dataset_id}/originals/{sample_id}{extension}"
+
+
+def thumbnail_key(dataset_id: str, sample_id: str) -> str:
+    return f"datasets/{dataset_id}/thumbnails/{sample_id}.webp"
+
+
+def handle_multipart_upload(request, dataset: Dataset) -> Response:
+    """Store a batch of uploaded images in `dataset` (already checked: the caller may edit it)."""
+    if dataset.upload_mode == UploadMode.META:
+        return Response({"detail": META_MODE_MESSAGE}, status=status.HTTP_400_BAD_REQUEST)
+    files = request.FILES.getlist("files")
+    form = request.data
+    file_names = _json_field(form, "file_names", list)
+    metadata = _json_field(form, "metadata", dict) or {}
+    overwrite = _bool_field(form, "overwrite", False)
+    embed = _bool_field(form, "embed", True)
+    if not files:
+        raise ValidationError({"files": ["no files in the request: send the images as `files` parts"]})
+    if len(files) > settings.WINNOW_MAX_SAMPLES_PER_REQUEST:
+        raise ValidationError({"files": [
+            f"{len(files)} files in one request; at most {settings.WINNOW_MAX_SAMPLES_PER_REQUEST} are allowed"
+        ]})
+    if file_names is not None:
+        if len(file_names) != len(files):
+            raise ValidationError({"file_names": [f"has {len(file_names)} entries for {len(files)} files"]})
+        bad = next((i for i, name in enumerate(file_names) if not isinstance(name, str)), None)
+        if bad is not None:
+            raise ValidationError({"file_names": [f"entry {bad} is not a string"]})
+    raw_names = file_names if file_names is not None else [upload.name or "" for upload in files]
+
+    outcome = UploadOutcome()
+    wanted: dict[str, int] = {}  # normalised name -> position in the batch
+    for i, raw in enumerate(raw_names):
+        try:
+            name = services.validate_file_name(raw)
+        except ValueError as exc:
+            outcome.rejected.append({"file_name": raw, "reason": str(exc)})
+            continue
+        if name in wanted:
+            outcome.rejected.append({"file_name": raw, "reason": f"appears more than once in this upload "
+                                                               f"(files {wanted[name]} and {i})"})
+            continue
+        wanted[name] = i
+    per_file_metadata = _metadata_by_name(metadata, set(wanted))
+
+    present = _present(dataset, list(wanted))
+    prepared: list[_Prepared] = []
+    for name, i in wanted.items():
+        if name in present and not overwrite:
+            # Resuming an interrupted upload: no need to decode what is already there.
+            outcome.skipped.append(name)
+            continue
+        upload = files[i]
+        try:
+            prepared.append(_prepare(dataset, name, upload, per_file_metadata.get(name)))
+        except ImageRejected as exc:
+            outcome.rejected.append({"file_name": raw_names[i], "reason": str(exc)})
+
+    if not prepared:  # everything skipped or rejected: nothing to write, no lock to take
+        return Response(outcome.as_dict(), status=status.HTTP_200_OK)
+    written = _write_files(prepared)
+    try:
+        with transaction.atomic():
+            result = services.add_samples(
+                dataset, [p.row for p in prepared], overwrite=overwrite, creator=request.user
+            )
+            if result.replaced_old_keys:
+                old_keys = list(result.replaced_old_keys)
+                transaction.on_commit(lambda: storage.delete_keys(old_keys), robust=True)
+            if embed and (result.created or result.replaced):
+                _enqueue_embedding(dataset.pk)
+    except BaseException:
+        storage.delete_keys(written)
+        raise
+
+    if result.skipped:  # another upload added these names after our check: our copies are unused
+        lost = set(result.skipped)
+        storage.delete_keys(key for p in prepared if p.row["file_name"] in lost for key in p.keys)
+        outcome.skipped.extend(result.skipped)
+    outcome.created = [_summary(s) for s in result.created]
+    outcome.replaced = [_summary(s) for s in result.replaced]
+    code = status.HTTP_201_CREATED if outcome.created or outcome.replaced else status.HTTP_200_OK
+    return Response(outcome.as_dict(), status=code)
+
+
+@dataclass
+class UploadOutcome:
+    created: list[dict] = field(default_factory=list)
+    replaced: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # file names, as the JSON registration reports them
+    rejected: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"created": self.created, "replaced": self.replaced, "skipped": self.skipped, "rejected": self.rejected}
+
+
+def _summary(sample: Sample) -> dict:
+    return {"id": sample.id, "idx": sample.idx, "file_name": sample.file_name}
+
+
+def _json_field(form, name: str, kind: type):
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    if hasattr(value, "read"):  # sent as a file part rather than a plain field
+        value = value.read().decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({name: [f"is not valid JSON: {exc}"]}) from None
+    if not isinstance(parsed, kind):
+        expected = "a JSON list" if kind is list else "a JSON object"
+        raise ValidationError({name: [f"must be {expected}"]})
+    return parsed
+
+
+def _bool_field(form, name: str, default: bool) -> bool:
+    value = form.get(name)
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError({name: [f"must be true or false, not {value!r}"]})
+
+
+def _metadata_by_name(metadata: dict, names: set[str]) -> dict[str, dict]:
+    """Per-file metadata keyed by normalised file name; every key must name a file of this upload."""
+    out: dict[str, dict] = {}
+    for raw, value in metadata.items():
+        try:
+            name = services.validate_file_name(raw)
+        except ValueError as exc:
+            raise ValidationError({"metadata": [f"{raw!r}: {exc}"]}) from None
+        if name not in names:
+            raise ValidationError({"metadata": [f"{raw!r} is not the name of a file in this upload"]})
+        try:
+            out[name] = services.validate_metadata(value)
+        except ValueError as exc:
+            raise ValidationError({"metadata": [f"{raw!r}: {exc}"]}) from None
+    return out
+
+
+def _present(dataset: Dataset, names: list[str]) -> set[str]:
+    """The names already in the dataset."""
+    found: set[str] = set()
+    for start in range(0, len(names), 1000):
+        chunk = names[start:start + 1000]
+        found.update(Sample.objects.filter(dataset=dataset, file_name__in=chunk).values_list("file_name", flat=True))
+    return found
+
+
+def _prepare(dataset: Dataset, name: str, upload, metadata: dict | None) -> _Prepared:
+    limit = settings.WINNOW_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise ImageRejected(f"the file is {upload.size} bytes; the limit is {limit} bytes")
+    upload.seek(0)
+    data = upload.read()
+    if len(data) > limit:
+        raise ImageRejected(f"the file is {len(data)} bytes; the limit is {limit} bytes")
+    if not data:
+        raise ImageRejected("the file is empty")
+    image = process_image(data)
+    sample_id = new_public_id()
+    keep_original = dataset.upload_mode == UploadMode.FULL
+    row = {
+        "id": sample_id,
+        "file_name": name,
+        "width": image.width,
+        "height": image.height,
+        "size_bytes": len(data),
+        "format": image.format,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "original_key": original_key(dataset.pk, sample_id, image.extension) if keep_original else "",
+        "thumbnail_key": thumbnail_key(dataset.pk, sample_id),
+    }
+    if metadata is not None:
+        row["metadata"] = metadata
+    # The bytes go now; the original is streamed again from the upload when it is written.
+    return _Prepared(row=row, original=upload if keep_original else None, thumbnail=image.thumbnail)
+
+
+def _write_files(prepared: list[_Prepared]) -> list[str]:
+    """Write originals and thumbnails; on any failure delete what was written and re-raise."""
+    written: list[str] = []
+    try:
+        for p in prepared:
+            if p.original is not None:
+                written.append(_put(p.row["original_key"], p.original))
+                p.keys.append(p.row["original_key"])
+                p.original = None
+            written.append(_put(p.row["thumbnail_key"], p.thumbnail))
+            p.keys.append(p.row["thumbnail_key"])
+            p.thumbnail = b""
+    except BaseException:
+        storage.delete_keys(written)
+        raise
+    return written
+
+
+def _put(key: str, data) -> str:
+    # Keys name a fresh sample id, so nothing is there: skip storage.save_bytes' exists/delete round trips.
+    if isinstance(data, bytes):
+        data = ContentFile(data)
+    else:
+        data.seek(0)
+        # A bare File: S3 then types the object by the key's extension, never by the client's claim.
+        data = File(data.file)
+    saved = default_storage.save(key, data)
+    if saved != key:
+        default_storage.delete(saved)
+        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
+    return key
+
+
+def _enqueue_embedding(dataset_id: str) -> None:
+    from curation import tasks
+
+    def enqueue() -> None:
+        requested_at = timezone.now().isoformat()
+        tasks.embed_dataset.delay(dataset_id, requested_at=requested_at)
+
+    # robust: with in-process tasks a failing embedder must not turn a stored upload into a 500.
+    transaction.on_commit(enqueue, robust=True)

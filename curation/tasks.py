@@ -1,0 +1,23 @@
+"""Celery tasks of the curation app: thin wrappers over curation.embeddings, taking ids only."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from curation import embeddings
+
+
+@shared_task(name="curation.compute_projection")
+def compute_projection(embedding_id: str) -> str | None:
+    """The 2D layouts of an embedding for the map (PCA at once, t-SNE for small ones)."""
+    return embeddings.compute_projection(embedding_id)
+
+
+@shared_task(name="curation.embed_dataset")
+def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | None:
+    """Run the built-in embedder over the dataset's thumbnails; store it as the embedding "default".
+
+    `requested_at` (ISO time the upload committed) lets a run stand down when a later upload has
+    queued its own.
+    """
+    return embeddings.embed_dataset(dataset_id, requested_at)
