@@ -1,0 +1,188 @@
+"""Server-side `selection()`: `POST .../embeddings/<emb>/sampling` queues a sampling run; `/v1/jobs/<id>` polls it.
+
+RANDOM and CORESET map to Winnow's random and coreset strategies. `nSamples` counts the preselected
+samples too (as Lightly's does): the run picks `nSamples - |preselected|` new samples, and the new
+tag holds the preselected samples plus the run's top picks. A value in (0, 1) is a fraction of the
+candidates (the query tag's samples, else every sample); -1 means all candidates.
+
+The job id is the run's id. When a poll first finds the run succeeded, the tag `newTagName` is made
+from its top K (curation.tagging) and its id becomes the job's `result.data`; its parent is the
+preselected tag, else `initial-tag`, as in Lightly. The run's `parameters.lightly` records that it
+came from here and which tag it produced (or why none could be made).
+"""
+
+from __future__ import annotations
+
+import numbers
+import secrets
+
+import numpy as np
+from django.db import transaction
+from django.http import JsonResponse
+from rest_framework.exceptions import ValidationError
+
+from curation import bitmask, tagging
+from curation.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
+from curation.lightly.embeddings import dataset_embedding
+from curation.lightly.positions import Positions
+from curation.lightly.tags import any_tag
+from curation.models import Role, Tag, TagOrigin
+from sampling import services as sampling
+from sampling.models import ImportanceScore, RunStatus, SamplingRun
+
+STRATEGIES = {"RANDOM": "random", "CORESET": "coreset"}
+JOB_STATES = {
+    RunStatus.QUEUED: "WAITING",
+    RunStatus.RUNNING: "RUNNING",
+    RunStatus.SUCCEEDED: "FINISHED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.CANCELLED: "FAILED",
+}
+POLL_SECONDS = 1
+
+
+def _number(view: LightlyView, value, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise view.invalid(f"{field} must be a number, not {value!r}")
+    return float(value)
+
+
+class SamplingView(LightlyView):
+    def post(self, request, dataset_id: str, embedding_id: str):
+        dataset = self.dataset(request, dataset_id, need=Role.EDITOR)
+        embedding = dataset_embedding(dataset, embedding_id)
+        body = self.json_body(request)
+        name = body.get("newTagName")
+        if not isinstance(name, str) or not tag_name_ok(name):
+            raise self.invalid("newTagName must be at least 3 characters: a letter or digit, then letters, "
+                               "digits, space or . : ; = @ _ -")
+        try:
+            tagging.check_name(dataset, name)
+        except ValidationError as exc:
+            raise self.invalid(first_message(exc.detail), "TAG_NAME_EXISTS") from None
+        method = body.get("method")
+        if method not in STRATEGIES:
+            raise self.invalid(
+                f"method {method!r} is not supported here: use RANDOM or CORESET (CORAL and ACTIVE_LEARNING "
+                "need active-learning scores; Winnow's own sampling runs offer more strategies)."
+            )
+        config = body.get("config") if isinstance(body.get("config"), dict) else {}
+        stop = config.get("stoppingCondition") if isinstance(config.get("stoppingCondition"), dict) else {}
+        n_samples = _number(self, stop.get("nSamples"), "config.stoppingCondition.nSamples")
+        min_distance = _number(self, stop.get("minDistance"), "config.stoppingCondition.minDistance")
+        if min_distance is not None and min_distance > 0:
+            raise self.invalid("config.stoppingCondition.minDistance is not supported here (use -1); Winnow's "
+                               "diversity strategy (/api/v1/ sampling runs) stops at a minimum distance.")
+        query = any_tag(self, dataset, body["queryTagId"], "queryTagId", "TAG_QUERYTAG_NOT_IN_DATASET") \
+            if body.get("queryTagId") else None
+        preselected = any_tag(self, dataset, body["preselectedTagId"], "preselectedTagId",
+                              "TAG_PRESELECTEDTAG_NOT_IN_DATASET") if body.get("preselectedTagId") else None
+
+        # Candidates as the run will see them: in the query tag, with an embedding row, not preselected.
+        rows = int(embedding.count)
+        pool = bitmask.to_bool(bytes(query.bitmask), rows) if query else \
+            bitmask.to_bool(bitmask.from_indices(Positions(dataset).idx), rows)
+        fresh = pool & ~bitmask.to_bool(bytes(preselected.bitmask), rows) if preselected else pool
+        available = int(fresh.sum())
+        already = preselected.count if preselected else 0
+        if n_samples is None or n_samples == -1:
+            wanted = already + available
+        elif 0 < n_samples < 1:
+            wanted = max(1, round(n_samples * int(pool.sum())))
+        elif n_samples >= 1:
+            wanted = int(n_samples)
+        else:
+            raise self.invalid("config.stoppingCondition.nSamples must be -1, a fraction in (0, 1) or a count >= 1")
+        new = min(wanted - already, available)
+        if new < 1:
+            raise self.invalid(
+                f"nothing to select: {already} samples are preselected, {available} other candidates "
+                f"remain, and nSamples asks for {wanted} in total"
+            )
+
+        request_data = {
+            "name": name, "embedding": embedding.id, "strategy": STRATEGIES[method], "n_samples": new,
+            "seed": secrets.randbelow(2**31), "input_tag": query.id if query else None,
+            "preselected_tag": preselected.id if preselected else None,
+        }
+        with transaction.atomic():  # the run is enqueued when this commits, so the marker is there first
+            try:
+                run = sampling.create_run(dataset, request_data, request.user)
+            except sampling.InvalidRun as exc:
+                raise self.invalid(f"{exc.field}: {exc.message}") from None
+            marker = {"new_tag_name": name, "n_samples": wanted, "result_tag": None}
+            SamplingRun.objects.filter(pk=run.pk).update(parameters={**run.parameters, "lightly": marker})
+        return JsonResponse({"jobId": run.id})
+
+
+def _result_tag(run: SamplingRun) -> Tag:
+    """The tag of a succeeded selection: its top K, plus the preselected samples."""
+    dataset = run.dataset
+    parent = run.preselected_tag or Tag.objects.filter(dataset=dataset, name=tagging.INITIAL_TAG).first()
+    if run.preselected_tag is None:
+        return tagging.tag_from_run(dataset, run, run.n_samples, run.name, run.creator, parent=parent)
+    picked = ImportanceScore.objects.filter(run=run, rank__lte=run.n_samples).values_list("sample__idx", flat=True)
+    mask = bitmask.union(bitmask.from_indices(list(picked)), bytes(run.preselected_tag.bitmask))
+    return tagging.create_tag(
+        dataset, run.name, mask, origin=TagOrigin.SAMPLING,
+        origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy,
+                       "top_k": run.n_samples, "preselected_tag": run.preselected_tag_id},
+        parent=parent, creator=run.creator,
+    )
+
+
+def finish_selection(run_id: str) -> tuple[SamplingRun, dict]:
+    """Make the result tag of a succeeded run once (the row lock serialises concurrent polls)."""
+    with transaction.atomic():
+        run = (SamplingRun.objects.select_for_update(of=("self",))
+               .select_related("dataset", "preselected_tag", "creator").get(pk=run_id))
+        marker = dict(run.parameters.get("lightly") or {})
+        if marker.get("result_tag") or marker.get("error"):
+            return run, marker
+        try:
+            marker["result_tag"] = _result_tag(run).id
+        except ValidationError as exc:
+            marker["error"] = f"the run succeeded but its tag could not be made: {first_message(exc.detail)}"
+        SamplingRun.objects.filter(pk=run.pk).update(parameters={**run.parameters, "lightly": marker})
+    return run, marker
+
+
+def job_status(run: SamplingRun, marker: dict) -> dict:
+    """Lightly's JobStatusData for a selection run."""
+    moments = [m for m in (run.created_at, run.started_at, run.finished_at) if m is not None]
+    data = {
+        "id": run.id,
+        "datasetId": run.dataset_id,
+        "status": JOB_STATES.get(run.status, "UNKNOWN"),
+        "meta": {"total": 100, "processed": int(run.progress)},
+        "waitTimeTillNextPoll": POLL_SECONDS,
+        "createdAt": ms(run.created_at),
+        "lastModifiedAt": ms(max(moments)),
+    }
+    if run.finished_at is not None:
+        data["finishedAt"] = ms(run.finished_at)
+    if run.status == RunStatus.SUCCEEDED:
+        if marker.get("result_tag"):
+            data["result"] = {"type": "SAMPLING", "data": marker["result_tag"]}
+        else:
+            data["status"], data["error"] = "FAILED", marker.get("error") or "the run produced no tag"
+    elif run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        data["error"] = run.error or f"the sampling run was {run.status}"
+    return data
+
+
+class JobView(LightlyView):
+    def get(self, request, job_id: str):
+        run = SamplingRun.objects.filter(pk=job_id, parameters__has_key="lightly").first()
+        if run is None:
+            raise not_found("JOB_UNKNOWN", f"No job with id {job_id!r}.")
+        try:
+            self.dataset(request, run.dataset_id)
+        except ApiError as exc:
+            raise not_found("JOB_UNKNOWN", f"No job with id {job_id!r}.") from exc
+        marker = run.parameters.get("lightly") or {}
+        if run.status == RunStatus.SUCCEEDED:
+            run, marker = finish_selection(run.pk)
+        return JsonResponse(job_status(run, marker))
