@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
@@ -240,8 +240,12 @@ def clean_name(dataset: Dataset, name) -> str:
     return name
 
 
-def create_from_csv(dataset: Dataset, name: str, data: bytes, *, creator=None) -> Embedding:
-    """Validate a Lightly embeddings CSV against the dataset and store it; nothing is written on error."""
+def create_from_csv(dataset: Dataset, name: str, data: bytes, *, creator=None,
+                    embedding_id: str | None = None) -> Embedding:
+    """Validate a Lightly embeddings CSV against the dataset and store it; nothing is written on error.
+
+    `embedding_id` stores it under an id promised earlier (the Lightly client's signed-upload flow).
+    """
     name = clean_name(dataset, name)
     parsed = parse_csv(data)
     first: dict[str, int] = {}
@@ -273,21 +277,25 @@ def create_from_csv(dataset: Dataset, name: str, data: bytes, *, creator=None) -
             )
         idx = np.array([idx_by_name[f] for f in parsed.file_names], dtype=np.int64)
         embedding = _store(
-            locked, name, idx, parsed.matrix, parsed.labels, source=EmbeddingSource.CSV, creator=creator
+            locked, name, idx, parsed.matrix, parsed.labels, source=EmbeddingSource.CSV, creator=creator,
+            embedding_id=embedding_id,
         )
     return embedding
 
 
 def _store(dataset: Dataset, name: str, idx: np.ndarray, vectors: np.ndarray, labels: np.ndarray, *,
-           source: str, creator=None) -> Embedding:
+           source: str, creator=None, embedding_id: str | None = None) -> Embedding:
     """Write matrix and rows files, then the row (inside the caller's transaction); files go if it fails."""
+    if embedding_id and Embedding.objects.filter(pk=embedding_id).exists():
+        # Checked before any file is written: the keys below would be the existing embedding's files.
+        raise IntegrityError(f"embedding id {embedding_id} is already taken")
     order = np.argsort(idx, kind="stable")
     idx, vectors, labels = idx[order], vectors[order], labels[order]
     n = max(int(dataset.next_idx), int(idx[-1]) + 1 if idx.size else 0)
     matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
     matrix[idx] = vectors
     embedding = Embedding(
-        id=new_public_id(), dataset_id=dataset.pk, name=name, dimension=int(vectors.shape[1]),
+        id=embedding_id or new_public_id(), dataset_id=dataset.pk, name=name, dimension=int(vectors.shape[1]),
         count=n, source=source, creator=creator, projection_status=Status.PENDING,
     )
     embedding.matrix_key = matrix_key(dataset.pk, embedding.id)
@@ -423,8 +431,8 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
     x = points.astype(np.float64)
     x -= x.mean(axis=0)
     _eigvals, eigvecs = np.linalg.eigh(x.T @ x)  # d x d: cheap for any number of samples
-    top = eigvecs[:, ::-1][:, :2]
-    top *= np.sign(top[np.abs(top).argmax(axis=0), [0, 1]])
+    top = eigvecs[:, ::-1][:, :2]  # one column only when the embedding has one dimension
+    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
     projected = x @ top
     out[:, : projected.shape[1]] = projected
     return out

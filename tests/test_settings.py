@@ -50,6 +50,8 @@ def test_production_configuration(tmp_path):
         ({"DATABASE_URL": "nonsense://x", "SECRET_KEY": "k"}, "DATABASE_URL is not a valid database URL"),
         ({"WINNOW_MAX_UPLOAD_BYTES": "lots"}, "WINNOW_MAX_UPLOAD_BYTES='lots' is not an integer"),
         ({"SECRET_KEY_FILE": "/nonexistent/key"}, "SECRET_KEY_FILE='/nonexistent/key' cannot be read"),
+        ({"CACHE_URL": "memcached://x"}, "CACHE_URL='memcached://x' must be a redis:// URL"),
+        ({"WINNOW_BEHIND_TLS_PROXY": "sure"}, "WINNOW_BEHIND_TLS_PROXY='sure' is not a boolean"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(tmp_path, env, message):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 
@@ -37,16 +37,8 @@ def dataset_embedding(dataset: Dataset, embedding_id: str) -> Embedding:
 
 
 def store_csv(dataset: Dataset, name: str, data: bytes, creator, embedding_id: str) -> Embedding:
-    """curation.embeddings.create_from_csv, stored under the id that writeCSVUrl gave the client.
-
-    The service picks its own id, so the row is renamed in the same transaction; the projection task
-    it queues on commit reads `embedding.pk` then, which is why the object's id is set too.
-    """
-    with transaction.atomic():
-        embedding = embeddings.create_from_csv(dataset, name, data, creator=creator)
-        Embedding.objects.filter(pk=embedding.pk).update(id=embedding_id)
-        embedding.id = embedding_id
-    return embedding
+    """curation.embeddings.create_from_csv, stored under the id that writeCSVUrl gave the client."""
+    return embeddings.create_from_csv(dataset, name, data, creator=creator, embedding_id=embedding_id)
 
 
 class EmbeddingListView(LightlyView):

@@ -356,3 +356,12 @@ def test_source_of_an_uploaded_csv(registered, commit):
     with commit():
         embedding = embeddings.create_from_csv(registered, "x", make_csv(names(), vectors()))
     assert embedding.source == EmbeddingSource.CSV
+
+
+def test_pca_layout_of_a_one_dimensional_embedding():
+    from curation.embeddings import pca_2d
+
+    layout = pca_2d(np.array([[1.0], [3.0], [2.0]], dtype=np.float32))
+    assert layout.shape == (3, 2)
+    assert np.allclose(layout[:, 1], 0)
+    assert np.allclose(np.abs(layout[:, 0]), [1, 1, 0])
