@@ -1,0 +1,628 @@
+"""The Python client of Winnow's REST API (`/api/v1/`), for scripts and training machines.
+
+    from winnow.client import Client
+    client = Client(token="wnw_...", server="http://127.0.0.1:8000")
+    client.create_dataset("street scenes", upload_mode="full")
+    summary = client.upload_dataset("images/")
+
+Token and server default to the WINNOW_TOKEN and WINNOW_SERVER environment variables. Every error
+the server reports is raised as WinnowError carrying the server's message. No Django here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from winnow.client import formats
+from winnow.client.formats import IMAGE_EXTENSIONS, find_images  # noqa: F401  (part of the client's API)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+UPLOAD_MODES = ("full", "thumbnails", "meta")
+# One multipart request carries at most this many files and about this many bytes.
+BATCH_FILES = 16
+BATCH_BYTES = 32 * 1024 * 1024
+# JSON registration (meta mode) sends rows only, so batches can be larger.
+META_BATCH_ROWS = 500
+RETRY_STATUSES = (502, 503, 504)
+_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+                  ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+
+
+class WinnowError(Exception):
+    """An error from the Winnow server (status is the HTTP status) or from reaching it (status None)."""
+
+    def __init__(self, status: int | None, message: str, body: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class UploadSummary:
+    """What an upload did: counts, and every rejected file with the reason."""
+
+    dataset_id: str
+    mode: str
+    found: int = 0
+    created: int = 0
+    replaced: int = 0
+    skipped: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"dataset_id": self.dataset_id, "mode": self.mode, "found": self.found, "created": self.created,
+                "replaced": self.replaced, "skipped": self.skipped, "rejected": list(self.rejected)}
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after EXIF orientation, read from the header only."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        width, height = img.size
+        try:
+            orientation = img.getexif().get(0x0112)
+        except Exception:  # a broken EXIF block is no reason to reject the image
+            orientation = None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+class Client:
+    """A session with one Winnow server, optionally bound to one dataset (`dataset_id`)."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        server: str | None = None,
+        dataset_id: str | None = None,
+        *,
+        timeout: float = 120.0,
+        retries: int = 3,
+    ):
+        self.token = token or os.environ.get("WINNOW_TOKEN")
+        self.server = (server or os.environ.get("WINNOW_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.dataset_id = dataset_id
+        self.timeout = timeout
+        self.retries = retries
+        self.session = requests.Session()
+        # Idempotent calls retry on connection errors and gateway errors; POSTs are retried only
+        # where the server makes them idempotent (uploads, by file name).
+        retry = Retry(
+            total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
+            status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if self.token:
+            self.session.headers["Authorization"] = f"Token {self.token}"
+        self.session.headers["User-Agent"] = "winnow-client/0.1"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.server}/api/v1/{path.lstrip('/')}"
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = self.session.request(method, self._url(path), **kwargs)
+        except requests.ConnectionError as exc:
+            raise WinnowError(None, f"cannot reach the Winnow server at {self.server}: {_root_cause(exc)}") from exc
+        except requests.Timeout as exc:
+            raise WinnowError(None, f"the Winnow server at {self.server} did not answer in time") from exc
+        except requests.RequestException as exc:
+            raise WinnowError(None, f"request to {self.server} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        response = self._request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _dataset(self, dataset_id: str | None) -> str:
+        dataset_id = dataset_id or self.dataset_id
+        if not dataset_id:
+            raise WinnowError(None, "no dataset: pass dataset_id or call create_dataset first")
+        return dataset_id
+
+    def _pages(self, path: str, params: dict | None = None) -> Iterator[dict]:
+        """Every row of a cursor-paginated list, following `next` links."""
+        page = self._json("GET", path, params=params)
+        while True:
+            yield from page["results"]
+            if not page.get("next"):
+                return
+            page = self._json("GET", page["next"])
+
+    # --- datasets --------------------------------------------------------------------------------
+
+    def create_dataset(self, name: str, upload_mode: str = "full") -> str:
+        """Create a dataset (`full`, `thumbnails` or `meta`), make it this client's dataset, return its id."""
+        body = self._json("POST", "datasets", json={"name": name, "upload_mode": upload_mode})
+        self.dataset_id = body["id"]
+        return self.dataset_id
+
+    def list_datasets(self) -> list[dict]:
+        """The datasets the token's user is a member of."""
+        return self._json("GET", "datasets")
+
+    def get_dataset(self, dataset_id: str | None = None) -> dict:
+        """One dataset: id, name, upload_mode, owner, role, sample_count, tag_count."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}")
+
+    def delete_dataset(self, dataset_id: str | None = None) -> None:
+        """Delete a dataset with its samples, tags, embeddings and files (owner only)."""
+        self._request("DELETE", f"datasets/{self._dataset(dataset_id)}")
+
+    def dataset_url(self, dataset_id: str | None = None) -> str:
+        """The dataset's page in the web app."""
+        return f"{self.server}/datasets/{self._dataset(dataset_id)}"
+
+    # --- samples ---------------------------------------------------------------------------------
+
+    def list_samples(self, dataset_id: str | None = None, **filters) -> Iterator[dict]:
+        """Every sample of the dataset, page by page; filters: tag (name or id), file_name, where=[...], sort."""
+        params = {"limit": 1000, **{k: v for k, v in filters.items() if v is not None}}
+        if "tag" in params:
+            params["tag"] = self.get_tag(params["tag"], dataset_id)["id"]
+        yield from self._pages(f"datasets/{self._dataset(dataset_id)}/samples", params)
+
+    def existing_file_names(self, dataset_id: str | None = None) -> set[str]:
+        """The file names already in the dataset (to resume an upload)."""
+        return {row["file_name"] for row in self.list_samples(dataset_id)}
+
+    def upload_dataset(
+        self,
+        input_dir: str | os.PathLike,
+        mode: str | None = None,
+        overwrite: bool = False,
+        workers: int = 4,
+        progress: bool = True,
+        metadata: Mapping | str | os.PathLike | None = None,
+        *,
+        dataset_id: str | None = None,
+        batch_files: int = BATCH_FILES,
+        on_rejected: Callable[[dict], Any] | None = None,
+        embed: bool = True,
+    ) -> dict:
+        """Upload every image under `input_dir` to the dataset; resumes where an earlier upload stopped.
+
+        Args:
+            input_dir: folder walked recursively for jpg/jpeg/png/webp/bmp/tif files; each sample's
+                file name is its path relative to this folder.
+            mode: the dataset's upload mode; read from the server when None. `meta` registers file
+                names with width and height read locally and never sends pixels.
+            overwrite: replace samples whose file name is already in the dataset (else skip them).
+            workers: parallel requests.
+            progress: show a tqdm progress bar.
+            metadata: custom metadata sent with the images: a {file_name: dict} mapping, Lightly's
+                COCO-like dict, or the path of such a JSON file.
+            on_rejected: called with {file_name, reason} for each rejected file as it happens.
+            embed: let the server run its built-in embedder once the upload is complete (full and
+                thumbnails modes); False when you will upload embeddings of your own.
+
+        Returns:
+            {dataset_id, mode, found, created, replaced, skipped, rejected: [{file_name, reason}]}.
+        """
+        dataset_id = self._dataset(dataset_id)
+        dataset_mode = self.get_dataset(dataset_id)["upload_mode"]
+        if mode is not None and mode != dataset_mode:
+            raise WinnowError(None, f"the dataset's upload mode is {dataset_mode!r}, not {mode!r}")
+        if overwrite and dataset_mode == "meta":
+            raise WinnowError(None, "overwrite is not available for meta datasets (no pixels to replace); "
+                                    "replace metadata with upload_custom_metadata")
+        root = Path(input_dir)
+        try:
+            names = find_images(root)
+        except FileNotFoundError as exc:
+            raise WinnowError(None, str(exc)) from None
+        per_file = _metadata_mapping(metadata)
+        summary = UploadSummary(dataset_id=dataset_id, mode=dataset_mode, found=len(names))
+        if not names:
+            return summary.as_dict()
+        if not overwrite:
+            present = self.existing_file_names(dataset_id)
+            todo = [name for name in names if name not in present]
+            summary.skipped = len(names) - len(todo)
+        else:
+            todo = names
+        lock = threading.Lock()
+
+        def reject(entry: dict) -> None:
+            with lock:
+                summary.rejected.append(entry)
+            if on_rejected is not None:
+                on_rejected(entry)
+
+        bar = progress_bar(len(names), "upload", progress, initial=summary.skipped)
+        try:
+            if dataset_mode == "meta":
+                self._register_meta(dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers)
+            else:
+                self._upload_files(dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock,
+                                   workers, batch_files, embed)
+        finally:
+            bar.close()
+        return summary.as_dict()
+
+    def _upload_files(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers,
+                      batch_files, embed) -> None:
+        batches = _batches(root, todo, batch_files)
+        if not batches:
+            return
+        # The last batch goes alone, after the others, and asks for the built-in embedder: one
+        # embedding run over the whole dataset instead of one per batch.
+        *first, last = batches
+
+        def send(batch: list[str], embed: bool) -> None:
+            body = self._post_files(dataset_id, root, batch, per_file, overwrite, embed)
+            with lock:
+                summary.created += len(body.get("created", []))
+                summary.replaced += len(body.get("replaced", []))
+                summary.skipped += len(body.get("skipped", []))
+            for entry in body.get("rejected", []):
+                reject(entry)
+            bar.update(len(batch))
+
+        _run_parallel([lambda b=b: send(b, False) for b in first], workers)
+        send(last, embed)
+
+    def _post_files(self, dataset_id, root: Path, batch: list[str], per_file, overwrite: bool, embed: bool) -> dict:
+        data = {"file_names": json.dumps(batch), "overwrite": "true" if overwrite else "false",
+                "embed": "true" if embed else "false"}
+        batch_metadata = {name: per_file[name] for name in batch if name in per_file}
+        if batch_metadata:
+            data["metadata"] = json.dumps(batch_metadata)
+
+        def attempt() -> dict:
+            handles = []
+            try:
+                files = []
+                for name in batch:
+                    handle = open(root / name, "rb")
+                    handles.append(handle)
+                    content_type = _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+                    files.append(("files", (Path(name).name, handle, content_type)))
+                return self._json("POST", f"datasets/{dataset_id}/samples", data=data, files=files)
+            finally:
+                for handle in handles:
+                    handle.close()
+
+        # Safe to repeat: a file name that landed on the first try is skipped on the next.
+        return _with_retries(attempt, self.retries)
+
+    def _register_meta(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock,
+                       workers) -> None:
+        rows: list[dict] = []
+        for name in todo:
+            try:
+                width, height = image_size(root / name)
+            except Exception as exc:  # any decode failure rejects just this file
+                reject({"file_name": name, "reason": f"not a readable image: {exc}"})
+                bar.update(1)
+                continue
+            row = {"file_name": name, "width": width, "height": height, "size_bytes": (root / name).stat().st_size}
+            if name in per_file:
+                row["metadata"] = per_file[name]
+            rows.append(row)
+        chunks = [rows[i:i + META_BATCH_ROWS] for i in range(0, len(rows), META_BATCH_ROWS)]
+
+        def send(chunk: list[dict]) -> None:
+            body = _with_retries(
+                lambda: self._json("POST", f"datasets/{dataset_id}/samples", json={"samples": chunk}), self.retries
+            )
+            with lock:
+                summary.created += body.get("created", 0)
+                summary.skipped += len(body.get("skipped", []))
+            bar.update(len(chunk))
+
+        _run_parallel([lambda c=c: send(c) for c in chunks], workers)
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def upload_embeddings(self, csv_path: str | os.PathLike, name: str = "default",
+                          dataset_id: str | None = None) -> dict:
+        """Upload embeddings in Lightly's CSV format (see `save_embeddings`) under `name`."""
+        path = Path(csv_path)
+        with path.open("rb") as handle:
+            return self._json(
+                "POST", f"datasets/{self._dataset(dataset_id)}/embeddings",
+                data={"name": name}, files={"file": (path.name, handle, "text/csv")},
+            )
+
+    def list_embeddings(self, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's embeddings: id, name, dimension, source, projection_status."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/embeddings")
+
+    def get_embedding(self, name_or_id: str, dataset_id: str | None = None) -> dict:
+        """One embedding by name or id."""
+        for embedding in self.list_embeddings(dataset_id):
+            if name_or_id in (embedding["id"], embedding["name"]):
+                return embedding
+        raise WinnowError(404, f"no embedding named or with id {name_or_id!r} in this dataset")
+
+    def wait_for_embedding(self, name: str = "default", dataset_id: str | None = None, timeout: float = 600,
+                           poll: float = 2.0) -> dict:
+        """Wait until an embedding of that name exists (the server's built-in embedder makes "default")."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get_embedding(name, dataset_id)
+            except WinnowError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(poll)
+
+    def delete_embedding(self, name_or_id: str, dataset_id: str | None = None) -> None:
+        """Delete an embedding (by name or id) and its files."""
+        embedding = self.get_embedding(name_or_id, dataset_id)
+        self._request("DELETE", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}")
+
+    def download_embeddings(self, name_or_id: str, path: str | os.PathLike, dataset_id: str | None = None) -> None:
+        """Save an embedding as Lightly's CSV at `path`."""
+        embedding = self.get_embedding(name_or_id, dataset_id)
+        response = self._request("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}/csv",
+                                 stream=True)
+        with open(path, "wb") as handle:
+            for chunk in response.iter_content(1 << 16):
+                handle.write(chunk)
+
+    # --- custom metadata -------------------------------------------------------------------------
+
+    def upload_custom_metadata(self, custom_metadata, dataset_id: str | None = None) -> dict:
+        """Upload custom metadata: Lightly's COCO-like dict, a list of (file_name, dict) pairs, or a JSON path.
+
+        Each listed sample's metadata is replaced. Returns {updated, warnings}.
+        """
+        if isinstance(custom_metadata, (str, os.PathLike)):
+            data = formats.load_custom_metadata(custom_metadata)
+        elif isinstance(custom_metadata, Mapping):
+            data = dict(custom_metadata)
+        else:
+            data = formats.format_custom_metadata(custom_metadata)
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/metadata", json=data)
+
+    def list_fields(self, dataset_id: str | None = None) -> list[dict]:
+        """The configured metadata fields (the Configurator)."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/configurator")
+
+    def propose_fields(self, dataset_id: str | None = None) -> Any:
+        """Metadata paths found in the dataset, with proposed types and examples."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/metadata/fields")
+
+    def configure_field(self, path: str, type: str, display_name: str | None = None, fallback: Any = None,
+                        dataset_id: str | None = None) -> dict:
+        """Show metadata `path` (e.g. "weather.temperature") as `type`: int, float, categorical_string,
+        categorical_int or boolean."""
+        body: dict[str, Any] = {"path": path, "type": type}
+        if display_name is not None:
+            body["display_name"] = display_name
+        if fallback is not None:
+            body["fallback"] = fallback
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/configurator", json=body)
+
+    # --- tags ------------------------------------------------------------------------------------
+
+    def list_tags(self, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's tags: id, name, count, origin."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/tags")
+
+    def get_tag(self, name_or_id: str, dataset_id: str | None = None) -> dict:
+        """One tag by name or id."""
+        for tag in self.list_tags(dataset_id):
+            if name_or_id in (tag["id"], tag["name"]):
+                return tag
+        raise WinnowError(404, f"no tag named or with id {name_or_id!r} in this dataset")
+
+    def create_tag_from_filenames(self, name: str, file_names: Iterable[str], dataset_id: str | None = None) -> dict:
+        """A tag holding the samples with these file names."""
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
+                          json={"name": name, "file_names": list(file_names)})
+
+    def tag_arithmetic(self, name: str, operation: str, tag_a: str, tag_b: str, dataset_id: str | None = None) -> dict:
+        """A tag from `union`, `intersection` or `difference` of two tags (names or ids)."""
+        a, b = self.get_tag(tag_a, dataset_id)["id"], self.get_tag(tag_b, dataset_id)["id"]
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
+                          json={"name": name, "operation": operation, "tags": [a, b]})
+
+    def export_tag(self, tag: str, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False):
+        """A tag's samples: `filenames` -> list of names; `csv` -> text; `json`/`label-studio` -> parsed JSON.
+
+        With raw=True every format comes back as the text the server sent.
+        """
+        tag_id = self.get_tag(tag, dataset_id)["id"]
+        response = self._request("GET", f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export",
+                                 params={"format": format})
+        response.encoding = "utf-8"
+        text = response.text
+        if raw or format == "csv":
+            return text
+        if format == "filenames":
+            return [line for line in text.splitlines() if line]
+        return json.loads(text)
+
+    # --- sampling --------------------------------------------------------------------------------
+
+    def create_sampling_run(self, name: str, embedding: str | None, strategy: str, n_samples: int | None = None,
+                            dataset_id: str | None = None, **params) -> dict:
+        """Queue a sampling run (coreset, diversity, random, typicality, ...); returns the run (202).
+
+        `embedding` is a name or id; `params` are the strategy's other fields (min_distance,
+        input_tag, preselected_tag, seed, ...).
+        """
+        body: dict[str, Any] = {"name": name, "strategy": strategy, **params}
+        if embedding is not None:
+            body["embedding"] = self.get_embedding(embedding, dataset_id)["id"]
+        if n_samples is not None:
+            body["n_samples"] = n_samples
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/sampling-runs", json=body)
+
+    def get_run(self, run_id: str, dataset_id: str | None = None) -> dict:
+        """A sampling run: status, progress (0-100), error."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/sampling-runs/{run_id}")
+
+    def wait_for_run(self, run_id: str, progress: bool = True, dataset_id: str | None = None,
+                     poll: float = 1.0, timeout: float | None = None) -> dict:
+        """Poll a run until it finishes; return it when it succeeded, raise WinnowError otherwise."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = progress_bar(100, "sampling", progress)
+        try:
+            while True:
+                run = self.get_run(run_id, dataset_id)
+                bar.update(max(0, int(run.get("progress") or 0) - bar.n))
+                if run["status"] == "succeeded":
+                    bar.update(100 - bar.n)
+                    return run
+                if run["status"] in ("failed", "cancelled"):
+                    raise WinnowError(None, f"sampling run {run_id} {run['status']}: {run.get('error') or 'no detail'}",
+                                      run)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise WinnowError(None, f"sampling run {run_id} is still {run['status']} after {timeout} s")
+                time.sleep(poll)
+        finally:
+            bar.close()
+
+    def get_scores(self, run_id: str, dataset_id: str | None = None) -> Iterator[dict]:
+        """A succeeded run's scores by rank: {rank, score, sample_id, file_name, idx}."""
+        yield from self._pages(f"datasets/{self._dataset(dataset_id)}/sampling-runs/{run_id}/scores",
+                               {"limit": 1000})
+
+    def create_tag_from_run(self, name: str, run_id: str, top_k: int, dataset_id: str | None = None) -> dict:
+        """A tag with the `top_k` most important samples of a succeeded run."""
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
+                          json={"name": name, "sampling_run": run_id, "top_k": top_k})
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _error_from(response: requests.Response) -> WinnowError:
+    body: Any = None
+    try:
+        body = response.json()
+    except ValueError:
+        pass
+    if isinstance(body, dict) and body.get("detail"):
+        message = str(body["detail"])
+    elif response.status_code == 401:
+        message = "not authenticated: pass --token or set WINNOW_TOKEN"
+    else:
+        text = (response.text or "").strip()
+        # A short plain-text body says what went wrong; an HTML error page would only be noise.
+        shown = f": {text[:300]}" if text and not text.startswith("<") else ""
+        message = f"HTTP {response.status_code} {response.reason}{shown}"
+    return WinnowError(response.status_code, message, body)
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc) or exc.__class__.__name__
+
+
+def _with_retries(call: Callable[[], Any], retries: int) -> Any:
+    """Call again after a connection error or a gateway error, with backoff (for idempotent POSTs)."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except WinnowError as exc:
+            transient = exc.status is None or exc.status in RETRY_STATUSES or exc.status == 500
+            if not transient or attempt == retries:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _run_parallel(jobs: list[Callable[[], Any]], workers: int) -> None:
+    if not jobs:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _batches(root: Path, names: list[str], batch_files: int) -> list[list[str]]:
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for name in names:
+        try:
+            file_size = (root / name).stat().st_size
+        except OSError:
+            file_size = 0
+        if current and (len(current) >= batch_files or size + file_size > BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += file_size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _metadata_mapping(metadata) -> dict[str, dict]:
+    if metadata is None:
+        return {}
+    if isinstance(metadata, (str, os.PathLike)):
+        metadata = formats.load_custom_metadata(metadata)
+    if isinstance(metadata, Mapping) and "images" in metadata and "metadata" in metadata:
+        return formats.metadata_by_file_name(metadata)
+    if isinstance(metadata, Mapping):
+        return {str(k): v for k, v in metadata.items()}
+    raise WinnowError(None, "metadata must be a {file_name: dict} mapping, a COCO-like dict or a JSON file path")
+
+
+class _NoBar:
+    n = 0
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, description: str, enabled: bool = True, initial: int = 0):
+    """A tqdm bar (on stderr), or a silent stand-in with the same update/close when disabled."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="img" if description != "sampling" else "%",
+                dynamic_ncols=True)

@@ -1,0 +1,316 @@
+"""The `winnow` command: put a folder of images into Winnow, embed it, export tags, run the demo.
+
+    winnow magic --input-dir photos/ --new-dataset-name "street scenes" [--mode full|thumbnails|meta]
+                 [--custom-metadata metadata.json] [--embeddings embeddings.csv]
+    winnow upload --input-dir photos/ --dataset-id ID
+    winnow embed --input-dir photos/ --output embeddings.csv
+    winnow metadata --dataset-id ID --file metadata.json
+    winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
+    winnow demo [--port 8000] [--images 2000]
+
+Token from --token or WINNOW_TOKEN, server from --server or WINNOW_SERVER. No Django here except
+inside `winnow demo`, which starts the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from winnow.client import formats
+from winnow.client.api import DEFAULT_SERVER, UPLOAD_MODES, Client, WinnowError, progress_bar
+
+EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
+
+
+class CommandError(Exception):
+    """A problem with the command line or local files; printed as `error: ...`."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `winnow` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (WinnowError, CommandError, formats.FormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description="Winnow: data curation for image datasets.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def connection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--token", default=None, help="API token (default: $WINNOW_TOKEN)")
+        p.add_argument("--server", default=None, help=f"server URL (default: $WINNOW_SERVER or {DEFAULT_SERVER})")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    magic = sub.add_parser("magic", help="create a dataset, upload, embed, add metadata, print its URL")
+    connection(magic)
+    magic.add_argument("--input-dir", required=True, type=Path, help="folder of images (searched recursively)")
+    target = magic.add_mutually_exclusive_group(required=True)
+    target.add_argument("--new-dataset-name", help="create a dataset with this name")
+    target.add_argument("--dataset-id", help="add to this existing dataset")
+    magic.add_argument("--mode", choices=UPLOAD_MODES, default=None,
+                       help="upload mode of a new dataset (default full); meta keeps pixels on this machine")
+    magic.add_argument("--custom-metadata", type=Path, help="Lightly-style custom metadata JSON")
+    magic.add_argument("--embeddings", type=Path,
+                       help="embeddings CSV (Lightly format) instead of the built-in embedder")
+    magic.add_argument("--embedding-name", default="default", help="name of the embedding (default: default)")
+    magic.add_argument("--wait", action="store_true",
+                       help="wait for the server's built-in embedding (full and thumbnails modes)")
+    magic.add_argument("--workers", type=int, default=4, help="parallel upload requests (default 4)")
+    magic.set_defaults(handler=cmd_magic)
+
+    upload = sub.add_parser("upload", help="upload a folder of images to a dataset (resumes)")
+    connection(upload)
+    upload.add_argument("--input-dir", required=True, type=Path)
+    upload.add_argument("--dataset-id", required=True)
+    upload.add_argument("--mode", choices=UPLOAD_MODES, default=None, help="check the dataset has this mode")
+    upload.add_argument("--custom-metadata", type=Path, help="Lightly-style custom metadata JSON sent with the images")
+    upload.add_argument("--overwrite", action="store_true", help="replace images whose file name is already there")
+    upload.add_argument("--workers", type=int, default=4)
+    upload.set_defaults(handler=cmd_upload)
+
+    embed = sub.add_parser("embed", help="embed a folder with the built-in embedder into a Lightly CSV")
+    embed.add_argument("--input-dir", required=True, type=Path)
+    embed.add_argument("--output", required=True, type=Path, help="CSV file to write")
+    embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--quiet", action="store_true")
+    embed.set_defaults(handler=cmd_embed)
+
+    metadata = sub.add_parser("metadata", help="upload Lightly-style custom metadata JSON to a dataset")
+    connection(metadata)
+    metadata.add_argument("--dataset-id", required=True)
+    metadata.add_argument("--file", required=True, type=Path)
+    metadata.set_defaults(handler=cmd_metadata)
+
+    export = sub.add_parser("export", help="download a tag's samples")
+    connection(export)
+    export.add_argument("--dataset-id", required=True)
+    export.add_argument("--tag", required=True, help="tag name or id")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="filenames")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(handler=cmd_export)
+
+    demo = sub.add_parser("demo", help="start a local Winnow with a generated street-scene dataset")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--images", type=int, default=2000, help="number of generated images (default 2000)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-serve", action="store_true", help="load the dataset, print the login, then stop")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _client(args, dataset_id: str | None = None) -> Client:
+    client = Client(token=args.token, server=args.server, dataset_id=dataset_id)
+    if not client.token:
+        raise CommandError("no API token: pass --token or set WINNOW_TOKEN")
+    return client
+
+
+def _print_rejected(entry: dict) -> None:
+    print(f"rejected {entry.get('file_name')}: {entry.get('reason')}", file=sys.stderr)
+
+
+def _check_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise CommandError(f"--input-dir {path} is not a folder")
+
+
+def _load_metadata(path: Path | None) -> dict[str, dict] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise CommandError(f"--custom-metadata {path} does not exist")
+    return formats.metadata_by_file_name(formats.load_custom_metadata(path))
+
+
+def _print_summary(summary: dict) -> None:
+    print(
+        f"{summary['found']} images found: {summary['created']} uploaded, {summary['skipped']} already there, "
+        f"{summary['replaced']} replaced, {len(summary['rejected'])} rejected"
+    )
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def cmd_magic(args) -> int:
+    _check_dir(args.input_dir)
+    per_file = _load_metadata(args.custom_metadata)
+    if args.embeddings is not None and not args.embeddings.is_file():
+        raise CommandError(f"--embeddings {args.embeddings} does not exist")
+    client = _client(args, args.dataset_id)
+    progress = not args.quiet
+
+    if args.new_dataset_name:
+        mode = args.mode or "full"
+        client.create_dataset(args.new_dataset_name, upload_mode=mode)
+        print(f"created dataset {args.new_dataset_name!r} ({mode}): {client.dataset_id}")
+    else:
+        mode = client.get_dataset()["upload_mode"]
+        if args.mode and args.mode != mode:
+            raise CommandError(f"dataset {args.dataset_id} has upload mode {mode!r}, not {args.mode!r}")
+
+    # With a CSV of their own, the server's built-in embedder is not wanted.
+    server_embeds = mode != "meta" and args.embeddings is None
+    summary = client.upload_dataset(
+        args.input_dir, metadata=per_file, workers=args.workers, progress=progress, on_rejected=_print_rejected,
+        embed=server_embeds,
+    )
+    _print_summary(summary)
+    present = client.existing_file_names()
+
+    if per_file and summary["skipped"]:
+        # Samples from an earlier run took no metadata in this one: send theirs now (replaces, so idempotent).
+        entries = [(name, meta) for name, meta in per_file.items() if name in present]
+        if entries:
+            result = client.upload_custom_metadata(formats.format_custom_metadata(entries))
+            print(f"custom metadata: {result['updated']} samples updated")
+    if per_file:
+        unknown = sorted(set(per_file) - present)
+        if unknown:
+            print(f"note: {len(unknown)} metadata entries name files that are not in the dataset "
+                  f"(e.g. {unknown[0]!r})", file=sys.stderr)
+
+    if args.embeddings is not None:
+        _upload_embedding_once(client, args.embeddings, args.embedding_name, summary)
+    elif mode == "meta":
+        _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress)
+    elif args.wait:
+        embedding = client.wait_for_embedding("default")
+        print(f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions)")
+    else:
+        print("the server computes the embedding 'default' from the images in the background")
+
+    print(f"dataset: {client.dataset_url()}")
+    return 1 if summary["rejected"] and not summary["created"] and not summary["skipped"] else 0
+
+
+def _existing_embedding(client: Client, name: str) -> dict | None:
+    return next((e for e in client.list_embeddings() if e["name"] == name), None)
+
+
+def _upload_embedding_once(client: Client, csv_path: Path, name: str, summary: dict) -> None:
+    if _existing_embedding(client, name) is not None:
+        print(f"embedding {name!r} already exists; pass --embedding-name to upload another")
+        return
+    embedding = client.upload_embeddings(csv_path, name)
+    print(f"uploaded embedding {embedding['name']!r} ({embedding['dimension']} dimensions)")
+
+
+def _embed_locally(client: Client, input_dir: Path, present: set[str], name: str, summary: dict,
+                   progress: bool) -> None:
+    """meta mode: the pixels stay here, so the built-in embedder runs here and only vectors go up."""
+    from winnow.client.embedder import embed_folder
+
+    existing = _existing_embedding(client, name)
+    if existing is not None and not summary["created"]:
+        print(f"embedding {name!r} is up to date")
+        return
+    names = [n for n in formats.find_images(input_dir) if n in present]
+    missing = len(present) - len(names)
+    if missing:
+        raise CommandError(f"{missing} samples of the dataset are not in {input_dir}; "
+                           "the embedding must cover every sample")
+    bar = _bar(2 * len(names), "embed", progress)
+    try:
+        kept, vectors = embed_folder(input_dir, names, progress=bar.update, on_error=_print_embed_error)
+    finally:
+        bar.close()
+    if len(kept) != len(names):
+        raise CommandError("some samples could not be read for embedding (see above)")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "embeddings.csv"
+        formats.save_embeddings(csv_path, vectors, [0] * len(kept), kept)
+        if existing is not None:
+            # It does not cover the samples added now; the name is kept for the new one.
+            client.delete_embedding(existing["id"])
+            print(f"replacing embedding {name!r}: {summary['created']} new samples")
+        embedding = client.upload_embeddings(csv_path, name)
+    print(f"embedded {len(kept)} images locally; uploaded embedding {embedding['name']!r} "
+          f"({embedding['dimension']} dimensions)")
+
+
+def _print_embed_error(path: str, exc: Exception) -> None:
+    print(f"cannot embed {path}: {exc}", file=sys.stderr)
+
+
+def cmd_upload(args) -> int:
+    _check_dir(args.input_dir)
+    per_file = _load_metadata(args.custom_metadata)
+    client = _client(args, args.dataset_id)
+    summary = client.upload_dataset(args.input_dir, mode=args.mode, overwrite=args.overwrite, workers=args.workers,
+                                    progress=not args.quiet, metadata=per_file, on_rejected=_print_rejected)
+    _print_summary(summary)
+    return 1 if summary["rejected"] and not summary["created"] and not summary["skipped"] else 0
+
+
+def cmd_embed(args) -> int:
+    from winnow.client.embedder import embed_folder
+
+    _check_dir(args.input_dir)
+    names = formats.find_images(args.input_dir)
+    if len(names) < 2:
+        raise CommandError(f"{args.input_dir} holds {len(names)} images; the embedder needs at least 2")
+    bar = _bar(2 * len(names), "embed", not args.quiet)
+    try:
+        kept, vectors = embed_folder(args.input_dir, names, seed=args.seed, progress=bar.update,
+                                     on_error=_print_embed_error)
+    finally:
+        bar.close()
+    formats.save_embeddings(args.output, vectors, [0] * len(kept), kept)
+    print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions) to {args.output}")
+    return 0 if len(kept) == len(names) else 1
+
+
+def cmd_metadata(args) -> int:
+    if not args.file.is_file():
+        raise CommandError(f"--file {args.file} does not exist")
+    client = _client(args, args.dataset_id)
+    result = client.upload_custom_metadata(args.file)
+    print(f"custom metadata: {result['updated']} samples updated")
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    client = _client(args, args.dataset_id)
+    text = client.export_tag(args.tag, args.format, raw=True)
+    if args.output is None:
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    # The only command that needs the server's code (and so Django): imported here, never at the top.
+    from winnow import demo
+
+    if args.images < 2:
+        raise CommandError("--images must be at least 2")
+    return demo.run(host=args.host, port=args.port, images=args.images, seed=args.seed, serve=not args.no_serve)
+
+
+def _bar(total: int, description: str, enabled: bool):
+    return progress_bar(total, description, enabled)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

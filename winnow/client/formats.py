@@ -1,0 +1,231 @@
+"""File formats shared with Lightly: the embeddings CSV and the COCO-like custom metadata JSON.
+
+The CSV is `filenames,embedding_0,...,embedding_{d-1},labels`, written by Python's csv module
+(comma, CRLF line ends), one row per image; the JSON is
+`{"images": [{"id", "file_name"}], "metadata": [{"image_id", ...}]}`. Files written here load in
+Lightly and the reverse. No Django: this module runs on training machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+_EMBEDDING_COLUMN = re.compile(r"embedding_\d+\Z")
+# Lightly tolerates these between the embedding columns and `labels`; we read past them.
+_SPECIAL_COLUMNS = {"masked", "selected"}
+
+
+class FormatError(ValueError):
+    """A file is not in the expected format; the message names the line or entry at fault."""
+
+
+def save_embeddings(
+    path: str | os.PathLike,
+    embeddings: np.ndarray,
+    labels: Sequence[int],
+    filenames: Sequence[str],
+) -> None:
+    """Write embeddings as a CSV in Lightly's format.
+
+    Args:
+        path: where to write the CSV.
+        embeddings: an (n, d) array, one row per image.
+        labels: n integer labels (use 0 when there are none).
+        filenames: n file names, relative to the dataset's folder.
+
+    Raises:
+        ValueError: if the lengths differ, the array is not 2-D, or a file name contains a comma
+            or a line break (Lightly rejects those).
+    """
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array (n x d), got shape {embeddings.shape}")
+    n_embeddings, n_filenames, n_labels = len(embeddings), len(filenames), len(labels)
+    if n_embeddings != n_labels or n_filenames != n_labels:
+        raise ValueError(
+            "Length of embeddings, labels, and filenames should be equal "
+            f"but are not: ({n_embeddings}, {n_filenames}, {n_labels})"
+        )
+    for i, name in enumerate(filenames):
+        if "," in name or "\n" in name or "\r" in name:
+            raise ValueError(f"filenames[{i}] {name!r} contains a comma or a line break")
+    header = ["filenames", *(f"embedding_{i}" for i in range(embeddings.shape[1])), "labels"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=",")
+        writer.writerow(header)
+        for name, row, label in zip(filenames, embeddings, labels):
+            writer.writerow([name, *row, str(label)])
+
+
+def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[int], list[str]]:
+    """Read a Lightly embeddings CSV.
+
+    Returns:
+        (embeddings as a float64 (n, d) array, labels as ints, filenames), in file order.
+
+    Raises:
+        FormatError: naming the line at fault: a wrong header, an empty row, a row of another
+            width, a value that is not a finite number, a label that is not an integer, a
+            duplicate file name, or no rows at all.
+    """
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter=",")
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise FormatError(
+                f"{path}: the file is empty; expected a header `filenames,embedding_0,...,labels`"
+            ) from None
+        columns = _embedding_columns(header)
+        filenames: list[str] = []
+        labels: list[int] = []
+        rows: list[list[float]] = []
+        seen: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                raise FormatError(f"line {line}: empty row")
+            if len(row) != len(header):
+                raise FormatError(f"line {line}: {len(row)} columns, but the header has {len(header)}")
+            name = row[0]
+            if not name:
+                raise FormatError(f"line {line}: empty file name")
+            if name in seen:
+                raise FormatError(f"line {line}: file name {name!r} repeats line {seen[name]}")
+            seen[name] = line
+            values = []
+            for col in columns:
+                try:
+                    value = float(row[col])
+                except ValueError:
+                    raise FormatError(f"line {line} ({name}): {header[col]}={row[col]!r} is not a number") from None
+                if not math.isfinite(value):
+                    raise FormatError(f"line {line} ({name}): {header[col]}={row[col]!r} is not finite")
+                values.append(value)
+            try:
+                label = int(row[-1])
+            except ValueError:
+                raise FormatError(f"line {line} ({name}): labels={row[-1]!r} is not an integer") from None
+            filenames.append(name)
+            labels.append(label)
+            rows.append(values)
+    if not rows:
+        raise FormatError(f"{path}: no rows after the header")
+    return np.asarray(rows, dtype=np.float64), labels, filenames
+
+
+def _embedding_columns(header: list[str]) -> list[int]:
+    """Indices of the embedding_i columns; validates the header as Lightly's check_embeddings does."""
+    if any(cell != cell.strip() for cell in header):
+        raise FormatError("line 1: the header must not contain whitespace")
+    if not header or header[0] != "filenames":
+        first = header[0] if header else ""
+        raise FormatError(f"line 1: the first column must be `filenames`, found {first!r}")
+    if header[-1] != "labels":
+        raise FormatError(f"line 1: the last column must be `labels`, found {header[-1]!r}")
+    columns = []
+    for i, cell in enumerate(header[1:-1], start=1):
+        if _EMBEDDING_COLUMN.match(cell):
+            columns.append(i)
+        elif cell not in _SPECIAL_COLUMNS:
+            raise FormatError(f"line 1: column {i + 1} must be `embedding_<i>`, found {cell!r}")
+    if not columns:
+        raise FormatError("line 1: no `embedding_<i>` columns")
+    return columns
+
+
+def format_custom_metadata(custom_metadata: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, list[dict]]:
+    """Turn (file_name, metadata dict) pairs into Lightly's COCO-like custom metadata dict.
+
+    Example:
+        >>> format_custom_metadata([("a.png", {"number_of_people": 1})])
+        {'images': [{'id': 0, 'file_name': 'a.png'}], 'metadata': [{'image_id': 0, 'number_of_people': 1}]}
+    """
+    formatted: dict[str, list[dict]] = {"images": [], "metadata": []}
+    for i, (file_name, metadata) in enumerate(custom_metadata):
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"entry {i} ({file_name}): metadata must be a dict, got {type(metadata).__name__}")
+        formatted["images"].append({"id": i, "file_name": file_name})
+        formatted["metadata"].append({"image_id": i, **metadata})
+    return formatted
+
+
+def save_custom_metadata(path: str | os.PathLike, custom_metadata) -> None:
+    """Write custom metadata as Lightly's JSON file.
+
+    `custom_metadata` is a list of (file_name, metadata dict) pairs, as Lightly takes it, or a dict
+    already made by `format_custom_metadata`.
+    """
+    if isinstance(custom_metadata, Mapping):
+        formatted = dict(custom_metadata)
+    else:
+        formatted = format_custom_metadata(custom_metadata)
+    with open(path, "w") as handle:
+        json.dump(formatted, handle)
+
+
+def load_custom_metadata(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """Read a custom metadata JSON file and check its COCO-like shape (the error names the entry)."""
+    with open(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"{path}: not valid JSON: {exc}") from None
+    check_custom_metadata(data)
+    return data
+
+
+def check_custom_metadata(data: Any) -> None:
+    """Raise FormatError unless `data` has `images` [{id, file_name}] and `metadata` [{image_id, ...}]."""
+    if not isinstance(data, Mapping):
+        raise FormatError("custom metadata must be a JSON object with `images` and `metadata`")
+    for key in ("images", "metadata"):
+        if not isinstance(data.get(key), list):
+            raise FormatError(f"custom metadata needs a list `{key}`")
+    ids = set()
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, Mapping) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise FormatError(f"images[{i}] needs `id` and a string `file_name`")
+        ids.add(image["id"])
+    for i, entry in enumerate(data["metadata"]):
+        if not isinstance(entry, Mapping) or "image_id" not in entry:
+            raise FormatError(f"metadata[{i}] needs an `image_id`")
+        if entry["image_id"] not in ids:
+            raise FormatError(f"metadata[{i}]: image_id {entry['image_id']!r} is not in `images`")
+
+
+def metadata_by_file_name(data: Mapping[str, list[dict]]) -> dict[str, dict]:
+    """The COCO-like dict as {file_name: metadata without image_id}."""
+    check_custom_metadata(data)
+    names = {image["id"]: image["file_name"] for image in data["images"]}
+    result = {}
+    for entry in data["metadata"]:
+        result[names[entry["image_id"]]] = {k: v for k, v in entry.items() if k != "image_id"}
+    return result
+
+
+def find_images(input_dir: str | os.PathLike) -> list[str]:
+    """Relative paths (forward slashes, sorted) of the image files under `input_dir`; hidden entries skipped.
+
+    These are the samples' file names: the same on upload, in the embeddings CSV and in metadata.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{input_dir} is not a folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append((Path(dirpath) / name).relative_to(root).as_posix())
+    return sorted(found)
