@@ -182,8 +182,8 @@ def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, 
 
     Each row holds Sample field values already validated by the caller: `file_name` (required), and
     optionally `id`, `width`, `height`, `size_bytes`, `format`, `sha256`, `original_key`,
-    `thumbnail_key`, `metadata`. New samples get the next dense idx values (never reused); the first
-    samples a dataset gets also become the tag `initial-tag`. ValueError when a file name is invalid or
+    `thumbnail_key`, `metadata`. New samples get the next dense idx values (never reused) and join the
+    tag `initial-tag`, which holds every sample. ValueError when a file name is invalid or
     appears twice in `rows`: nothing is written then.
     """
     names = [validate_file_name(row.get("file_name")) for row in rows]
@@ -245,13 +245,31 @@ def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, 
             if fields:
                 Sample.objects.bulk_update(samples, list(fields), batch_size=2000)
 
-        if start == 0 and created and not Tag.objects.filter(dataset_id=locked.pk, name=INITIAL_TAG).exists():
-            mask = bitmask.from_indices(range(len(created)))
-            result.initial_tag = Tag.objects.create(
-                dataset_id=locked.pk, name=INITIAL_TAG, bitmask=mask, count=len(created),
-                origin=TagOrigin.UPLOAD, origin_detail={"samples": len(created)}, creator=creator,
-            )
+        if created:
+            result.initial_tag = _extend_initial_tag(locked, start, len(created), creator)
     return result
+
+
+def _extend_initial_tag(dataset: Dataset, start: int, added: int, creator) -> Tag:
+    """`initial-tag` holds every sample, as Lightly's does: new samples (idx start..start+added-1) join it.
+
+    The one tag that is not a frozen snapshot: a client that uploads in many batches, and Lightly's
+    client (which derives its bitmasks from it), both need it to cover the whole dataset.
+    """
+    new = bitmask.from_indices(range(start, start + added))
+    tag = Tag.objects.select_for_update().filter(dataset_id=dataset.pk, name=INITIAL_TAG).first()
+    if tag is None:
+        # Samples from before the tag existed (idx < start) belong in it too.
+        earlier = Sample.objects.filter(dataset_id=dataset.pk, idx__lt=start).values_list("idx", flat=True)
+        mask = bitmask.union(bitmask.from_indices(list(earlier)), new)
+        return Tag.objects.create(
+            dataset_id=dataset.pk, name=INITIAL_TAG, bitmask=mask, count=bitmask.count(mask),
+            origin=TagOrigin.UPLOAD, origin_detail={}, creator=creator,
+        )
+    tag.bitmask = bitmask.union(bytes(tag.bitmask), new)
+    tag.count = bitmask.count(tag.bitmask)
+    tag.save(update_fields=["bitmask", "count"])
+    return tag
 
 
 # Model fields that take "" or {} rather than NULL when a row says None.

@@ -1,0 +1,124 @@
+"""Typicality as in TypiClust (Hacohen, Dekel & Weinshall 2022), not plain global density.
+
+1. Cluster the candidates together with the preselected samples into
+   min(n_preselected + n_samples, MAX_CLUSTERS, n) clusters (KMeans; MiniBatchKMeans past
+   FULL_KMEANS_MAX rows, to bound the cost).
+2. Typicality of a sample = 1 / mean distance to its K_NN = min(20, size // 2) nearest
+   neighbours within its own cluster (against a seeded reference subsample of REF_MAX members
+   in a very large cluster).
+3. Pick order: repeatedly take the cluster with the fewest samples selected so far (preselected
+   count), then the largest, skipping clusters smaller than MIN_CLUSTER_SIZE while others are
+   left, and pick its most typical remaining sample. So on a long-tailed set the budget spreads
+   over the modes instead of piling onto the densest class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import NO_MONITOR, Monitor
+
+MAX_CLUSTERS = 1000
+FULL_KMEANS_MAX = 50_000
+K_NN = 20
+REF_MAX = 20_000
+MIN_CLUSTER_SIZE = 5
+_CHUNK_ELEMS = 1 << 24
+
+
+def cluster(Z: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Cluster label per row of Z (float32)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n_clusters = max(1, min(n_clusters, len(Z)))
+    if n_clusters == 1:
+        return np.zeros(len(Z), dtype=np.int64)
+    if len(Z) <= FULL_KMEANS_MAX:
+        km = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed, max_iter=100)
+    else:
+        km = MiniBatchKMeans(n_clusters=n_clusters, n_init=1, random_state=seed,
+                             batch_size=max(4096, 3 * n_clusters), max_iter=50)
+    return km.fit_predict(Z).astype(np.int64)
+
+
+def knn_typicality(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """1 / mean distance to the k nearest other members, for every row of one cluster."""
+    m = len(Z)
+    if m < 2 or k < 1:
+        return np.zeros(m)
+    ref_idx = np.arange(m) if m <= REF_MAX else np.sort(rng.choice(m, REF_MAX, replace=False))
+    R = Z[ref_idx]
+    r_sq = np.einsum("ij,ij->i", R, R)
+    in_ref = np.zeros(m, dtype=bool)
+    in_ref[ref_idx] = True
+    k = min(k, len(R) - 1)
+    out = np.empty(m)
+    rows = max(1, _CHUNK_ELEMS // len(R))
+    for s in range(0, m, rows):
+        B = Z[s:s + rows]
+        d2 = np.einsum("ij,ij->i", B, B)[:, None] + r_sq[None, :] - 2.0 * (B @ R.T)
+        np.maximum(d2, 0.0, out=d2)
+        near = np.sqrt(np.partition(d2, k, axis=1)[:, :k + 1], dtype=np.float64)
+        near.sort(axis=1)
+        # A row in the reference set finds itself at distance ~0: drop that one, else the farthest.
+        mean = np.where(in_ref[s:s + rows], near[:, 1:].mean(axis=1), near[:, :k].mean(axis=1))
+        out[s:s + rows] = 1.0 / (mean + 1e-12)
+    return out
+
+
+class Typicality:
+    """Clusters, per-sample typicality and the TypiClust pick order over candidate positions."""
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray, n_samples: int,
+                 seed: int = 0, monitor: Monitor = NO_MONITOR):
+        m = len(rows)
+        all_rows = np.concatenate([rows, preselected_rows]).astype(np.int64)
+        Z = X[all_rows].astype(np.float32)
+        Z -= Z.mean(axis=0, dtype=np.float64).astype(np.float32)
+        n_clusters = min(len(preselected_rows) + n_samples, MAX_CLUSTERS, len(all_rows))
+        labels = cluster(Z, n_clusters, seed)
+        monitor.tick(0.5)
+        self.labels = labels[:m]
+        n_lab = int(labels.max()) + 1
+        self.size = np.bincount(labels, minlength=n_lab)
+        self.covered = np.bincount(labels[m:], minlength=n_lab)
+        rng = np.random.default_rng(seed)
+        self.typicality = np.zeros(m)
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(n_lab + 1))
+        self.members = []  # candidate positions per cluster, most typical first (ties by position)
+        for c in range(n_lab):
+            pos = order[bounds[c]:bounds[c + 1]]
+            size = int(self.size[c])
+            self.typicality[pos] = knn_typicality(Z[pos], min(K_NN, size // 2), rng)
+            self.members.append(pos[np.lexsort((pos, -self.typicality[pos]))])
+            monitor.tick(0.5 + 0.5 * (c + 1) / n_lab)
+
+    def cluster_order_key(self, c: int) -> tuple:
+        small = self.size[c] < MIN_CLUSTER_SIZE
+        return (small, int(self.covered[c]), -int(self.size[c]), c)
+
+    def pick_order(self, n_picks: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """The TypiClust picks (candidate positions); `allowed` masks candidate positions."""
+        import heapq
+
+        heads = []
+        cursors = [0] * len(self.members)
+        for c, pos in enumerate(self.members):
+            if len(pos):
+                heapq.heappush(heads, (self.cluster_order_key(c), c))
+        out = []
+        while heads and len(out) < n_picks:
+            _, c = heapq.heappop(heads)
+            pos = self.members[c]
+            i = cursors[c]
+            while allowed is not None and i < len(pos) and not allowed[pos[i]]:
+                i += 1
+            if i >= len(pos):
+                continue
+            out.append(int(pos[i]))
+            cursors[c] = i + 1
+            self.covered[c] += 1
+            if cursors[c] < len(pos):
+                heapq.heappush(heads, (self.cluster_order_key(c), c))
+        return np.asarray(out, dtype=np.int64)
