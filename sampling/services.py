@@ -1,0 +1,766 @@
+"""Sampling runs: checking a request, running it on a worker, writing its importance scores.
+
+A run goes queued -> running -> succeeded | failed | cancelled.
+
+Claiming. A worker takes a run with one conditional UPDATE (queued, or running with a heartbeat
+older than WINNOW_RUN_STALE_SECONDS) that sets a fresh claim token and counts the attempt; it goes
+on only if that UPDATE changed one row. Every later write of the attempt (progress, heartbeat,
+scores, final status) is conditional on the token, so an attempt that lost the run cannot clobber
+the one that took it over. While it works, a heartbeat thread refreshes `heartbeat_at`. Tasks are
+acknowledged late, so a worker killed mid-run hands the message to another worker; that delivery
+finds the run "running" with a stale heartbeat and reclaims it (or, if the heartbeat is still fresh,
+retries after WINNOW_RUN_STALE_SECONDS). After WINNOW_RUN_MAX_ATTEMPTS claims the run is failed
+with a readable error instead.
+
+Scores. One row per effective candidate (candidates minus preselected), rank 1 = most important,
+written in one transaction together with the final status: old rows deleted, new ones streamed
+with Postgres COPY (bulk_create on SQLite). A killed worker's transaction rolls back, so a run
+never has half its scores.
+
+Scale-out. A coreset run over more than WINNOW_SHARD_THRESHOLD candidates, with more than one
+shard (WINNOW_SAMPLING_SHARDS, or the run's `shards` parameter, which forces it), runs as a Celery
+chord: each shard task picks n_samples greedy k-center centers among its strided share of the
+candidates (`shard_centers`), and the merge task runs greedy k-center over the union of the
+shards' picks (`merge_centers`; two-round distributed k-center, Malkomes et al. 2015). Scores in
+that mode: the n_samples merge picks rank first, in merge order, each scoring its distance to the
+selected set (preselected + earlier merge picks) when picked; every other candidate scores its
+distance to the preselected samples and the merge picks, capped just below the last pick so the
+picks stay on top. The true covering radius of the picks (which the cap can hide) is computed
+separately and reported in the run's `summary`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
+
+from curation import storage
+from curation.metadata import path_error
+from curation.models import Embedding, FieldType, MetadataField, Sample, Tag
+from sampling.models import FINISHED, ImportanceScore, RunStatus, SamplingRun
+from sampling.samplers import (
+    STRATEGIES,
+    Cancelled,
+    SamplerError,
+    SelectionInput,
+    merge_centers,
+    ranking,
+    select,
+    shard_centers,
+    shard_split,
+)
+from sampling.samplers.base import Monitor
+from sampling.samplers.kcenter import KCenter
+from sampling.samplers.metadata import OPERATIONS
+from sampling.samplers.similarity import METRICS
+
+log = logging.getLogger(__name__)
+
+# Strategy parameters that may stand at the top level of a request next to a single `strategy`.
+PARAM_KEYS = ("field", "operation", "value", "target", "metric", "strength")
+MAX_STRATEGIES = 8
+MAX_SHARDS = 64
+NUMERIC_TYPES = {FieldType.INT, FieldType.FLOAT}
+CATEGORICAL_TYPES = {FieldType.CATEGORICAL_STRING, FieldType.CATEGORICAL_INT, FieldType.BOOLEAN}
+PROGRESS_EVERY_S = 0.5
+CANCEL_POLL_S = 0.5
+SCORE_BATCH = 5000
+
+
+class InvalidRun(Exception):
+    """A run request that cannot be queued; `field` names the request key at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+class RunFinished(Exception):
+    """The run cannot be cancelled: it already finished."""
+
+
+class LostClaim(Exception):
+    """Another attempt took the run over (or it was cancelled as abandoned); this attempt stops quietly."""
+
+
+# ---- the request ---------------------------------------------------------------------------------
+
+def _strategy_list(data: dict) -> list[dict]:
+    single, many = data.get("strategy"), data.get("strategies")
+    top_params = [k for k in PARAM_KEYS if data.get(k) is not None]
+    if single is None and many is None:
+        raise InvalidRun("strategy", f"required: one of {', '.join(STRATEGIES)} (or a list in 'strategies')")
+    if single is not None and many is not None:
+        raise InvalidRun("strategies", "give either 'strategy' or 'strategies', not both")
+    if many is not None:
+        if top_params:
+            raise InvalidRun(top_params[0], "with 'strategies', put the parameters inside each strategy object")
+        if not isinstance(many, list) or not many:
+            raise InvalidRun("strategies", "must be a non-empty list of strategy objects")
+        if len(many) > MAX_STRATEGIES:
+            raise InvalidRun("strategies", f"at most {MAX_STRATEGIES} strategies can be combined")
+        return [_check_strategy(spec, f"strategies[{i}]") for i, spec in enumerate(many)]
+    spec = {"strategy": single, **{k: data[k] for k in top_params}}
+    return [_check_strategy(spec, "")]
+
+
+def _where(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_strategy(spec, prefix: str) -> dict:
+    if not isinstance(spec, dict):
+        raise InvalidRun(prefix, "must be an object with a 'strategy' key")
+    name = spec.get("strategy")
+    if name not in STRATEGIES:
+        raise InvalidRun(_where(prefix, "strategy"), f"unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
+    info = STRATEGIES[name]
+    for key in spec:
+        if key != "strategy" and key not in info["required"] + info["optional"]:
+            raise InvalidRun(_where(prefix, key), f"not a parameter of the {name} strategy")
+    for key in info["required"]:
+        if spec.get(key) is None:
+            raise InvalidRun(_where(prefix, key), f"required by the {name} strategy")
+    if "strength" in spec and not (_finite(spec["strength"]) and spec["strength"] > 0):
+        raise InvalidRun(_where(prefix, "strength"), "must be a number greater than 0")
+    if "min_distance" in spec and not (_finite(spec["min_distance"]) and spec["min_distance"] > 0):
+        raise InvalidRun(_where(prefix, "min_distance"), "must be a number greater than 0")
+    if "metric" in spec and spec["metric"] not in METRICS:
+        raise InvalidRun(_where(prefix, "metric"), f"must be one of {', '.join(METRICS)}")
+    if "field" in spec:
+        problem = path_error(spec["field"])
+        if problem:
+            raise InvalidRun(_where(prefix, "field"), f"a metadata field path {problem}")
+    if name == "threshold":
+        if spec["operation"] not in OPERATIONS:
+            raise InvalidRun(_where(prefix, "operation"), f"must be one of {', '.join(OPERATIONS)}")
+        if spec["operation"] != "eq" and not _finite(spec["value"]):
+            raise InvalidRun(_where(prefix, "value"), f"must be a finite number for operation {spec['operation']!r}")
+        if spec["operation"] == "eq" and not isinstance(spec["value"], (str, int, float, bool)):
+            raise InvalidRun(_where(prefix, "value"), "must be a string, number or boolean")
+    if name == "balance":
+        target = spec["target"]
+        ok = target == "uniform" or (
+            isinstance(target, dict) and target
+            and all(_finite(v) and v >= 0 for v in target.values()) and any(v > 0 for v in target.values()))
+        if not ok:
+            raise InvalidRun(_where(prefix, "target"),
+                             "must be 'uniform' or a mapping of category to a non-negative share (not all zero)")
+    return dict(spec)
+
+
+def _tag(dataset, data: dict, key: str) -> Tag | None:
+    tag_id = data.get(key)
+    if tag_id is None:
+        return None
+    tag = Tag.objects.filter(dataset=dataset, pk=str(tag_id)).only("id", "bitmask").first()
+    if tag is None:
+        raise InvalidRun(key, f"no tag with id {tag_id!r} in this dataset")
+    return tag
+
+
+def _check_field(dataset, spec: dict, prefix: str) -> None:
+    """The metadata field must exist in the dataset (configured, or present in some sample) with a usable type."""
+    path, name = spec["field"], spec["strategy"]
+    where = _where(prefix, "field")
+    configured = MetadataField.objects.filter(dataset=dataset, path=path).values_list("type", flat=True).first()
+    if configured is None:
+        present = Sample.objects.filter(dataset=dataset).annotate(_v=_json_path(path)).filter(_v__isnull=False)
+        if not present.exists():
+            raise InvalidRun(where, f"no sample of this dataset has the metadata field {path!r}")
+        return
+    numeric_needed = name == "weights" or (name == "threshold" and spec["operation"] != "eq")
+    if numeric_needed and configured not in NUMERIC_TYPES:
+        raise InvalidRun(where, f"the {name} strategy needs a numeric field; {path!r} is {configured}")
+    if name == "balance" and configured not in CATEGORICAL_TYPES:
+        raise InvalidRun(where, f"the balance strategy needs a categorical field; {path!r} is {configured}")
+
+
+def _json_path(path: str):
+    expr = "metadata"
+    for segment in path.split("."):
+        expr = KeyTransform(segment, expr)
+    return expr
+
+
+def _sample_idx(dataset_id: str) -> np.ndarray:
+    # Only the idx column: a million ints, not a million model instances.
+    values = Sample.objects.filter(dataset_id=dataset_id).order_by("idx").values_list("idx", flat=True)
+    return np.fromiter(values.iterator(chunk_size=20_000), dtype=np.int64)
+
+
+def _candidates(existing: np.ndarray, rows: int | None, input_tag: Tag | None,
+                preselected_tag: Tag | None) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, preselected) as sorted idx arrays: existing samples, in the input tag, with an embedding row."""
+    cand = existing if rows is None else existing[existing < rows]
+    if input_tag is not None:
+        cand = np.intersect1d(cand, input_tag.indices(), assume_unique=True)
+    pre = np.zeros(0, dtype=np.int64)
+    if preselected_tag is not None:
+        pre = np.intersect1d(existing if rows is None else existing[existing < rows], preselected_tag.indices(),
+                             assume_unique=True)
+    return cand, pre
+
+
+def prepare_run(dataset, data: dict) -> dict:
+    """Check a run request completely (nothing is written); return the SamplingRun fields. Raises InvalidRun."""
+    strategies = _strategy_list(data)
+    names = [s["strategy"] for s in strategies]
+    counts = {n: names.count(n) for n in names}
+    if counts.get("coreset", 0) + counts.get("diversity", 0) > 1:
+        raise InvalidRun("strategies", "combine at most one coreset or diversity strategy")
+    for name in ("balance", "typicality", "similarity", "random"):
+        if counts.get(name, 0) > 1:
+            raise InvalidRun("strategies", f"at most one {name} strategy")
+
+    n_samples, min_distance = data.get("n_samples"), data.get("min_distance")
+    if min_distance is not None and not (_finite(min_distance) and min_distance > 0):
+        raise InvalidRun("min_distance", "must be a number greater than 0")
+    if min_distance is not None and "diversity" not in names:
+        raise InvalidRun("min_distance", "only the diversity strategy stops at a minimum distance")
+    for i, spec in enumerate(strategies):
+        prefix = f"strategies[{i}]" if data.get("strategies") is not None else ""
+        if spec["strategy"] in ("coreset", "typicality") and n_samples is None:
+            raise InvalidRun("n_samples", f"required by the {spec['strategy']} strategy")
+        if spec["strategy"] == "diversity" and spec.get("min_distance") is None and min_distance is None:
+            raise InvalidRun("min_distance", "required by the diversity strategy")
+        if "field" in spec:
+            _check_field(dataset, spec, prefix)
+
+    needs_embedding = [n for n in names if STRATEGIES[n]["embeddings"]]
+    embedding = None
+    if data.get("embedding") is not None:
+        embedding = Embedding.objects.filter(dataset=dataset, pk=str(data["embedding"])).only("id", "count").first()
+        if embedding is None:
+            raise InvalidRun("embedding", f"no embedding with id {data['embedding']!r} in this dataset")
+    elif needs_embedding:
+        raise InvalidRun("embedding", f"required by the {needs_embedding[0]} strategy")
+
+    input_tag = _tag(dataset, data, "input_tag")
+    preselected_tag = _tag(dataset, data, "preselected_tag")
+    query_tag = _tag(dataset, data, "query_tag")
+    if "similarity" in names and query_tag is None:
+        raise InvalidRun("query_tag", "required by the similarity strategy")
+    if query_tag is not None and "similarity" not in names:
+        raise InvalidRun("query_tag", "only the similarity strategy uses a query tag")
+
+    rows = embedding.count if (embedding is not None and needs_embedding) else None
+    if query_tag is not None and not np.any(query_tag.indices() < rows):
+        raise InvalidRun("query_tag", "none of its samples has a row in the embedding")
+    cand, pre = _candidates(_sample_idx(dataset.id), rows, input_tag, preselected_tag)
+    m = len(np.setdiff1d(cand, pre, assume_unique=True))
+    if m == 0:
+        culprit = "input_tag" if input_tag else "preselected_tag" if preselected_tag else \
+            "embedding" if rows is not None else "dataset"
+        raise InvalidRun(culprit, "leaves no candidate samples to score")
+    if n_samples is not None and not 1 <= n_samples <= m:
+        raise InvalidRun("n_samples", f"must be between 1 and {m}, the number of candidate samples")
+
+    shards = data.get("shards")
+    if shards is not None and shards > 1:
+        if names != ["coreset"] or min_distance is not None:
+            raise InvalidRun("shards", "only a coreset run (without min_distance) can be split into shards")
+        if not 1 <= shards <= min(MAX_SHARDS, m):
+            raise InvalidRun("shards", f"must be between 1 and {min(MAX_SHARDS, m)}")
+
+    return {
+        "name": data["name"],
+        "embedding": embedding,
+        "strategy": "+".join(names)[:32],
+        "parameters": {
+            "strategies": strategies,
+            "seed": int(data.get("seed") or 0),
+            "shards": shards,
+            # Kept so that a deleted tag fails the run instead of silently widening it (the FK becomes NULL).
+            "input_tag": input_tag.id if input_tag else None,
+            "preselected_tag": preselected_tag.id if preselected_tag else None,
+            "query_tag": query_tag.id if query_tag else None,
+        },
+        "n_samples": n_samples,
+        "min_distance": min_distance,
+        "input_tag": input_tag,
+        "preselected_tag": preselected_tag,
+        "query_tag": query_tag,
+    }
+
+
+def create_run(dataset, data: dict, creator) -> SamplingRun:
+    """Check the request, create the queued run and enqueue it once the transaction commits."""
+    from sampling.tasks import run_sampling
+
+    fields = prepare_run(dataset, data)
+    task_id = uuid.uuid4().hex
+    with transaction.atomic():
+        run = SamplingRun.objects.create(dataset=dataset, creator=creator, task_id=task_id, **fields)
+        transaction.on_commit(lambda: run_sampling.apply_async(args=[run.id], task_id=task_id))
+    return run
+
+
+def cancel_run(run: SamplingRun) -> SamplingRun:
+    """Queued (or abandoned) -> cancelled at once; running -> cancel requested, the worker stops at its next poll."""
+    now = timezone.now()
+    runs = SamplingRun.objects.filter(pk=run.pk)
+    done = {"status": RunStatus.CANCELLED, "cancel_requested": True, "finished_at": now}
+    changed = (
+        runs.filter(status=RunStatus.QUEUED).update(**done)
+        or runs.filter(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_cutoff()).update(**done)  # abandoned
+        or runs.filter(status=RunStatus.RUNNING).update(cancel_requested=True)
+    )
+    run.refresh_from_db()
+    if not changed:
+        raise RunFinished(f"the run already finished ({run.status})")
+    return run
+
+
+# ---- claiming ------------------------------------------------------------------------------------
+
+CLAIMED, BUSY, DONE = "claimed", "busy", "done"
+
+
+def _stale_cutoff():
+    return timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS)
+
+
+def claim_run(run_id: str) -> tuple[str, str | None]:
+    """(CLAIMED, token) if this attempt now holds the run; (BUSY, None) if a live attempt holds it;
+    (DONE, None) if there is nothing to do (finished, missing, or just failed/cancelled here)."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    claimable = Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=_stale_cutoff())
+    changed = (
+        SamplingRun.objects.filter(pk=run_id, cancel_requested=False, attempts__lt=settings.WINNOW_RUN_MAX_ATTEMPTS)
+        .filter(claimable)
+        .update(status=RunStatus.RUNNING, claim=token, attempts=F("attempts") + 1, heartbeat_at=now,
+                started_at=now, finished_at=None, progress=0, error="")
+    )
+    if changed == 1:
+        return CLAIMED, token
+    run = SamplingRun.objects.filter(pk=run_id).only("status", "claim", "attempts", "cancel_requested",
+                                                      "heartbeat_at").first()
+    if run is None or run.status in FINISHED:
+        return DONE, None
+    abandoned = run.status == RunStatus.QUEUED or run.heartbeat_at is None or run.heartbeat_at < _stale_cutoff()
+    if not abandoned:
+        return BUSY, None
+    # Abandoned and not claimable: cancelled meanwhile, or out of attempts.
+    if run.cancel_requested:
+        values = {"status": RunStatus.CANCELLED, "finished_at": now}
+    else:
+        values = {"status": RunStatus.FAILED, "finished_at": now, "error": (
+            f"Stopped after {run.attempts} attempts: the worker running this run stopped without finishing "
+            "(killed, or out of memory). Try a smaller n_samples or more worker memory.")}
+    SamplingRun.objects.filter(pk=run_id, claim=run.claim, status=run.status).update(**values)
+    return DONE, None
+
+
+class Attempt:
+    """One claimed attempt: throttled progress, cancel polls and a heartbeat, all conditional on the claim."""
+
+    def __init__(self, run_id: str, token: str, *, heartbeat: bool):
+        self.run_id, self.token = run_id, token
+        self.lo, self.hi = 0, 100
+        self._last_pct, self._last_write, self._next_poll = -1, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = None
+        if heartbeat:
+            self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _mine(self):
+        return SamplingRun.objects.filter(pk=self.run_id, claim=self.token, status=RunStatus.RUNNING)
+
+    def _beat(self) -> None:
+        interval = max(0.5, settings.WINNOW_RUN_STALE_SECONDS / 4)
+        try:
+            while not self._stop.wait(interval):
+                self._mine().update(heartbeat_at=timezone.now())
+        except Exception:  # a failed heartbeat must not kill the run; a stale one only allows a takeover
+            log.warning("heartbeat of sampling run %s failed", self.run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def phase(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    def progress(self, fraction: float) -> None:
+        pct = int(self.lo + (self.hi - self.lo) * min(max(fraction, 0.0), 1.0))
+        now = time.monotonic()
+        if pct > self._last_pct and now - self._last_write >= PROGRESS_EVERY_S:
+            self._last_pct, self._last_write = pct, now
+            if not self._mine().update(progress=pct, heartbeat_at=timezone.now()):
+                raise LostClaim(self.run_id)
+
+    def add_progress(self, points: int) -> None:
+        if not self._mine().update(progress=F("progress") + points, heartbeat_at=timezone.now()):
+            raise LostClaim(self.run_id)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + CANCEL_POLL_S
+        state = SamplingRun.objects.filter(pk=self.run_id).values_list("claim", "status", "cancel_requested").first()
+        if state is None or state[0] != self.token or state[1] != RunStatus.RUNNING:
+            raise LostClaim(self.run_id)
+        return bool(state[2])
+
+    def end(self, status: str, error: str = "") -> bool:
+        return bool(self._mine().update(status=status, error=error[:4000], finished_at=timezone.now()))
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+
+@dataclass
+class Inputs:
+    selection: SelectionInput
+    eff: np.ndarray            # effective candidates: candidates minus preselected, ascending idx
+    sample_idx: np.ndarray     # every sample's idx, ascending
+    sample_ids: list[str] | None
+
+
+def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = True) -> Inputs:
+    params = run.parameters or {}
+    for key in ("input_tag", "preselected_tag", "query_tag"):
+        if params.get(key) and getattr(run, f"{key}_id") is None:
+            raise SamplerError(f"{key}: the tag was deleted after the run was queued")
+    strategies = params.get("strategies") or []
+    needs_x = any(STRATEGIES[s["strategy"]]["embeddings"] for s in strategies)
+    if needs_x and run.embedding_id is None:
+        raise SamplerError("embedding: the embedding was deleted after the run was queued")
+    embedding = run.embedding if needs_x else None
+    if with_ids:
+        # One query for the idx -> sample id map; ids are needed for the score rows.
+        pairs = list(Sample.objects.filter(dataset_id=run.dataset_id).order_by("idx").values_list("idx", "id"))
+        sample_idx = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+        sample_ids = [p[1] for p in pairs]
+    else:
+        sample_idx, sample_ids = _sample_idx(run.dataset_id), None
+    rows = embedding.count if embedding is not None else None
+    cand, pre = _candidates(sample_idx, rows, run.input_tag, run.preselected_tag)
+    n = rows if rows is not None else int(sample_idx[-1]) + 1 if len(sample_idx) else 0
+    metadata = {}
+    for spec in strategies:
+        if "field" in spec and spec["field"] not in metadata:
+            metadata[spec["field"]] = _metadata_column(run.dataset_id, spec["field"], n)
+    query = run.query_tag.indices() if run.query_tag_id else None
+    if query is not None and rows is not None:
+        query = query[query < rows]
+    selection = SelectionInput(embeddings=None, candidates=cand, preselected=pre, metadata=metadata, query=query)
+    inputs = Inputs(selection, np.setdiff1d(cand, pre, assume_unique=True), sample_idx, sample_ids)
+    if with_matrix:
+        attach_matrix(run, inputs)
+    return inputs
+
+
+def attach_matrix(run: SamplingRun, inputs: Inputs) -> None:
+    """Load the embedding matrix if the run's strategies use it."""
+    strategies = (run.parameters or {}).get("strategies") or []
+    if not any(STRATEGIES[s["strategy"]]["embeddings"] for s in strategies):
+        return
+    X = storage.load_matrix(run.embedding.matrix_key)
+    rows = run.embedding.count
+    if X.ndim != 2 or len(X) < rows:
+        raise SamplerError(f"embedding: its matrix has shape {X.shape}, expected {rows} rows")
+    inputs.selection.embeddings = X
+
+
+def _metadata_column(dataset_id: str, path: str, n: int) -> np.ndarray:
+    """One value per idx (None where missing), the configured fallback filled in; object array of length n."""
+    fallback = MetadataField.objects.filter(dataset_id=dataset_id, path=path).values_list("fallback", flat=True).first()
+    col = np.full(n, fallback, dtype=object)
+    values = (Sample.objects.filter(dataset_id=dataset_id, idx__lt=n).annotate(_v=_json_path(path))
+              .filter(_v__isnull=False).values_list("idx", "_v"))
+    for idx, value in values.iterator(chunk_size=20_000):
+        if value is not None and not isinstance(value, (dict, list)):
+            col[idx] = value
+    return col
+
+
+# ---- execution -----------------------------------------------------------------------------------
+
+def _plain_coreset(run: SamplingRun) -> bool:
+    names = [spec["strategy"] for spec in (run.parameters or {}).get("strategies", [])]
+    return names == ["coreset"] and run.min_distance is None and run.n_samples is not None
+
+
+def shard_count(run: SamplingRun, candidates: int) -> int:
+    """How many shards a run is split into (1: not split). An explicit `shards` parameter forces it."""
+    if not _plain_coreset(run):
+        return 1
+    asked = (run.parameters or {}).get("shards")
+    if asked:
+        return min(int(asked), candidates)
+    return settings.WINNOW_SAMPLING_SHARDS if candidates > settings.WINNOW_SHARD_THRESHOLD else 1
+
+
+def _readable(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _guarded(run_id: str, attempt: Attempt, work) -> str:
+    """Run `work()` and turn every way it can end into the run's final status."""
+    try:
+        return work()
+    except Cancelled:
+        attempt.end(RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
+    except LostClaim:
+        log.info("sampling run %s: this attempt lost its claim; stopping", run_id)
+        return DONE
+    except SamplerError as exc:
+        attempt.end(RunStatus.FAILED, str(exc))
+        return RunStatus.FAILED
+    except Exception as exc:
+        log.exception("sampling run %s failed", run_id)
+        attempt.end(RunStatus.FAILED, f"Unexpected error: {_readable(exc)}")
+        return RunStatus.FAILED
+
+
+def execute_run(run_id: str, *, eager: bool) -> str:
+    """The task body: claim the run, then score it here or fan it out to shard tasks."""
+    outcome, token = claim_run(run_id)
+    if outcome != CLAIMED:
+        return outcome
+    return run_claimed(run_id, token, eager=eager)
+
+
+def run_claimed(run_id: str, token: str, *, eager: bool) -> str:
+    """Execute a run whose claim this attempt holds; returns the status it ended in."""
+    with Attempt(run_id, token, heartbeat=not eager) as attempt:
+        return _guarded(run_id, attempt, lambda: _execute(run_id, token, attempt))
+
+
+def _execute(run_id: str, token: str, attempt: Attempt) -> str:
+    run = SamplingRun.objects.select_related("embedding", "input_tag", "preselected_tag", "query_tag").get(pk=run_id)
+    attempt.phase(0, 3)
+    inputs = load_inputs(run, with_matrix=False)
+    n_shards = shard_count(run, len(inputs.eff))
+    if n_shards > 1:
+        return _dispatch_shards(run, token, n_shards, attempt)
+    attach_matrix(run, inputs)
+    attempt.progress(1.0)
+    attempt.phase(3, 95)
+    scores = select(inputs.selection, run.parameters["strategies"], n_samples=run.n_samples,
+                    min_distance=run.min_distance, seed=run.parameters.get("seed", 0),
+                    progress=attempt.progress, should_stop=attempt.should_stop)
+    order = ranking(scores, inputs.eff)
+    summary = {"candidates": len(inputs.eff), "mode": "single"}
+    if _plain_coreset(run):
+        # Scores past the top n_samples are the final distances to the picks: the largest is the radius.
+        k = run.n_samples
+        summary["covering_radius"] = float(scores[order[k]]) if len(order) > k else 0.0
+    write_scores(run_id, token, _ids_for(inputs, inputs.eff), scores, order, summary=summary)
+    return RunStatus.SUCCEEDED
+
+
+def _ids_for(inputs: Inputs, idx: np.ndarray) -> np.ndarray:
+    ids = np.asarray(inputs.sample_ids, dtype=object)
+    return ids[np.searchsorted(inputs.sample_idx, idx)]
+
+
+# ---- scale-out -----------------------------------------------------------------------------------
+
+SHARD_SPAN = (5, 85)  # progress points the shard round covers; the merge covers the rest
+
+
+def _dispatch_shards(run: SamplingRun, token: str, n_shards: int, attempt: Attempt) -> str:
+    from celery import chord
+
+    from sampling.tasks import merge_shards, reduce_shard
+
+    attempt.phase(0, SHARD_SPAN[0])
+    attempt.progress(1.0)
+    header = [reduce_shard.s(run.id, token, i, n_shards) for i in range(n_shards)]
+    chord(header)(merge_shards.s(run.id, token))
+    return "dispatched"  # the merge task finishes the run
+
+
+def _claimed(run_id: str, token: str) -> SamplingRun | None:
+    return (SamplingRun.objects.select_related("embedding", "input_tag", "preselected_tag", "query_tag")
+            .filter(pk=run_id, claim=token, status=RunStatus.RUNNING).first())
+
+
+def reduce_shard(run_id: str, token: str, shard: int, n_shards: int, *, eager: bool) -> dict | None:
+    """Round one on one shard: the shard's greedy k-center picks as sample idx (None if the run is no longer ours)."""
+    run = _claimed(run_id, token)
+    if run is None:
+        return None
+    with Attempt(run_id, token, heartbeat=not eager) as attempt:
+        def work():
+            if attempt.should_stop():
+                raise Cancelled("cancelled")
+            inputs = load_inputs(run, with_ids=False)
+            sel = inputs.selection
+            rows = shard_split(inputs.eff, n_shards)[shard]
+            picks = shard_centers(sel.embeddings, rows, run.n_samples, sel.preselected,
+                                  seed=run.parameters.get("seed", 0)) if len(rows) else np.zeros(0, np.int64)
+            attempt.add_progress((SHARD_SPAN[1] - SHARD_SPAN[0]) // n_shards)
+            return {"shard": shard, "rows": picks.tolist(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+        result = _guarded(run_id, attempt, work)
+    return result if isinstance(result, dict) else None
+
+
+def merge_shards(results: list, run_id: str, token: str, *, eager: bool) -> str:
+    """Round two: greedy k-center over the union of the shards' picks, then the scores of every candidate."""
+    if any(r is None for r in results):
+        return DONE  # a shard failed or was cancelled; it already recorded why
+    run = _claimed(run_id, token)
+    if run is None:
+        return DONE
+    with Attempt(run_id, token, heartbeat=not eager) as attempt:
+        def work():
+            inputs = load_inputs(run)
+            sel = inputs.selection
+            union = np.sort(np.concatenate([np.asarray(r["rows"], dtype=np.int64) for r in results]))
+            attempt.phase(SHARD_SPAN[1], 95)
+            monitor = Monitor(attempt.progress, attempt.should_stop)
+            scores = merge_centers(sel.embeddings, union, run.n_samples, sel.preselected, inputs.eff,
+                                   seed=run.parameters.get("seed", 0), monitor=monitor)
+            order = ranking(scores, inputs.eff)
+            top = inputs.eff[order[:run.n_samples]]
+            centers = np.concatenate([sel.preselected, top])
+            # The scores cap the others just below the last pick; the real radius needs their uncapped distances.
+            radius = float(KCenter(sel.embeddings, inputs.eff, centers).final_distances().max())
+            summary = {"candidates": len(inputs.eff), "mode": "sharded", "shards": len(results),
+                       "union": len(union), "workers": sorted({r["worker"] for r in results}),
+                       "covering_radius": radius}
+            write_scores(run_id, token, _ids_for(inputs, inputs.eff), scores, order, summary=summary)
+            return RunStatus.SUCCEEDED
+
+        return _guarded(run_id, attempt, work)
+
+
+# ---- writing scores ------------------------------------------------------------------------------
+
+def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores: np.ndarray,
+                 order: np.ndarray | None = None, *, summary: dict | None = None) -> int:
+    """Replace the run's scores and mark it succeeded, in one transaction.
+
+    `sample_ids[i]` is the sample of `scores[i]`; `order` the ranking (positions, best first).
+    With a `token`, only the attempt holding the claim (and not asked to cancel) may finish the
+    run; otherwise this raises LostClaim or Cancelled and nothing is written.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if order is None:
+        order = np.argsort(-scores, kind="stable")
+    m = len(scores)
+    with transaction.atomic():
+        runs = SamplingRun.objects.filter(pk=run_id)
+        if token is not None:
+            runs = runs.filter(claim=token, status=RunStatus.RUNNING)
+        # The UPDATE first: it locks the run row, so a concurrent cancel waits and then sees "succeeded".
+        changed = runs.filter(cancel_requested=False).update(
+            status=RunStatus.SUCCEEDED, progress=100, score_count=m, finished_at=timezone.now(),
+            error="", summary=summary or {})
+        if changed != 1:
+            if token is not None and SamplingRun.objects.filter(pk=run_id, claim=token, cancel_requested=True).exists():
+                raise Cancelled("cancelled before the scores were written")
+            raise LostClaim(run_id)
+        ImportanceScore.objects.filter(run_id=run_id).delete()
+        ranked_ids = np.asarray(sample_ids, dtype=object)[order]
+        ranked_scores = scores[order]
+        if connection.vendor == "postgresql":
+            _copy_scores(run_id, ranked_ids, ranked_scores)
+        else:
+            _bulk_scores(run_id, ranked_ids, ranked_scores)
+    return m
+
+
+def _bulk_scores(run_id: str, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> None:
+    for start in range(0, len(ranked_ids), SCORE_BATCH):
+        ImportanceScore.objects.bulk_create([
+            ImportanceScore(run_id=run_id, sample_id=sid, rank=start + i + 1, score=float(score))
+            for i, (sid, score) in enumerate(zip(ranked_ids[start:start + SCORE_BATCH].tolist(),
+                                                 ranked_scores[start:start + SCORE_BATCH].tolist()))
+        ])
+
+
+def _copy_scores(run_id: str, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> None:
+    """COPY the rows (run_id, sample_id, rank, score); binary when every id is ASCII of one width (public ids are)."""
+    table = ImportanceScore._meta.db_table
+    columns = "run_id, sample_id, rank, score"
+    ids = ranked_ids.tolist()
+    id_bytes = _fixed_width(run_id, ids)
+    if id_bytes is not None:
+        buffer = _binary_copy(run_id.encode(), id_bytes, ranked_scores)
+        sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)"
+    else:
+        buffer = _text_copy(run_id, ids, ranked_scores)
+        sql = f"COPY {table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor:
+        cursor.cursor.copy_expert(sql, buffer, size=1 << 20)
+
+
+def _fixed_width(run_id: str, ids: list[str]) -> np.ndarray | None:
+    """The ids as bytes if they and the run id are all ASCII of one width (public ids are), else None."""
+    width = len(run_id)
+    if not run_id.isascii():
+        return None
+    try:
+        wide = np.array(ids, dtype=f"S{width + 1}")  # one byte more, so a longer id shows
+    except UnicodeEncodeError:
+        return None
+    lengths = np.char.str_len(wide)
+    if len(ids) and (lengths.min() != width or lengths.max() != width):
+        return None
+    return wide.astype(f"S{width}")
+
+
+def _binary_copy(run_id: bytes, id_bytes: np.ndarray, ranked_scores: np.ndarray) -> io.BytesIO:
+    """Every row has the same layout (two fixed-width ids, int4, float8), so numpy builds the whole stream at once.
+
+    Rows go in rank order, so the inserts into the (run, rank) index are sequential.
+    """
+    w = len(run_id)
+    row = np.dtype([("nfields", ">i2"), ("run_len", ">i4"), ("run", f"S{w}"), ("sample_len", ">i4"),
+                    ("sample", f"S{w}"), ("rank_len", ">i4"), ("rank", ">i4"), ("score_len", ">i4"),
+                    ("score", ">f8")])
+    rows = np.empty(len(id_bytes), dtype=row)
+    rows["nfields"], rows["run_len"], rows["run"] = 4, w, run_id
+    rows["sample_len"], rows["sample"] = w, id_bytes
+    rows["rank_len"], rows["rank"] = 4, np.arange(1, len(id_bytes) + 1)
+    rows["score_len"], rows["score"] = 8, ranked_scores
+    buffer = io.BytesIO()
+    buffer.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+    buffer.write(rows.tobytes())
+    buffer.write(struct.pack(">h", -1))
+    buffer.seek(0)
+    return buffer
+
+
+def _text_copy(run_id: str, ids: list[str], ranked_scores: np.ndarray) -> io.StringIO:
+    # Public ids never need COPY escaping; other ids are escaped the way COPY's text format wants.
+    esc = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+    lines = "".join(f"{run_id.translate(esc)}\t{sid.translate(esc)}\t{rank}\t{score!r}\n"
+                    for rank, (sid, score) in enumerate(zip(ids, ranked_scores.tolist()), 1))
+    return io.StringIO(lines)
