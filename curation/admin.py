@@ -84,3 +84,7 @@ class SampleAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "dataset", "idx", "sha256", "original_key", "thumbnail_key", "created_at"]
     list_select_related = ["dataset"]
     show_full_result_count = False  # counting every sample of every dataset is slow on large installs
+
+    def has_delete_permission(self, request, obj=None):
+        # A sample's idx is part of every tag bitmask and score of its dataset: samples go with their dataset.
+        return False
