@@ -102,6 +102,34 @@ def _media_root(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(scope="session")
+def _stray_db_sessions_ended(django_db_setup, django_db_blocker):
+    """At the end, end the database sessions live-server threads still hold, so the test database can be dropped.
+
+    A thread serving a kept-alive connection keeps its session until that connection closes, which may be
+    after the last test.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        for _ in range(20):
+            cursor.execute(f"SELECT count(*) {others}")
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+
+
+@pytest.fixture(scope="session")
+def live_server(_stray_db_sessions_ended, live_server):
+    """pytest-django's live server; the sessions its threads leave behind are ended after it stops."""
+    return live_server
+
+
 # --- real services -----------------------------------------------------------------------------
 
 def pytest_sessionstart(session):

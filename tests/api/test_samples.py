@@ -1,6 +1,5 @@
 """Samples: JSON registration (meta datasets), the ingestion helpers, listing pages, one sample."""
 
-import json
 import re
 
 import pytest

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from curation import storage
-from curation.models import Embedding, MetadataField, Tag
+from curation.models import MetadataField, Tag
 from curation.services import add_samples, create_dataset
 from tests.browser.conftest import sign_in
 from tests.browser.data import Api, embeddings_csv

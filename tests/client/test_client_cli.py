@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +31,6 @@ from winnow.client import (
 ROOT = Path(__file__).resolve().parents[2]
 # The live server reads what the test wrote, from other threads: the data must be committed.
 live = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _server_sessions_closed(django_db_blocker):
-    """End the database sessions the live server's threads still hold, so the test database can be dropped.
-
-    A thread serving a kept-alive connection keeps its session until the connection closes, which
-    may be after the last test.
-    """
-    yield
-    from django.db import connection
-
-    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        for _ in range(20):
-            cursor.execute(f"SELECT count(*) {others}")
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.1)
-        cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
 
 
 def _picture(i: int) -> Image.Image:
