@@ -257,6 +257,17 @@ def create_from_csv(dataset: Dataset, name: str, data: bytes, *, creator=None,
             )
         first[file_name] = row
 
+    try:
+        return _create_locked(dataset, name, parsed, first, creator, embedding_id)
+    except IntegrityError:
+        # Another upload took the name between clean_name's check and the insert (its files are gone).
+        if Embedding.objects.filter(dataset_id=dataset.pk, name=name).exclude(pk=embedding_id or "").exists():
+            raise EmbeddingError(f"this dataset already has an embedding named {name!r}", "name") from None
+        raise
+
+
+def _create_locked(dataset: Dataset, name: str, parsed: ParsedCsv, first: dict[str, int], creator,
+                   embedding_id: str | None) -> Embedding:
     with transaction.atomic():
         # Lock the dataset row: no upload can add a sample between the coverage check and the write.
         locked = Dataset.objects.select_for_update().only("id", "next_idx").get(pk=dataset.pk)

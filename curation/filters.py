@@ -33,6 +33,7 @@ from rest_framework.exceptions import ValidationError
 from curation import bitmask
 from curation.metadata import path_error
 from curation.models import Dataset, MetadataField, Sample, Tag
+from curation.tagging import resolve_tag
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists")
 COMPARISONS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -338,17 +339,6 @@ def _tag_filter(tag: Tag) -> Q | _IdxInBitmask | None:
             q |= Q(idx__gte=int(start), idx__lte=int(end))
         return q
     return _IdxInBitmask(mask)
-
-
-def resolve_tag(dataset: Dataset, tag, *, field: str = "tag") -> Tag:
-    if isinstance(tag, Tag):
-        if tag.dataset_id != dataset.pk:
-            raise ValidationError({field: ["that tag belongs to another dataset"]})
-        return tag
-    found = Tag.objects.filter(dataset=dataset, pk=str(tag)).only("id", "bitmask", "count").first()
-    if found is None:
-        raise ValidationError({field: [f"no tag with id {tag!r} in this dataset"]})
-    return found
 
 
 def select_samples(dataset: Dataset, *, tag=None, file_name: str | None = None, conditions=()) -> QuerySet:

@@ -97,7 +97,8 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
                                                                f"(files {wanted[name]} and {i})"})
             continue
         wanted[name] = i
-    per_file_metadata = _metadata_by_name(metadata, set(wanted))
+    # Metadata for a file rejected by name goes with that file: the rest of the batch still lands.
+    per_file_metadata = _metadata_by_name(metadata, set(wanted), {r["file_name"] for r in outcome.rejected})
 
     present = _present(dataset, list(wanted))
     prepared: list[_Prepared] = []
@@ -182,10 +183,15 @@ def _bool_field(form, name: str, default: bool) -> bool:
     raise ValidationError({name: [f"must be true or false, not {value!r}"]})
 
 
-def _metadata_by_name(metadata: dict, names: set[str]) -> dict[str, dict]:
-    """Per-file metadata keyed by normalised file name; every key must name a file of this upload."""
+def _metadata_by_name(metadata: dict, names: set[str], rejected: set[str] = frozenset()) -> dict[str, dict]:
+    """Per-file metadata keyed by normalised file name; every key must name a file of this upload.
+
+    Keys equal to a name in `rejected` (files already refused by name) are dropped with their file.
+    """
     out: dict[str, dict] = {}
     for raw, value in metadata.items():
+        if raw in rejected:
+            continue
         try:
             name = services.validate_file_name(raw)
         except ValueError as exc:

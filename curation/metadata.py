@@ -128,6 +128,16 @@ def _describe(kind: str, index: int, entry) -> str:
     return f"{kind}[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
 
 
+def _too_big(values: dict) -> str | None:
+    """The same per-sample cap as sample registration, so no path stores a document as metadata."""
+    from curation.services import MAX_METADATA_BYTES
+
+    size = len(json.dumps(values, separators=(",", ":")))
+    if size > MAX_METADATA_BYTES:
+        return f"the metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample"
+    return None
+
+
 def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
     """Check the document's shape; return {image id: file name} and [(file name, metadata)] or raise."""
     if not isinstance(payload, dict):
@@ -187,7 +197,7 @@ def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
             continue
         used[image_id] = j
         values = {k: v for k, v in entry.items() if k != "image_id"}
-        problem = bad_value(values)
+        problem = bad_value(values) or _too_big(values)
         if problem:
             problems.append(f"{where}: {problem}")
         else:

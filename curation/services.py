@@ -12,12 +12,12 @@ from django.db import transaction
 
 from curation import bitmask, storage
 from curation.models import Dataset, Membership, Role, Sample, Tag, TagOrigin
+from curation.tagging import INITIAL_TAG
 
 MAX_FILE_NAME_LENGTH = 1024
 MAX_DATASET_NAME_LENGTH = 200
 # One sample's metadata, serialised; more than this is a document, not metadata.
 MAX_METADATA_BYTES = 64 * 1024
-INITIAL_TAG = "initial-tag"
 # Fields of a sample that an upload may set; id, idx and file_name are handled apart.
 SAMPLE_FIELDS = ("width", "height", "size_bytes", "format", "sha256", "original_key", "thumbnail_key", "metadata")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -98,7 +98,11 @@ def remove_member(dataset: Dataset, membership: Membership) -> None:
     """Remove a member; ValueError if they are the last owner."""
     with transaction.atomic():
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
-        if membership.role == Role.OWNER:
+        # The role as it is now, under the lock: a promotion since `membership` was read counts.
+        role = Membership.objects.filter(pk=membership.pk).values_list("role", flat=True).first()
+        if role is None:  # removed meanwhile
+            return
+        if role == Role.OWNER:
             _keep_an_owner(dataset, membership.user_id)
         membership.delete()
 

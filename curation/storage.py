@@ -7,6 +7,7 @@ Keys are relative paths under `datasets/<dataset id>/`.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from django.core.files.base import ContentFile
@@ -45,10 +46,14 @@ def delete_keys(keys) -> None:
 
 
 def delete_prefix(prefix: str) -> int:
-    """Delete every object under `prefix` (a dataset's folder); return how many files went."""
+    """Delete every object under `prefix` (a dataset's folder); return how many files went.
+
+    On local storage the emptied folders go too, the prefix's own folder included (S3 has no folders).
+    """
     if not prefix.endswith("/"):
         raise ValueError("prefix must end with '/'")
     removed = 0
+    folders = []
     stack = [prefix.rstrip("/")]
     while stack:
         folder = stack.pop()
@@ -56,8 +61,23 @@ def delete_prefix(prefix: str) -> int:
             dirs, files = default_storage.listdir(folder)
         except FileNotFoundError:
             continue
+        folders.append(folder)
         for name in files:
             default_storage.delete(f"{folder}/{name}")
             removed += 1
         stack.extend(f"{folder}/{d}" for d in dirs)
+    _remove_empty_folders(folders)
     return removed
+
+
+def _remove_empty_folders(folders: list[str]) -> None:
+    """Local storage: remove the listed folders, deepest first; one that is not empty stays."""
+    for folder in reversed(folders):  # a folder is listed before its subfolders
+        try:
+            local = default_storage.path(folder)
+        except NotImplementedError:  # object storage: folders do not exist on their own
+            return
+        try:
+            os.rmdir(local)
+        except OSError:  # not empty (a file arrived meanwhile) or already gone
+            pass

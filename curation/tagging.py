@@ -18,9 +18,10 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import StreamingHttpResponse
+from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
-from curation import bitmask
+from curation import bitmask, signing
 from curation.metadata import bad_value, flatten, get_path
 from curation.models import Dataset, Sample, Tag, TagOrigin, UploadMode
 
@@ -66,14 +67,18 @@ def check_name(dataset: Dataset, name) -> str:
     return name
 
 
-def resolve_tag(dataset: Dataset, tag_id, field: str = "tag") -> Tag:
-    """The dataset's tag with that id, or a ValidationError on `field` (another dataset's tag is unknown here)."""
-    if not isinstance(tag_id, str) or not tag_id:
-        raise ValidationError({field: [f"must be a tag id (a string), not {tag_id!r}"]})
-    tag = Tag.objects.filter(dataset=dataset, pk=tag_id).first()
-    if tag is None:
-        raise ValidationError({field: [f"no tag with id {tag_id!r} in this dataset"]})
-    return tag
+def resolve_tag(dataset: Dataset, tag, field: str = "tag") -> Tag:
+    """The dataset's tag (a Tag or its id), or a ValidationError on `field` (another dataset's tag is unknown here)."""
+    if isinstance(tag, Tag):
+        if tag.dataset_id != dataset.pk:
+            raise ValidationError({field: [f"no tag with id {tag.pk!r} in this dataset"]})
+        return tag
+    if not isinstance(tag, str) or not tag:
+        raise ValidationError({field: [f"must be a tag id (a string), not {tag!r}"]})
+    found = Tag.objects.filter(dataset=dataset, pk=tag).first()
+    if found is None:
+        raise ValidationError({field: [f"no tag with id {tag!r} in this dataset"]})
+    return found
 
 
 # --- creating --------------------------------------------------------------------------------------
@@ -336,33 +341,42 @@ def _json_list(items):
     yield "\n]\n"
 
 
-def _export_json(dataset: Dataset, tag: Tag):
+def _image_url(dataset: Dataset, base: str, user):
+    """sample id, file name -> where an export points at the sample's pixels.
+
+    A signed link that works without a token for WINNOW_EXPORT_URL_SECONDS (Label Studio cannot send
+    one) to the original (`full`) or the thumbnail (`thumbnails`); `meta` datasets keep no pixels,
+    so None. The path is reversed once: an export signs one link per sample.
+    """
+    if dataset.upload_mode == UploadMode.META:
+        return lambda sample_id, file_name: None
+    kind = "thumbnail" if dataset.upload_mode == UploadMode.THUMBNAILS else "image"
+    head, tail = reverse(f"sample-{kind}-signed", args=[dataset.id, "-"]).rsplit("/-/", 1)
+    ttl = settings.WINNOW_EXPORT_URL_SECONDS
+    return lambda sample_id, file_name: base + signing.sign_path("GET", f"{head}/{sample_id}/{tail}", {}, ttl, user)
+
+
+def _export_json(dataset: Dataset, tag: Tag, base: str, user):
+    url = _image_url(dataset, base, user)
     rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
     return _json_list(
-        {"id": sid, "idx": idx, "file_name": name, "width": w, "height": h, "metadata": meta}
+        {"id": sid, "idx": idx, "file_name": name, "width": w, "height": h, "image_url": url(sid, name),
+         "metadata": meta}
         for sid, idx, name, w, h, meta in rows
     )
 
 
-def _image_url(dataset: Dataset, base: str):
-    """How a Label Studio task points at a sample's pixels; `meta` datasets keep none, so the file name."""
-    if dataset.upload_mode == UploadMode.META:
-        return lambda sample_id, file_name: file_name
-    kind = "thumbnail" if dataset.upload_mode == UploadMode.THUMBNAILS else "image"
-    prefix = f"{base}/api/v1/datasets/{dataset.id}/samples/"
-    return lambda sample_id, file_name: f"{prefix}{sample_id}/{kind}"
-
-
-def _export_label_studio(dataset: Dataset, tag: Tag, base: str):
-    url = _image_url(dataset, base)
+def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
+    url = _image_url(dataset, base, user)
     rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "metadata"))
     # Metadata keys are spread into `data`; `image`, `file_name` and `sample_id` win over same-named keys.
+    # A `meta` dataset keeps no pixels: its task points at the file name, for a Label Studio storage to resolve.
     return _json_list(
         {
             "id": idx,
             "data": {
                 **(meta if isinstance(meta, dict) else {}),
-                "image": url(sid, name),
+                "image": url(sid, name) or name,
                 "file_name": name,
                 "sample_id": sid,
             },
@@ -371,27 +385,31 @@ def _export_label_studio(dataset: Dataset, tag: Tag, base: str):
     )
 
 
-def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None) -> StreamingHttpResponse:
+def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None) -> StreamingHttpResponse:
     """The tag's samples as a download, streamed in idx order.
 
     filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
     column per configured metadata field (else per metadata path found); a missing value is an
-    empty cell, the configured fallback is not applied. json: a list of samples with their metadata.
-    label-studio: a task list whose `data.image` is the absolute URL of the sample's image (thumbnail
-    for `thumbnails` datasets, the file name for `meta` datasets, which keep no pixels).
+    empty cell, the configured fallback is not applied. json: a list of samples with their metadata
+    and `image_url`. label-studio: a task list whose `data.image` is that URL (the file name for `meta`
+    datasets, which keep no pixels). The URLs are signed for `user` (default: the request's) and open
+    without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}"]})
     base = request.build_absolute_uri("/").rstrip("/") if request is not None else settings.SITE_URL
+    user = user if user is not None else getattr(request, "user", None)
+    if fmt in ("json", "label-studio") and dataset.upload_mode != UploadMode.META and user is None:
+        raise ValueError("export_tag needs the user who signs the image links")
     stem = _safe_filename(tag.name)
     if fmt == "filenames":
         body, content_type, filename = _export_filenames(dataset, tag), "text/plain; charset=utf-8", f"{stem}.txt"
     elif fmt == "csv":
         body, content_type, filename = _export_csv(dataset, tag), "text/csv; charset=utf-8", f"{stem}.csv"
     elif fmt == "json":
-        body, content_type, filename = _export_json(dataset, tag), "application/json", f"{stem}.json"
+        body, content_type, filename = _export_json(dataset, tag, base, user), "application/json", f"{stem}.json"
     else:
-        body = _export_label_studio(dataset, tag, base)
+        body = _export_label_studio(dataset, tag, base, user)
         content_type, filename = "application/json", f"{stem}-label-studio.json"
     response = StreamingHttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

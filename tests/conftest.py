@@ -64,24 +64,23 @@ def dataset(owner, editor, viewer):
     return ds
 
 
-@pytest.fixture
-def owner_api(owner):
-    return _client_for(owner)
+ROLE_USERS = ("owner", "editor", "viewer", "outsider")
 
 
-@pytest.fixture
-def editor_api(editor):
-    return _client_for(editor)
+def role_fixtures(suffix: str, make, namespace: dict) -> None:
+    """Define fixtures `owner_<suffix>`, `editor_<suffix>`, `viewer_<suffix>`, `outsider_<suffix>` in
+    `namespace` (a conftest's globals()), each returning `make(<that user>)`."""
+    for user_fixture in ROLE_USERS:
+        def fixture(request, _user_fixture=user_fixture):
+            return make(request.getfixturevalue(_user_fixture))
+
+        name = f"{user_fixture}_{suffix}"
+        fixture.__name__ = name
+        namespace[name] = pytest.fixture(fixture, name=name)
 
 
-@pytest.fixture
-def viewer_api(viewer):
-    return _client_for(viewer)
-
-
-@pytest.fixture
-def outsider_api(outsider):
-    return _client_for(outsider)
+# owner_api, editor_api, viewer_api, outsider_api: DRF clients authenticated by a fresh token of that user.
+role_fixtures("api", _client_for, globals())
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import requests
 from botocore.config import Config
 
 from curation import embeddings, storage
-from curation.models import Embedding, Sample
+from curation.models import Embedding, Sample, Tag
 from tests.api.test_embeddings import make_csv
 from tests.api.test_upload import full_dataset, jpeg, png, small_embedder, upload  # noqa: F401 (fixtures)
 
@@ -174,6 +174,18 @@ def test_full_mode_upload_serves_files_through_presigned_urls(s3, editor_api, fu
     # The built-in embedder ran after the upload, reading the thumbnails from the bucket.
     default = Embedding.objects.get(dataset=full_dataset, name="default")
     assert default.count == 5 and default.matrix_key in keys_under(s3, full_dataset.storage_prefix)
+
+
+def test_an_exported_link_redirects_to_a_presigned_url_without_credentials(s3, editor_api, full_dataset):  # noqa: F811
+    from django.test import Client
+
+    upload(editor_api, full_dataset, [("e.jpg", jpeg(5, size=(64, 48)))], embed=False)
+    tag = Tag.objects.get(dataset=full_dataset, name="initial-tag")
+    response = editor_api.get(f"/api/v1/datasets/{full_dataset.id}/tags/{tag.id}/export?format=label-studio")
+    [task] = json.loads(b"".join(response.streaming_content))
+    signed = Client().get(task["data"]["image"])  # Label Studio sends no token
+    assert signed.status_code == 302 and "X-Amz-Signature=" in signed["Location"]
+    assert requests.get(signed["Location"], timeout=30).content == jpeg(5, size=(64, 48))
 
 
 def s3_server_url(client) -> str:

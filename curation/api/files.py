@@ -6,6 +6,9 @@
 Any member may read. Local storage streams the file; S3 answers 302 to a presigned URL that
 expires (settings WINNOW_URL_EXPIRE_SECONDS). Session login works as well as a token, so a page's
 <img> tags load these URLs directly.
+
+    GET .../thumbnail/signed?user=&expires=&signature=   the same, through a signed expiring link
+    GET .../image/signed?user=&expires=&signature=       (tag exports; no token needed)
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
+from curation import signing
 from curation.access import get_dataset
 from curation.images import CONTENT_TYPES
 from curation.models import Sample, UploadMode
@@ -63,44 +67,75 @@ def serve_key(key: str, content_type: str, *, download_name: str | None = None, 
     return response
 
 
+def sample_file(dataset, sample_id: str, kind: str):
+    """The response for a sample's `kind` file ("thumbnail" or "image"); 404 naming why there is none."""
+    sample = (
+        Sample.objects.filter(dataset=dataset, pk=sample_id)
+        .only("id", "file_name", "original_key", "thumbnail_key").first()
+    )
+    if sample is None:
+        raise Http404("No sample with that id in this dataset.")
+    if dataset.upload_mode == UploadMode.META:
+        raise Http404("This dataset keeps no pixels (upload_mode meta): it has no thumbnails or images.")
+    if kind == "thumbnail":
+        if not sample.thumbnail_key:
+            raise Http404("This sample has no thumbnail.")
+        return serve_key(sample.thumbnail_key, "image/webp")
+    if dataset.upload_mode == UploadMode.THUMBNAILS:
+        raise Http404(
+            "This dataset keeps only thumbnails (upload_mode thumbnails): GET .../thumbnail instead."
+        )
+    if not sample.original_key:
+        raise Http404("This sample has no stored image.")
+    extension = posixpath.splitext(sample.original_key)[1]
+    return serve_key(
+        sample.original_key,
+        CONTENT_TYPES.get(extension, "application/octet-stream"),
+        download_name=posixpath.basename(sample.file_name),
+    )
+
+
+FILE_RESPONSES = {
+    (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The file (local storage)"),
+    302: OpenApiResponse(description="Redirect to a presigned URL (S3 storage)"),
+    404: OpenApiResponse(description="No such sample, or the dataset keeps no such file"),
+}
+
+
 class SampleFileView(APIView):
     kind = "thumbnail"
     content_negotiation_class = AnyAcceptNegotiation
 
+    @extend_schema(responses=FILE_RESPONSES, summary="A sample's thumbnail or original image")
+    def get(self, request, dataset_id: str, sample_id: str):
+        return sample_file(get_dataset(request.user, dataset_id), sample_id, self.kind)
+
+
+class SignedSampleFileView(APIView):
+    """A sample's file through a signed, expiring link (tag exports): no token, so Label Studio can load it.
+
+    The signer must still be an active member of the dataset; anything else is a 403.
+    """
+
+    kind = "thumbnail"
+    content_negotiation_class = AnyAcceptNegotiation
+    authentication_classes: list = []
+    permission_classes: list = []
+
     @extend_schema(
-        responses={
-            (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The file (local storage)"),
-            302: OpenApiResponse(description="Redirect to a presigned URL (S3 storage)"),
-            404: OpenApiResponse(description="No such sample, or the dataset keeps no such file"),
-        },
-        summary="A sample's thumbnail or original image",
+        responses={**FILE_RESPONSES, 403: OpenApiResponse(description="Bad or expired signature, or no access")},
+        summary="A sample's thumbnail or original image through a signed link",
+        parameters=[OpenApiParameter(name, str, required=True, description=text) for name, text in (
+            ("user", "who signed the link"), ("expires", "unix time"), ("signature", "HMAC-SHA256, hex"))],
+        auth=[],
     )
     def get(self, request, dataset_id: str, sample_id: str):
-        dataset = get_dataset(request.user, dataset_id)
-        sample = (
-            Sample.objects.filter(dataset=dataset, pk=sample_id)
-            .only("id", "file_name", "original_key", "thumbnail_key").first()
-        )
-        if sample is None:
-            raise Http404("No sample with that id in this dataset.")
-        if dataset.upload_mode == UploadMode.META:
-            raise Http404("This dataset keeps no pixels (upload_mode meta): it has no thumbnails or images.")
-        if self.kind == "thumbnail":
-            if not sample.thumbnail_key:
-                raise Http404("This sample has no thumbnail.")
-            return serve_key(sample.thumbnail_key, "image/webp")
-        if dataset.upload_mode == UploadMode.THUMBNAILS:
-            raise Http404(
-                "This dataset keeps only thumbnails (upload_mode thumbnails): GET .../thumbnail instead."
-            )
-        if not sample.original_key:
-            raise Http404("This sample has no stored image.")
-        extension = posixpath.splitext(sample.original_key)[1]
-        return serve_key(
-            sample.original_key,
-            CONTENT_TYPES.get(extension, "application/octet-stream"),
-            download_name=posixpath.basename(sample.file_name),
-        )
+        user, _params = signing.verify(request)
+        try:
+            dataset = get_dataset(user, dataset_id)
+        except Http404:  # the signer left the dataset, or it is gone
+            raise signing.InvalidSignature("The user who signed this link can no longer read this dataset.") from None
+        return sample_file(dataset, sample_id, self.kind)
 
 
 urlpatterns = [
@@ -113,5 +148,15 @@ urlpatterns = [
         "datasets/<str:dataset_id>/samples/<str:sample_id>/image",
         SampleFileView.as_view(kind="image"),
         name="sample-image",
+    ),
+    path(
+        "datasets/<str:dataset_id>/samples/<str:sample_id>/thumbnail/signed",
+        SignedSampleFileView.as_view(kind="thumbnail"),
+        name="sample-thumbnail-signed",
+    ),
+    path(
+        "datasets/<str:dataset_id>/samples/<str:sample_id>/image/signed",
+        SignedSampleFileView.as_view(kind="image"),
+        name="sample-image-signed",
     ),
 ]

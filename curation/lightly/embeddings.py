@@ -15,9 +15,8 @@ from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 
-from curation import embeddings
+from curation import embeddings, signing
 from curation.access import get_dataset
-from curation.lightly import signing
 from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from curation.models import Dataset, Embedding, Role, new_public_id
 

@@ -15,11 +15,10 @@ from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.urls import reverse
 
-from curation import bitmask, services, tagging
+from curation import bitmask, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
 from curation.images import CONTENT_TYPES
-from curation.lightly import signing
 from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from curation.lightly.positions import Positions
 from curation.models import Dataset, Role, Sample, Tag, TagOrigin, UploadMode

@@ -11,8 +11,7 @@ import re
 from django.db import transaction
 from django.http import JsonResponse
 
-from curation import bitmask, tagging
-from curation.lightly import signing
+from curation import bitmask, signing, tagging
 from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found, tag_name_ok
 from curation.lightly.positions import Positions
 from curation.lightly.samples import pixel_kind, read_url, refresh_initial_tag

@@ -2,6 +2,12 @@
 // tiles (image or, for metadata-only datasets, the file name), selection, infinite scrolling, sample view.
 import { api, clear, datasetId, el, fmtNum, fmtValue } from "./lib.js";
 
+// Tiles are at least this wide (px), with this gap between them; rows are square tiles plus the gap.
+const MIN_TILE = 132;
+const GAP = 8;
+
+// A windowed grid: every loaded sample lives in `samples` (and selection in `selected`), but only the
+// rows near the viewport exist in the DOM, so scrolling through 100,000 samples keeps the page light.
 export class SampleGrid {
   constructor(container, { selectable = false, onSelectionChange = () => {}, showRank = false } = {}) {
     this.container = container;
@@ -9,19 +15,34 @@ export class SampleGrid {
     this.onSelectionChange = onSelectionChange;
     this.showRank = showRank;
     this.samples = [];
-    this.selected = new Set();
+    this.selected = new Set();   // sample ids: the selection never depends on which tiles exist
     this.allInFilter = false;
     this.lastClicked = -1;
-    this.tiles = new Map();
+    this.tiles = new Map();      // position -> tile node, for the rendered window only
+    this.first = 0;              // the rendered window is positions [first, last)
+    this.last = 0;
+    this.cols = 0;
+    this.tileSize = 0;
+    this.rowHeight = MIN_TILE + GAP;
+    this.pending = false;
+    this.spacer = el("div", { class: "vgrid" });
     this.grid = el("div", { class: "grid", role: "list" });
-    container.appendChild(this.grid);
+    this.spacer.appendChild(this.grid);
+    container.appendChild(this.spacer);
+    const schedule = () => this.schedule();
+    // Capture: scrolling of any ancestor (the window or a scrolling panel) moves the window.
+    document.addEventListener("scroll", schedule, { capture: true, passive: true });
+    window.addEventListener("resize", schedule);
+    if (window.ResizeObserver) new ResizeObserver(schedule).observe(this.spacer);
   }
 
   reset() {
     this.samples = [];
     this.tiles.clear();
+    this.first = this.last = 0;
     this.lastClicked = -1;
     clear(this.grid);
+    this.render();
   }
 
   clearSelection() {
@@ -35,8 +56,12 @@ export class SampleGrid {
     this.refreshSelection();
   }
 
+  isSelected(sample) {
+    return this.allInFilter || this.selected.has(sample.id);
+  }
+
   refreshSelection() {
-    for (const [id, tile] of this.tiles) this.paint(tile, this.allInFilter || this.selected.has(id));
+    for (const [position, tile] of this.tiles) this.paint(tile, this.isSelected(this.samples[position]));
     this.onSelectionChange();
   }
 
@@ -47,10 +72,61 @@ export class SampleGrid {
   }
 
   append(samples) {
-    const start = this.samples.length;
     this.samples.push(...samples);
-    const nodes = samples.map((s, i) => this.tile(s, start + i));
-    this.grid.append(...nodes);
+    this.render();  // at once, so the page height (and the scroll sentinel below it) follows
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.render(); });
+  }
+
+  // Lay out the columns for the current width, size the spacer for every loaded row, and keep in the
+  // DOM only the rows within one screen height above and below the viewport.
+  render() {
+    const width = this.spacer.clientWidth;
+    const cols = Math.max(1, Math.floor((width + GAP) / (MIN_TILE + GAP)));
+    const tileSize = Math.max(0, (width - GAP * (cols - 1)) / cols);
+    const relayout = cols !== this.cols || tileSize !== this.tileSize;
+    if (relayout) {
+      this.cols = cols;
+      this.tileSize = tileSize;
+      this.rowHeight = tileSize + GAP;
+      this.grid.style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
+      this.grid.style.gridAutoRows = tileSize + "px";
+    }
+    const n = this.samples.length;
+    const rows = Math.ceil(n / cols);
+    this.spacer.style.height = (rows ? rows * this.rowHeight - GAP : 0) + "px";
+    const top = this.spacer.getBoundingClientRect().top;
+    const view = window.innerHeight || 800;
+    const fromRow = Math.max(0, Math.floor((-top - view) / this.rowHeight));
+    const toRow = Math.max(fromRow, Math.min(rows, Math.ceil((2 * view - top) / this.rowHeight)));
+    const first = Math.min(n, fromRow * cols);
+    const last = Math.min(n, toRow * cols);
+    this.grid.style.top = fromRow * this.rowHeight + "px";
+    if (!relayout && first === this.first && last === this.last) return;
+    for (const [position, node] of this.tiles) {
+      if (position < first || position >= last) { node.remove(); this.tiles.delete(position); }
+    }
+    // Tiles still in the window stay where they are (a focused tile keeps its focus); new ones go around them.
+    const keptFrom = Math.max(first, this.first);
+    const keptTo = Math.min(last, this.last);
+    const make = (a, b) => {
+      const nodes = [];
+      for (let i = a; i < b; i++) nodes.push(this.tile(this.samples[i], i));
+      return nodes;
+    };
+    if (keptFrom < keptTo && this.tiles.size) {
+      this.grid.prepend(...make(first, keptFrom));
+      this.grid.append(...make(keptTo, last));
+    } else {
+      this.tiles.clear();
+      this.grid.replaceChildren(...make(first, last));
+    }
+    this.first = first;
+    this.last = last;
   }
 
   tile(sample, position) {
@@ -62,7 +138,8 @@ export class SampleGrid {
       title: sample.file_name,
     });
     const view = this.selectable ? el("button", { type: "button", class: "view", "aria-label": "View " + sample.file_name, title: "Open" }, "⤢") : null;
-    const node = el("div", { class: sample.thumbnail_url ? "tile" : "tile noimg", role: "listitem", "data-testid": "tile", "data-sample-id": sample.id, "data-idx": sample.idx },
+    const node = el("div", { class: sample.thumbnail_url ? "tile" : "tile noimg", role: "listitem", "data-testid": "tile",
+      "data-sample-id": sample.id, "data-idx": sample.idx, "aria-posinset": position + 1, "aria-setsize": -1 },
       picture,
       this.selectable ? el("span", { class: "check", "aria-hidden": "true" }) : null,
       this.showRank && sample.rank !== undefined ? el("span", { class: "rank" }, "#" + fmtNum(sample.rank)) : null,
@@ -78,8 +155,8 @@ export class SampleGrid {
     } else {
       pick.addEventListener("click", () => openSample(sample.id));
     }
-    this.tiles.set(sample.id, node);
-    this.paint(node, this.allInFilter || this.selected.has(sample.id));
+    this.tiles.set(position, node);
+    this.paint(node, this.isSelected(sample));
     return node;
   }
 

@@ -242,3 +242,16 @@ def test_with_a_second_owner_the_first_can_leave_and_ownership_moves(dataset, ow
     body = editor_api.get(detail(dataset)).json()
     assert body["owner"] == "ed" and body["role"] == "owner"
     assert owner_api.get(detail(dataset)).status_code == 404
+
+
+def test_removing_a_member_promoted_meanwhile_still_keeps_an_owner(dataset, owner, editor):
+    """The role is read under the lock: a stale 'editor' row cannot remove the dataset's last owner."""
+    from curation.services import remove_member
+
+    stale = Membership.objects.get(dataset=dataset, user=editor)  # read as editor
+    Membership.objects.filter(pk=stale.pk).update(role=Role.OWNER)  # promoted meanwhile ...
+    Membership.objects.filter(dataset=dataset, user=owner).delete()  # ... and the other owner left
+    Dataset.objects.filter(pk=dataset.pk).update(owner=editor)
+    with pytest.raises(ValueError, match="owner"):
+        remove_member(dataset, stale)
+    assert Membership.objects.filter(dataset=dataset, role=Role.OWNER).count() == 1

@@ -237,6 +237,24 @@ def test_names_are_unique_in_a_dataset(editor_api, registered, commit, media):
     assert Embedding.objects.count() == 1 and stored_files(media) == files
 
 
+def test_a_name_taken_by_a_concurrent_upload_is_a_400_naming_the_name(editor_api, registered, monkeypatch, media):
+    real_parse = embeddings.parse_csv
+
+    def parse_while_another_upload_lands(data):
+        # The rival commits after this request checked the name and before it inserts.
+        Embedding.objects.create(dataset=registered, name="mine", dimension=D, count=N,
+                                 matrix_key=f"datasets/{registered.id}/embeddings/rival.npy")
+        return real_parse(data)
+
+    monkeypatch.setattr(embeddings, "parse_csv", parse_while_another_upload_lands)
+    response = post_csv(editor_api, registered, make_csv(names(), vectors()))
+    assert response.status_code == 400
+    assert response.json()["detail"] == "name: this dataset already has an embedding named 'mine'"
+    assert list(Embedding.objects.values_list("matrix_key", flat=True)) == [
+        f"datasets/{registered.id}/embeddings/rival.npy"]
+    assert stored_files(media) == []  # the losing upload's files are gone
+
+
 def test_a_failed_database_step_leaves_no_files(editor_api, registered, monkeypatch, media):
     def broken(self, *args, **kwargs):
         raise RuntimeError("database went away")

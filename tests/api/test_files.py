@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
+from types import SimpleNamespace
+
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 
 from curation import services
-from curation.models import Sample
+from curation.models import Membership, Role, Sample
 from tests.api.test_upload import full_dataset, jpeg, png, stored_files, thumbs_dataset, upload  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +125,108 @@ def test_deleting_the_dataset_deletes_its_files(owner_api, photo_sample, django_
     assert not default_storage.exists(photo_sample.original_key)
     assert not default_storage.exists(photo_sample.thumbnail_key)
     assert stored_files(settings.MEDIA_ROOT) == [other_key]  # the other dataset's file stays
+    # No empty folders left behind: the dataset's folder itself is gone.
+    assert not (settings.MEDIA_ROOT / "datasets" / photo_sample.dataset_id).exists()
+    assert (settings.MEDIA_ROOT / "datasets" / ("f" * 24)).is_dir()
+
+
+def test_delete_prefix_removes_nested_folders_and_keeps_a_folder_with_new_files(settings):
+    from curation import storage
+
+    for key in ("datasets/a/x/1.txt", "datasets/a/x/y/2.txt", "datasets/a/3.txt", "datasets/b/4.txt"):
+        default_storage.save(key, ContentFile(b"."))
+    assert storage.delete_prefix("datasets/a/") == 3
+    assert not (settings.MEDIA_ROOT / "datasets" / "a").exists()
+    assert stored_files(settings.MEDIA_ROOT) == ["datasets/b/4.txt"]
+    assert storage.delete_prefix("datasets/missing/") == 0
+
+
+# --- signed links (tag exports) ----------------------------------------------------------------------
+
+def exported_links(api, sample, fmt="label-studio"):
+    from curation.models import Tag
+
+    tag = Tag.objects.get(dataset_id=sample.dataset_id, name="initial-tag")
+    response = api.get(f"/api/v1/datasets/{sample.dataset_id}/tags/{tag.id}/export?format={fmt}")
+    assert response.status_code == 200
+    items = json.loads(b"".join(response.streaming_content))
+    return [item["data"]["image"] if fmt == "label-studio" else item["image_url"] for item in items]
+
+
+@pytest.mark.parametrize("fmt", ["label-studio", "json"])
+def test_an_exported_link_opens_without_credentials(viewer_api, photo_sample, fmt):
+    [link] = exported_links(viewer_api, photo_sample, fmt)
+    response = Client().get(link)  # no token, no session: as Label Studio fetches it
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "image/jpeg"
+    assert body(response) == photo_sample.uploaded
+
+
+def test_an_exported_thumbnail_link_of_a_thumbnails_dataset(editor_api, thumbs_dataset):  # noqa: F811
+    upload(editor_api, thumbs_dataset, [("t.jpg", jpeg(2))], embed=False)
+    sample = Sample.objects.get(dataset=thumbs_dataset)
+    [link] = exported_links(editor_api, sample)
+    response = Client().get(link)
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+    assert body(response) == read(sample.thumbnail_key)
+
+
+def _replace(link: str, key: str, value: str) -> str:
+    path, query = link.split("?")
+    params = dict(part.split("=") for part in query.split("&"))
+    params[key] = value
+    return path + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def test_a_tampered_link_is_refused(viewer_api, owner, photo_sample):
+    [link] = exported_links(viewer_api, photo_sample)
+    other = services.add_samples(
+        Sample.objects.get(pk=photo_sample.pk).dataset, [{"file_name": "other.jpg"}]).created[0]
+    tampered = [
+        _replace(link, "expires", str(int(time.time()) + 10**8)),  # longer life
+        _replace(link, "user", str(owner.pk)),  # someone else's rights
+        _replace(link, "signature", "0" * 64),
+        link.replace(photo_sample.id, other.id),  # another sample
+        link.replace("/image/signed", "/thumbnail/signed"),  # another file
+        link.split("?")[0],  # no signature at all
+        link + "&user=1",  # a parameter twice
+    ]
+    for bad in tampered:
+        response = Client().get(bad)
+        assert response.status_code == 403, bad
+        assert not hasattr(response, "streaming_content")
+
+
+def test_an_expired_link_is_refused(viewer_api, photo_sample, monkeypatch):
+    from curation import signing
+
+    [link] = exported_links(viewer_api, photo_sample)
+    later = time.time() + 7 * 24 * 3600 + 5
+    monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: later))
+    response = Client().get(link)
+    assert response.status_code == 403 and "expired" in response.json()["detail"]
+
+
+def test_the_link_lifetime_is_a_setting(viewer_api, photo_sample, settings):
+    settings.WINNOW_EXPORT_URL_SECONDS = 3600
+    [link] = exported_links(viewer_api, photo_sample)
+    expires = int(dict(p.split("=") for p in link.split("?")[1].split("&"))["expires"])
+    assert 3500 < expires - time.time() <= 3600
+
+
+def test_a_removed_members_links_stop_working(viewer, viewer_api, photo_sample):
+    [link] = exported_links(viewer_api, photo_sample)
+    assert Client().get(link).status_code == 200
+    Membership.objects.filter(dataset_id=photo_sample.dataset_id, user=viewer).delete()
+    response = Client().get(link)
+    assert response.status_code == 403 and "can no longer read" in response.json()["detail"]
+    Membership.objects.create(dataset_id=photo_sample.dataset_id, user=viewer, role=Role.VIEWER)
+    viewer.is_active = False
+    viewer.save(update_fields=["is_active"])
+    assert Client().get(link).status_code == 403
+
+
+def test_a_link_to_a_deleted_sample_is_404(viewer_api, photo_sample):
+    [link] = exported_links(viewer_api, photo_sample)
+    Sample.objects.filter(pk=photo_sample.pk).delete()
+    assert Client().get(link).status_code == 404

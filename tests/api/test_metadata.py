@@ -146,6 +146,17 @@ def test_too_deep_metadata_is_rejected(samples, editor_api):
     assert "deeper" in response.json()["detail"]
 
 
+def test_oversized_metadata_is_rejected_as_in_sample_registration(samples, editor_api):
+    from curation.services import MAX_METADATA_BYTES
+
+    body = document({"img_000000.jpg": {"a": 1}, "img_000001.jpg": {"notes": "x" * MAX_METADATA_BYTES}})
+    response = editor_api.post(url(samples), body, format="json")
+    assert response.status_code == 400
+    message = response.json()["detail"]
+    assert "metadata[1]" in message and "img_000001.jpg" in message and f"at most {MAX_METADATA_BYTES}" in message
+    assert all(meta == {} for meta in metadata_of(samples).values())
+
+
 def test_access(samples, viewer_api, outsider_api, anon_api):
     body = document({"img_000000.jpg": {"a": 1}})
     assert viewer_api.post(url(samples), body, format="json").status_code == 403

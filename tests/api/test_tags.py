@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -436,8 +437,9 @@ def test_export_json(ds, viewer_api):
     assert response["Content-Disposition"] == 'attachment; filename="json.json"'
     items = json.loads(text)
     assert [item["idx"] for item in items] == [4, 5]
+    # A meta dataset keeps no pixels: no image link.
     assert items[0] == {"id": sample_id(ds, 4), "idx": 4, "file_name": "img_000004.jpg", "width": 640,
-                        "height": 480, "metadata": street_meta(4)}
+                        "height": 480, "image_url": None, "metadata": street_meta(4)}
 
 
 def test_export_empty_metadata_and_json_of_many_samples_across_batches(dataset, viewer_api):
@@ -460,12 +462,18 @@ def test_export_label_studio_points_at_the_image(owner, owner_api, mode, kind):
     tasks = json.loads(text)
     assert [t["id"] for t in tasks] == [0, 2]
     sid = sample_id(ds, 2)
-    assert tasks[1]["data"] == {
-        "image": f"http://testserver/api/v1/datasets/{ds.id}/samples/{sid}/{kind}",
-        "file_name": "img_000002.jpg",
-        "sample_id": sid,
-        "camera": "front",
-    }
+    data = dict(tasks[1]["data"])
+    link = data.pop("image")
+    assert data == {"file_name": "img_000002.jpg", "sample_id": sid, "camera": "front"}
+    # A signed link (Label Studio sends no token), valid for a week by default.
+    path, query = link.split("?")
+    assert path == f"http://testserver/api/v1/datasets/{ds.id}/samples/{sid}/{kind}/signed"
+    params = dict(part.split("=") for part in query.split("&"))
+    assert set(params) == {"user", "expires", "signature"} and params["user"] == str(owner.pk)
+    assert 7 * 24 * 3600 - 60 < int(params["expires"]) - time.time() <= 7 * 24 * 3600
+    _response, text = export(owner_api, ds, tag, "json")
+    assert [item["image_url"].split("?")[0] for item in json.loads(text)] == [
+        f"http://testserver/api/v1/datasets/{ds.id}/samples/{sample_id(ds, i)}/{kind}/signed" for i in (0, 2)]
 
 
 def test_export_label_studio_of_a_meta_dataset_names_the_file(ds, viewer_api):

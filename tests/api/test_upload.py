@@ -362,6 +362,21 @@ def test_a_failed_database_step_leaves_no_files(editor_api, full_dataset, monkey
     assert not Sample.objects.filter(dataset=full_dataset).exists()
 
 
+def test_metadata_of_a_file_rejected_by_name_does_not_sink_the_batch(editor_api, full_dataset, media, commit):
+    with commit():
+        response = upload(
+            editor_api, full_dataset, [("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))],
+            file_names=["ok/a.jpg", "../b.jpg"],
+            metadata={"ok/a.jpg": {"n": 1}, "../b.jpg": {"n": 2}},
+            embed=False,
+        )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert [c["file_name"] for c in body["created"]] == ["ok/a.jpg"]
+    assert [r["file_name"] for r in body["rejected"]] == ["../b.jpg"] and "'..'" in body["rejected"][0]["reason"]
+    assert Sample.objects.get(dataset=full_dataset).metadata == {"n": 1}
+
+
 # --- request-level bad input: nothing is written ---------------------------------------------------------
 
 @pytest.mark.parametrize("fields, field", [

@@ -12,11 +12,19 @@ from playwright.sync_api import expect
 
 from curation.models import MetadataField, Tag
 from curation.services import add_samples, create_dataset
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import SCREENSHOTS, sign_in
 from tests.browser.data import Api, embeddings_csv
 from winnow.accounts.models import ApiToken
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Scroll to the bottom (loading the next page) until the selector matches; remembers the most tiles seen.
+SCROLL_TO_END = """(selector) => {
+  const tiles = document.querySelectorAll('[data-testid="tile"]').length;
+  window.maxTiles = Math.max(window.maxTiles || 0, tiles);
+  window.scrollTo(0, document.documentElement.scrollHeight);
+  return !!document.querySelector(selector);
+}"""
 
 
 def test_every_page_but_sign_in_needs_a_session(page, live_server, shot, dataset):
@@ -181,19 +189,43 @@ def test_select_all_in_filter_with_the_keyboard_and_save(page, live_server, shot
     page.get_by_role("button", name="Save selection as tag").click()
     expect(page.get_by_text("Tag “camera one” saved with 150 samples")).to_be_visible()
     assert Tag.objects.get(dataset=dataset, name="camera one").indices().tolist() == list(range(1, 300, 2))
-    # Scrolling loads further pages (cursor paging) until every tile of the filter is there.
-    for _ in range(10):
-        page.mouse.wheel(0, 5000)
-        if page.get_by_test_id("tile").count() == 150:
-            break
-        page.wait_for_timeout(300)
-    expect(page.get_by_test_id("tile")).to_have_count(150)
+    # Scrolling loads further pages (cursor paging) until the last sample of the filter is there.
+    page.wait_for_function(SCROLL_TO_END, arg='[data-idx="299"]', polling=200)
     # A tag name already taken is refused in words (the browser logs the 400 response; expected here).
     page.errors.allow(r"status of 400 .*/tags\)")
     page.get_by_role("button", name="Select all in filter").click()
     page.get_by_placeholder("new tag name").fill("camera one")
     page.get_by_role("button", name="Save selection as tag").click()
     expect(page.get_by_role("alert")).to_contain_text("already exists")
+
+
+def test_explore_keeps_only_rows_near_the_viewport_and_selection_survives_scrolling(page, live_server, dataset):
+    add_samples(dataset, [{"file_name": f"f{i:04d}.jpg"} for i in range(3000)])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("3,000 samples")
+    # Click, then shift-click: a range of five at the top.
+    page.locator('[data-idx="3"] .pick').click()
+    page.locator('[data-idx="7"] .pick').click(modifiers=["Shift"])
+    expect(page.get_by_test_id("selection-count")).to_have_text("5 selected")
+    # Scroll through all 25 pages: the grid never holds more than a few screens of tiles.
+    page.wait_for_function(SCROLL_TO_END, arg='[data-idx="2999"]', polling=100, timeout=60_000)
+    max_tiles = page.evaluate("() => window.maxTiles")
+    assert 0 < max_tiles <= 400, max_tiles
+    assert page.get_by_test_id("tile").count() <= 400
+    expect(page.locator('[data-idx="3"]')).to_have_count(0)  # scrolled out: its tile is gone
+    page.locator('[data-idx="2999"] .pick').click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("6 selected")
+    # The viewport only: a full-page shot of 3,000 rows' worth of height says nothing more.
+    page.screenshot(path=str(SCREENSHOTS / "test_explore_windowed-scrolled-to-the-end.png"))
+    # Back at the top the tiles are built again and still show the selection.
+    page.evaluate("() => window.scrollTo(0, 0)")
+    expect(page.locator('[data-idx="3"]')).to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator('[data-idx="8"]')).not_to_have_class(re.compile(r"\bselected\b"))
+    page.get_by_placeholder("new tag name").fill("scrolled picks")
+    page.get_by_role("button", name="Save selection as tag").click()
+    expect(page.get_by_text("Tag “scrolled picks” saved with 6 samples")).to_be_visible()
+    assert Tag.objects.get(dataset=dataset, name="scrolled picks").indices().tolist() == [3, 4, 5, 6, 7, 2999]
 
 
 @pytest.mark.parametrize("width, height", [(1280, 760), (2560, 1400)])
@@ -205,7 +237,8 @@ def test_explore_at_laptop_and_large_widths(browser, live_server, shot, dataset,
     pg.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
     pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
-    expect(pg.get_by_test_id("tile")).to_have_count(60)
+    expect(pg.get_by_test_id("match-count")).to_have_text("60 samples")
+    expect(pg.get_by_test_id("tile").first).to_contain_text("f000.jpg")
     # The grid fills the width: more columns on the wide screen, none overflowing.
     columns = pg.evaluate("() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length")
     assert columns >= (7 if width < 2000 else 14)

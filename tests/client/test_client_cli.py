@@ -286,6 +286,17 @@ def test_errors_carry_the_servers_message(live_server, token, client, outsider, 
         unreachable.list_datasets()
 
 
+def test_a_local_file_that_cannot_be_written_is_an_error_line_not_a_traceback(photos, tmp_path, capsys):
+    from winnow.client.cli import main
+
+    folder, _metadata, _names = photos
+    out = tmp_path / "no such folder" / "embeddings.csv"
+    assert main(["embed", "--input-dir", str(folder), "--output", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: No such file or directory: {out}" in err
+
+
 # --- the demo ----------------------------------------------------------------------------------------
 
 def test_demo_generator_is_reproducible_with_lightly_shaped_metadata(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 os.environ["LIGHTLY_DID_VERSION_CHECK"] = "True"
 
+from tests.conftest import role_fixtures  # noqa: E402
 from winnow.accounts.models import ApiToken  # noqa: E402
 
 PROXY_VARIABLES = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy")
@@ -63,24 +64,8 @@ def _v1_for(user):
     return V1(Client(enforce_csrf_checks=True), key)
 
 
-@pytest.fixture
-def owner_v1(owner):
-    return _v1_for(owner)
-
-
-@pytest.fixture
-def editor_v1(editor):
-    return _v1_for(editor)
-
-
-@pytest.fixture
-def viewer_v1(viewer):
-    return _v1_for(viewer)
-
-
-@pytest.fixture
-def outsider_v1(outsider):
-    return _v1_for(outsider)
+# owner_v1, editor_v1, viewer_v1, outsider_v1: /v1/ clients holding a fresh token of that user.
+role_fixtures("v1", _v1_for, globals())
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from curation import bitmask, embeddings, services
-from curation.lightly import signing
+from curation import bitmask, embeddings, services, signing
 from curation.models import Embedding, Membership, Tag
 from sampling.models import SamplingRun
 from tests.lightly.helpers import lightly_model

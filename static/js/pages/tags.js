@@ -47,7 +47,7 @@ function node(tag, childrenOf) {
       el("span", { class: "badge" }, ORIGINS[tag.origin] || tag.origin),
       el("span", { class: "muted small" }, describe(tag)),
       el("span", { class: "muted small" }, fmtDate(tag.created_at) + (tag.creator ? " · " + tag.creator : "")),
-      explore, del),
+      el("span", { class: "actions" }, explore, del)),
     children.length ? el("ul", {}, children.map((c) => node(c, childrenOf))) : null);
 }
 

@@ -1,9 +1,10 @@
-"""Signed URLs: absolute, short-lived, carrying their own credential (the client calls them without a token).
+"""Signed URLs: absolute, expiring, carrying their own credential (called without a token).
 
-A URL is `<path>?<params>&expires=<unix s>&signature=<hex>`, the signature an HMAC-SHA256 (key derived
-from SECRET_KEY) over the method, the path and every other query parameter. It names the user who
-asked for it; on use the user must still be active and still have the role the action needs, so
-removing a member or deactivating a user stops their URLs too.
+A URL is `<path>?<params>&user=<pk>&expires=<unix s>&signature=<hex>`, the signature an HMAC-SHA256
+(key derived from SECRET_KEY) over the method, the path and every other query parameter. It names the
+user who asked for it; on use the user must still be active and still have the role the action needs
+(the caller checks the role), so removing a member or deactivating a user stops their URLs too.
+Used by the tag exports (image links for Label Studio) and by the Lightly-compatible API.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from curation.lightly.base import ApiError
-
+# Unchanged since the module lived in curation.lightly: URLs handed out before the move stay valid.
 SALT = "winnow.lightly.signed-url"
 CSV_TTL = 15 * 60  # embedding CSV upload and download
 READ_URL_TTL = 15 * 60  # a sample's read URL
@@ -24,37 +25,46 @@ EXPORT_TTL = 7 * 24 * 3600  # image URLs in exports: labeling takes days
 MAX_EXPORT_TTL = 30 * 24 * 3600
 
 
+class InvalidSignature(PermissionDenied):
+    """A signed URL that is tampered with, expired or names a user who is gone: a 403."""
+
+
 def _signature(method: str, path: str, params: dict[str, str]) -> str:
     canonical = "\n".join([method.upper(), path, urlencode(sorted(params.items()))])
     return salted_hmac(SALT, canonical, algorithm="sha256").hexdigest()
 
 
-def sign(request, method: str, path: str, params: dict, ttl: int, user) -> str:
-    """The absolute URL of `path` (built from the request), usable with `method` for `ttl` seconds."""
+def sign_path(method: str, path: str, params: dict, ttl: int, user) -> str:
+    """`path?query`, usable with `method` for `ttl` seconds by anyone holding it, acting as `user`."""
     query = {key: str(value) for key, value in params.items()}
     query["user"] = str(user.pk)
     query["expires"] = str(int(time.time()) + int(ttl))
     query["signature"] = _signature(method, path, query)
-    return request.build_absolute_uri(path) + "?" + urlencode(query)
+    return path + "?" + urlencode(query)
+
+
+def sign(request, method: str, path: str, params: dict, ttl: int, user) -> str:
+    """The absolute URL of `path` (host taken from the request), usable with `method` for `ttl` seconds."""
+    return request.build_absolute_uri(sign_path(method, path, params, ttl, user))
 
 
 def verify(request) -> tuple[object, dict[str, str]]:
-    """(user, signed params) of a request to a signed URL; 403 if the signature is wrong or has expired."""
+    """(user, signed params) of a request to a signed URL; InvalidSignature (403) if wrong or expired."""
     if any(len(values) > 1 for _key, values in request.GET.lists()):
-        raise ApiError(403, "FORBIDDEN", "A signed URL names each parameter once.")
+        raise InvalidSignature("A signed URL names each parameter once.")
     params = {key: value for key, value in request.GET.items() if key != "signature"}
     given = request.GET.get("signature", "")
     if not given or not constant_time_compare(given, _signature(request.method, request.path, params)):
-        raise ApiError(403, "FORBIDDEN", "The URL's signature is not valid for this request.")
+        raise InvalidSignature("The URL's signature is not valid for this request.")
     try:
         expires = int(params.get("expires", ""))
     except ValueError:
-        raise ApiError(403, "FORBIDDEN", "The URL has no valid expiry.") from None
+        raise InvalidSignature("The URL has no valid expiry.") from None
     if expires < time.time():
-        raise ApiError(403, "FORBIDDEN", "The URL has expired; ask for a new one.")
+        raise InvalidSignature("The URL has expired; ask for a new one.")
     user = get_user_model().objects.filter(pk=params.get("user"), is_active=True).first()
     if user is None:
-        raise ApiError(403, "FORBIDDEN", "The user who asked for this URL no longer exists or is inactive.")
+        raise InvalidSignature("The user who asked for this URL no longer exists or is inactive.")
     return user, params
 
 
