@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+# _check_pixels refuses from 1x MAX_IMAGE_PIXELS, so Pillow's warning between 1x and 2x adds nothing; the
+# filter is set once for the process because warnings.catch_warnings() is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 THUMBNAIL_SIZE = 256
 THUMBNAIL_QUALITY = 80
 # libwebp effort 0..6: 2 is close to the default's size at about twice its speed.
@@ -76,21 +80,28 @@ def process_image(data: bytes) -> ProcessedImage:
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # a global someone may flip; we must not keep half images
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
-    with warnings.catch_warnings():
-        # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; we refuse from 1x.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            return _process(data)
-        except ImageRejected:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"decompression bomb: {_bomb_reason(exc)}") from None
-        except UnidentifiedImageError:
-            raise ImageRejected(f"not an image, or not a supported format ({SUPPORTED})") from None
-        except MemoryError:
-            raise ImageRejected("the image needs more memory to decode than this server allows") from None
-        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
-            raise ImageRejected(f"corrupt or truncated image: {exc}") from None
+    try:
+        return _process(data)
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"decompression bomb: {_bomb_reason(exc)}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(f"not an image, or not a supported format ({SUPPORTED})") from None
+    except MemoryError:
+        raise ImageRejected("the image needs more memory to decode than this server allows") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
+        raise ImageRejected(f"corrupt or truncated image: {exc}") from None
+
+
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse more pixels than Image.MAX_IMAGE_PIXELS from the header (Pillow itself only warns up to 2x)."""
+    width, height = image.size
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageRejected(
+            f"decompression bomb: image size ({width * height} pixels) exceeds the limit of "
+            f"{Image.MAX_IMAGE_PIXELS} pixels"
+        )
 
 
 def _bomb_reason(exc: Exception) -> str:
@@ -99,6 +110,7 @@ def _bomb_reason(exc: Exception) -> str:
 
 def _process(data: bytes) -> ProcessedImage:
     with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as probe:
+        _check_pixels(probe)
         probe.verify()  # PNG chunk CRCs and structure; cheap, decodes no pixels
     with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as image:
         fmt = image.format
