@@ -10,30 +10,23 @@ straightforward way that loads every sample as a model instance and decides in P
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_bench_api")
-os.environ.setdefault("SECRET_KEY", "winnow-benchmark")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import django_environment, setup_database  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+django_environment("winnow_bench_api")
+setup_database()  # creates the database if missing, then migrates
 
 import numpy as np  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
-from benchmarks._report import write_section  # noqa: E402
+from _report import write_section  # noqa: E402
 from curation import bitmask  # noqa: E402
 from curation.models import Sample, Tag, TagOrigin  # noqa: E402
 from curation.services import create_dataset, delete_dataset  # noqa: E402
@@ -52,7 +45,6 @@ def best_of(fn, repeat: int = 3) -> tuple[float, object]:
 
 
 def setup(n: int):
-    call_command("migrate", verbosity=0)
     User = get_user_model()
     user, _ = User.objects.get_or_create(username="bench")
     for old in user.owned_datasets.all():

@@ -17,23 +17,15 @@ Uses a database of its own (created if missing, tables by `migrate`), never the 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import django_environment, setup_database  # noqa: E402
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_bench_filters")
-os.environ.setdefault("SECRET_KEY", "winnow-benchmark-secret-not-for-production")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
-
-import dj_database_url  # noqa: E402
-import psycopg2  # noqa: E402
+django_environment("winnow_bench_filters")
 
 from _report import write_section  # noqa: E402
 
@@ -45,20 +37,6 @@ FILTERS = [
     ("in + range, AND", ['weather.scenario:in:["rain", "snow"]', "number_of_pedestrians:gte:5"]),
     ("exists false", ["weather.temperature:exists:false"]),
 ]
-
-
-def ensure_database(url: str) -> None:
-    cfg = dj_database_url.parse(url)
-    if "postgresql" not in cfg["ENGINE"]:
-        sys.exit(f"DATABASE_URL must point at PostgreSQL, not {cfg['ENGINE']}")
-    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
-    conn.close()
 
 
 def metadata(rng: random.Random) -> dict:
@@ -78,16 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     args = parser.parse_args()
-    ensure_database(os.environ["DATABASE_URL"])
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    setup_database()
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-
-    call_command("migrate", verbosity=0)
 
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient

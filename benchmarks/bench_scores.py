@@ -21,36 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import django_environment, setup_database  # noqa: E402
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_bench_scores")
-os.environ.setdefault("SECRET_KEY", "winnow-benchmark-secret-not-for-production")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
+django_environment("winnow_bench_scores")
 
-import dj_database_url  # noqa: E402
 import numpy as np  # noqa: E402
-import psycopg2  # noqa: E402
 
 from _report import write_section  # noqa: E402
 
 DATASET_NAME = "bench-scores"
-
-
-def ensure_database(url: str) -> None:
-    """Create the benchmark's database if it does not exist (connecting to the server's `postgres` db)."""
-    cfg = dj_database_url.parse(url)
-    if "postgresql" not in cfg["ENGINE"]:
-        sys.exit(f"DATABASE_URL must point at PostgreSQL, not {cfg['ENGINE']}")
-    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
-    conn.close()
 
 
 def bench_dataset(n: int):
@@ -88,18 +68,13 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
-    ensure_database(os.environ["DATABASE_URL"])
     load = os.getloadavg()[0]
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    setup_database()
     from django.db import connection, transaction
 
     from sampling import services
     from sampling.models import ImportanceScore, SamplingRun
 
-    call_command("migrate", verbosity=0)
     n = args.n
     print(f"preparing a dataset of {n:,} samples ...", flush=True)
     dataset = bench_dataset(n)

@@ -27,13 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import django_environment  # noqa: E402
 
-os.environ.setdefault("SECRET_KEY", "winnow-benchmark-secret-not-for-production")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
+django_environment(None)  # a throwaway test database from DATABASE_URL, or the embedded SQLite default
 MEDIA = tempfile.mkdtemp(prefix="winnow-bench-upload-")
 os.environ["WINNOW_MEDIA_ROOT"] = MEDIA
 os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)

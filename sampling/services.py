@@ -10,7 +10,8 @@ the one that took it over. While it works, a heartbeat thread refreshes `heartbe
 acknowledged late, so a worker killed mid-run hands the message to another worker; that delivery
 finds the run "running" with a stale heartbeat and reclaims it (or, if the heartbeat is still fresh,
 retries after WINNOW_RUN_STALE_SECONDS). After WINNOW_RUN_MAX_ATTEMPTS claims the run is failed
-with a readable error instead.
+with a readable error instead. A database error that escapes a task (its message would be acknowledged
+with the run still "running") retries the task with backoff (sampling/tasks.py).
 
 Scores. One row per effective candidate (candidates minus preselected), rank 1 = most important,
 written in one transaction together with the final status: old rows deleted, new ones streamed
@@ -47,6 +48,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from curation import storage
@@ -131,7 +133,7 @@ def _check_strategy(spec, prefix: str) -> dict:
     if not isinstance(spec, dict):
         raise InvalidRun(prefix, "must be an object with a 'strategy' key")
     name = spec.get("strategy")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:  # a list or object here is not hashable
         raise InvalidRun(_where(prefix, "strategy"), f"unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
     info = STRATEGIES[name]
     for key in spec:
@@ -401,9 +403,11 @@ class Attempt:
         interval = max(0.5, settings.WINNOW_RUN_STALE_SECONDS / 4)
         try:
             while not self._stop.wait(interval):
-                self._mine().update(heartbeat_at=timezone.now())
-        except Exception:  # a failed heartbeat must not kill the run; a stale one only allows a takeover
-            log.warning("heartbeat of sampling run %s failed", self.run_id, exc_info=True)
+                try:
+                    self._mine().update(heartbeat_at=timezone.now())
+                except Exception:  # one failed beat (a dropped connection) must not end the heartbeats
+                    log.warning("heartbeat of sampling run %s failed", self.run_id, exc_info=True)
+                    connection.close()  # the next beat reconnects
         finally:
             connection.close()  # this thread's own connection
 
@@ -418,8 +422,9 @@ class Attempt:
             if not self._mine().update(progress=pct, heartbeat_at=timezone.now()):
                 raise LostClaim(self.run_id)
 
-    def add_progress(self, points: int) -> None:
-        if not self._mine().update(progress=F("progress") + points, heartbeat_at=timezone.now()):
+    def add_progress(self, points: int, *, cap: int = 100) -> None:
+        # Capped: a shard delivered again (its worker killed) adds its points twice.
+        if not self._mine().update(progress=Least(F("progress") + points, cap), heartbeat_at=timezone.now()):
             raise LostClaim(self.run_id)
 
     def should_stop(self) -> bool:
@@ -623,7 +628,7 @@ def reduce_shard(run_id: str, token: str, shard: int, n_shards: int, *, eager: b
             rows = shard_split(inputs.eff, n_shards)[shard]
             picks = shard_centers(sel.embeddings, rows, run.n_samples, sel.preselected,
                                   seed=run.parameters.get("seed", 0)) if len(rows) else np.zeros(0, np.int64)
-            attempt.add_progress((SHARD_SPAN[1] - SHARD_SPAN[0]) // n_shards)
+            attempt.add_progress((SHARD_SPAN[1] - SHARD_SPAN[0]) // n_shards, cap=SHARD_SPAN[1])
             return {"shard": shard, "rows": picks.tolist(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
         result = _guarded(run_id, attempt, work)
@@ -671,6 +676,11 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
     run; otherwise this raises LostClaim or Cancelled and nothing is written.
     """
     scores = np.asarray(scores, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        # NaN would also break the scores page: strict JSON has no NaN.
+        raise SamplerError(f"scores: {len(bad)} of {len(scores)} are NaN or infinite (first at position {bad[0]}); "
+                           "nothing was written")
     if order is None:
         order = np.argsort(-scores, kind="stable")
     m = len(scores)

@@ -4,27 +4,52 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from sampling import services
+
+# Database errors that pass (a restart, a dropped connection). Raised out of a task, they would ack
+# its message with the run still "running" and nothing left to pick it up; so the task is retried.
+TRANSIENT = (OperationalError, InterfaceError)
+# In-process (eager) mode retries at once, so it gets a couple of tries, not a loop.
+EAGER_TRANSIENT_RETRIES = 2
+
+
+def _retry_transient(task, exc: Exception):
+    """Retry with backoff; at least the heartbeat staleness, so a claim the failed attempt held can be taken over."""
+    eager = bool(task.request.is_eager)
+    # Below the visibility timeout too: a message waiting longer than that is delivered a second time.
+    ceiling = min(900, settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] // 2)
+    countdown = min(settings.WINNOW_RUN_STALE_SECONDS * 2 ** min(task.request.retries, 6), ceiling)
+    return task.retry(exc=exc, countdown=countdown, max_retries=EAGER_TRANSIENT_RETRIES if eager else None)
 
 
 @shared_task(bind=True, name="sampling.run_sampling", max_retries=None)
 def run_sampling(self, run_id: str) -> str:
     """Claim and execute a run. Acknowledged late (settings), so a killed worker's run is delivered again."""
-    outcome = services.execute_run(run_id, eager=bool(self.request.is_eager))
+    try:
+        outcome = services.execute_run(run_id, eager=bool(self.request.is_eager))
+    except TRANSIENT as exc:
+        raise _retry_transient(self, exc) from exc
     if outcome == services.BUSY and not self.request.is_eager:
         # Another attempt holds the run and its heartbeat is fresh: come back once it would be stale.
         raise self.retry(countdown=settings.WINNOW_RUN_STALE_SECONDS)
     return outcome
 
 
-@shared_task(bind=True, name="sampling.reduce_shard")
+@shared_task(bind=True, name="sampling.reduce_shard", max_retries=None)
 def reduce_shard(self, run_id: str, claim: str, shard: int, n_shards: int) -> dict | None:
     """Round one of a sharded coreset: greedy k-center on one shard, the picks as a JSON list of idx."""
-    return services.reduce_shard(run_id, claim, shard, n_shards, eager=bool(self.request.is_eager))
+    try:
+        return services.reduce_shard(run_id, claim, shard, n_shards, eager=bool(self.request.is_eager))
+    except TRANSIENT as exc:
+        raise _retry_transient(self, exc) from exc
 
 
-@shared_task(bind=True, name="sampling.merge_shards")
+@shared_task(bind=True, name="sampling.merge_shards", max_retries=None)
 def merge_shards(self, results: list, run_id: str, claim: str) -> str:
     """Round two: greedy k-center over the shards' picks, then every candidate's score."""
-    return services.merge_shards(results, run_id, claim, eager=bool(self.request.is_eager))
+    try:
+        return services.merge_shards(results, run_id, claim, eager=bool(self.request.is_eager))
+    except TRANSIENT as exc:
+        raise _retry_transient(self, exc) from exc

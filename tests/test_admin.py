@@ -51,3 +51,20 @@ def test_token_admin_never_shows_secret_and_revokes(staff_client, owner):
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert ApiToken.authenticate(key) is None
+
+
+def test_deleting_a_run_counts_its_scores_instead_of_listing_them(staff_client, dataset):
+    import numpy as np
+
+    from sampling import services
+    from sampling.models import ImportanceScore, SamplingRun
+
+    samples = Sample.objects.bulk_create([Sample(dataset=dataset, idx=i, file_name=f"{i}.jpg") for i in range(50)])
+    run = SamplingRun.objects.create(dataset=dataset, name="old run", strategy="random")
+    services.write_scores(run.id, None, np.array([s.id for s in samples], dtype=object), np.arange(50.0))
+    url = reverse("admin:sampling_samplingrun_delete", args=[run.pk])
+    page = staff_client.get(url).content.decode()
+    assert "old run" in page and "50 importance scores" in page
+    assert "ImportanceScore object" not in page and "Importance score:" not in page
+    assert staff_client.post(url, {"post": "yes"}).status_code == 302
+    assert not SamplingRun.objects.exists() and not ImportanceScore.objects.exists()

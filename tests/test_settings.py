@@ -52,6 +52,8 @@ def test_production_configuration(tmp_path):
         ({"SECRET_KEY_FILE": "/nonexistent/key"}, "SECRET_KEY_FILE='/nonexistent/key' cannot be read"),
         ({"CACHE_URL": "memcached://x"}, "CACHE_URL='memcached://x' must be a redis:// URL"),
         ({"WINNOW_BEHIND_TLS_PROXY": "sure"}, "WINNOW_BEHIND_TLS_PROXY='sure' is not a boolean"),
+        ({"WINNOW_VISIBILITY_TIMEOUT": "100", "WINNOW_RUN_STALE_SECONDS": "60"},
+         "WINNOW_VISIBILITY_TIMEOUT=100 must be more than twice WINNOW_RUN_STALE_SECONDS=60"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(tmp_path, env, message):

@@ -185,6 +185,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("WINNOW_VISIBILITY_TIMEOUT", 3600, minimum=10)}
 
 # --- limits
+# Image links in tag exports (Label Studio loads them without a token): labeling takes days.
+WINNOW_EXPORT_URL_SECONDS = env_int("WINNOW_EXPORT_URL_SECONDS", 7 * 24 * 3600, minimum=60)
 WINNOW_MAX_UPLOAD_BYTES = env_int("WINNOW_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
 WINNOW_MAX_SAMPLES_PER_REQUEST = env_int("WINNOW_MAX_SAMPLES_PER_REQUEST", 10_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
@@ -198,6 +200,13 @@ WINNOW_SHARD_THRESHOLD = env_int("WINNOW_SHARD_THRESHOLD", 200_000, minimum=1)
 WINNOW_SAMPLING_SHARDS = env_int("WINNOW_SAMPLING_SHARDS", 1, minimum=1)
 # A running run whose worker sent no heartbeat for this long counts as abandoned and may be reclaimed.
 WINNOW_RUN_STALE_SECONDS = env_int("WINNOW_RUN_STALE_SECONDS", 60, minimum=2)
+# A run outlasting the visibility timeout is delivered again while it runs; that copy finds a fresh heartbeat
+# and retries every WINNOW_RUN_STALE_SECONDS. Were that delay longer than the timeout, the waiting copy would
+# itself be delivered again, and the copies would multiply.
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= 2 * WINNOW_RUN_STALE_SECONDS:
+    raise ImproperlyConfigured(
+        f"WINNOW_VISIBILITY_TIMEOUT={CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} must be more than "
+        f"twice WINNOW_RUN_STALE_SECONDS={WINNOW_RUN_STALE_SECONDS}")
 WINNOW_RUN_MAX_ATTEMPTS = env_int("WINNOW_RUN_MAX_ATTEMPTS", 3, minimum=1)
 
 REST_FRAMEWORK = {

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from curation import bitmask, storage
@@ -239,6 +239,8 @@ def bad_requests():
         "strategy and strategies": ("strategies", lambda d, o: {"strategies": [{"strategy": "random"}]}),
         "strategies not a list": ("strategies", lambda d, o: {"strategy": None, "strategies": "coreset"}),
         "strategy entry not an object": ("strategies", lambda d, o: {"strategy": None, "strategies": ["coreset"]}),
+        "strategy name not a string": ("strategies[0].strategy", lambda d, o: {"strategy": None, "strategies": [
+            {"strategy": ["coreset"]}]}),
         "two coresets": ("strategies", lambda d, o: {"strategy": None, "strategies": [
             {"strategy": "coreset"}, {"strategy": "diversity", "min_distance": 1}]}),
         "unknown parameter": ("strategies[0].radius", lambda d, o: {"strategy": None, "strategies": [
@@ -535,3 +537,88 @@ def test_request_is_recorded_in_parameters(editor_api, dataset, data, django_cap
     top = [r["idx"] for r in all_scores(editor_api, dataset, run["id"], limit=100)[:12]]
     assert sorted(WEATHER[i % 3] for i in top) == ["rain"] * 6 + ["sunny"] * 6
     assert json.dumps(run)  # plain JSON all the way down
+
+
+# ---- review fixes: what a run does when something goes wrong around it ---------------------------
+
+def test_scores_with_nan_fail_the_run_and_write_nothing(editor_api, dataset, data, monkeypatch,
+                                                        django_capture_on_commit_callbacks):
+    real_select = services.select
+
+    def with_nan(*args, **kwargs):
+        scores = real_select(*args, **kwargs)
+        scores[3] = np.nan
+        return scores
+
+    monkeypatch.setattr(services, "select", with_nan)
+    run_id = post_and_run(editor_api, dataset, coreset_request(data), django_capture_on_commit_callbacks).json()["id"]
+    run = editor_api.get(run_url(dataset, run_id)).json()
+    assert run["status"] == "failed" and run["error"].startswith("scores: 1 of 45 are NaN or infinite")
+    assert run["score_count"] == 0 and not ImportanceScore.objects.filter(run_id=run_id).exists()
+    assert editor_api.get(f"{run_url(dataset, run_id)}/scores").status_code == 409
+
+
+def test_writing_non_finite_scores_is_refused_before_anything_changes(dataset, data):
+    run = SamplingRun.objects.create(dataset=dataset, name="inf", strategy="random")
+    ids = np.array(list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)),
+                   dtype=object)
+    services.write_scores(run.id, None, ids, np.linspace(0, 1, N))
+    with pytest.raises(services.SamplerError, match="NaN or infinite"):
+        services.write_scores(run.id, None, ids, np.r_[np.inf, np.zeros(N - 1)])
+    assert ImportanceScore.objects.filter(run=run).count() == N  # the earlier scores are untouched
+
+
+def test_a_database_error_outside_the_run_is_retried_not_left_queued(dataset, data, monkeypatch):
+    run = SamplingRun.objects.create(
+        dataset=dataset, name="blip", strategy="coreset", embedding=data["embedding"], n_samples=10,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0})
+    real_claim, calls = services.claim_run, []
+
+    def flaky_claim(run_id):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_claim(run_id)
+
+    monkeypatch.setattr(services, "claim_run", flaky_claim)
+    # throw=False: a retry of an eagerly applied task runs at once (propagating would stop it)
+    assert run_sampling.apply(args=[run.id], throw=False).get() == RunStatus.SUCCEEDED
+    run.refresh_from_db()
+    assert len(calls) == 2 and run.status == "succeeded" and run.score_count == N
+
+
+def test_a_shard_delivered_twice_does_not_push_progress_past_its_span(dataset, data):
+    run = SamplingRun.objects.create(
+        dataset=dataset, name="sharded", strategy="coreset", embedding=data["embedding"], n_samples=10,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0, "shards": 2})
+    outcome, token = services.claim_run(run.id)
+    assert outcome == services.CLAIMED
+    for _ in range(3):  # shard 0 once, then twice more as if its worker had been killed after it finished
+        assert services.reduce_shard(run.id, token, 0, 2, eager=True)["shard"] == 0
+    run.refresh_from_db()
+    assert run.progress == services.SHARD_SPAN[1] and run.status == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_heartbeat_does_not_end_the_heartbeats(dataset, settings, monkeypatch):
+    import time
+
+    settings.WINNOW_RUN_STALE_SECONDS = 2  # a beat every 0.5 s
+    long_ago = timezone.now() - timedelta(hours=1)
+    run = SamplingRun.objects.create(dataset=dataset, name="beating", strategy="random", status=RunStatus.RUNNING,
+                                     claim="mine", heartbeat_at=long_ago)
+    real_mine, beats = services.Attempt._mine, []
+
+    def flaky_mine(self):
+        beats.append(1)
+        if len(beats) == 1:
+            raise OperationalError("connection reset")
+        return real_mine(self)
+
+    monkeypatch.setattr(services.Attempt, "_mine", flaky_mine)
+    with services.Attempt(run.id, "mine", heartbeat=True):
+        deadline = time.monotonic() + 30
+        while SamplingRun.objects.get(pk=run.pk).heartbeat_at == long_ago and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert len(beats) >= 2
+    assert SamplingRun.objects.get(pk=run.pk).heartbeat_at > long_ago

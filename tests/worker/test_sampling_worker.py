@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from curation import bitmask, storage
@@ -151,19 +152,44 @@ def test_a_worker_killed_mid_run_leaves_a_run_that_is_retried(fresh_worker, edit
     assert ranks == list(range(1, N + 1))  # all the scores, once each
 
 
+def blocked_shard_writes() -> int:
+    """Backends of this database waiting on a lock in a shard's progress write (`progress + points`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction the view is a snapshot otherwise
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%progress%+%'")
+        return cursor.fetchone()[0]
+
+
 def test_scale_out_over_two_workers_gives_a_two_round_k_center(fresh_worker, editor_api, dataset):
     X = make_dataset(dataset)
     env = {"WINNOW_SHARD_THRESHOLD": "1000", "WINNOW_SAMPLING_SHARDS": "2"}
     workers = [fresh_worker(concurrency=1, **env), fresh_worker(concurrency=1, **env)]
-    candidates, labeled, k = np.arange(0, N, 2), np.arange(1, 200, 2), 1000
+    candidates, labeled, k = np.arange(0, N, 2), np.arange(1, 200, 2), 3000
     input_tag = add_tag(dataset, "even", candidates)
     pre_tag = add_tag(dataset, "labeled", labeled)
     run_id = start_run(editor_api, dataset, k, input_tag=input_tag.id, preselected_tag=pre_tag.id, seed=5)
+
+    # Both shards on two processes at once, made certain rather than likely: once the shards are
+    # dispatched (progress 5), hold the run row, so a shard that has done its work waits in its progress
+    # write while still holding its worker. A concurrency-1 worker that acknowledges late and prefetches
+    # one message takes nothing else meanwhile, so two shards waiting together are on two workers.
+    deadline = time.monotonic() + 120
+    while SamplingRun.objects.filter(pk=run_id, progress__gte=5).count() == 0:
+        assert time.monotonic() < deadline, "the shards were never dispatched:\n" + workers[0].log()
+        time.sleep(0.005)
+    with transaction.atomic():
+        held = SamplingRun.objects.select_for_update().get(pk=run_id)
+        assert held.progress == 5, "a shard finished before the test held the run; give the shards more work"
+        while blocked_shard_writes() < 2:
+            assert time.monotonic() < deadline, "both shards never waited at once:\n" + \
+                "\n".join(w.log() for w in workers)
+            time.sleep(0.05)
     final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=workers)[-1]
     assert final["status"] == "succeeded", final["error"]
     summary = final["summary"]
     assert summary["mode"] == "sharded" and summary["shards"] == 2
-    assert len(summary["workers"]) == 2  # each shard reduced by its own worker process
+    assert len(summary["workers"]) == 2  # each shard reduced by its own worker process (see above)
     assert final["score_count"] == len(candidates)  # the preselected are not candidates here (odd idx)
 
     # The top k is the two-round k-center (Malkomes et al. 2015) of the same shards.
