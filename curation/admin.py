@@ -35,6 +35,20 @@ class DatasetAdmin(admin.ModelAdmin):
     def tag_count(self, obj):
         return obj.n_tags
 
+    def get_deleted_objects(self, objs, request):
+        # Django's default lists every related row (samples, tags, scores: millions) and asks for delete
+        # permission on each model; a dataset goes as a whole, so name the datasets and count the rest.
+        datasets = list(objs)
+        ids = [d.pk for d in datasets]
+        counts = {
+            "datasets": len(datasets),
+            "samples": Sample.objects.filter(dataset_id__in=ids).count(),
+            "tags": Tag.objects.filter(dataset_id__in=ids).count(),
+            "embeddings": Embedding.objects.filter(dataset_id__in=ids).count(),
+        }
+        names = [f"{d.name} ({d.pk})" for d in datasets]
+        return names, counts, set(), []
+
     def delete_model(self, request, obj):
         from curation.services import delete_dataset
 

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from curation.models import Sample
+from curation.models import Dataset, Sample
 from winnow.accounts.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +68,15 @@ def test_deleting_a_run_counts_its_scores_instead_of_listing_them(staff_client, 
     assert "ImportanceScore object" not in page and "Importance score:" not in page
     assert staff_client.post(url, {"post": "yes"}).status_code == 302
     assert not SamplingRun.objects.exists() and not ImportanceScore.objects.exists()
+
+
+def test_deleting_a_dataset_from_admin_counts_instead_of_listing_and_deletes_everything(staff_client, dataset):
+    Sample.objects.bulk_create([Sample(dataset=dataset, idx=i, file_name=f"{i}.jpg") for i in range(5)])
+    url = reverse("admin:curation_dataset_delete", args=[dataset.pk])
+    page = staff_client.get(url).content.decode()
+    assert "street scenes" in page and "5.jpg" not in page and "0.jpg" not in page
+    assert "Samples: 5" in page or "samples: 5" in page.lower()
+    response = staff_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not Dataset.objects.filter(pk=dataset.pk).exists()
+    assert not Sample.objects.filter(dataset_id=dataset.pk).exists()
