@@ -374,6 +374,20 @@ def claim_run(run_id: str) -> tuple[str, str | None]:
     return DONE, None
 
 
+def abandoned_runs() -> list[str]:
+    """Runs nothing is working on: "running" with a heartbeat older than twice the staleness (its worker
+    died; the broker would hand the message out again only after the visibility timeout), or "queued" for
+    longer than the visibility timeout (the message was lost, e.g. a broker restarted without persistence)."""
+    now = timezone.now()
+    dead = now - timedelta(seconds=2 * settings.WINNOW_RUN_STALE_SECONDS)
+    lost = now - timedelta(seconds=settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
+    return list(
+        SamplingRun.objects.filter(
+            Q(status=RunStatus.RUNNING, heartbeat_at__lt=dead) | Q(status=RunStatus.QUEUED, created_at__lt=lost)
+        ).values_list("id", flat=True)
+    )
+
+
 class Attempt:
     """One claimed attempt: throttled progress, cancel polls and a heartbeat, all conditional on the claim."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -53,3 +54,19 @@ def merge_shards(self, results: list, run_id: str, claim: str) -> str:
         return services.merge_shards(results, run_id, claim, eager=bool(self.request.is_eager))
     except TRANSIENT as exc:
         raise _retry_transient(self, exc) from exc
+
+
+@shared_task(name="sampling.resume_abandoned_runs")
+def resume_abandoned_runs() -> list[str]:
+    """Send every abandoned run out again; the claim lets exactly one attempt take each (a duplicate finds it busy)."""
+    run_ids = services.abandoned_runs()
+    for run_id in run_ids:
+        run_sampling.delay(run_id)
+    return run_ids
+
+
+@worker_ready.connect
+def _resume_on_worker_start(sender=None, **_kwargs):
+    # A worker that starts is often the replacement of one that died: pick up what it left at once,
+    # rather than after the broker's visibility timeout.
+    resume_abandoned_runs.delay()

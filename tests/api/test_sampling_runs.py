@@ -16,7 +16,7 @@ from curation.services import create_dataset, delete_dataset
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 from sampling.samplers import SelectionInput, distributed_coreset, ranking, select
-from sampling.tasks import run_sampling
+from sampling.tasks import resume_abandoned_runs, run_sampling
 
 pytestmark = pytest.mark.django_db
 
@@ -433,6 +433,28 @@ def test_a_run_left_running_by_a_dead_worker_is_reclaimed(dataset, data, setting
     assert run_sampling.delay(run.id).get() == RunStatus.SUCCEEDED
     run.refresh_from_db()
     assert run.status == "succeeded" and run.attempts == 2 and run.score_count == N
+
+
+def test_abandoned_runs_are_sent_out_again(dataset, data, settings):
+    dead = stale_run(dataset, data, settings, attempts=1)
+    SamplingRun.objects.filter(pk=dead.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=3 * settings.WINNOW_RUN_STALE_SECONDS))
+    live = SamplingRun.objects.create(
+        dataset=dataset, name="live", strategy="random", parameters={"strategies": [{"strategy": "random"}]},
+        status=RunStatus.RUNNING, attempts=1, claim="live-worker", heartbeat_at=timezone.now())
+    fresh = SamplingRun.objects.create(dataset=dataset, name="just queued", strategy="random")
+    lost = SamplingRun.objects.create(
+        dataset=dataset, name="lost message", strategy="coreset", embedding=data["embedding"], n_samples=5,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0})
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    SamplingRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=visibility + 5))
+
+    assert sorted(resume_abandoned_runs.delay().get()) == sorted([dead.id, lost.id])
+    for run in (dead, live, fresh, lost):
+        run.refresh_from_db()
+    assert dead.status == "succeeded" and dead.score_count == N
+    assert lost.status == "succeeded" and lost.score_count == N
+    assert (live.status, live.claim) == ("running", "live-worker") and fresh.status == "queued"
 
 
 def test_a_run_interrupted_too_often_fails_readably(dataset, data, settings):
