@@ -150,30 +150,26 @@ def _idx_by(dataset: Dataset, field: str, values: list[str]) -> dict[str, int]:
     return found
 
 
-def tag_from_sample_ids(dataset: Dataset, name: str, sample_ids, *, parent: Tag | None = None, creator=None) -> Tag:
+def _tag_from_lookup(dataset: Dataset, name: str, values, field: str, key: str, what: str, parent, creator) -> Tag:
+    """The samples named by `values` of the sample field `field` (sent as `key`); every one must exist."""
     check_name(dataset, name)
-    ids = _string_list(sample_ids, "sample_ids")
-    found = _idx_by(dataset, "id", ids)
-    missing = [i for i in ids if i not in found]
+    values = _string_list(values, key)
+    found = _idx_by(dataset, field, values)
+    missing = [v for v in values if v not in found]
     if missing:
-        raise ValidationError({"sample_ids": [_unknown("sample id(s)", missing)]})
+        raise ValidationError({key: [_unknown(what, missing)]})
     return create_tag(
         dataset, name, list(found.values()), origin=TagOrigin.SELECTION,
-        origin_detail={"method": "sample_ids", "count": len(ids)}, parent=parent, creator=creator,
+        origin_detail={"method": key, "count": len(values)}, parent=parent, creator=creator,
     )
+
+
+def tag_from_sample_ids(dataset: Dataset, name: str, sample_ids, *, parent: Tag | None = None, creator=None) -> Tag:
+    return _tag_from_lookup(dataset, name, sample_ids, "id", "sample_ids", "sample id(s)", parent, creator)
 
 
 def tag_from_file_names(dataset: Dataset, name: str, file_names, *, parent: Tag | None = None, creator=None) -> Tag:
-    check_name(dataset, name)
-    names = _string_list(file_names, "file_names")
-    found = _idx_by(dataset, "file_name", names)
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise ValidationError({"file_names": [_unknown("file name(s)", missing)]})
-    return create_tag(
-        dataset, name, list(found.values()), origin=TagOrigin.SELECTION,
-        origin_detail={"method": "file_names", "count": len(names)}, parent=parent, creator=creator,
-    )
+    return _tag_from_lookup(dataset, name, file_names, "file_name", "file_names", "file name(s)", parent, creator)
 
 
 def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | None = None, creator=None) -> Tag:

@@ -9,25 +9,19 @@ import numpy as np
 import pytest
 
 from curation import tagging
-from curation.models import Dataset, Membership, MetadataField, Role, Sample, Tag, TagOrigin
+from curation.models import (
+    Membership,
+    MetadataField,
+    Role,
+    Sample,
+    Tag,
+    TagOrigin,
+)
 from curation.services import create_dataset
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from tests.factories import make_samples
 
 pytestmark = pytest.mark.django_db
-
-
-def make_samples(dataset, n, metadata=None):
-    start = dataset.next_idx
-    Sample.objects.bulk_create(
-        [
-            Sample(dataset=dataset, idx=start + i, file_name=f"img_{start + i:06d}.jpg", width=640, height=480,
-                   metadata=metadata(start + i) if metadata else {})
-            for i in range(n)
-        ],
-        batch_size=5000,
-    )
-    dataset.next_idx = start + n
-    Dataset.objects.filter(pk=dataset.pk).update(next_idx=dataset.next_idx)
 
 
 def street_meta(i):
