@@ -101,12 +101,11 @@ def _media_root(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def _stray_db_sessions_ended(django_db_setup, django_db_blocker):
-    """At the end, end the database sessions live-server threads still hold, so the test database can be dropped.
-
-    A thread serving a kept-alive connection keeps its session until that connection closes, which may be
-    after the last test.
+    """At the end, end the database sessions other threads and processes still hold, so the test database can
+    be dropped: a live-server thread serving a kept-alive connection keeps its session until that connection
+    closes, which may be after the last test. Autouse, so it is torn down after every other session fixture.
     """
     yield
     from django.db import connection
@@ -121,12 +120,6 @@ def _stray_db_sessions_ended(django_db_setup, django_db_blocker):
                 return
             time.sleep(0.1)
         cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
-
-
-@pytest.fixture(scope="session")
-def live_server(_stray_db_sessions_ended, live_server):
-    """pytest-django's live server; the sessions its threads leave behind are ended after it stops."""
-    return live_server
 
 
 # --- real services -----------------------------------------------------------------------------

@@ -146,10 +146,12 @@ async function scoresView(run) {
     const d = top.map((r, i) => (i ? "L" : "M") + ((i / (n - 1)) * w).toFixed(1) + " " + y(r.score).toFixed(1)).join("");
     const kx = k <= n ? ((k - 1) / (n - 1)) * w : w;
     const svgEl = (t, a, ...c) => el(t, { ...a, svg: true }, ...c);
-    clear(curve, svgEl("svg", { viewBox: `0 0 ${w} ${h}`, style: "width:100%;height:90px", role: "img", "aria-label": "Importance score by rank" },
-      svgEl("path", { d, fill: "none", stroke: "#2f6fed", "stroke-width": "2" }),
-      svgEl("line", { x1: kx, x2: kx, y1: 0, y2: h, stroke: "#101828", "stroke-dasharray": "4 3" }),
-      svgEl("text", { x: 4, y: 12, class: "axis", fill: "#667085", "font-size": "11" }, "score by rank" + (n < max ? " (first " + fmtNum(n) + ")" : ""))));
+    // The label sits above the plot (not inside it): the SVG stretches to the card's width, text would too.
+    clear(curve,
+      el("div", { class: "muted small" }, "score by rank" + (n < max ? " (first " + fmtNum(n) + ")" : "")),
+      svgEl("svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", style: "width:100%;height:90px", role: "img", "aria-label": "Importance score by rank" },
+        svgEl("path", { d, fill: "none", stroke: "#2f6fed", "stroke-width": "2", "vector-effect": "non-scaling-stroke" }),
+        svgEl("line", { x1: kx, x2: kx, y1: 0, y2: h, stroke: "#101828", "stroke-dasharray": "4 3", "vector-effect": "non-scaling-stroke" })));
   }
   slider.addEventListener("input", () => update(slider.value));
   number.addEventListener("change", () => update(number.value));
