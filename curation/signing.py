@@ -21,7 +21,6 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 SALT = "winnow.lightly.signed-url"
 CSV_TTL = 15 * 60  # embedding CSV upload and download
 READ_URL_TTL = 15 * 60  # a sample's read URL
-EXPORT_TTL = 7 * 24 * 3600  # image URLs in exports: labeling takes days
 MAX_EXPORT_TTL = 30 * 24 * 3600
 
 

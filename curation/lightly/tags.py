@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse
 
@@ -152,7 +153,9 @@ class _ExportView(LightlyView):
     retried_methods = ("GET",)
 
     def _expires_in(self, request) -> int:
-        return self._int_param(request, "expiresIn", signing.EXPORT_TTL, 1, signing.MAX_EXPORT_TTL)
+        # The same default lifetime as Winnow's own export links (WINNOW_EXPORT_URL_SECONDS).
+        default = min(settings.WINNOW_EXPORT_URL_SECONDS, signing.MAX_EXPORT_TTL)
+        return self._int_param(request, "expiresIn", default, 1, signing.MAX_EXPORT_TTL)
 
     def _image(self, request, dataset: Dataset, ttl: int):
         """How an export points at a sample's pixels: a signed read URL, or the file name for meta datasets."""

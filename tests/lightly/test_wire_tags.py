@@ -158,3 +158,18 @@ def test_export_read_urls_of_a_full_dataset_are_signed(owner_v1, owner, client):
     sample = Sample.objects.get(dataset=dataset)
     read_url = owner_v1.get(f"datasets/{dataset.id}/samples/{sample.id}/readurl", type="full").json()
     assert client.get(read_url.removeprefix("http://testserver")).status_code == 200
+
+
+def test_export_links_live_as_long_as_the_settings_say(owner_v1, owner, settings):
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    settings.WINNOW_EXPORT_URL_SECONDS = 3600
+    dataset = services.create_dataset(owner, "full set", "full")
+    services.add_samples(dataset, [{"file_name": "a.png", "original_key": f"{dataset.storage_prefix}a.png"}])
+    url = f"datasets/{dataset.id}/tags/{initial(dataset).id}/export/basic/filenames"
+    [link] = owner_v1.get(url, fileNameFormat="REDIRECTED_READ_URL").json().split("\n")
+    expires = int(parse_qs(urlsplit(link).query)["expires"][0])
+    assert 3500 < expires - time.time() <= 3600
+    [link] = owner_v1.get(url, fileNameFormat="REDIRECTED_READ_URL", expiresIn="60").json().split("\n")
+    assert int(parse_qs(urlsplit(link).query)["expires"][0]) - time.time() <= 60
