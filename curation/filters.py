@@ -20,7 +20,6 @@ Nothing here loads samples one by one.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from curation import bitmask
 from curation.metadata import path_error
 from curation.models import Dataset, MetadataField, Sample, Tag
 from curation.tagging import resolve_tag
+from winnow.values import is_finite_number
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists")
 COMPARISONS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -53,7 +53,7 @@ def _is_number(value) -> bool:
 
 
 def _is_scalar(value) -> bool:
-    return isinstance(value, (str, bool)) or (_is_number(value) and math.isfinite(value))
+    return isinstance(value, (str, bool)) or is_finite_number(value)
 
 
 def _same(a, b) -> bool:
@@ -147,7 +147,7 @@ def _one_condition(item, where: str) -> Condition:
         if bad:
             raise ValidationError({where: [f"{about}: {bad[0]!r} is not a string, number or boolean"]})
     elif op in COMPARISONS:
-        if not (isinstance(value, str) or (_is_number(value) and math.isfinite(value))):
+        if not (isinstance(value, str) or is_finite_number(value)):
             raise ValidationError({where: [f"{about}: value must be a number or a string, not {value!r}"]})
     elif not _is_scalar(value):
         hint = "; use exists to ask for a missing value" if value is None else ""

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from rest_framework.exceptions import ValidationError
 
 from curation.models import Dataset, FieldType, Sample
+from winnow.values import is_finite_number
 
 SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_PATH_DEPTH = 8
@@ -110,7 +111,7 @@ def fallback_error(field_type: str, value) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return None if ok else f"{value!r} is not an integer, as a {field_type} field needs"
     if field_type == FieldType.FLOAT:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_finite_number(value)
         return None if ok else f"{value!r} is not a finite number, as a float field needs"
     if field_type == FieldType.CATEGORICAL_STRING:
         if isinstance(value, str) and "\x00" not in value:

@@ -70,6 +70,7 @@ from sampling.samplers.base import Monitor
 from sampling.samplers.kcenter import KCenter
 from sampling.samplers.metadata import OPERATIONS
 from sampling.samplers.similarity import METRICS
+from winnow.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,6 @@ def _where(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
 def _check_strategy(spec, prefix: str) -> dict:
     if not isinstance(spec, dict):
         raise InvalidRun(prefix, "must be an object with a 'strategy' key")
@@ -142,9 +139,9 @@ def _check_strategy(spec, prefix: str) -> dict:
     for key in info["required"]:
         if spec.get(key) is None:
             raise InvalidRun(_where(prefix, key), f"required by the {name} strategy")
-    if "strength" in spec and not (_finite(spec["strength"]) and spec["strength"] > 0):
+    if "strength" in spec and not (is_finite_number(spec["strength"]) and spec["strength"] > 0):
         raise InvalidRun(_where(prefix, "strength"), "must be a number greater than 0")
-    if "min_distance" in spec and not (_finite(spec["min_distance"]) and spec["min_distance"] > 0):
+    if "min_distance" in spec and not (is_finite_number(spec["min_distance"]) and spec["min_distance"] > 0):
         raise InvalidRun(_where(prefix, "min_distance"), "must be a number greater than 0")
     if "metric" in spec and spec["metric"] not in METRICS:
         raise InvalidRun(_where(prefix, "metric"), f"must be one of {', '.join(METRICS)}")
@@ -155,7 +152,7 @@ def _check_strategy(spec, prefix: str) -> dict:
     if name == "threshold":
         if spec["operation"] not in OPERATIONS:
             raise InvalidRun(_where(prefix, "operation"), f"must be one of {', '.join(OPERATIONS)}")
-        if spec["operation"] != "eq" and not _finite(spec["value"]):
+        if spec["operation"] != "eq" and not is_finite_number(spec["value"]):
             raise InvalidRun(_where(prefix, "value"), f"must be a finite number for operation {spec['operation']!r}")
         if spec["operation"] == "eq" and not isinstance(spec["value"], (str, int, float, bool)):
             raise InvalidRun(_where(prefix, "value"), "must be a string, number or boolean")
@@ -163,7 +160,7 @@ def _check_strategy(spec, prefix: str) -> dict:
         target = spec["target"]
         ok = target == "uniform" or (
             isinstance(target, dict) and target
-            and all(_finite(v) and v >= 0 for v in target.values()) and any(v > 0 for v in target.values()))
+            and all(is_finite_number(v) and v >= 0 for v in target.values()) and any(v > 0 for v in target.values()))
         if not ok:
             raise InvalidRun(_where(prefix, "target"),
                              "must be 'uniform' or a mapping of category to a non-negative share (not all zero)")
@@ -235,7 +232,7 @@ def prepare_run(dataset, data: dict) -> dict:
             raise InvalidRun("strategies", f"at most one {name} strategy")
 
     n_samples, min_distance = data.get("n_samples"), data.get("min_distance")
-    if min_distance is not None and not (_finite(min_distance) and min_distance > 0):
+    if min_distance is not None and not (is_finite_number(min_distance) and min_distance > 0):
         raise InvalidRun("min_distance", "must be a number greater than 0")
     if min_distance is not None and "diversity" not in names:
         raise InvalidRun("min_distance", "only the diversity strategy stops at a minimum distance")

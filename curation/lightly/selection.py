@@ -13,10 +13,8 @@ came from here and which tag it produced (or why none could be made).
 
 from __future__ import annotations
 
-import numbers
 import secrets
 
-import numpy as np
 from django.db import transaction
 from django.http import JsonResponse
 from rest_framework.exceptions import ValidationError
@@ -29,6 +27,7 @@ from curation.lightly.tags import any_tag
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from winnow.values import is_finite_number
 
 STRATEGIES = {"RANDOM": "random", "CORESET": "coreset"}
 JOB_STATES = {
@@ -44,7 +43,7 @@ POLL_SECONDS = 1
 def _number(view: LightlyView, value, field: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if not is_finite_number(value):
         raise view.invalid(f"{field} must be a number, not {value!r}")
     return float(value)
 

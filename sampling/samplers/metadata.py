@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from winnow.values import is_finite_number
+
 from .base import SamplerError
 
 OPERATIONS = ("gt", "ge", "lt", "le", "eq")
@@ -89,7 +91,7 @@ def threshold_mask(col: np.ndarray, name: str, where: str, operation, value) -> 
         missing = is_missing(col)
         return np.array([(not m) and (v == value or str(v) == str(value))
                          for v, m in zip(col.tolist(), missing)], dtype=bool)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if not is_finite_number(value):
         raise SamplerError(f"{where}.value: must be a finite number for operation {operation!r}")
     x = numeric(col, name, where)
     with np.errstate(invalid="ignore"):
@@ -120,7 +122,7 @@ def balance_shares(target, names: list, where: str) -> np.ndarray:
     index = {n: i for i, n in enumerate(names)}
     total = 0.0
     for key, share in target.items():
-        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not np.isfinite(share) or share < 0:
+        if not is_finite_number(share) or share < 0:
             raise SamplerError(f"{where}.target: share for {key!r} must be a non-negative number")
         total += float(share)
         if category_key(key) in index:

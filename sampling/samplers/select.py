@@ -43,6 +43,8 @@ from typing import Callable
 
 import numpy as np
 
+from winnow.values import is_finite_number
+
 from . import kcenter, metadata as meta
 from .base import Monitor, SamplerError, SelectionInput, as_index, below
 from .similarity import METRICS, similarity, similarity_factor
@@ -63,7 +65,7 @@ STRATEGIES: dict[str, dict] = {
 
 
 def _number(name: str, value, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if not is_finite_number(value):
         raise SamplerError(f"{name}: must be a finite number")
     if positive and value <= 0:
         raise SamplerError(f"{name}: must be greater than 0")
