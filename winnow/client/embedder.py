@@ -12,7 +12,7 @@ Single-Layer Networks in Unsupervised Feature Learning"):
    which k-NN search needs: 0.86 against 0.80 on Fashion-MNIST, see benchmarks/);
 5. the pooled features are square-rooted, standardised, reduced by PCA to `dim` and L2-normalised.
 
-No labels, no network, no downloaded weights: numpy, Pillow and scikit-learn only. The same seed and
+No labels, no network, no downloaded weights: numpy and Pillow only. The same seed and
 the same images give the same vectors. No Django: this module runs in the client and in the worker.
 """
 
@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from scipy import sparse
-from sklearn.decomposition import PCA
 
 Progress = Callable[[int], object] | None
 # Contrast normalisation and whitening regularisers from Coates et al. (pixel values 0..255).
@@ -177,7 +175,7 @@ class PatchEmbedder:
         with warnings.catch_warnings():
             # Images without any variation leave PCA a zero total variance: harmless, the vectors are zero.
             warnings.simplefilter("ignore", RuntimeWarning)
-            self.pca_ = PCA(n_components=dim, svd_solver="randomized", random_state=self.seed).fit(standard)
+            self.pca_ = _PCA.fit(standard, dim, seed=self.seed)
         self.fitted = True
         return chosen, pooled
 
@@ -249,17 +247,54 @@ class PatchEmbedder:
 def _kmeans(points: np.ndarray, k: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
     """Plain Lloyd k-means from k random points; an emptied cluster restarts at a random point."""
     centroids = points[rng.choice(len(points), size=k, replace=False)].copy()
-    ones = np.ones(len(points), dtype=np.float32)
-    columns = np.arange(len(points))
     for _ in range(iterations):
         nearest = ((centroids**2).sum(axis=1)[None, :] - 2.0 * (points @ centroids.T)).argmin(axis=1)
-        # A sparse (k x n) assignment matrix sums each cluster's points in one product.
-        members = sparse.csr_matrix((ones, (nearest, columns)), shape=(k, len(points)))
-        sums = np.asarray(members @ points)
         counts = np.bincount(nearest, minlength=k)
+        # Each cluster's points summed in point order (a row-wise reduction: float32, one row at a time).
+        order = np.argsort(nearest, kind="stable")
+        grouped, bounds = points[order], np.concatenate(([0], np.cumsum(counts)))
+        sums = np.stack([grouped[bounds[c] : bounds[c + 1]].sum(axis=0) for c in range(k)])
         restart = points[rng.choice(len(points), size=k)]
         centroids = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], restart).astype(np.float32)
     return centroids
+
+
+class _PCA:
+    """PCA by randomized SVD (Halko, Martinsson & Tropp 2011), as scikit-learn's PCA(svd_solver="randomized").
+
+    numpy only, so the client installs without scikit-learn and scipy. Same random sketch, oversampling,
+    power iterations and sign convention as scikit-learn 1.x; the power iterations are orthonormalised
+    by QR instead of LU (the same subspace), so the components agree up to float rounding.
+    """
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray):
+        self.mean_, self.components_ = mean, components
+        self.n_components_ = len(components)
+
+    @classmethod
+    def fit(cls, data: np.ndarray, n_components: int, *, seed: int, n_oversamples: int = 10) -> "_PCA":
+        mean = data.mean(axis=0)
+        centred = data - mean
+        n_samples, n_features = centred.shape
+        n_random = n_components + n_oversamples
+        n_iter = 7 if n_components < 0.1 * min(n_samples, n_features) else 4
+        transpose = n_samples < n_features
+        m = centred.T if transpose else centred
+        sketch = np.random.RandomState(seed).normal(size=(m.shape[1], n_random)).astype(m.dtype, copy=False)
+        for _ in range(n_iter):  # power iterations sharpen the sketch towards the top singular vectors
+            sketch, _r = np.linalg.qr(m @ sketch)
+            sketch, _r = np.linalg.qr(m.T @ sketch)
+        basis, _r = np.linalg.qr(m @ sketch)
+        u_small, _s, vt = np.linalg.svd(basis.T @ m, full_matrices=False)
+        u = basis @ u_small
+        u, vt = (vt.T, u.T) if transpose else (u, vt)
+        vt = vt[:n_components]
+        # Signs as scikit-learn: each component's largest-magnitude coordinate is positive.
+        signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
+        return cls(mean, vt * signs[:, None])
+
+    def transform(self, data: np.ndarray) -> np.ndarray:
+        return (data - self.mean_) @ self.components_.T
 
 
 def _normalise(patches: np.ndarray) -> np.ndarray:
