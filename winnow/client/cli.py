@@ -307,6 +307,12 @@ def cmd_demo(args) -> int:
     # The only command that needs the server's code (and so Django): imported here, never at the top.
     from winnow import demo
 
+    try:
+        import django  # noqa: F401
+    except ImportError:
+        raise CommandError("winnow demo runs the server, which this installation lacks: "
+                           "pip install 'winnow[server]'") from None
+
     if args.images < 2:
         raise CommandError("--images must be at least 2")
     return demo.run(host=args.host, port=args.port, images=args.images, seed=args.seed, serve=not args.no_serve)
