@@ -11,4 +11,5 @@ COPY static ./static
 COPY manage.py ./
 RUN pip install --no-cache-dir ".[server]" && mkdir -p /var/lib/winnow
 EXPOSE 8000
-CMD ["gunicorn", "winnow.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+# Workers, threads, timeouts and the connection check: winnow/gunicorn.conf.py, from the environment.
+CMD ["gunicorn", "-c", "winnow/gunicorn.conf.py", "winnow.wsgi:application"]

@@ -7,6 +7,7 @@ Production: DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis), an S3 bucket, 
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -89,11 +90,25 @@ TEMPLATES = [
     },
 ]
 
+# Database connections are kept open between requests for WINNOW_DB_CONN_MAX_AGE seconds (0: one per request),
+# checked before reuse. Each gunicorn thread and each Celery process holds at most one, so their sum is bounded
+# (winnow/gunicorn.conf.py checks it against max_connections at start; README "Connections").
+# runserver starts a thread per client connection and never closes a finished thread's database connection:
+# there, reuse would leave one idle session per client behind, so it always closes after each request.
+_RUNSERVER = sys.argv[1:2] == ["runserver"]
+DB_CONN_MAX_AGE = 0 if _RUNSERVER else env_int("WINNOW_DB_CONN_MAX_AGE", 60, minimum=0)
+DB_CONN_HEALTH_CHECKS = env_bool("WINNOW_DB_CONN_HEALTH_CHECKS", True)
 if DATABASE_URL:
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+        DATABASES = {"default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=DB_CONN_HEALTH_CHECKS)}
     except Exception as exc:  # dj-database-url raises several types for a malformed URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    # A statement running longer than this is cancelled (0: no limit), so a runaway query cannot hold a
+    # connection past the proxy's and gunicorn's timeouts.
+    _statement_timeout_ms = env_int("WINNOW_DB_STATEMENT_TIMEOUT_MS", 0, minimum=0)
+    if _statement_timeout_ms and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={_statement_timeout_ms}"
 else:
     DATABASES = {
         "default": {
@@ -189,8 +204,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("WINNOW_VISIBIL
 WINNOW_EXPORT_URL_SECONDS = env_int("WINNOW_EXPORT_URL_SECONDS", 7 * 24 * 3600, minimum=60)
 WINNOW_MAX_UPLOAD_BYTES = env_int("WINNOW_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
 WINNOW_MAX_SAMPLES_PER_REQUEST = env_int("WINNOW_MAX_SAMPLES_PER_REQUEST", 10_000, minimum=1)
+# Largest request body read into memory (JSON batches, upload chunks); a proxy in front should allow as much
+# (client_max_body_size in deploy/nginx.conf).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("WINNOW_MAX_FILES_PER_REQUEST", 1000, minimum=1)
+# An uploaded file larger than this goes to a temporary file on disk instead of memory, so a web process's memory
+# does not grow with the files in flight.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_FILE_UPLOAD_MEMORY_BYTES", 4 * 1024 * 1024, minimum=0)
+# Where those temporary files go: under WINNOW_VAR_DIR by default (a container's /tmp is often a small tmpfs).
+FILE_UPLOAD_TEMP_DIR = env_str("WINNOW_UPLOAD_TEMP_DIR", str(VAR_DIR / "upload-tmp"))
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
 WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 
