@@ -134,7 +134,7 @@ class PatchEmbedder:
 
     # --- fitting ---------------------------------------------------------------------------------
 
-    def fit(self, images, progress: Progress = None) -> "PatchEmbedder":
+    def fit(self, images, progress: Progress = None) -> PatchEmbedder:
         """Learn whitening, centroids and the PCA from (a seeded sample of) `images`."""
         self._fit(_as_array(images, self.image_size), progress)
         return self
@@ -272,7 +272,7 @@ class _PCA:
         self.n_components_ = len(components)
 
     @classmethod
-    def fit(cls, data: np.ndarray, n_components: int, *, seed: int, n_oversamples: int = 10) -> "_PCA":
+    def fit(cls, data: np.ndarray, n_components: int, *, seed: int, n_oversamples: int = 10) -> _PCA:
         mean = data.mean(axis=0)
         centred = data - mean
         n_samples, n_features = centred.shape
