@@ -1,0 +1,180 @@
+"""Helpers for benchmarks/bench_scale.py: processes started in their own group and ended with it, peak RSS
+sampled from /proc, timing, a small HTTP session, the fresh PostgreSQL database. No Django: the benchmark talks
+HTTP to gunicorn and a Celery worker like any client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+def start(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a process in a new session (its own process group), output to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """End a process started by `start` and everything in its group: TERM, then KILL after `grace` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (from /proc/*/stat parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakRss:
+    """Samples the resident memory of process trees every `interval` seconds in a thread.
+
+    `peaks()` gives, per named tree, the largest single process and the largest total seen since the last
+    `reset()`: a web request or a task runs in one process, so the largest single process is its cost.
+    """
+
+    def __init__(self, roots: dict[str, int], interval: float = 0.1):
+        self.roots, self.interval = roots, interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.reset()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._peak = {name: (0, 0) for name in self.roots}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name, root in self.roots.items():
+                sizes = [rss_bytes(pid) for pid in descendants(root)]
+                with self._lock:
+                    single, total = self._peak[name]
+                    self._peak[name] = (max(single, max(sizes, default=0)), max(total, sum(sizes)))
+
+    def peaks(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {name: {"process": single, "total": total} for name, (single, total) in self._peak.items()}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --- timing and HTTP ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def timed():
+    """`with timed() as t: ...` then t() is the elapsed seconds (read inside or after the block)."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
+    """The fastest of `repeat` calls (seconds) and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def session(token: str, pool: int = 8) -> requests.Session:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Token {token}"
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
+    http.mount("http://", adapter)
+    return http
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering {url}")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+# --- database ----------------------------------------------------------------------------------------------------
+
+def fresh_database(url: str) -> None:
+    """Drop and create the PostgreSQL database named by `url` (connecting to the server's `postgres` db)."""
+    import dj_database_url
+    import psycopg2
+
+    cfg = dj_database_url.parse(url)
+    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], password=cfg["PASSWORD"] or None,
+                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+    finally:
+        conn.close()
+
+
+def connect(url: str):
+    import dj_database_url
+    import psycopg2
+
+    cfg = dj_database_url.parse(url)
+    return psycopg2.connect(dbname=cfg["NAME"], user=cfg["USER"], password=cfg["PASSWORD"] or None,
+                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.0f} MiB"
