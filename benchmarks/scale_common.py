@@ -21,12 +21,14 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # --- processes ---------------------------------------------------------------------------------------------------
 
+
 def start(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """Start a process in a new session (its own process group), output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen | None, grace: float = 10.0) -> None:
@@ -87,7 +89,7 @@ class PeakRss:
 
     def reset(self) -> None:
         with self._lock:
-            self._peak = {name: (0, 0) for name in self.roots}
+            self._peak = dict.fromkeys(self.roots, (0, 0))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -107,6 +109,7 @@ class PeakRss:
 
 
 # --- timing and HTTP ---------------------------------------------------------------------------------------------
+
 
 @contextmanager
 def timed():
@@ -150,14 +153,20 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
 
 # --- database ----------------------------------------------------------------------------------------------------
 
+
 def fresh_database(url: str) -> None:
     """Drop and create the PostgreSQL database named by `url` (connecting to the server's `postgres` db)."""
     import dj_database_url
     import psycopg2
 
     cfg = dj_database_url.parse(url)
-    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
+    conn = psycopg2.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or "127.0.0.1",
+        port=cfg["PORT"] or 5432,
+    )
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -172,8 +181,13 @@ def connect(url: str):
     import psycopg2
 
     cfg = dj_database_url.parse(url)
-    return psycopg2.connect(dbname=cfg["NAME"], user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
+    return psycopg2.connect(
+        dbname=cfg["NAME"],
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or "127.0.0.1",
+        port=cfg["PORT"] or 5432,
+    )
 
 
 def mib(n_bytes: float) -> str:

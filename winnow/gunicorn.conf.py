@@ -39,9 +39,7 @@ _check_connections = env_bool("WINNOW_DB_CHECK_CONNECTIONS", True)
 _other_connections = env_int("WINNOW_DB_OTHER_CONNECTIONS", 10, minimum=0)
 
 
-def connection_budget_error(
-    workers: int, threads: int, others: int, max_connections: int, reserved: int
-) -> str | None:
+def connection_budget_error(workers: int, threads: int, others: int, max_connections: int, reserved: int) -> str | None:
     """Why workers x threads + others would not fit in the database's connections, or None when they fit."""
     needed = workers * threads + others
     available = max_connections - reserved
@@ -63,12 +61,19 @@ def _database_limits() -> tuple[int, int] | None:
     import psycopg2
 
     cfg = dj_database_url.parse(url)
-    conn = psycopg2.connect(dbname=cfg["NAME"], user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or None, port=cfg["PORT"] or None, connect_timeout=10)
+    conn = psycopg2.connect(
+        dbname=cfg["NAME"],
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or None,
+        port=cfg["PORT"] or None,
+        connect_timeout=10,
+    )
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT current_setting('max_connections')::int, "
-                        "current_setting('superuser_reserved_connections')::int")
+            cur.execute(
+                "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
+            )
             return cur.fetchone()
     finally:
         conn.close()

@@ -14,8 +14,23 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SERVER_ONLY = ("django", "rest_framework", "drf_spectacular", "celery", "kombu", "redis", "psycopg2", "boto3",
-               "botocore", "storages", "whitenoise", "dj_database_url", "sklearn", "scipy", "gunicorn")
+SERVER_ONLY = (
+    "django",
+    "rest_framework",
+    "drf_spectacular",
+    "celery",
+    "kombu",
+    "redis",
+    "psycopg2",
+    "boto3",
+    "botocore",
+    "storages",
+    "whitenoise",
+    "dj_database_url",
+    "sklearn",
+    "scipy",
+    "gunicorn",
+)
 
 # Runs in a fresh interpreter in which importing any server-only package raises, as on a machine without them.
 _BLOCKED_RUN = """
@@ -36,8 +51,14 @@ sys.meta_path.insert(0, Blocker())
 
 def _run_without_server(body: str, tmp_path: Path) -> subprocess.CompletedProcess:
     code = _BLOCKED_RUN.format(blocked=SERVER_ONLY, body=textwrap.dedent(body))
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"},
+    )
 
 
 def test_the_blocker_blocks(tmp_path):
@@ -90,8 +111,16 @@ def test_base_dependencies_are_the_clients_four():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert _requirement_names(project["dependencies"]) == {"numpy", "pillow", "requests", "tqdm"}
     server = _requirement_names(project["optional-dependencies"]["server"])
-    assert {"django", "djangorestframework", "celery", "psycopg2-binary", "boto3", "scikit-learn", "scipy",
-            "gunicorn"} <= server
+    assert {
+        "django",
+        "djangorestframework",
+        "celery",
+        "psycopg2-binary",
+        "boto3",
+        "scikit-learn",
+        "scipy",
+        "gunicorn",
+    } <= server
 
 
 def test_numpy_pca_matches_scikit_learns_randomized_pca():
@@ -104,9 +133,11 @@ def test_numpy_pca_matches_scikit_learns_randomized_pca():
     for n, d, k in [(150, 400, 40), (900, 120, 30)]:
         scales = 1.0 / np.arange(1, d + 1)
         data = (rng.normal(size=(n, d)) * scales).astype(np.float32) @ np.linalg.qr(rng.normal(size=(d, d)))[0].astype(
-            np.float32)
+            np.float32
+        )
         theirs = sklearn_pca(n_components=k, svd_solver="randomized", random_state=3).fit(data)
         ours = _PCA.fit(data, k, seed=3)
         assert ours.components_.shape == (k, d) and ours.components_.dtype == np.float32
-        np.testing.assert_allclose(ours.transform(data), theirs.transform(data), atol=2e-4 * np.abs(
-            theirs.transform(data)).max())
+        np.testing.assert_allclose(
+            ours.transform(data), theirs.transform(data), atol=2e-4 * np.abs(theirs.transform(data)).max()
+        )
