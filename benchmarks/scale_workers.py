@@ -63,28 +63,50 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class RssSampler:
-    """Polls the RSS of a worker's pool processes (the children of the main process) in a thread."""
+    """Polls the RSS of a worker's pool processes (the children of the main process) in a thread,
+    and counts their CPU seconds (on a shared machine, CPU time says more than wall time)."""
 
     def __init__(self, worker_pid: int, every_s: float = 0.05):
         self.worker_pid, self.every_s = worker_pid, every_s
         self.peak_kb, self.baseline_kb = 0, 0
+        self._cpu0: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu[p] - self._cpu0.get(p, 0.0) for p in self._cpu)
+
     def __enter__(self):
-        self.baseline_kb = max((_rss_kb(p) for p in _children(self.worker_pid)), default=0)
+        pids = _children(self.worker_pid)
+        self.baseline_kb = max((_rss_kb(p) for p in pids), default=0)
+        self._cpu0 = {p: _cpu_s(p) for p in pids}
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        for pid in _children(self.worker_pid):
+            self._cpu[pid] = _cpu_s(pid)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             for pid in _children(self.worker_pid):
                 self.peak_kb = max(self.peak_kb, _rss_kb(pid))
+                self._cpu[pid] = _cpu_s(pid)
             time.sleep(self.every_s)
 
 
@@ -114,7 +136,9 @@ def run_via_http(base_url: str, token: str, dataset_id: str, body: dict, worker_
 
     started, finished = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
     return {"status": run["status"], "error": run["error"], "wall_s": wall,
-            "run_s": (finished - started).total_seconds(), "peak_rss_mib": rss.peak_kb / 1024,
+            # finished_at is stamped when the score rows start to be written: run_s leaves their COPY out
+            "run_s": (finished - started).total_seconds(), "worker_cpu_s": rss.cpu_s,
+            "peak_rss_mib": rss.peak_kb / 1024,
             "idle_rss_mib": rss.baseline_kb / 1024, "scores": run["score_count"]}
 
 
