@@ -14,7 +14,8 @@ from curation.models import Sample
 from sampling import services
 from sampling.models import ImportanceScore, SamplingRun
 from sampling.samplers import SelectionInput, select
-from tests.api.test_sampling_runs import add_embedding, add_samples, add_tag, blobs, post_and_run, runs_url
+from tests.api.test_sampling_runs import add_embedding, add_samples, add_tag, blobs, post_and_run
+from tests.test_s3_storage import s3, s3_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -213,3 +214,14 @@ def test_score_stream_reads_in_any_size():
     while chunk := stream.read(5):
         pieces.append(chunk)
     assert b"".join(pieces) == whole and whole.startswith(b"PGCOPY\n\xff\r\n\x00") and whole.endswith(b"\xff\xff")
+
+
+@pytest.mark.s3
+def test_open_matrix_on_a_real_s3_bucket_maps_a_cached_copy(s3, dataset, settings, tmp_path):  # noqa: F811
+    settings.VAR_DIR = tmp_path / "var"
+    X = blobs(40)
+    key = storage.save_matrix(f"{dataset.storage_prefix}embeddings/s3.npy", X)
+    M = storage.open_matrix(key)
+    assert isinstance(M, np.memmap) and np.array_equal(M, X)
+    assert [p.suffix for p in storage.matrix_cache_dir().iterdir()] == [".npy"]
+    storage.delete_prefix(dataset.storage_prefix)
