@@ -107,6 +107,63 @@ def global_density_picks(X, k):
     return np.argsort(mean_knn, kind="stable")[:k]
 
 
+# Typicality's clustering at scale, forced onto the small pool so its quality can be compared with
+# the exact path (KMeans on every row, what the pool itself uses):
+# - "sampled": the path past FULL_KMEANS_MAX rows: KMeans on FIT_PER_CLUSTER rows per cluster
+#   (30; at least FIT_ROWS, lowered here to 500), then every row assigned to its nearest center;
+# - "minibatch": what runs past FULL_KMEANS_MAX used before (MiniBatchKMeans over every row).
+TYPICALITY_VARIANTS = ("exact", "sampled", "minibatch")
+TYPICALITY_BUDGETS = (10, 20, 50, 100)
+
+
+def typicality_variant(name: str):
+    """A context manager that makes typicality cluster the `name` way."""
+    import contextlib
+
+    from sampling.samplers import typicality
+
+    @contextlib.contextmanager
+    def forced():
+        saved = (typicality.FULL_KMEANS_MAX, typicality.FIT_ROWS, typicality.cluster_rows)
+        try:
+            if name == "sampled":
+                typicality.FULL_KMEANS_MAX, typicality.FIT_ROWS = 0, 500
+            elif name == "minibatch":
+                def minibatch(X, rows, shift, n_clusters, seed, monitor=None):
+                    from sklearn.cluster import MiniBatchKMeans
+
+                    Z = X[rows].astype(np.float32) - shift
+                    if min(n_clusters, len(Z)) <= 1:
+                        return np.zeros(len(Z), dtype=np.int64)
+                    km = MiniBatchKMeans(n_clusters=n_clusters, n_init=1, random_state=seed,
+                                         batch_size=max(4096, 3 * n_clusters), max_iter=50)
+                    return km.fit_predict(Z).astype(np.int64)
+
+                typicality.cluster_rows = minibatch
+            yield
+        finally:
+            typicality.FULL_KMEANS_MAX, typicality.FIT_ROWS, typicality.cluster_rows = saved
+
+    return forced()
+
+
+def typicality_rows(X, y, Xt, yt, variants=TYPICALITY_VARIANTS) -> list[str]:
+    """Typicality's clustering variants side by side: classes covered and accuracy, mean and spread over seeds."""
+    lines = ["| typicality clustering | k | classes covered (per seed) | 1-NN accuracy | logistic regression accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    for variant in variants:
+        for k in TYPICALITY_BUDGETS:
+            rows = []
+            with typicality_variant(variant):
+                for seed in SEEDS:
+                    rows.append(evaluate(X, y, Xt, yt, picks_for(X, [{"strategy": "typicality"}], k, seed)))
+            cov = [r[0] for r in rows]
+            nn, lr = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+            lines.append(f"| {variant} | {k} | {np.mean(cov):.1f} ({', '.join(map(str, cov))}) | "
+                         f"{nn.mean():.3f} ± {nn.std():.3f} | {lr.mean():.3f} ± {lr.std():.3f} |")
+    return lines
+
+
 def evaluate(X, y, Xt, yt, picks):
     from sklearn.linear_model import LogisticRegression
 
@@ -131,11 +188,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", help="float .npy, 70,000 rows: Fashion-MNIST train then test")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--typicality-only", action="store_true",
+                        help="only typicality's clustering variants (exact, sampled, minibatch)")
+    parser.add_argument("--variants", default=",".join(TYPICALITY_VARIANTS), help="with --typicality-only")
     args = parser.parse_args()
     t0 = time.perf_counter()
     X, y, Xt, yt, source = load(args.embeddings)
     sizes = np.bincount(y, minlength=10)
     print(f"pool {len(X)} ({source}), class sizes {sizes.tolist()}", flush=True)
+    if args.typicality_only:
+        body = "\n".join([
+            "## Typicality's clustering at scale: quality on long-tailed Fashion-MNIST",
+            "",
+            f"Command: `.venv/bin/python benchmarks/bench_quality.py --typicality-only`. Pool and evaluation as in "
+            f"the sampler quality section ({len(X):,} images, {source}); mean over seeds {', '.join(map(str, SEEDS))} "
+            "(± the spread over seeds). *exact*: KMeans on every row (the path up to 50,000 rows); *sampled*: the "
+            "path past 50,000 rows forced here (KMeans with plain k-means++ seeding on 30 rows per cluster, at least 500, then every row "
+            "assigned to its nearest center in blocks); *minibatch*: MiniBatchKMeans over every row, what ran "
+            "past 50,000 rows before.",
+            "",
+            *typicality_rows(X, y, Xt, yt, args.variants.split(",")),
+            ""])
+        print(body)
+        print(f"total {time.perf_counter() - t0:.0f}s")
+        if not args.no_report:
+            write_section("bench_quality_typicality" + ("_embeddings" if args.embeddings else ""), body)
+        return
     kmax = max(BUDGETS)
     results: dict[str, dict[int, list]] = {}
 

@@ -6,10 +6,17 @@ Keys are relative paths under `datasets/<dataset id>/`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -80,4 +87,76 @@ def _remove_empty_folders(folders: list[str]) -> None:
         try:
             os.rmdir(local)
         except OSError:  # not empty (a file arrived meanwhile) or already gone
+            pass
+
+
+# ---- memory-mapped matrices (workers) -----------------------------------------------------------
+
+MATRIX_CACHE_MAX_AGE_S = 24 * 3600  # a cached copy nobody opened for this long is removed
+
+
+def open_matrix(key: str) -> np.ndarray:
+    """The stored matrix as a read-only memory map, so a worker holds only the pages it reads.
+
+    Local storage maps the stored file in place. Object storage (S3) is streamed once into a
+    local cache file (under WINNOW_VAR_DIR/cache/matrices, named by the key, its size and its
+    modification time, so a rewritten object is fetched again) and that copy is mapped.
+    """
+    path = _local_path(key) or _cached_copy(key)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _local_path(key: str) -> str | None:
+    try:
+        return default_storage.path(key)
+    except NotImplementedError:  # object storage: no local file
+        return None
+
+
+def matrix_cache_dir() -> Path:
+    return Path(settings.VAR_DIR) / "cache" / "matrices"
+
+
+def _cached_copy(key: str) -> str:
+    folder = matrix_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    size = default_storage.size(key)
+    try:
+        version = f"{size}-{int(default_storage.get_modified_time(key).timestamp())}"
+    except (NotImplementedError, AttributeError):
+        version = str(size)
+    stem = hashlib.sha256(key.encode()).hexdigest()[:32]
+    path = folder / f"{stem}-{version}.npy"
+    if path.exists() and path.stat().st_size == size:
+        os.utime(path)  # recently used: the age-based clean-up keeps it
+        return str(path)
+    # Streamed in 1 MiB pieces into a temporary file, renamed into place once complete, so a
+    # concurrent worker never maps half a file.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, default_storage.open(key, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _clean_matrix_cache(folder, keep=path, stem=stem)
+    return str(path)
+
+
+def _clean_matrix_cache(folder: Path, keep: Path, stem: str) -> None:
+    """Remove older versions of the same key and copies unused for MATRIX_CACHE_MAX_AGE_S.
+
+    A worker that still maps a removed file keeps reading it: the file goes once it is unmapped.
+    """
+    cutoff = time.time() - MATRIX_CACHE_MAX_AGE_S
+    for other in folder.iterdir():
+        if other == keep:
+            continue
+        try:
+            stale = other.name.startswith(f"{stem}-") or other.stat().st_mtime < cutoff
+            if stale:
+                other.unlink()
+        except OSError:  # removed meanwhile by another worker
             pass

@@ -454,12 +454,122 @@ class Attempt:
 
 # ---- inputs --------------------------------------------------------------------------------------
 
+ID_CHUNK = 100_000
+
+
+def sample_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(idx ascending as int64, sample id of each) as two numpy arrays; no Python object per sample.
+
+    On PostgreSQL one binary COPY streams the rows and numpy reads them in 4 MiB pieces; the ids
+    come back as fixed-width bytes when every id is ASCII of one width (public ids are). Otherwise
+    (SQLite, or ids of mixed width) a chunked values_list builds a str array.
+    """
+    if connection.vendor == "postgresql":
+        found = _copy_id_map(dataset_id)
+        if found is not None:
+            return found
+    idx_parts, id_parts = [], []
+    rows = Sample.objects.filter(dataset_id=dataset_id).order_by("idx").values_list("idx", "id")
+    chunk: list = []
+    for row in rows.iterator(chunk_size=20_000):
+        chunk.append(row)
+        if len(chunk) == ID_CHUNK:
+            idx_parts.append(np.array([r[0] for r in chunk], dtype=np.int64))
+            id_parts.append(np.array([r[1] for r in chunk], dtype=str))
+            chunk = []
+    if chunk or not idx_parts:
+        idx_parts.append(np.array([r[0] for r in chunk], dtype=np.int64))
+        id_parts.append(np.array([r[1] for r in chunk], dtype=str))
+    return np.concatenate(idx_parts), np.concatenate(id_parts)
+
+
+class _IdMapSink:
+    """File-like target of COPY ... TO STDOUT (FORMAT binary): parses fixed-layout rows as they stream in.
+
+    Every row is (int16 2, int32 4, int32 idx, int32 w, w bytes of id); w is read from the first
+    row. A row of another layout (an id of another width) sets `irregular` and the rest is skipped.
+    """
+
+    HEADER = 19  # "PGCOPY\n\xff\r\n\0", int32 flags, int32 header extension length (0)
+
+    def __init__(self):
+        self.pending = bytearray()
+        self.header_done = False
+        self.row = None
+        self.idx_parts, self.id_parts = [], []
+        self.irregular = False
+
+    def write(self, data) -> int:
+        if not self.irregular:
+            self.pending += data
+            if len(self.pending) >= 1 << 22:
+                self._parse()
+        return len(data)
+
+    def _parse(self) -> None:
+        buf = self.pending
+        if not self.header_done:
+            if len(buf) < self.HEADER:
+                return
+            if bytes(buf[:11]) != b"PGCOPY\n\xff\r\n\x00":
+                raise ValueError("sample id map: not a binary COPY stream")
+            del buf[:self.HEADER]
+            self.header_done = True
+        if self.row is None:
+            if len(buf) < 14:
+                return
+            if struct.unpack(">h", buf[:2])[0] == -1:  # the trailer: no rows
+                del buf[:2]
+                return
+            width = struct.unpack(">i", buf[10:14])[0]
+            if width < 0:
+                self.irregular = True
+                return
+            self.row = np.dtype([("nfields", ">i2"), ("idx_len", ">i4"), ("idx", ">i4"), ("id_len", ">i4"),
+                                 ("id", f"S{width}")])
+        size = self.row.itemsize
+        whole = len(buf) // size
+        if whole == 0:
+            return
+        rows = np.frombuffer(bytes(buf[:whole * size]), dtype=self.row)
+        del buf[:whole * size]
+        width = self.row["id"].itemsize
+        if not ((rows["nfields"] == 2).all() and (rows["idx_len"] == 4).all() and (rows["id_len"] == width).all()):
+            self.irregular = True
+            return
+        ids = rows["id"].copy()
+        if (ids.view(np.uint8) >= 128).any():  # not ASCII: let the str path decode it
+            self.irregular = True
+            return
+        self.idx_parts.append(rows["idx"].astype(np.int64))
+        self.id_parts.append(ids)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.irregular:
+            self._parse()
+        if self.irregular or bytes(self.pending) not in (b"\xff\xff", b""):
+            return None
+        if not self.idx_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S1")
+        return np.concatenate(self.idx_parts), np.concatenate(self.id_parts)
+
+
+def _copy_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    table = Sample._meta.db_table
+    sink = _IdMapSink()
+    with connection.cursor() as cursor:
+        sql = cursor.cursor.mogrify(f"COPY (SELECT idx, id FROM {table} WHERE dataset_id = %s ORDER BY idx) "
+                             "TO STDOUT WITH (FORMAT binary)", [dataset_id])
+        cursor.cursor.copy_expert(sql.decode(), sink, size=1 << 20)
+    return sink.finish()
+
+
 @dataclass
 class Inputs:
     selection: SelectionInput
     eff: np.ndarray            # effective candidates: candidates minus preselected, ascending idx
     sample_idx: np.ndarray     # every sample's idx, ascending
-    sample_ids: list[str] | None
+    sample_ids: np.ndarray | None  # sample id per entry of sample_idx: fixed-width bytes (public ids) or str
 
 
 def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = True) -> Inputs:
@@ -473,10 +583,7 @@ def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = 
         raise SamplerError("embedding: the embedding was deleted after the run was queued")
     embedding = run.embedding if needs_x else None
     if with_ids:
-        # One query for the idx -> sample id map; ids are needed for the score rows.
-        pairs = list(Sample.objects.filter(dataset_id=run.dataset_id).order_by("idx").values_list("idx", "id"))
-        sample_idx = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
-        sample_ids = [p[1] for p in pairs]
+        sample_idx, sample_ids = sample_id_map(run.dataset_id)
     else:
         sample_idx, sample_ids = _sample_idx(run.dataset_id), None
     rows = embedding.count if embedding is not None else None
@@ -497,11 +604,11 @@ def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = 
 
 
 def attach_matrix(run: SamplingRun, inputs: Inputs) -> None:
-    """Load the embedding matrix if the run's strategies use it."""
+    """Map the embedding matrix if the run's strategies use it (random and metadata-only runs never touch it)."""
     strategies = (run.parameters or {}).get("strategies") or []
     if not any(STRATEGIES[s["strategy"]]["embeddings"] for s in strategies):
         return
-    X = storage.load_matrix(run.embedding.matrix_key)
+    X = storage.open_matrix(run.embedding.matrix_key)  # read-only memory map: pages are read as used
     rows = run.embedding.count
     if X.ndim != 2 or len(X) < rows:
         raise SamplerError(f"embedding: its matrix has shape {X.shape}, expected {rows} rows")
@@ -599,8 +706,7 @@ def _execute(run_id: str, token: str, attempt: Attempt) -> str:
 
 
 def _ids_for(inputs: Inputs, idx: np.ndarray) -> np.ndarray:
-    ids = np.asarray(inputs.sample_ids, dtype=object)
-    return ids[np.searchsorted(inputs.sample_idx, idx)]
+    return inputs.sample_ids[np.searchsorted(inputs.sample_idx, idx)]
 
 
 # ---- scale-out -----------------------------------------------------------------------------------
@@ -708,7 +814,7 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
                 raise Cancelled("cancelled before the scores were written")
             raise LostClaim(run_id)
         ImportanceScore.objects.filter(run_id=run_id).delete()
-        ranked_ids = np.asarray(sample_ids, dtype=object)[order]
+        ranked_ids = _id_array(sample_ids)[order]
         ranked_scores = scores[order]
         if connection.vendor == "postgresql":
             _copy_scores(run_id, ranked_ids, ranked_scores)
@@ -720,63 +826,104 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
 def _bulk_scores(run_id: str, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> None:
     for start in range(0, len(ranked_ids), SCORE_BATCH):
         ImportanceScore.objects.bulk_create([
-            ImportanceScore(run_id=run_id, sample_id=sid, rank=start + i + 1, score=float(score))
+            ImportanceScore(run_id=run_id, sample_id=_as_str(sid), rank=start + i + 1, score=float(score))
             for i, (sid, score) in enumerate(zip(ranked_ids[start:start + SCORE_BATCH].tolist(),
                                                  ranked_scores[start:start + SCORE_BATCH].tolist()))
         ])
+
+
+def _id_array(sample_ids) -> np.ndarray:
+    """The ids as a numpy array without a Python object per id where they come as one (bytes or str array)."""
+    if isinstance(sample_ids, np.ndarray) and sample_ids.dtype.kind in "SU":
+        return sample_ids
+    return np.asarray(sample_ids, dtype=object)
 
 
 def _copy_scores(run_id: str, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> None:
     """COPY the rows (run_id, sample_id, rank, score); binary when every id is ASCII of one width (public ids are)."""
     table = ImportanceScore._meta.db_table
     columns = "run_id, sample_id, rank, score"
-    ids = ranked_ids.tolist()
-    id_bytes = _fixed_width(run_id, ids)
+    id_bytes = _fixed_width(run_id, ranked_ids)
     if id_bytes is not None:
-        buffer = _binary_copy(run_id.encode(), id_bytes, ranked_scores)
+        stream = _BinaryScoreRows(run_id.encode(), id_bytes, ranked_scores)
         sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)"
     else:
-        buffer = _text_copy(run_id, ids, ranked_scores)
+        stream = _text_copy(run_id, [_as_str(i) for i in ranked_ids.tolist()], ranked_scores)
         sql = f"COPY {table} ({columns}) FROM STDIN"
     with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(sql, buffer, size=1 << 20)
+        cursor.cursor.copy_expert(sql, stream, size=1 << 20)
 
 
-def _fixed_width(run_id: str, ids: list[str]) -> np.ndarray | None:
+def _as_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fixed_width(run_id: str, ids: np.ndarray) -> np.ndarray | None:
     """The ids as bytes if they and the run id are all ASCII of one width (public ids are), else None."""
     width = len(run_id)
     if not run_id.isascii():
         return None
-    try:
-        wide = np.array(ids, dtype=f"S{width + 1}")  # one byte more, so a longer id shows
-    except UnicodeEncodeError:
+    if ids.dtype.kind == "S":  # the worker's id map: already bytes; only the width is checked
+        wide = ids
+        if (wide.view(np.uint8) >= 128).any() if wide.dtype.itemsize else False:
+            return None
+    else:
+        try:
+            wide = np.array(ids.tolist() if ids.dtype == object else ids, dtype=f"S{width + 1}")
+        except UnicodeEncodeError:
+            return None
+    if len(ids) == 0:
+        return np.zeros(0, dtype=f"S{width}")
+    if wide.dtype.itemsize < width:
         return None
     lengths = np.char.str_len(wide)
-    if len(ids) and (lengths.min() != width or lengths.max() != width):
+    if lengths.min() != width or lengths.max() != width:
         return None
-    return wide.astype(f"S{width}")
+    return wide.astype(f"S{width}", copy=False)
 
 
-def _binary_copy(run_id: bytes, id_bytes: np.ndarray, ranked_scores: np.ndarray) -> io.BytesIO:
-    """Every row has the same layout (two fixed-width ids, int4, float8), so numpy builds the whole stream at once.
+class _BinaryScoreRows:
+    """A binary COPY stream read in pieces: every row has the same layout (two fixed-width ids, int4,
+    float8), so numpy builds ROWS_PER_PIECE rows at a time; memory stays a few MB whatever the count.
 
     Rows go in rank order, so the inserts into the (run, rank) index are sequential.
     """
-    w = len(run_id)
-    row = np.dtype([("nfields", ">i2"), ("run_len", ">i4"), ("run", f"S{w}"), ("sample_len", ">i4"),
-                    ("sample", f"S{w}"), ("rank_len", ">i4"), ("rank", ">i4"), ("score_len", ">i4"),
-                    ("score", ">f8")])
-    rows = np.empty(len(id_bytes), dtype=row)
-    rows["nfields"], rows["run_len"], rows["run"] = 4, w, run_id
-    rows["sample_len"], rows["sample"] = w, id_bytes
-    rows["rank_len"], rows["rank"] = 4, np.arange(1, len(id_bytes) + 1)
-    rows["score_len"], rows["score"] = 8, ranked_scores
-    buffer = io.BytesIO()
-    buffer.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
-    buffer.write(rows.tobytes())
-    buffer.write(struct.pack(">h", -1))
-    buffer.seek(0)
-    return buffer
+
+    ROWS_PER_PIECE = 65_536
+
+    def __init__(self, run_id: bytes, id_bytes: np.ndarray, ranked_scores: np.ndarray):
+        w = len(run_id)
+        self.row = np.dtype([("nfields", ">i2"), ("run_len", ">i4"), ("run", f"S{w}"), ("sample_len", ">i4"),
+                             ("sample", f"S{w}"), ("rank_len", ">i4"), ("rank", ">i4"), ("score_len", ">i4"),
+                             ("score", ">f8")])
+        self.run_id, self.ids, self.scores = run_id, id_bytes, ranked_scores
+        self.next_row = 0
+        self.pending = memoryview(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+        self.trailer_sent = False
+
+    def _piece(self) -> bytes:
+        start, stop = self.next_row, min(self.next_row + self.ROWS_PER_PIECE, len(self.ids))
+        rows = np.empty(stop - start, dtype=self.row)
+        w = len(self.run_id)
+        rows["nfields"], rows["run_len"], rows["run"] = 4, w, self.run_id
+        rows["sample_len"], rows["sample"] = w, self.ids[start:stop]
+        rows["rank_len"], rows["rank"] = 4, np.arange(start + 1, stop + 1)
+        rows["score_len"], rows["score"] = 8, self.scores[start:stop]
+        self.next_row = stop
+        return rows.tobytes()
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        while len(self.pending) == 0:
+            if self.next_row < len(self.ids):
+                self.pending = memoryview(self._piece())
+            elif not self.trailer_sent:
+                self.pending, self.trailer_sent = memoryview(struct.pack(">h", -1)), True
+            else:
+                return b""
+        out, self.pending = self.pending[:size], self.pending[size:]
+        return bytes(out)
 
 
 def _text_copy(run_id: str, ids: list[str], ranked_scores: np.ndarray) -> io.StringIO:

@@ -1,14 +1,58 @@
-"""The Celery app. Workers start with `celery -A winnow worker`."""
+"""The Celery app. Workers start with `celery -A winnow worker`.
+
+BLAS and OpenMP threads are set on purpose: each of a worker's N pool processes gets
+WINNOW_BLAS_THREADS threads (default: the machine's cores // N, at least 1), so N processes
+doing matrix work at once do not start N x cores threads that fight over the cores.
+"""
 
 import os
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
 
 app = Celery("winnow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The thread-pool environment variables the BLAS and OpenMP libraries read when they load.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+_blas_threads = None  # decided in the worker's main process, applied in each pool process
+
+
+def blas_threads_for(concurrency: int, configured: int = 0, cores: int | None = None) -> int:
+    """Threads per pool process: the configured number, else the cores shared out over the pool."""
+    if configured > 0:
+        return configured
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, concurrency))
+
+
+def apply_blas_threads(threads: int) -> None:
+    """Limit the thread pools loaded now (threadpoolctl) and, through the environment, those loaded later."""
+    from threadpoolctl import threadpool_limits
+
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
+
+
+@worker_init.connect
+def _decide_blas_threads(sender=None, **_kwargs):
+    global _blas_threads
+    from django.conf import settings
+
+    concurrency = getattr(sender, "concurrency", None) or 1
+    _blas_threads = blas_threads_for(int(concurrency), settings.WINNOW_BLAS_THREADS)
+    apply_blas_threads(_blas_threads)  # the main process too (and a solo or threads pool runs in it)
+
+
+@worker_process_init.connect
+def _apply_blas_threads(**_kwargs):
+    if _blas_threads is not None:
+        apply_blas_threads(_blas_threads)
 
 
 @app.task(name="winnow.ping")
@@ -18,3 +62,14 @@ def ping(marker: str) -> str:
 
     WorkerHeartbeat.objects.update_or_create(marker=marker, defaults={})
     return marker
+
+
+@app.task(name="winnow.thread_pools")
+def thread_pools() -> list[dict]:
+    """The BLAS / OpenMP thread pools of the pool process that runs this (threadpoolctl), for operators and tests."""
+    from threadpoolctl import threadpool_info
+
+    import numpy  # noqa: F401  (its BLAS is the one that matters)
+
+    return [{"user_api": p["user_api"], "internal_api": p["internal_api"], "num_threads": p["num_threads"]}
+            for p in threadpool_info()]

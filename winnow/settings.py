@@ -221,6 +221,8 @@ WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 # A coreset over more candidates than the threshold is split into this many shards, reduced by several workers.
 WINNOW_SHARD_THRESHOLD = env_int("WINNOW_SHARD_THRESHOLD", 200_000, minimum=1)
 WINNOW_SAMPLING_SHARDS = env_int("WINNOW_SAMPLING_SHARDS", 1, minimum=1)
+# BLAS/OpenMP threads per worker pool process; 0: the cores shared out over the pool (winnow/celery.py).
+WINNOW_BLAS_THREADS = env_int("WINNOW_BLAS_THREADS", 0, minimum=0)
 # A running run whose worker sent no heartbeat for this long counts as abandoned and may be reclaimed.
 WINNOW_RUN_STALE_SECONDS = env_int("WINNOW_RUN_STALE_SECONDS", 60, minimum=2)
 # A run outlasting the visibility timeout is delivered again while it runs; that copy finds a fresh heartbeat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -127,3 +128,22 @@ def as_index(name: str, value, n: int | None, *, sorted_unique: bool = False) ->
     if sorted_unique and arr.size > 1 and not np.all(arr[1:] > arr[:-1]):
         raise SamplerError(f"{name}: indices must be unique and sorted ascending")
     return arr
+
+
+def drop_pages(X: np.ndarray) -> None:
+    """Unmap the pages of a read-only memory-mapped matrix that this process has read so far.
+
+    A sampler that copies the rows it needs blockwise calls this after each block: the pages stay
+    in the kernel's page cache (a later read maps them again, without disk I/O), but they stop
+    counting in this process's resident memory, so copy + mapping is not held twice. No-op for
+    an array that is not (a view of) a memory map; any view drops the whole mapping's pages.
+    """
+    mm = X
+    while mm is not None and not isinstance(mm, mmap.mmap):
+        mm = getattr(mm, "base", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # not supported here: the pages are just kept
+        pass

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.blas import sgemv as _sgemv
 
-from .base import NO_MONITOR, Monitor, SamplerError, as_index, chain_scores
+from .base import NO_MONITOR, Monitor, SamplerError, as_index, chain_scores, drop_pages
 
 # Bound the temporaries of the chunked passes to about 64 MB of float32.
 _CHUNK_ELEMS = 1 << 24
@@ -45,6 +45,7 @@ class KCenter:
         total = np.zeros(d)
         for s in range(0, m, step):
             total += X[rows[s:s + step]].sum(axis=0, dtype=np.float64)
+            drop_pages(X)
         self.mean = (total / max(m, 1)).astype(np.float32)
         self.Xc = np.empty((m, d), dtype=np.float32)
         self.sq = np.empty(m, dtype=np.float32)
@@ -52,6 +53,7 @@ class KCenter:
             block = self.Xc[s:s + step]
             np.subtract(X[rows[s:s + step]], self.mean, out=block, casting="unsafe")
             np.einsum("ij,ij->i", block, block, out=self.sq[s:s + step])
+            drop_pages(X)  # a memory-mapped X: its pages need not stay resident next to the copy
         self._XcT = self.Xc.T  # Fortran-ordered view: BLAS reads it in place, no copy
         self.min_d2 = np.full(m, np.inf, dtype=np.float32)
         self.assign = np.full(m, -1, dtype=np.int32)  # nearest center, for the pruning bound

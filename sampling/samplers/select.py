@@ -46,7 +46,7 @@ import numpy as np
 from winnow.values import is_finite_number
 
 from . import kcenter, metadata as meta
-from .base import Monitor, SamplerError, SelectionInput, as_index, below
+from .base import Monitor, SamplerError, SelectionInput, as_index, below, drop_pages
 from .similarity import METRICS, similarity, similarity_factor
 from .typicality import MIN_CLUSTER_SIZE, Typicality
 
@@ -106,7 +106,7 @@ def _embeddings(inp: SelectionInput) -> np.ndarray:
     X = inp.embeddings
     if X is None:
         raise SamplerError("embeddings: required by an embedding strategy (coreset, diversity, typicality, similarity)")
-    X = np.asarray(X)
+    X = X if isinstance(X, np.ndarray) else np.asarray(X)  # a read-only memory map stays one (no copy)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0 or X.dtype.kind not in "fiu":
         raise SamplerError("embeddings: expected a non-empty (n, d) float array")
     return X if X.dtype == np.float32 else X.astype(np.float32)
@@ -117,6 +117,7 @@ def _check_finite(X: np.ndarray, rows: np.ndarray, name: str) -> None:
     for s in range(0, len(rows), step):
         if not np.isfinite(X[rows[s:s + step]]).all():
             raise SamplerError(f"embeddings: NaN or infinite values in rows of {name}")
+        drop_pages(X)
 
 
 def effective_candidates(inp: SelectionInput) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NO_MONITOR, Monitor
+from .base import NO_MONITOR, Monitor, drop_pages
 
 METRICS = ("cosine", "euclidean")
 _CHUNK_ELEMS = 1 << 24
@@ -44,6 +44,7 @@ def similarity(X: np.ndarray, rows: np.ndarray, query_rows: np.ndarray, metric: 
                 d2 = q_sq[None, t:t + qstep] - 2.0 * (B @ Q[t:t + qstep].T)
                 np.minimum(best, d2.min(axis=1) + b_sq, out=best)
             out[s:s + rstep] = -np.sqrt(np.maximum(best, 0.0), dtype=np.float64)
+        drop_pages(X)
         monitor.tick(min(1.0, (s + rstep) / max(len(rows), 1)))
     return out
 

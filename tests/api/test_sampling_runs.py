@@ -403,7 +403,7 @@ def test_unexpected_error_is_recorded_readably(editor_api, dataset, data, monkey
     def broken(key):
         raise OSError("the bucket is unreachable")
 
-    monkeypatch.setattr(storage, "load_matrix", broken)
+    monkeypatch.setattr(storage, "open_matrix", broken)
     run_id = post_and_run(editor_api, dataset, coreset_request(data), django_capture_on_commit_callbacks).json()["id"]
     run = editor_api.get(run_url(dataset, run_id)).json()
     assert run["status"] == "failed"

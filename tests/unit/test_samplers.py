@@ -218,6 +218,101 @@ def test_typicality_covers_the_long_tail_where_plain_density_does_not():
     assert labels[top(scores, idx, 1)[0]] == 0  # the largest cluster first
 
 
+@pytest.fixture
+def sampled_clustering(monkeypatch):
+    """Typicality's large-data path (k-means on a sample, then assignment in blocks) at small n."""
+    from sampling.samplers import typicality
+
+    monkeypatch.setattr(typicality, "FULL_KMEANS_MAX", 100)
+    monkeypatch.setattr(typicality, "FIT_ROWS", 200)
+    monkeypatch.setattr(typicality, "FIT_PER_CLUSTER", 20)
+    monkeypatch.setattr(typicality, "_CHUNK_ELEMS", 64)  # many small blocks
+    return typicality
+
+
+def test_typicality_sampled_path_still_covers_the_long_tail(sampled_clustering):
+    X, labels = long_tail_mixture()  # 690 rows: fitted on 200 of them
+    idx = np.arange(len(X))
+    scores = select(make_input(X), [{"strategy": "typicality"}], n_samples=7, seed=0)
+    assert len(set(labels[top(scores, idx, 7)])) >= 6
+    assert labels[top(scores, idx, 1)[0]] == 0
+
+
+def test_typicality_sampled_path_picks_one_per_well_separated_cluster(sampled_clustering):
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(10, 16)) * 50
+    labels = np.repeat(np.arange(10), 60)
+    X = (centers[labels] + rng.normal(size=(600, 16))).astype(np.float32)
+    typ = sampled_clustering.Typicality(X, np.arange(600), EMPTY, 10, seed=1)
+    assert len(np.unique(typ.labels)) == 10
+    for c in range(10):  # the clusters are the true ones
+        assert len(np.unique(labels[typ.labels == c])) == 1
+    picks = typ.pick_order(10)
+    assert sorted(labels[picks].tolist()) == list(range(10))
+
+
+def test_typicality_assignment_in_blocks_matches_kmeans_labels(sampled_clustering):
+    X = gaussian(300, 5, seed=4)
+    km = sampled_clustering.kmeans(X, 12, seed=0)
+    got = sampled_clustering.assign(X, np.arange(300), np.zeros(5, np.float32), km.cluster_centers_)
+    assert np.array_equal(got, km.labels_)
+
+
+def test_typicality_fits_every_row_up_to_the_threshold_and_a_sample_past_it():
+    from sampling.samplers import typicality
+
+    assert typicality.fit_rows(typicality.FULL_KMEANS_MAX, 1000) == typicality.FULL_KMEANS_MAX
+    assert typicality.fit_rows(1_000_000, 1000) == max(typicality.FIT_ROWS, 1000 * typicality.FIT_PER_CLUSTER)
+    assert typicality.fit_rows(60_000, 1000) == min(60_000, max(typicality.FIT_ROWS, 1000 * typicality.FIT_PER_CLUSTER))
+    assert typicality.fit_rows(typicality.FULL_KMEANS_MAX + 1, 2) == typicality.FIT_ROWS
+
+
+def test_typicality_counts_preselected_samples_on_the_sampled_path(sampled_clustering):
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(4, 8)) * 40
+    labels = np.repeat(np.arange(4), 100)
+    X = (centers[labels] + rng.normal(size=(400, 8))).astype(np.float32)
+    pre = np.flatnonzero(labels == 0)[:3]  # cluster 0 is already covered
+    scores = select(make_input(X, preselected=pre), [{"strategy": "typicality"}], n_samples=3, seed=0)
+    eff = np.setdiff1d(np.arange(400), pre)
+    assert sorted(labels[top(scores, eff, 3)].tolist()) == [1, 2, 3]
+
+
+# ---- memory-mapped matrices ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategies,kw", [
+    ([{"strategy": "coreset"}], {"n_samples": 40}),
+    ([{"strategy": "diversity", "min_distance": 2.5}], {"n_samples": None}),
+    ([{"strategy": "typicality"}], {"n_samples": 8}),
+    ([{"strategy": "similarity", "metric": "euclidean"}], {"n_samples": None}),
+    ([{"strategy": "random"}], {"n_samples": None}),
+    ([{"strategy": "coreset"}, {"strategy": "typicality"}], {"n_samples": 10}),
+])
+def test_a_read_only_memory_map_gives_exactly_the_scores_of_the_array(tmp_path, strategies, kw, monkeypatch):
+    from sampling.samplers import typicality
+
+    monkeypatch.setattr(typicality, "FULL_KMEANS_MAX", 100)  # the sampled path too
+    X = gaussian(500, 6, seed=7)
+    np.save(tmp_path / "m.npy", X)
+    M = np.load(tmp_path / "m.npy", mmap_mode="r")
+    args = dict(candidates=np.arange(20, 480), preselected=[3, 30], query=np.array([5, 6]))
+    on_array = select(make_input(X, **args), strategies, seed=2, **kw)
+    on_map = select(make_input(M, **args), strategies, seed=2, **kw)
+    assert np.array_equal(on_array, on_map)
+    assert np.array_equal(M, X)  # read, never written
+
+
+def test_drop_pages_is_harmless_on_arrays_maps_and_views(tmp_path):
+    from sampling.samplers.base import drop_pages
+
+    X = gaussian(50, 4)
+    np.save(tmp_path / "m.npy", X)
+    M = np.load(tmp_path / "m.npy", mmap_mode="r")
+    for a in (X, M, M[5:], np.asarray(M)):
+        drop_pages(a)
+    assert np.array_equal(M, X) and np.array_equal(np.asarray(M)[5:], X[5:])
+
+
 # ---- similarity ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
