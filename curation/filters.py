@@ -503,3 +503,32 @@ def build_sort_indexes(field_id: int) -> list[str]:
                 f"(({expression}) {direction} NULLS LAST, idx) WHERE {where}"
             )
     return [ascending, descending]
+
+
+def indexed_numeric_bounds(field) -> tuple[float | None, float | None] | None:
+    """(min, max) of the field's numbers (fallback included) read from its sort indexes in two index
+    lookups, or None when the indexes are not there (SQLite, or still being built): scan instead."""
+    if connection.vendor != "postgresql":
+        return None
+    names = list(sort_index_names(field.dataset_id, field.pk))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = ANY(%s) AND i.indisvalid AND i.indisready",
+            [names],
+        )
+        if cursor.fetchone()[0] != len(names):
+            return None
+        expression = _sort_expression(field)
+        # jsonb orders strings < numbers < booleans: the ends of the numbers are one index probe away.
+        bounds = []
+        for direction in ("ASC", "DESC"):
+            cursor.execute(
+                f"SELECT ({expression})::float8 FROM {_quoted(Sample._meta.db_table)} "
+                f"WHERE dataset_id = %s AND jsonb_typeof({expression}) = 'number' "
+                f"ORDER BY ({expression}) {direction} NULLS LAST LIMIT 1",
+                [field.dataset_id],
+            )
+            row = cursor.fetchone()
+            bounds.append(None if row is None else float(row[0]))
+    return bounds[0], bounds[1]

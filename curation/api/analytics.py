@@ -21,7 +21,7 @@ import math
 import numpy as np
 from django.http import Http404, HttpResponse
 from django.db import connection
-from django.db.models import Case, Count, FloatField, IntegerField, Max, Min, Q, TextField, Value, When
+from django.db.models import Case, FloatField, IntegerField, JSONField, Q, TextField, Value, When
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from curation import bitmask
 from curation.access import get_dataset
 from curation.api.tags import decode_selection
-from curation.filters import MetadataSQL, _lite_path, parse_filter, sample_filter
+from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
 from curation.models import FieldType, MetadataField, Sample, Tag, UploadMode
 
 DEFAULT_BINS = 24
@@ -105,6 +105,36 @@ def _bucket(value: MetadataSQL, edges: np.ndarray) -> MetadataSQL:
     return MetadataSQL(pg, lite, IntegerField())
 
 
+# OFFSET 0 keeps PostgreSQL from pulling the subquery up into the aggregate: each per-row expression
+# (several JSONB path lookups) is then computed once per row, not once per aggregate that uses it.
+_FENCE = " OFFSET 0"
+
+
+def _totals_and_bounds(everything, numeric: list, match_q) -> dict:
+    """One scan: the sample count, the matched count, and MIN / MAX / COUNT of each numeric expression."""
+    annotations = {f"v{i}": value for i, value in enumerate(numeric)}
+    annotations["m"] = _matched_flag(match_q)
+    inner = everything.order_by().annotate(**annotations).values(*annotations)
+    sql, params = inner.query.sql_with_params()
+    if connection.vendor == "postgresql":
+        sql += _FENCE
+    columns = ["COUNT(*)", "SUM(m)"] + [f"MIN(v{i}), MAX(v{i}), COUNT(v{i})" for i in range(len(numeric))]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(columns)} FROM ({sql}) AS s", params)
+        row = cursor.fetchone()
+    out = {"total": int(row[0]), "matched": int(row[1] or 0)}
+    for i in range(len(numeric)):
+        lo, hi, n = row[2 + 3 * i : 5 + 3 * i]
+        out[i] = {"lo": None if lo is None else float(lo), "hi": None if hi is None else float(hi), "n": int(n)}
+    return out
+
+
+def _matched_flag(match_q):
+    if match_q is None:
+        return Value(0, output_field=IntegerField())
+    return Case(When(match_q, then=Value(1)), default=Value(0), output_field=IntegerField())
+
+
 def _grouped_counts(everything, columns: list, match_q) -> list[dict]:
     """For each column expression: {value: (count, matched count)} over `everything`.
 
@@ -116,12 +146,12 @@ def _grouped_counts(everything, columns: list, match_q) -> list[dict]:
         return out
     names = [f"c{i}" for i in range(len(columns))]
     annotations = dict(zip(names, columns))
-    annotations["m"] = Case(When(match_q, then=Value(1)), default=Value(0), output_field=IntegerField()) \
-        if match_q is not None else Value(0, output_field=IntegerField())
+    annotations["m"] = _matched_flag(match_q)
     inner = everything.order_by().annotate(**annotations).values(*names, "m")
     sql, params = inner.query.sql_with_params()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            sql += _FENCE
             flags = ", ".join(f"GROUPING({n})" for n in names)
             sets = ", ".join(f"({n})" for n in names)
             cursor.execute(
@@ -173,11 +203,71 @@ def _categorical_summary(groups: dict) -> dict:
     }
 
 
+def _json_at(field: MetadataField) -> MetadataSQL:
+    """The JSON at the field's path (PostgreSQL), extracted once per row for the typed views below."""
+    return MetadataSQL(("({col} #> %s)", [field.path.split(".")]), ("NULL", []), JSONField())
+
+
+def _numeric_pg(field: MetadataField, j: str) -> tuple[str, list]:
+    """numeric_value over the extracted JSON column `j` (PostgreSQL): one path lookup instead of three."""
+    return (f"(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j})::float8 "
+            f"WHEN {j} IS NULL OR {j} = 'null'::jsonb THEN %s::float8 END)", [_float_or_none(field.fallback)])
+
+
+def _typed_pg(field: MetadataField, j: str, edges) -> tuple[str, list]:
+    """numeric_value / its bin, or category_key, written over the extracted JSON column `j` (PostgreSQL)."""
+    if field.type in NUMERIC:
+        value, params = _numeric_pg(field, j)
+        lo, width = float(edges[0]), float(edges[1] - edges[0])
+        return f"floor(({value} - %s) / %s)::int", [*params, lo, width]
+    fallback = None if field.fallback is None else json.dumps(field.fallback)
+    return f"COALESCE((NULLIF({j}, 'null'::jsonb))::text, %s)", [fallback]
+
+
+def _grouped_counts_pg(everything, binned: list[tuple[MetadataField, object]], match_q) -> tuple[list[dict], int, int]:
+    """One scan for every field: {value: (count, matched)} per field, the total and the matched count.
+
+    Each field's JSON is extracted once per row in a fenced subquery; GROUPING SETS hash every field's
+    bins or categories (and the grand total) in the same pass.
+    """
+    annotations = {f"j{i}": _json_at(field) for i, (field, _edges) in enumerate(binned)}
+    annotations["m"] = _matched_flag(match_q)
+    sql, params = everything.order_by().annotate(**annotations).values(*annotations).query.sql_with_params()
+    exprs, expr_params = [], []
+    for i, (field, edges) in enumerate(binned):
+        text, p = _typed_pg(field, f"j{i}", edges)
+        exprs.append(f"{text} AS c{i}")
+        expr_params += p
+    names = [f"c{i}" for i in range(len(binned))]
+    flags = "".join(f"GROUPING({n}), " for n in names)
+    sets = "".join(f"({n}), " for n in names)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {flags}{''.join(n + ', ' for n in names)}COUNT(*), SUM(m) "
+            f"FROM (SELECT {''.join(e + ', ' for e in exprs)}m FROM ({sql}{_FENCE}) AS a) AS b "
+            f"GROUP BY GROUPING SETS ({sets}())",
+            [*expr_params, *params],
+        )
+        rows = cursor.fetchall()
+    k = len(names)
+    out: list[dict] = [{} for _ in names]
+    total = matched = 0
+    for row in rows:
+        count, hits = int(row[2 * k]), int(row[2 * k + 1] or 0)
+        if 0 not in row[:k]:  # the grand-total set
+            total, matched = count, hits
+            continue
+        i = row[:k].index(0)
+        out[i][row[k + i]] = (count, hits)
+    return out, total, matched
+
+
 def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
     """Every configured field's distribution over the dataset and over the filter's matches.
 
-    Two statements whatever the number of fields: the totals and each numeric field's bounds, then
-    all bin and category counts (with the matched counts beside them).
+    PostgreSQL: numeric bounds from the fields' sort indexes (two index probes each; a scan when an
+    index is missing), then one scan that counts every field's bins and categories, matched beside
+    all. SQLite: the bounds in one scan, then one GROUP BY per field.
     """
     everything = Sample.objects.filter(dataset=dataset).order_by()
     match_q = None
@@ -186,40 +276,41 @@ def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
         if match_q is None:  # an empty tag: nothing matches
             match_q = Q(idx__lt=0)  # never true (idx >= 0), and compiles where an empty IN would not
     fields = list(dataset.metadata_fields.order_by("path"))
-    aggregates = {"total": Count("pk")}
-    if match_q is not None:
-        aggregates["matched"] = Count("pk", filter=match_q)
-    numeric = {f.path: numeric_value(f) for f in fields if f.type in NUMERIC}
-    for i, f in enumerate(fields):
-        if f.path in numeric:
-            aggregates.update(
-                {f"lo{i}": Min(numeric[f.path]), f"hi{i}": Max(numeric[f.path]), f"n{i}": Count(numeric[f.path])}
-            )
-    stats = everything.aggregate(**aggregates)
-    total = stats["total"]
-    columns, plan = [], []
-    for i, f in enumerate(fields):
-        if f.path in numeric:
-            lo, hi, n = stats[f"lo{i}"], stats[f"hi{i}"], stats[f"n{i}"]
-            if not n:
-                plan.append((f, None, None, {"lo": None, "hi": None}, total))
-                continue
-            edges = _bin_edges(lo, hi, bins, f.type == FieldType.INT)
-            plan.append((f, len(columns), edges, {"lo": lo, "hi": hi}, total - n))
-            columns.append(_bucket(numeric[f.path], edges))
-        else:
-            plan.append((f, len(columns), None, None, None))
-            columns.append(category_key(f))
-    groups = _grouped_counts(everything, columns, match_q)
+    numeric = [f for f in fields if f.type in NUMERIC]
+    postgres = connection.vendor == "postgresql"
+    bounds = {f.path: indexed_numeric_bounds(f) for f in numeric} if postgres else {}
+    unknown = [f for f in numeric if bounds.get(f.path) is None]
+    stats = _totals_and_bounds(everything, [numeric_value(f) for f in unknown], match_q) if unknown or not postgres else None
+    for i, f in enumerate(unknown):
+        bounds[f.path] = (stats[i]["lo"], stats[i]["hi"])
+    binned, edges_of = [], {}
+    for f in fields:
+        if f.type in NUMERIC:
+            lo, hi = bounds[f.path]
+            if lo is None:
+                continue  # no numbers at all: nothing to bin, every sample is missing
+            edges_of[f.path] = _bin_edges(lo, hi, bins, f.type == FieldType.INT)
+        binned.append((f, edges_of.get(f.path)))
+    if postgres:
+        groups, total, matched = _grouped_counts_pg(everything, binned, match_q)
+    else:
+        columns = [_bucket(numeric_value(f), e) if f.type in NUMERIC else category_key(f) for f, e in binned]
+        groups = _grouped_counts(everything, columns, match_q)
+        total, matched = stats["total"], stats["matched"]
+    column_of = {f.path: i for i, (f, _e) in enumerate(binned)}
     out = []
-    for f, column, edges, bounds, missing in plan:
-        if f.path in numeric:
-            summary = _numeric_summary(f, bounds, None if column is None else groups[column], edges, missing)
+    for f in fields:
+        if f.type in NUMERIC:
+            column = column_of.get(f.path)
+            group = groups[column] if column is not None else {}
+            missing = group.get(None, (0, 0))[0] if column is not None else total
+            lo, hi = bounds[f.path]
+            summary = _numeric_summary(f, {"lo": lo, "hi": hi}, group, edges_of.get(f.path), missing)
         else:
-            summary = _categorical_summary(groups[column])
+            summary = _categorical_summary(groups[column_of[f.path]])
         out.append({"path": f.path, "display_name": f.display_name or f.path, "type": f.type,
                     "fallback": f.fallback, **summary})
-    return {"total": total, "matched": total if match_q is None else stats["matched"], "fields": out}
+    return {"total": total, "matched": total if match_q is None else matched, "fields": out}
 
 
 def _filter_param(request) -> dict | None:
@@ -276,22 +367,23 @@ class Histograms(APIView):
 def _numeric_column(dataset, field: MetadataField, size: int) -> np.ndarray:
     """float32[size]: the field's value at each idx, NaN where missing. One aggregate, no row per sample."""
     values = np.full(size, np.nan, dtype=np.float32)
-    rows = Sample.objects.filter(dataset=dataset, idx__lt=size).order_by().annotate(_v=numeric_value(field))
+    rows = Sample.objects.filter(dataset=dataset, idx__lt=size).order_by()
     if connection.vendor == "postgresql":
-        sql, params = rows.values("idx", "_v").query.sql_with_params()
+        sql, params = rows.annotate(_j=_json_at(field)).values("idx", "_j").query.sql_with_params()
+        value, value_params = _numeric_pg(field, "_j")
         with connection.cursor() as cursor:
             # float8send, because a float4 cast would raise on values past float32's range (numpy gives inf).
             cursor.execute(
                 "SELECT string_agg(int4send(idx::int), ''::bytea), "
-                f"string_agg(float8send(COALESCE(_v, 'NaN'::float8)), ''::bytea) FROM ({sql}) AS s",
-                params,
+                f"string_agg(float8send(COALESCE({value}, 'NaN'::float8)), ''::bytea) FROM ({sql}{_FENCE}) AS s",
+                [*value_params, *params],
             )
             idx_bytes, value_bytes = cursor.fetchone()
         if idx_bytes:
             idx = np.frombuffer(bytes(idx_bytes), dtype=">i4")
             values[idx] = np.frombuffer(bytes(value_bytes), dtype=">f8")
         return values
-    for idx, value in rows.values_list("idx", "_v").iterator(chunk_size=10_000):
+    for idx, value in rows.annotate(_v=numeric_value(field)).values_list("idx", "_v").iterator(chunk_size=10_000):
         if value is not None:
             values[idx] = value
     return values
