@@ -473,6 +473,8 @@ def drop_sort_indexes(dataset_id: str, field_id: int) -> None:
         return
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
     with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for name in sort_index_names(dataset_id, field_id):
             cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {_quoted(name)}")
 
@@ -496,6 +498,9 @@ def build_sort_indexes(field_id: int) -> list[str]:
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
     ascending, descending = sort_index_names(field.dataset_id, field.pk)
     with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            # Inside a transaction (tests, eager tasks) deferred FK checks would block CREATE INDEX.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         where = cursor.cursor.mogrify("dataset_id = %s", [field.dataset_id]).decode()
         for name, direction in ((ascending, "ASC"), (descending, "DESC")):
             cursor.execute(

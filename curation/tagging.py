@@ -382,10 +382,10 @@ def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
     )
 
 
-def _in_blocks(pieces, size: int = EXPORT_BLOCK_BYTES):
-    """Join the exporters' small pieces (one per row) into blocks of about `size` characters, so a large
+def _in_blocks(pieces):
+    """Join the exporters' small pieces (one per row) into blocks of about EXPORT_BLOCK_BYTES characters, so a large
     export is a few hundred writes to the socket instead of one per sample; memory stays one block."""
-    block, length = [], 0
+    size, block, length = EXPORT_BLOCK_BYTES, [], 0
     for piece in pieces:
         block.append(piece)
         length += len(piece)
