@@ -384,9 +384,10 @@ def _numeric_column(dataset, field: MetadataField, size: int) -> np.ndarray:
             with np.errstate(over="ignore"):  # past float32's range: inf, as the legend's min/max skip
                 values[idx] = np.frombuffer(bytes(value_bytes), dtype=">f8")
         return values
-    for idx, value in rows.annotate(_v=numeric_value(field)).values_list("idx", "_v").iterator(chunk_size=10_000):
-        if value is not None:
-            values[idx] = value
+    with np.errstate(over="ignore"):
+        for idx, value in rows.annotate(_v=numeric_value(field)).values_list("idx", "_v").iterator(chunk_size=10_000):
+            if value is not None:
+                values[idx] = value
     return values
 
 
