@@ -7,10 +7,11 @@ walks samples one by one in Python.
   same `{"tag", "file_name", "conditions"}` object that creates a tag from a filter). Configured
   fallbacks stand in for missing values.
 - `GET /api/v1/datasets/{id}/metadata/column?path=<p>` or `?tag=<id>`: one value per sample idx
-  (0..next_idx-1), to colour the embedding map.
+  (0..next_idx-1), to colour the embedding map; `&encoding=binary` sends it as application/octet-stream
+  (a small JSON legend, then float32 values or int16 codes), a few MB at a million samples.
 - `GET /api/v1/datasets/{id}/samples/{sample_id}/tags`: the tags holding a sample (the sample view).
-- `POST /api/v1/datasets/{id}/map/samples` `{"idx": [...], "limit": n}`: the samples at those idx
-  (id, idx, file_name, thumbnail_url), for hover, lasso selections and their tags.
+- `POST /api/v1/datasets/{id}/map/samples` `{"idx": [...], "limit": n}` or `{"mask": "<base64 bitmask>"}`:
+  the samples at those idx (id, idx, file_name, thumbnail_url), for hover and lasso selections of any size.
 """
 
 from __future__ import annotations
