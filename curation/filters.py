@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import NotSupportedError
+from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, F, Func, JSONField, Q, QuerySet, TextField
 from django.db.models.expressions import OrderBy
 from rest_framework.exceptions import ValidationError
@@ -341,23 +341,31 @@ def _tag_filter(tag: Tag) -> Q | _IdxInBitmask | None:
     return _IdxInBitmask(mask)
 
 
-def select_samples(dataset: Dataset, *, tag=None, file_name: str | None = None, conditions=()) -> QuerySet:
-    """The dataset's samples in `tag` (a Tag or its id), whose file name contains `file_name`
-    (case-insensitive) and that satisfy every condition (configured fallbacks applied). Unordered."""
-    qs = Sample.objects.filter(dataset=dataset)
+def sample_filter(dataset: Dataset, *, tag=None, file_name: str | None = None, conditions=()) -> Q | None:
+    """The WHERE of select_samples as one Q over the dataset's samples (None: nothing can match),
+    so that a statement can count matches beside everything (`Count(..., filter=q)`) in one scan."""
+    q = Q()
     if tag is not None:
         where = _tag_filter(resolve_tag(dataset, tag))
         if where is None:
-            return qs.none()
-        qs = qs.filter(where)
+            return None
+        q &= where if isinstance(where, Q) else Q(where)
     if file_name:
-        qs = qs.filter(file_name__icontains=file_name)
+        q &= Q(file_name__icontains=file_name)
     conditions = list(conditions)
     if conditions:
         known = fallbacks(dataset, [c.path for c in conditions])
         for cond in conditions:
-            qs = qs.filter(condition_expression(cond, known.get(cond.path)))
-    return qs
+            q &= Q(condition_expression(cond, known.get(cond.path)))
+    return q
+
+
+def select_samples(dataset: Dataset, *, tag=None, file_name: str | None = None, conditions=()) -> QuerySet:
+    """The dataset's samples in `tag` (a Tag or its id), whose file name contains `file_name`
+    (case-insensitive) and that satisfy every condition (configured fallbacks applied). Unordered."""
+    qs = Sample.objects.filter(dataset=dataset)
+    q = sample_filter(dataset, tag=tag, file_name=file_name, conditions=conditions)
+    return qs.none() if q is None else qs.filter(q)
 
 
 # --- sorting ------------------------------------------------------------------------------------------
@@ -438,3 +446,94 @@ def parse_sort(dataset: Dataset, text: str | None) -> Sort:
     if problem:
         raise ValidationError({"sort": [f"{text!r}: give idx, -idx, a metadata path or -path; the path {problem}"]})
     return Sort(text=text, path=path, descending=descending, fallback=fallbacks(dataset, [path]).get(path))
+
+
+# --- sort indexes ---------------------------------------------------------------------------------
+
+def sort_index_names(dataset_id: str, field_id: int) -> tuple[str, str]:
+    """The two partial indexes behind sorting by a configured field: ascending and descending."""
+    return f"sample_sort_{dataset_id}_{field_id}_a", f"sample_sort_{dataset_id}_{field_id}_d"
+
+
+def _sort_expression(field) -> str:
+    """The exact SQL that curation.filters.Sort orders by for this field, with its parameters inlined,
+    so the planner matches the index expression to the query's."""
+    template, params = Sort(text=field.path, path=field.path, descending=False, fallback=field.fallback).value().postgresql
+    with connection.cursor() as cursor:
+        return cursor.cursor.mogrify(template.replace("{col}", '"metadata"'), params).decode()
+
+
+def _quoted(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def drop_sort_indexes(dataset_id: str, field_id: int) -> None:
+    """Drop a field's sort indexes if they exist (PostgreSQL; nothing to do on SQLite)."""
+    if connection.vendor != "postgresql":
+        return
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        for name in sort_index_names(dataset_id, field_id):
+            cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {_quoted(name)}")
+
+
+def build_sort_indexes(field_id: int) -> list[str]:
+    """(Re)build the partial expression indexes that let the sample list sort by a configured field
+    page by page: (value ASC NULLS LAST, idx) and (value DESC NULLS LAST, idx) over the field's dataset.
+
+    Idempotent: drops what exists first, so a changed path or fallback gets a matching index. Outside a
+    transaction the indexes are built CONCURRENTLY (sample registration goes on meanwhile).
+    Returns the names built; nothing on SQLite, where the sort scans (correct, slower).
+    """
+    if connection.vendor != "postgresql":
+        return []
+    field = MetadataField.objects.filter(pk=field_id).first()
+    if field is None:
+        return []
+    drop_sort_indexes(field.dataset_id, field.pk)
+    expression = _sort_expression(field)
+    table = _quoted(Sample._meta.db_table)
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    ascending, descending = sort_index_names(field.dataset_id, field.pk)
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            # Inside a transaction (tests, eager tasks) deferred FK checks would block CREATE INDEX.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        where = cursor.cursor.mogrify("dataset_id = %s", [field.dataset_id]).decode()
+        for name, direction in ((ascending, "ASC"), (descending, "DESC")):
+            cursor.execute(
+                f"CREATE INDEX {concurrently}IF NOT EXISTS {_quoted(name)} ON {table} "
+                f"(({expression}) {direction} NULLS LAST, idx) WHERE {where}"
+            )
+    return [ascending, descending]
+
+
+def indexed_numeric_bounds(field) -> tuple[float | None, float | None] | None:
+    """(min, max) of the field's numbers (fallback included) read from its sort indexes in two index
+    lookups, or None when the indexes are not there (SQLite, or still being built): scan instead."""
+    if connection.vendor != "postgresql":
+        return None
+    names = list(sort_index_names(field.dataset_id, field.pk))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = ANY(%s) AND i.indisvalid AND i.indisready",
+            [names],
+        )
+        if cursor.fetchone()[0] != len(names):
+            return None
+        expression = _sort_expression(field)
+        # jsonb orders strings < numbers < booleans: the ends of the numbers are one index probe away.
+        bounds = []
+        for direction in ("ASC", "DESC"):
+            cursor.execute(
+                f"SELECT ({expression})::float8 FROM {_quoted(Sample._meta.db_table)} "
+                f"WHERE dataset_id = %s AND jsonb_typeof({expression}) = 'number' "
+                f"ORDER BY ({expression}) {direction} NULLS LAST LIMIT 1",
+                [field.dataset_id],
+            )
+            row = cursor.fetchone()
+            bounds.append(None if row is None else float(row[0]))
+    return bounds[0], bounds[1]

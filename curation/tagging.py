@@ -16,7 +16,8 @@ import unicodedata
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, F, Func
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
@@ -29,6 +30,7 @@ INITIAL_TAG = "initial-tag"
 NAME_MAX = 200
 LOOKUP_BATCH = 5000
 EXPORT_BATCH = 5000
+EXPORT_BLOCK_BYTES = 64 * 1024
 MAX_OPERANDS = 16
 MAX_CSV_METADATA_COLUMNS = 500
 EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
@@ -261,14 +263,38 @@ def sample_ids_of(dataset: Dataset, tag: Tag) -> list[str]:
 
 # --- export ----------------------------------------------------------------------------------------
 
+class _InMaskSlice(Func):
+    """PostgreSQL: idx is set in a slice of a tag's bitmask that starts at idx `first` (a multiple of 8)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, mask_slice: bytes, first: int):
+        super().__init__(F("idx"))
+        self.mask_slice, self.first = mask_slice, first
+
+    def as_sql(self, compiler, connection, **extra):
+        col, params = compiler.compile(self.source_expressions[0])
+        return f"(get_bit(%s::bytea, {col} - %s) = 1)", (*params, self.mask_slice, self.first)
+
+
 def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
-    """The tag's samples as value tuples in idx order: one bounded query per batch, no model instances."""
-    indices = tag.indices()
+    """The tag's samples as value tuples in idx order: one bounded query per batch, no model instances.
+
+    PostgreSQL reads each batch as an idx range tested against that range's bytes of the bitmask: a
+    walk along the (dataset, idx) index, about twice as fast as probing it once per idx of an IN list.
+    """
+    mask = bytes(tag.bitmask)
+    indices = bitmask.to_indices(mask)
+    postgres = connection.vendor == "postgresql"
     for start in range(0, len(indices), EXPORT_BATCH):
-        chunk = indices[start : start + EXPORT_BATCH].tolist()
-        yield from (
-            Sample.objects.filter(dataset=dataset, idx__in=chunk).order_by("idx").values_list(*fields)
-        )
+        chunk = indices[start : start + EXPORT_BATCH]
+        rows = Sample.objects.filter(dataset=dataset).order_by("idx")
+        if postgres:
+            first, last = int(chunk[0]) // 8 * 8, int(chunk[-1])
+            rows = rows.filter(idx__gte=first, idx__lte=last).filter(_InMaskSlice(mask[first // 8 : last // 8 + 1], first))
+        else:
+            rows = rows.filter(idx__in=chunk.tolist())
+        yield from rows.values_list(*fields)
 
 
 def _safe_filename(name: str) -> str:
@@ -381,6 +407,20 @@ def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
     )
 
 
+def _in_blocks(pieces):
+    """Join the exporters' small pieces (one per row) into blocks of about EXPORT_BLOCK_BYTES characters, so a large
+    export is a few hundred writes to the socket instead of one per sample; memory stays one block."""
+    size, block, length = EXPORT_BLOCK_BYTES, [], 0
+    for piece in pieces:
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block)
+            block, length = [], 0
+    if block:
+        yield "".join(block)
+
+
 def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None) -> StreamingHttpResponse:
     """The tag's samples as a download, streamed in idx order.
 
@@ -407,6 +447,6 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None)
     else:
         body = _export_label_studio(dataset, tag, base, user)
         content_type, filename = "application/json", f"{stem}-label-studio.json"
-    response = StreamingHttpResponse(body, content_type=content_type)
+    response = StreamingHttpResponse(_in_blocks(body), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

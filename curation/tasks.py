@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from curation import embeddings
+from curation import embeddings, filters
 
 
 @shared_task(name="curation.compute_projection")
@@ -21,3 +21,12 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     queued its own.
     """
     return embeddings.embed_dataset(dataset_id, requested_at)
+
+
+@shared_task(name="curation.sync_sort_indexes")
+def sync_sort_indexes(dataset_id: str, field_id: int) -> list[str]:
+    """Build (or, for a removed field, drop) the indexes that sort the sample list by a configured field."""
+    built = filters.build_sort_indexes(field_id)
+    if not built:
+        filters.drop_sort_indexes(dataset_id, field_id)
+    return built

@@ -7,10 +7,11 @@ walks samples one by one in Python.
   same `{"tag", "file_name", "conditions"}` object that creates a tag from a filter). Configured
   fallbacks stand in for missing values.
 - `GET /api/v1/datasets/{id}/metadata/column?path=<p>` or `?tag=<id>`: one value per sample idx
-  (0..next_idx-1), to colour the embedding map.
+  (0..next_idx-1), to colour the embedding map; `&encoding=binary` sends it as application/octet-stream
+  (a small JSON legend, then float32 values or int16 codes), a few MB at a million samples.
 - `GET /api/v1/datasets/{id}/samples/{sample_id}/tags`: the tags holding a sample (the sample view).
-- `POST /api/v1/datasets/{id}/map/samples` `{"idx": [...], "limit": n}`: the samples at those idx
-  (id, idx, file_name, thumbnail_url), for hover, lasso selections and their tags.
+- `POST /api/v1/datasets/{id}/map/samples` `{"idx": [...], "limit": n}` or `{"mask": "<base64 bitmask>"}`:
+  the samples at those idx (id, idx, file_name, thumbnail_url), for hover and lasso selections of any size.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import json
 import math
 
 import numpy as np
-from django.http import Http404
-from django.db.models import Count, FloatField, Max, Min, TextField
+from django.http import Http404, HttpResponse
+from django.db import connection
+from django.db.models import Case, FloatField, IntegerField, JSONField, Q, TextField, Value, When
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -30,7 +32,8 @@ from rest_framework.views import APIView
 
 from curation import bitmask
 from curation.access import get_dataset
-from curation.filters import MetadataSQL, _lite_path, parse_filter, select_samples
+from curation.api.tags import decode_selection
+from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
 from curation.models import FieldType, MetadataField, Sample, Tag, UploadMode
 
 DEFAULT_BINS = 24
@@ -92,52 +95,100 @@ def _bin_edges(lo: float, hi: float, bins: int, integer: bool) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
-def _bucket_counts(qs, value: MetadataSQL, edges: np.ndarray) -> list[int]:
-    """Counts per bin, in SQL: one GROUP BY over the bin number."""
-    n = len(edges) - 1
+def _bucket(value: MetadataSQL, edges: np.ndarray) -> MetadataSQL:
+    """The bin number of a numeric value, NULL when the value is; clamped into the edges by the caller
+    (PostgreSQL's GREATEST would turn a NULL into a bin)."""
     lo, width = float(edges[0]), float(edges[1] - edges[0])
     inner_pg, inner_lite = value.postgresql, value.sqlite
-    pg = (
-        f"LEAST(GREATEST(floor(({inner_pg[0]} - %s) / %s)::int, 0), %s)",
-        [*inner_pg[1], lo, width, n - 1],
-    )
-    # SQLite's CAST truncates toward zero; values below lo are clamped by the MAX below anyway.
-    lite = (
-        f"MIN(MAX(CAST(({inner_lite[0]} - %s) / %s AS INTEGER), 0), %s)",
-        [*inner_lite[1], lo, width, n - 1],
-    )
-    bucket = MetadataSQL(pg, lite, FloatField())
-    counts = [0] * n
-    rows = qs.annotate(_v=value).filter(_v__isnull=False).annotate(_b=bucket).order_by().values("_b")
-    for row in rows.annotate(_n=Count("pk")):
-        counts[int(row["_b"])] += row["_n"]
-    return counts
+    pg = (f"floor(({inner_pg[0]} - %s) / %s)::int", [*inner_pg[1], lo, width])
+    # SQLite's CAST truncates toward zero: a value a rounding error below lo still lands in bin 0.
+    lite = (f"CAST(({inner_lite[0]} - %s) / %s AS INTEGER)", [*inner_lite[1], lo, width])
+    return MetadataSQL(pg, lite, IntegerField())
 
 
-def _numeric(field: MetadataField, everything, matched, bins: int) -> dict:
-    value = numeric_value(field)
-    stats = everything.annotate(_v=value).aggregate(lo=Min("_v"), hi=Max("_v"), n=Count("_v"))
-    out = {"kind": "numeric", "missing": everything.count() - stats["n"]}
-    if stats["n"] == 0:
+# OFFSET 0 keeps PostgreSQL from pulling the subquery up into the aggregate: each per-row expression
+# (several JSONB path lookups) is then computed once per row, not once per aggregate that uses it.
+_FENCE = " OFFSET 0"
+
+
+def _totals_and_bounds(everything, numeric: list, match_q) -> dict:
+    """One scan: the sample count, the matched count, and MIN / MAX / COUNT of each numeric expression."""
+    annotations = {f"v{i}": value for i, value in enumerate(numeric)}
+    annotations["m"] = _matched_flag(match_q)
+    inner = everything.order_by().annotate(**annotations).values(*annotations)
+    sql, params = inner.query.sql_with_params()
+    if connection.vendor == "postgresql":
+        sql += _FENCE
+    columns = ["COUNT(*)", "SUM(m)"] + [f"MIN(v{i}), MAX(v{i}), COUNT(v{i})" for i in range(len(numeric))]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(columns)} FROM ({sql}) AS s", params)
+        row = cursor.fetchone()
+    out = {"total": int(row[0]), "matched": int(row[1] or 0)}
+    for i in range(len(numeric)):
+        lo, hi, n = row[2 + 3 * i : 5 + 3 * i]
+        out[i] = {"lo": None if lo is None else float(lo), "hi": None if hi is None else float(hi), "n": int(n)}
+    return out
+
+
+def _matched_flag(match_q):
+    if match_q is None:
+        return Value(0, output_field=IntegerField())
+    return Case(When(match_q, then=Value(1)), default=Value(0), output_field=IntegerField())
+
+
+def _grouped_counts(everything, columns: list, match_q) -> list[dict]:
+    """For each column expression: {value: (count, matched count)} over `everything`.
+
+    PostgreSQL: one statement and one scan for all columns (GROUP BY GROUPING SETS); SQLite: one
+    GROUP BY per column. The matched count is a FILTER over the same rows, never a second scan.
+    """
+    out: list[dict] = [{} for _ in columns]
+    if not columns:
+        return out
+    names = [f"c{i}" for i in range(len(columns))]
+    annotations = dict(zip(names, columns))
+    annotations["m"] = _matched_flag(match_q)
+    inner = everything.order_by().annotate(**annotations).values(*names, "m")
+    sql, params = inner.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            sql += _FENCE
+            flags = ", ".join(f"GROUPING({n})" for n in names)
+            sets = ", ".join(f"({n})" for n in names)
+            cursor.execute(
+                f"SELECT {flags}, {', '.join(names)}, COUNT(*), SUM(m) FROM ({sql}) AS s GROUP BY GROUPING SETS ({sets})",
+                params,
+            )
+            k = len(names)
+            for row in cursor.fetchall():
+                i = row[:k].index(0)  # the one column this row is grouped by
+                out[i][row[k + i]] = (int(row[2 * k]), int(row[2 * k + 1] or 0))
+        else:
+            for i, n in enumerate(names):
+                cursor.execute(f"SELECT {n}, COUNT(*), SUM(m) FROM ({sql}) AS s GROUP BY {n}", params)
+                for value, count, matched in cursor.fetchall():
+                    out[i][value] = (int(count), int(matched or 0))
+    return out
+
+
+def _numeric_summary(field: MetadataField, stats: dict, groups: dict | None, edges, missing: int) -> dict:
+    out = {"kind": "numeric", "missing": missing}
+    if edges is None:
         return {**out, "min": None, "max": None, "edges": [], "counts": [], "matched_counts": [], "matched_missing": 0}
-    edges = _bin_edges(stats["lo"], stats["hi"], bins, field.type == FieldType.INT)
-    counts = _bucket_counts(everything, value, edges)
-    matched_counts = counts if matched is None else _bucket_counts(matched, value, edges)
-    return {
-        **out, "min": stats["lo"], "max": stats["hi"], "edges": [float(e) for e in edges],
-        "counts": counts, "matched_counts": matched_counts,
-    }
+    n = len(edges) - 1
+    counts, matched = [0] * n, [0] * n
+    for b, (c, m) in groups.items():
+        if b is not None:
+            b = min(max(int(b), 0), n - 1)
+            counts[b] += c
+            matched[b] += m
+    return {**out, "min": stats["lo"], "max": stats["hi"], "edges": [float(e) for e in edges],
+            "counts": counts, "matched_counts": matched}
 
 
-def _category_counts(qs, key: MetadataSQL) -> dict[str, int]:
-    rows = qs.annotate(_k=key).order_by().values("_k").annotate(_n=Count("pk"))
-    return {row["_k"]: row["_n"] for row in rows}
-
-
-def _categorical(field: MetadataField, everything, matched) -> dict:
-    key = category_key(field)
-    counts = _category_counts(everything, key)
-    matched_counts = counts if matched is None else _category_counts(matched, key)
+def _categorical_summary(groups: dict) -> dict:
+    counts = {k: c for k, (c, _m) in groups.items()}
+    matched_counts = {k: m for k, (_c, m) in groups.items()}
     missing = counts.pop(None, 0)
     matched_counts.pop(None, None)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -151,6 +202,116 @@ def _categorical(field: MetadataField, everything, matched) -> dict:
         "other_matched": sum(matched_counts.get(text, 0) for text, _ in rest),
         "missing": missing,
     }
+
+
+def _json_at(field: MetadataField) -> MetadataSQL:
+    """The JSON at the field's path (PostgreSQL), extracted once per row for the typed views below."""
+    return MetadataSQL(("({col} #> %s)", [field.path.split(".")]), ("NULL", []), JSONField())
+
+
+def _numeric_pg(field: MetadataField, j: str) -> tuple[str, list]:
+    """numeric_value over the extracted JSON column `j` (PostgreSQL): one path lookup instead of three."""
+    return (f"(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j})::float8 "
+            f"WHEN {j} IS NULL OR {j} = 'null'::jsonb THEN %s::float8 END)", [_float_or_none(field.fallback)])
+
+
+def _typed_pg(field: MetadataField, j: str, edges) -> tuple[str, list]:
+    """numeric_value / its bin, or category_key, written over the extracted JSON column `j` (PostgreSQL)."""
+    if field.type in NUMERIC:
+        value, params = _numeric_pg(field, j)
+        lo, width = float(edges[0]), float(edges[1] - edges[0])
+        return f"floor(({value} - %s) / %s)::int", [*params, lo, width]
+    fallback = None if field.fallback is None else json.dumps(field.fallback)
+    return f"COALESCE((NULLIF({j}, 'null'::jsonb))::text, %s)", [fallback]
+
+
+def _grouped_counts_pg(everything, binned: list[tuple[MetadataField, object]], match_q) -> tuple[list[dict], int, int]:
+    """One scan for every field: {value: (count, matched)} per field, the total and the matched count.
+
+    Each field's JSON is extracted once per row in a fenced subquery; GROUPING SETS hash every field's
+    bins or categories (and the grand total) in the same pass.
+    """
+    annotations = {f"j{i}": _json_at(field) for i, (field, _edges) in enumerate(binned)}
+    annotations["m"] = _matched_flag(match_q)
+    sql, params = everything.order_by().annotate(**annotations).values(*annotations).query.sql_with_params()
+    exprs, expr_params = [], []
+    for i, (field, edges) in enumerate(binned):
+        text, p = _typed_pg(field, f"j{i}", edges)
+        exprs.append(f"{text} AS c{i}")
+        expr_params += p
+    names = [f"c{i}" for i in range(len(binned))]
+    flags = "".join(f"GROUPING({n}), " for n in names)
+    sets = "".join(f"({n}), " for n in names)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {flags}{''.join(n + ', ' for n in names)}COUNT(*), SUM(m) "
+            f"FROM (SELECT {''.join(e + ', ' for e in exprs)}m FROM ({sql}{_FENCE}) AS a) AS b "
+            f"GROUP BY GROUPING SETS ({sets}())",
+            [*expr_params, *params],
+        )
+        rows = cursor.fetchall()
+    k = len(names)
+    out: list[dict] = [{} for _ in names]
+    total = matched = 0
+    for row in rows:
+        count, hits = int(row[2 * k]), int(row[2 * k + 1] or 0)
+        if 0 not in row[:k]:  # the grand-total set
+            total, matched = count, hits
+            continue
+        i = row[:k].index(0)
+        out[i][row[k + i]] = (count, hits)
+    return out, total, matched
+
+
+def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
+    """Every configured field's distribution over the dataset and over the filter's matches.
+
+    PostgreSQL: numeric bounds from the fields' sort indexes (two index probes each; a scan when an
+    index is missing), then one scan that counts every field's bins and categories, matched beside
+    all. SQLite: the bounds in one scan, then one GROUP BY per field.
+    """
+    everything = Sample.objects.filter(dataset=dataset).order_by()
+    match_q = None
+    if filter_obj:
+        match_q = sample_filter(dataset, **parse_filter(filter_obj))
+        if match_q is None:  # an empty tag: nothing matches
+            match_q = Q(idx__lt=0)  # never true (idx >= 0), and compiles where an empty IN would not
+    fields = list(dataset.metadata_fields.order_by("path"))
+    numeric = [f for f in fields if f.type in NUMERIC]
+    postgres = connection.vendor == "postgresql"
+    bounds = {f.path: indexed_numeric_bounds(f) for f in numeric} if postgres else {}
+    unknown = [f for f in numeric if bounds.get(f.path) is None]
+    stats = _totals_and_bounds(everything, [numeric_value(f) for f in unknown], match_q) if unknown or not postgres else None
+    for i, f in enumerate(unknown):
+        bounds[f.path] = (stats[i]["lo"], stats[i]["hi"])
+    binned, edges_of = [], {}
+    for f in fields:
+        if f.type in NUMERIC:
+            lo, hi = bounds[f.path]
+            if lo is None:
+                continue  # no numbers at all: nothing to bin, every sample is missing
+            edges_of[f.path] = _bin_edges(lo, hi, bins, f.type == FieldType.INT)
+        binned.append((f, edges_of.get(f.path)))
+    if postgres:
+        groups, total, matched = _grouped_counts_pg(everything, binned, match_q)
+    else:
+        columns = [_bucket(numeric_value(f), e) if f.type in NUMERIC else category_key(f) for f, e in binned]
+        groups = _grouped_counts(everything, columns, match_q)
+        total, matched = stats["total"], stats["matched"]
+    column_of = {f.path: i for i, (f, _e) in enumerate(binned)}
+    out = []
+    for f in fields:
+        if f.type in NUMERIC:
+            column = column_of.get(f.path)
+            group = groups[column] if column is not None else {}
+            missing = group.get(None, (0, 0))[0] if column is not None else total
+            lo, hi = bounds[f.path]
+            summary = _numeric_summary(f, {"lo": lo, "hi": hi}, group, edges_of.get(f.path), missing)
+        else:
+            summary = _categorical_summary(groups[column_of[f.path]])
+        out.append({"path": f.path, "display_name": f.display_name or f.path, "type": f.type,
+                    "fallback": f.fallback, **summary})
+    return {"total": total, "matched": total if match_q is None else matched, "fields": out}
 
 
 def _filter_param(request) -> dict | None:
@@ -201,65 +362,134 @@ class Histograms(APIView):
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         bins = _int_param(request, "bins", DEFAULT_BINS, 1, MAX_BINS)
-        filter_obj = _filter_param(request)
-        everything = Sample.objects.filter(dataset=dataset)
-        matched = None
-        if filter_obj:
-            matched = select_samples(dataset, **parse_filter(filter_obj))
-        total = everything.count()
-        fields = []
-        for field in dataset.metadata_fields.order_by("path"):
-            summary = (_numeric(field, everything, matched, bins) if field.type in NUMERIC
-                       else _categorical(field, everything, matched))
-            fields.append({"path": field.path, "display_name": field.display_name or field.path,
-                           "type": field.type, "fallback": field.fallback, **summary})
-        return Response({"total": total, "matched": total if matched is None else matched.count(), "fields": fields})
+        return Response(histograms(dataset, _filter_param(request), bins))
+
+
+def _numeric_column(dataset, field: MetadataField, size: int) -> np.ndarray:
+    """float32[size]: the field's value at each idx, NaN where missing. One aggregate, no row per sample."""
+    values = np.full(size, np.nan, dtype=np.float32)
+    rows = Sample.objects.filter(dataset=dataset, idx__lt=size).order_by()
+    if connection.vendor == "postgresql":
+        sql, params = rows.annotate(_j=_json_at(field)).values("idx", "_j").query.sql_with_params()
+        value, value_params = _numeric_pg(field, "_j")
+        with connection.cursor() as cursor:
+            # float8send, because a float4 cast would raise on values past float32's range (numpy gives inf).
+            cursor.execute(
+                "SELECT string_agg(int4send(idx::int), ''::bytea), "
+                f"string_agg(float8send(COALESCE({value}, 'NaN'::float8)), ''::bytea) FROM ({sql}{_FENCE}) AS s",
+                [*value_params, *params],
+            )
+            idx_bytes, value_bytes = cursor.fetchone()
+        if idx_bytes:
+            idx = np.frombuffer(bytes(idx_bytes), dtype=">i4")
+            with np.errstate(over="ignore"):  # past float32's range: inf, as the legend's min/max skip
+                values[idx] = np.frombuffer(bytes(value_bytes), dtype=">f8")
+        return values
+    with np.errstate(over="ignore"):
+        for idx, value in rows.annotate(_v=numeric_value(field)).values_list("idx", "_v").iterator(chunk_size=10_000):
+            if value is not None:
+                values[idx] = value
+    return values
+
+
+def _category_column(dataset, field: MetadataField, size: int) -> tuple[np.ndarray, list]:
+    """int16[size] codes (-1 missing) of the MAX_COLUMN_CATEGORIES most frequent values, the rest "other"."""
+    rows = Sample.objects.filter(dataset=dataset, idx__lt=size).order_by().annotate(_k=category_key(field))
+    members: dict[str, np.ndarray] = {}
+    if connection.vendor == "postgresql":
+        sql, params = rows.values("idx", "_k").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT _k, string_agg(int4send(idx::int), ''::bytea) FROM ({sql}) AS s "
+                "WHERE _k IS NOT NULL GROUP BY _k",
+                params,
+            )
+            for key, packed in cursor.fetchall():
+                members[key] = np.frombuffer(bytes(packed), dtype=">i4")
+    else:
+        lists: dict[str, list] = {}
+        for idx, key in rows.values_list("idx", "_k").iterator(chunk_size=10_000):
+            if key is not None:
+                lists.setdefault(key, []).append(idx)
+        members = {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
+    ranked = sorted(members, key=lambda k: (-members[k].size, k))
+    kept = ranked[:MAX_COLUMN_CATEGORIES]
+    codes = np.full(size, -1, dtype=np.int16)
+    other = len(kept)
+    for key in ranked[MAX_COLUMN_CATEGORIES:]:
+        codes[members[key]] = other
+    for code, key in enumerate(kept):
+        codes[members[key]] = code
+    categories = [json.loads(k) for k in kept] + (["other"] if len(ranked) > len(kept) else [])
+    return codes, categories
+
+
+def column_binary(legend: dict, data: np.ndarray) -> bytes:
+    """The binary column: uint32 LE length of a JSON legend, the legend (space-padded to 4 bytes), the data LE.
+
+    The legend says {"kind", "size", "dtype": "float32" | "int16", "categories"?, "min"?, "max"?}.
+    """
+    head = json.dumps({**legend, "dtype": data.dtype.name}, allow_nan=False).encode()
+    head += b" " * (-len(head) % 4)
+    return len(head).to_bytes(4, "little") + head + data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 class Column(APIView):
     @extend_schema(
         summary="One value per sample idx of a configured field (or 0/1 membership of a tag), for the embedding map",
-        parameters=[OpenApiParameter("path", str), OpenApiParameter("tag", str)],
+        parameters=[
+            OpenApiParameter("path", str), OpenApiParameter("tag", str),
+            OpenApiParameter("encoding", str, enum=["json", "binary"], description=(
+                "binary: application/octet-stream, a uint32 little-endian length, a JSON legend of that many "
+                "bytes ({kind, size, dtype, categories | min, max}), then `size` little-endian float32 "
+                "(numeric; NaN = no value) or int16 codes (categorical and tag; -1 = no value)")),
+        ],
         responses={200: dict},
     )
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         size = dataset.next_idx
         tag_id, field_path = request.query_params.get("tag"), request.query_params.get("path")
+        encoding = request.query_params.get("encoding") or "json"
+        if encoding not in ("json", "binary"):
+            raise ValidationError({"encoding": [f"{encoding!r} is not json or binary"]})
         if bool(tag_id) == bool(field_path):
             raise ValidationError({"path": ["give exactly one of path (a configured field) or tag"]})
         if tag_id:
             tag = Tag.objects.filter(dataset=dataset, pk=tag_id).only("id", "name", "bitmask").first()
             if tag is None:
                 raise ValidationError({"tag": [f"no tag with id {tag_id!r} in this dataset"]})
-            codes = bitmask.to_bool(bytes(tag.bitmask), size).astype(np.int8)
-            return Response({"kind": "categorical", "size": size, "categories": [f"not in {tag.name}", tag.name],
-                             "codes": codes.tolist()})
+            codes = bitmask.to_bool(bytes(tag.bitmask), size).astype(np.int16)
+            legend = {"kind": "categorical", "size": size, "categories": [f"not in {tag.name}", tag.name]}
+            if encoding == "binary":
+                return HttpResponse(column_binary(legend, codes), content_type="application/octet-stream")
+            return Response({**legend, "codes": codes.tolist()})
         field = dataset.metadata_fields.filter(path=field_path).first()
         if field is None:
             raise ValidationError({"path": [f"{field_path!r} is not a configured field of this dataset"]})
-        rows = Sample.objects.filter(dataset=dataset).order_by()
         if field.type in NUMERIC:
-            values: list = [None] * size
-            for idx, value in rows.annotate(_v=numeric_value(field)).values_list("idx", "_v").iterator(chunk_size=10_000):
-                if idx < size:
-                    values[idx] = value
-            return Response({"kind": "numeric", "size": size, "values": values})
-        pairs = list(rows.annotate(_k=category_key(field)).values_list("idx", "_k").iterator(chunk_size=10_000))
-        frequency: dict[str, int] = {}
-        for _idx, key in pairs:
-            if key is not None:
-                frequency[key] = frequency.get(key, 0) + 1
-        ranked = sorted(frequency, key=lambda k: (-frequency[k], k))
-        kept = ranked[:MAX_COLUMN_CATEGORIES]
-        code_of = {key: i for i, key in enumerate(kept)}
-        other = len(kept) if len(ranked) > len(kept) else None
-        codes = np.full(size, -1, dtype=np.int16)
-        for idx, key in pairs:
-            if key is not None and idx < size:
-                codes[idx] = code_of.get(key, other if other is not None else -1)
-        categories = [json.loads(k) for k in kept] + (["other"] if other is not None else [])
-        return Response({"kind": "categorical", "size": size, "categories": categories, "codes": codes.tolist()})
+            if encoding == "json":
+                return Response({"kind": "numeric", "size": size, "values": _json_numbers(dataset, field, size)})
+            values = _numeric_column(dataset, field, size)
+            finite = values[np.isfinite(values)]
+            legend = {"kind": "numeric", "size": size,
+                      "min": float(finite.min()) if finite.size else None,
+                      "max": float(finite.max()) if finite.size else None}
+            return HttpResponse(column_binary(legend, values), content_type="application/octet-stream")
+        codes, categories = _category_column(dataset, field, size)
+        legend = {"kind": "categorical", "size": size, "categories": categories}
+        if encoding == "binary":
+            return HttpResponse(column_binary(legend, codes), content_type="application/octet-stream")
+        return Response({**legend, "codes": codes.tolist()})
+
+
+def _json_numbers(dataset, field: MetadataField, size: int) -> list:
+    """The JSON column keeps exact float64 values (the binary one is float32); for small datasets and old clients."""
+    values: list = [None] * size
+    rows = Sample.objects.filter(dataset=dataset, idx__lt=size).order_by().annotate(_v=numeric_value(field))
+    for idx, value in rows.values_list("idx", "_v").iterator(chunk_size=10_000):
+        values[idx] = value
+    return values
 
 
 def sample_urls(dataset, sample_id: str, has_thumbnail: bool, has_original: bool) -> dict:
@@ -274,7 +504,10 @@ def sample_urls(dataset, sample_id: str, has_thumbnail: bool, has_original: bool
 class SamplesByIdx(APIView):
     @extend_schema(
         summary="The samples at the given idx values (for the embedding map's hover and lasso)",
-        request=inline_serializer("ByIdx", {"idx": serializers.ListField(child=serializers.IntegerField()),
+        request=inline_serializer("ByIdx", {"idx": serializers.ListField(child=serializers.IntegerField(), required=False),
+                                            "mask": serializers.CharField(required=False, help_text=(
+                                                "base64 bitmask over idx (bit i, least significant first), "
+                                                "for selections of any size")),
                                             "limit": serializers.IntegerField(required=False),
                                             "fields": serializers.CharField(required=False)}),
         responses={200: dict},
@@ -282,19 +515,31 @@ class SamplesByIdx(APIView):
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         body = request.data if isinstance(request.data, dict) else {}
+        if ("idx" in body) == ("mask" in body):
+            raise ValidationError({"idx": ["give exactly one of idx (a list) or mask (a base64 bitmask over idx)"]})
+        if "mask" in body:
+            # A lasso of any size: the selection travels as a bitmask, and only `limit` rows are read.
+            mask = decode_selection(dataset, body["mask"], "mask")
+            indices = bitmask.to_indices(mask)
+            limit = body.get("limit", MAX_BY_IDX)
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_BY_IDX:
+                raise ValidationError({"limit": [f"must be an integer from 0 to {MAX_BY_IDX}"]})
+            return self._respond(dataset, body, indices[:limit].tolist(), int(indices.size), limit)
         indices = body.get("idx")
         if not isinstance(indices, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
             raise ValidationError({"idx": ["must be a list of integers"]})
         if len(indices) > MAX_BY_IDX:
-            raise ValidationError({"idx": [f"at most {MAX_BY_IDX} values"]})
+            raise ValidationError({"idx": [f"at most {MAX_BY_IDX} values; send a larger selection as mask"]})
         limit = body.get("limit", len(indices))
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValidationError({"limit": ["must be a non-negative integer"]})
-        ids_only = body.get("fields") == "id"
         wanted = sorted(set(indices))
+        return self._respond(dataset, body, wanted[:limit], len(wanted), limit)
+
+    def _respond(self, dataset, body, wanted: list[int], count: int, limit: int):
         rows = Sample.objects.filter(dataset=dataset, idx__in=wanted).order_by("idx")
-        if ids_only:
-            return Response({"count": len(wanted), "ids": list(rows.values_list("id", flat=True))})
+        if body.get("fields") == "id":
+            return Response({"count": count, "ids": list(rows.values_list("id", flat=True))})
         keep_pixels = dataset.upload_mode != UploadMode.META
         samples = [
             {"id": sid, "idx": idx, "file_name": name,
@@ -302,7 +547,7 @@ class SamplesByIdx(APIView):
             for sid, idx, name, thumb, orig in rows[:limit].values_list(
                 "id", "idx", "file_name", "thumbnail_key", "original_key")
         ]
-        return Response({"count": len(wanted), "samples": samples})
+        return Response({"count": count, "samples": samples})
 
 
 class SampleTags(APIView):

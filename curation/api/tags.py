@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from django.http import Http404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
@@ -14,7 +17,7 @@ from rest_framework.views import APIView
 
 from curation import tagging
 from curation.access import get_dataset
-from curation.models import Role, Tag
+from curation.models import Role, Tag, TagOrigin
 
 
 class TagSerializer(serializers.ModelSerializer):
@@ -27,7 +30,7 @@ class TagSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-CREATE_MODES = ("sample_ids", "file_names", "filter", "operation", "sampling_run")
+CREATE_MODES = ("sample_ids", "file_names", "bitmask", "filter", "operation", "sampling_run")
 # Keys that only make sense with one mode.
 COMPANIONS = {"tags": "operation", "top_k": "sampling_run"}
 
@@ -38,6 +41,9 @@ TAG_CREATE = inline_serializer(
         "parent": serializers.CharField(required=False, help_text="tag id; defaults to the operand / input tag"),
         "sample_ids": serializers.ListField(child=serializers.CharField(), required=False),
         "file_names": serializers.ListField(child=serializers.CharField(), required=False),
+        "bitmask": serializers.CharField(required=False, help_text=(
+            "base64 of a bitmask over sample idx (bit i, least significant first, is idx i), as the map's "
+            "lasso sends; any number of samples")),
         "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
         "operation": serializers.ChoiceField(choices=list(tagging.OPERATIONS), required=False),
         "tags": serializers.ListField(child=serializers.CharField(), required=False),
@@ -45,6 +51,22 @@ TAG_CREATE = inline_serializer(
         "top_k": serializers.IntegerField(required=False, min_value=1),
     },
 )
+
+
+def decode_selection(dataset, text, field: str = "bitmask") -> bytes:
+    """A base64 bitmask over the dataset's idx, checked: no bit at or past next_idx. Raises naming `field`."""
+    if not isinstance(text, str):
+        raise ValidationError({field: ["must be a base64 string of a bitmask over sample idx"]})
+    try:
+        mask = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError({field: ["is not valid base64"]}) from None
+    size = dataset.next_idx
+    if len(mask) > (size + 7) // 8:
+        raise ValidationError({field: [f"has {len(mask)} bytes; the dataset's {size} samples need at most {(size + 7) // 8}"]})
+    if size % 8 and len(mask) == (size + 7) // 8 and mask[-1] >> (size % 8):
+        raise ValidationError({field: [f"sets bits past the last sample (idx {size - 1})"]})
+    return mask
 
 
 def create_from_request(dataset, data, creator) -> Tag:
@@ -56,7 +78,7 @@ def create_from_request(dataset, data, creator) -> Tag:
         given = f" (got {', '.join(modes)})" if modes else ""
         raise ValidationError(
             {"non_field_errors": [
-                "give exactly one of: sample_ids, file_names, filter, operation (with tags), "
+                "give exactly one of: sample_ids, file_names, bitmask, filter, operation (with tags), "
                 f"sampling_run (with top_k){given}"
             ]}
         )
@@ -74,6 +96,10 @@ def create_from_request(dataset, data, creator) -> Tag:
         return tagging.tag_from_sample_ids(dataset, name, data["sample_ids"], parent=parent, creator=creator)
     if mode == "file_names":
         return tagging.tag_from_file_names(dataset, name, data["file_names"], parent=parent, creator=creator)
+    if mode == "bitmask":
+        mask = decode_selection(dataset, data["bitmask"])
+        return tagging.create_tag(dataset, name, mask, origin=TagOrigin.SELECTION, origin_detail={"method": "bitmask"},
+                                  parent=parent, creator=creator)
     if mode == "filter":
         return tagging.tag_from_filter(dataset, name, data["filter"], parent=parent, creator=creator)
     if mode == "operation":

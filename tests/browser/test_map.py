@@ -1,4 +1,5 @@
-"""The embedding map: 100,000 points drawn with WebGL, and a lasso that selects exactly one cluster."""
+"""The embedding map: 120,000 points drawn with WebGL, a lasso that selects exactly one cluster, and one past
+100,000 points (the selection travels as a bitmask)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from tests.browser.conftest import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-N = 100_000
+N = 120_000
 BACKGROUND = (15, 20, 32)  # the map's clear colour, rgb(0.06, 0.08, 0.125)
 
 
 def _map_dataset(owner):
-    """100,000 samples; idx % 50 == 7 sit in a tight cluster at (10, 10), the rest in three blobs far away."""
-    dataset = create_dataset(owner, "map of 100k", "meta")
+    """120,000 samples; idx % 50 == 7 sit in a tight cluster at (10, 10), the rest in three blobs far away."""
+    dataset = create_dataset(owner, "map of 120k", "meta")
     add_samples(dataset, [{"file_name": f"frame_{i:06d}.jpg"} for i in range(N)])
     rng = np.random.default_rng(3)
     layout = np.empty((N, 2), dtype=np.float32)
@@ -46,17 +47,17 @@ def _drawn_pixels(canvas) -> int:
     return int((np.abs(image - np.array(BACKGROUND)).sum(axis=2) > 30).sum())
 
 
-def test_map_draws_100k_points_and_the_lasso_selects_one_cluster(page, live_server, shot, owner):
+def test_map_draws_120k_points_and_the_lasso_selects_one_cluster(page, live_server, shot, owner):
     dataset, target = _map_dataset(owner)
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
-    expect(page.get_by_test_id("map-status")).to_contain_text("100,000 points", timeout=60_000)
+    expect(page.get_by_test_id("map-status")).to_contain_text("120,000 points", timeout=60_000)
     state = page.evaluate("() => ({renderer: winnowMap.renderer, points: winnowMap.points})")
     assert state == {"renderer": "webgl", "points": N}
     page.wait_for_function("() => winnowMap.frames > 0")
     canvas = page.get_by_test_id("map-canvas")
     assert _drawn_pixels(canvas) > 20_000, "the map canvas shows (almost) nothing but background"
-    shot(page, "map-100k")
+    shot(page, "map-120k")
 
     # Hover over the cluster shows a sample's card with its file name.
     box = canvas.bounding_box()
@@ -80,12 +81,27 @@ def test_map_draws_100k_points_and_the_lasso_selects_one_cluster(page, live_serv
 
     page.get_by_label("Save as tag").fill("far cluster")
     page.get_by_role("button", name="Save selection as tag").click()
-    expect(page.get_by_text("Tag “far cluster” saved with 2,000 samples")).to_be_visible()
+    expect(page.get_by_text(f"Tag “far cluster” saved with {target.size:,} samples")).to_be_visible()
     assert Tag.objects.get(dataset=dataset, name="far cluster").indices().tolist() == target.tolist()
 
     # Colour by the new tag: the legend names it.
     page.get_by_label("Colour by").select_option(label="tag: far cluster")
     expect(page.locator("#legend")).to_contain_text("far cluster")
+
+    # A lasso around everything: 120,000 points, past the 100,000 an idx list could carry.
+    # The view fits every point: a lasso along the canvas's edges holds them all.
+    w, h = box["width"], box["height"]
+    ring = [(2, 2), (w / 2, 1), (w - 2, 2), (w - 1, h / 2), (w - 2, h - 2), (w / 2, h - 1), (2, h - 2), (1, h / 2), (2, 3)]
+    page.mouse.move(box["x"] + ring[0][0], box["y"] + ring[0][1])
+    page.mouse.down()
+    for x, y in ring[1:]:
+        page.mouse.move(box["x"] + x, box["y"] + y)
+    page.mouse.up()
+    expect(page.get_by_test_id("lasso-count")).to_have_text(f"{N:,}")
+    page.get_by_label("Save as tag").fill("everything")
+    page.get_by_role("button", name="Save selection as tag").click()
+    expect(page.get_by_text(f"Tag “everything” saved with {N:,} samples")).to_be_visible(timeout=30_000)
+    assert Tag.objects.get(dataset=dataset, name="everything").count == N
 
 
 def test_map_falls_back_to_a_2d_canvas(page, live_server, shot, owner):

@@ -87,6 +87,28 @@ function showError(err) {
 
 // --- colour ------------------------------------------------------------------------------------------
 
+// A colour column arrives binary: uint32 LE legend length, the JSON legend, then float32 (NaN = no value)
+// or int16 codes (-1 = no value), one per sample idx. A million points stay a few megabytes.
+async function fetchColumn(params) {
+  const response = await api(base + "/metadata/column", { raw: true, params: { ...params, encoding: "binary" } });
+  const buffer = await response.arrayBuffer();
+  const length = new DataView(buffer).getUint32(0, true);
+  const legend = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, length)));
+  const data = legend.dtype === "float32" ? new Float32Array(buffer, 4 + length, legend.size) : new Int16Array(buffer, 4 + length, legend.size);
+  return legend.kind === "numeric" ? { ...legend, values: data } : { ...legend, codes: data };
+}
+
+// The selection as a base64 bitmask over sample idx (bit i, least significant first): any size fits one request.
+function selectionMask(points) {
+  let top = 0;
+  for (const i of points) top = Math.max(top, idxOf[i]);
+  const bytes = new Uint8Array((top >> 3) + 1);
+  for (const i of points) { const idx = idxOf[i]; bytes[idx >> 3] |= 1 << (idx & 7); }
+  let text = "";
+  for (let k = 0; k < bytes.length; k += 0x8000) text += String.fromCharCode.apply(null, bytes.subarray(k, k + 0x8000));
+  return btoa(text);
+}
+
 function rgbaFor(codes, pick) {
   const n = idxOf.length;
   const rgba = new Uint8Array(n * 4);
@@ -112,19 +134,18 @@ async function applyColor() {
     clear(legend, el("span", { class: "muted small" }, "Colour by a configured field or a tag."));
   } else {
     const [kind, key] = [choice.slice(0, choice.indexOf(":")), choice.slice(choice.indexOf(":") + 1)];
-    const column = await api(base + "/metadata/column", { params: kind === "tag" ? { tag: key } : { path: key } });
+    const column = await fetchColumn(kind === "tag" ? { tag: key } : { path: key });
     if (column.kind === "numeric") {
       const values = column.values;
-      let lo = Infinity, hi = -Infinity;
-      for (const v of values) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-      baseColors = rgbaFor(values, (vals, idx) => (vals[idx] === null || vals[idx] === undefined ? MISSING : ramp((vals[idx] - lo) / ((hi - lo) || 1))));
+      const lo = column.min === null ? 0 : column.min, hi = column.max === null ? 0 : column.max;
+      baseColors = rgbaFor(values, (vals, idx) => (idx >= vals.length || Number.isNaN(vals[idx]) ? MISSING : ramp((vals[idx] - lo) / ((hi - lo) || 1))));
       const bar = el("div", { style: "height:10px;border-radius:4px;background:linear-gradient(90deg," + [0, 0.25, 0.5, 0.75, 1].map((t) => "rgb(" + ramp(t).join(",") + ")").join(",") + ")" });
       clear(legend, bar, el("div", { class: "row small", style: "justify-content:space-between" }, el("span", {}, fmtValue(lo)), el("span", {}, fmtValue(hi))),
         el("div", { class: "small" }, el("span", { class: "sw", style: "background:rgb(" + MISSING.join(",") + ")" }), "no value"));
     } else {
       const codes = column.codes;
       const colour = (c) => (c < 0 ? MISSING : kind === "tag" ? (c ? [255, 196, 61] : [70, 90, 130]) : PALETTE[c % PALETTE.length]);
-      baseColors = rgbaFor(codes, (cs, idx) => colour(cs[idx] === undefined ? -1 : cs[idx]));
+      baseColors = rgbaFor(codes, (cs, idx) => colour(idx >= cs.length ? -1 : cs[idx]));
       clear(legend, column.categories.map((name, c) => el("div", {},
         el("span", { class: "sw", style: "background:rgb(" + colour(c).join(",") + ")" }), fmtValue(name))),
         kind === "tag" ? null : el("div", {}, el("span", { class: "sw", style: "background:rgb(" + MISSING.join(",") + ")" }), "no value"));
@@ -286,9 +307,8 @@ async function setSelection(points) {
   selGrid.reset();
   if (!points.length) { gridNote.textContent = "Draw a lasso on the map to list samples here."; return; }
   gridNote.textContent = "Loading…";
-  const idx = points.map((i) => idxOf[i]);
   try {
-    const data = await api(base + "/map/samples", { method: "POST", body: { idx, limit: 60 } });
+    const data = await api(base + "/map/samples", { method: "POST", body: { mask: selectionMask(points), limit: 60 } });
     if (selected !== points) return;
     selGrid.append(data.samples);
     gridNote.textContent = data.count > data.samples.length
@@ -306,9 +326,7 @@ if (saveForm) {
     const errorArea = clear(document.getElementById("lasso-error"));
     busy(saveButton, async () => {
       try {
-        const idx = selected.map((i) => idxOf[i]);
-        const { ids } = await api(base + "/map/samples", { method: "POST", body: { idx, fields: "id" } });
-        const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), sample_ids: ids } });
+        const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), bitmask: selectionMask(selected) } });
         toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
         saveForm.reset();
         colorSelect.append(el("option", { value: "tag:" + tag.id }, "tag: " + tag.name));
