@@ -160,7 +160,8 @@ def test_duplicate_names_in_one_batch_are_rejected(dataset, editor_api):
     ({"samples": []}, "empty"),
     ({"samples": {"file_name": "a.jpg"}}, "list"),
     ({"samples": "a.jpg"}, "list"),
-    ({"samples": [{"file_name": "a.jpg"}], "overwrite": True}, "overwrite"),
+    ({"samples": [{"file_name": "a.jpg"}], "overwrite": "yes"}, "overwrite"),
+    ({"samples": [{"file_name": "a.jpg"}], "replace": True}, "replace"),
     ([{"file_name": "a.jpg"}], "samples"),
 ])
 def test_wrong_body_shapes_are_400(dataset, editor_api, body, text):
