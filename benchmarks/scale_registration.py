@@ -164,7 +164,7 @@ def copy_reference(database_url: str, n: int) -> dict:
             buffer.seek(0)
             began = time.perf_counter()
             with connection.cursor() as cursor:
-                cursor.copy_expert(f"COPY bench_reg_scratch ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+                cursor.copy_expert(f"COPY bench_reg_scratch ({columns}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (format, sha256, original_key, thumbnail_key))", buffer)
             connection.commit()
             seconds = time.perf_counter() - began
             out[f"{label}_seconds"] = round(seconds, 2)

@@ -75,7 +75,9 @@ class Membership(models.Model):
 
 class Sample(models.Model):
     id = PublicIdField()
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="samples")
+    # No index of its own: the unique (dataset, idx) and (dataset, file_name) indexes start with it, and
+    # every index is maintained by each registration.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="samples", db_index=False)
     idx = models.PositiveIntegerField()
     file_name = models.CharField(max_length=1024)
     width = models.PositiveIntegerField(null=True, blank=True)

@@ -21,7 +21,7 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,9 +36,34 @@ LIST_PARAMS = {"tag", "file_name", "where", "conditions", "sort", "limit", "curs
 
 
 class LenientJSONParser(JSONParser):
-    """Parses NaN and Infinity, so that the validation can name the entry and key holding one."""
+    """Parses NaN and Infinity, so that the validation can name the entry and key holding one.
+
+    When the body is strict JSON (no NaN or Infinity), its text is kept as `request.json_text`:
+    registration hands it to PostgreSQL as it is instead of serialising the entries again.
+    """
 
     strict = False
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        try:
+            text = stream.read().decode(parser_context.get("encoding") or settings.DEFAULT_CHARSET)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"JSON parse error - the body is not UTF-8 text: {exc}") from None
+        constants = []
+
+        def constant(name: str) -> float:
+            constants.append(name)
+            return float(name)
+
+        try:
+            data = json.loads(text, parse_constant=constant)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+        request = parser_context.get("request")
+        if request is not None and not constants:
+            request.json_text = text
+        return data
 
 
 class SampleSerializer(serializers.ModelSerializer):
@@ -278,7 +303,8 @@ class SampleList(APIView):
         if isinstance(entries, list) and len(entries) > limit:
             raise ValidationError({"samples": [f"{len(entries)} entries; at most {limit} per request"]})
         try:
-            result = services.register_samples(dataset, entries, overwrite=overwrite, creator=request.user)
+            result = services.register_samples(dataset, entries, overwrite=overwrite, creator=request.user,
+                                               source_json=getattr(request, "json_text", None))
         except services.InvalidEntries as exc:
             raise ValidationError({"samples": exc.errors}) from None
         return Response(
