@@ -402,7 +402,8 @@ def _insert_new(dataset: Dataset, rows: list[dict], ids: list[str], source_json:
     and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped.
     """
     if connection.vendor != "postgresql":
-        return _insert_new_orm(dataset, rows, ids, creator, replace_existing)
+        with transaction.atomic():
+            return _insert_new_orm(dataset, rows, ids, creator, replace_existing)
     if source_json is None:
         source_json = json.dumps({"samples": rows}, separators=(",", ":"))
     params = {"body": source_json, "ids": "\x1f".join(ids), "dataset": dataset.pk, "initial": INITIAL_TAG}
