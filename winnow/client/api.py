@@ -392,6 +392,8 @@ class Client:
 
         def send(batch: list, first: int) -> None:
             try:
+                if failures:  # queued behind a batch that failed: not sent
+                    return
                 body = self._post_registration(url, batch, overwrite, first)
                 with lock:
                     done["created"] += body.get("created", 0)
