@@ -133,6 +133,10 @@ def validate_file_name(name: str) -> str:
     if (isinstance(name, str) and len(name) <= MAX_FILE_NAME_LENGTH and _PLAIN_NAME.fullmatch(name)
             and not _ODD_SEGMENT.search(name) and not _DRIVE.match(name)):
         return name  # the common case, in three C-speed scans
+    return _validate_file_name_fully(name)
+
+
+def _validate_file_name_fully(name) -> str:
     if not isinstance(name, str):
         raise ValueError("file name must be a string")
     if not name.strip():
