@@ -406,3 +406,10 @@ def test_initial_tag_is_every_sample_however_it_is_loaded(dataset):
     assert deferred.count == 17 and bytes(deferred.bitmask) == every  # loaded on access
     assert Tag.objects.filter(pk=tag_id).values_list("count", flat=True).get() == 17
     assert list(Tag.objects.get(pk=tag_id).indices()) == list(range(17))
+
+
+def test_a_sample_of_a_later_batch_is_in_initial_tag(dataset, editor_api, viewer_api):
+    register(editor_api, dataset, [{"file_name": "a.jpg"}])
+    later = register(editor_api, dataset, [{"file_name": f"{i}.jpg"} for i in range(20)]).json()["ids"][-1]
+    tags = viewer_api.get(f"/api/v1/datasets/{dataset.id}/samples/{later}/tags").json()
+    assert [(t["name"], t["count"]) for t in tags] == [("initial-tag", 21)]
