@@ -75,7 +75,9 @@ class Membership(models.Model):
 
 class Sample(models.Model):
     id = PublicIdField()
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="samples")
+    # No index of its own: the unique (dataset, idx) and (dataset, file_name) indexes start with it, and
+    # every index is maintained by each registration.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="samples", db_index=False)
     idx = models.PositiveIntegerField()
     file_name = models.CharField(max_length=1024)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -107,8 +109,19 @@ class TagOrigin(models.TextChoices):
     ARITHMETIC = "arithmetic", "Arithmetic"
 
 
+# The tag that holds every sample. Its bits are all ones over idx 0..next_idx-1 (idx is dense and samples
+# are never deleted), so registration keeps only its `count` up to date and it is materialised on load.
+INITIAL_TAG = "initial-tag"
+
+
 class Tag(models.Model):
-    """An immutable snapshot of a set of samples, kept as a bitmask over sample idx (bit i = idx i)."""
+    """An immutable snapshot of a set of samples, kept as a bitmask over sample idx (bit i = idx i).
+
+    `initial-tag` is the exception: it grows with every registration. Its stored bitmask is not rewritten
+    per batch (that would be O(N) per batch); an instance loaded through the ORM carries the bitmask and
+    count of every sample at the time of loading (see `from_db`). Read it through the model, never as a
+    raw column.
+    """
 
     id = PublicIdField()
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="tags")
@@ -128,6 +141,29 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        tag = super().from_db(db, field_names, values)
+        deferred = tag.get_deferred_fields()
+        if "bitmask" in deferred and "count" in deferred:
+            return tag
+        if "name" in deferred:  # e.g. .only("id", "bitmask"): ask which tag this is
+            row = cls._base_manager.using(db).filter(pk=tag.pk).values_list("name", "dataset__next_idx").first()
+            if row is None or row[0] != INITIAL_TAG:
+                return tag
+            size = row[1]
+        elif tag.name != INITIAL_TAG:
+            return tag
+        else:
+            size = cls._base_manager.using(db).filter(pk=tag.pk).values_list("dataset__next_idx", flat=True).first()
+        if size is not None:
+            tag.__dict__["count"] = size
+            if "bitmask" not in deferred:
+                from curation.bitmask import ones
+
+                tag.__dict__["bitmask"] = ones(size)
+        return tag
 
     def indices(self) -> np.ndarray:
         """The sample idx values in this tag, ascending."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import time
 import unicodedata
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 
-from curation import bitmask, storage
-from curation.models import Dataset, Membership, Role, Sample, Tag, TagOrigin
-from curation.tagging import INITIAL_TAG
+from curation import storage, tagging
+from curation.metadata import MAX_VALUE_DEPTH, bad_value
+from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
 
 MAX_FILE_NAME_LENGTH = 1024
 MAX_DATASET_NAME_LENGTH = 200
@@ -108,14 +110,33 @@ def remove_member(dataset: Dataset, membership: Membership) -> None:
 
 
 # --- ingestion -----------------------------------------------------------------------------------------
+#
+# Registration is built for many parallel batches into one dataset: every row is checked and serialised
+# before any lock is taken; the dataset's row lock is held only for one INSERT ... SELECT that numbers the
+# new rows (idx = next_idx + their rank) and the bump of next_idx, until the commit. Nothing in a batch
+# costs O(N): `initial-tag` (every sample) only has its count set, its bits are all ones over next_idx.
+
+# Names that need no further look: no control character (Unicode Cc is exactly these), no lone surrogate,
+# no backslash, non-empty segments; `.`/`..`/blank segments and drive letters are checked apart.
+_PLAIN_NAME = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff\\/]+(?:/[^\x00-\x1f\x7f-\x9f\ud800-\udfff\\/]+)*")
+_ODD_SEGMENT = re.compile(r"(?:^|/)(?:\.{1,2}|\s+)(?:/|$)")
+
 
 def validate_file_name(name: str) -> str:
     """The normalised relative path of a sample (forward slashes), or ValueError(reason).
 
     A backslash counts as a path separator (Windows clients send `a\\b.jpg`) and becomes `/`. Rejected:
     empty names, absolute paths (`/x`, `C:\\x`, `\\\\server\\x`), `.` and `..` segments, empty segments
-    (`a//b`, a trailing `/`), control characters and names longer than 1024 characters.
+    (`a//b`, a trailing `/`), control characters, text that is not valid Unicode and names longer than
+    1024 characters.
     """
+    if (isinstance(name, str) and len(name) <= MAX_FILE_NAME_LENGTH and _PLAIN_NAME.fullmatch(name)
+            and not _ODD_SEGMENT.search(name) and not _DRIVE.match(name)):
+        return name  # the common case, in three C-speed scans
+    return _validate_file_name_fully(name)
+
+
+def _validate_file_name_fully(name) -> str:
     if not isinstance(name, str):
         raise ValueError("file name must be a string")
     if not name.strip():
@@ -125,6 +146,8 @@ def validate_file_name(name: str) -> str:
     bad = next((ch for ch in name if unicodedata.category(ch) == "Cc"), None)
     if bad is not None:
         raise ValueError(f"file name contains the control character {bad!r}")
+    if any("\ud800" <= ch <= "\udfff" for ch in name):
+        raise ValueError("file name is not valid Unicode text (it holds a lone surrogate)")
     normal = name.replace("\\", "/")
     if normal.startswith("/") or _DRIVE.match(normal):
         raise ValueError("file name is an absolute path; give a path relative to the dataset's root")
@@ -140,8 +163,6 @@ def validate_file_name(name: str) -> str:
 
 def validate_metadata(value) -> dict:
     """The metadata object itself, or ValueError naming the key at fault (NaN, Infinity, odd types, too big)."""
-    from curation.metadata import bad_value
-
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -149,10 +170,28 @@ def validate_metadata(value) -> dict:
     problem = bad_value(value)
     if problem:
         raise ValueError(f"metadata.{problem}")
-    size = len(json.dumps(value, separators=(",", ":")))
-    if size > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample")
+    text = json.dumps(value, separators=(",", ":"))
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {len(text)} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample")
+    if "\\ud" in text:  # astral characters are escaped as surrogate pairs: only a lone one is an error
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("metadata holds text that is not valid Unicode (a lone surrogate)") from None
     return value
+
+
+def _metadata_plainly_fine(value) -> bool:
+    """True when metadata parsed from strict JSON certainly passes validate_metadata; False: ask it.
+
+    The caller has ruled out NaN, Infinity, NUL, lone surrogates and numbers that overflow on the JSON
+    text. What is left is depth and size, bounded from the value's repr (one C call): no JSON form is
+    more than 12 characters per repr character, and no value is nested deeper than its brackets count.
+    """
+    if type(value) is not dict:
+        return False
+    text = repr(value)
+    return 12 * len(text) <= MAX_METADATA_BYTES and text.count("{") + text.count("[") <= MAX_VALUE_DEPTH
 
 
 def _json_kind(value) -> str:
@@ -181,15 +220,8 @@ class AddResult:
     initial_tag: Tag | None = None
 
 
-def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, creator=None) -> AddResult:
-    """Add samples to `dataset` in one transaction; a file name already present is skipped (or replaced).
-
-    Each row holds Sample field values already validated by the caller: `file_name` (required), and
-    optionally `id`, `width`, `height`, `size_bytes`, `format`, `sha256`, `original_key`,
-    `thumbnail_key`, `metadata`. New samples get the next dense idx values (never reused) and join the
-    tag `initial-tag`, which holds every sample. ValueError when a file name is invalid or
-    appears twice in `rows`: nothing is written then.
-    """
+def _check_rows(rows: list[dict]) -> list[str]:
+    """The rows' normalised file names; ValueError for a bad name, a name twice, or an unknown field."""
     names = [validate_file_name(row.get("file_name")) for row in rows]
     seen: dict[str, int] = {}
     twice = []
@@ -202,78 +234,71 @@ def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, 
     unknown = {key for row in rows for key in row} - {"file_name", "id", *SAMPLE_FIELDS}
     if unknown:
         raise ValueError(f"unknown sample fields: {', '.join(sorted(unknown))}")
+    return names
 
+
+def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, creator=None) -> AddResult:
+    """Add samples to `dataset` in one transaction; a file name already present is skipped (or replaced).
+
+    Each row holds Sample field values already validated by the caller: `file_name` (required), and
+    optionally `id`, `width`, `height`, `size_bytes`, `format`, `sha256`, `original_key`,
+    `thumbnail_key`, `metadata`. New samples get the next dense idx values (never reused) and join the
+    tag `initial-tag`, which holds every sample. ValueError when a file name is invalid or
+    appears twice in `rows`: nothing is written then. Parallel calls into one dataset wait for each
+    other only while the new rows are inserted (see _insert_new).
+    """
+    names = _check_rows(rows)
+    rows = [{**row, "file_name": name} for name, row in zip(names, rows)]
     result = AddResult()
     with transaction.atomic():
-        # The row lock serialises uploads into one dataset: idx allocation and the "already present"
-        # check below cannot race with another upload.
-        locked = Dataset.objects.select_for_update().only("id", "next_idx").get(pk=dataset.pk)
-        existing = _existing_by_name(locked, names)
-        start = locked.next_idx
-        new_rows, updates = [], []
-        for name, row in zip(names, rows):
-            old = existing.get(name)
-            if old is None:
-                new_rows.append((name, row))
-            elif overwrite:
-                updates.append((old, row))
-            else:
-                result.skipped.append(name)
-                result.skipped_ids.append(old.id)
-
-        created = []
-        for offset, (name, row) in enumerate(new_rows):
-            values = {key: row[key] for key in SAMPLE_FIELDS if key in row and row[key] is not None}
-            if row.get("id"):
-                values["id"] = row["id"]
-            created.append(Sample(dataset_id=locked.pk, idx=start + offset, file_name=name, **values))
-        if created:
-            Sample.objects.bulk_create(created, batch_size=2000)
-            Dataset.objects.filter(pk=locked.pk).update(next_idx=start + len(created))
-            dataset.next_idx = start + len(created)
-        result.created = created
-
-        # Rows grouped by the fields they set: bulk_update writes only those, never a field left unloaded.
-        by_fields: dict[tuple, list[Sample]] = {}
-        for old, row in updates:
-            for key in ("original_key", "thumbnail_key"):
-                old_key = getattr(old, key)
-                if old_key and row.get(key, old_key) != old_key:
-                    result.replaced_old_keys.append(old_key)
-            fields = tuple(key for key in SAMPLE_FIELDS if key in row)
-            for key in fields:
-                setattr(old, key, _NOT_NULL.get(key) if row[key] is None else row[key])
-            by_fields.setdefault(fields, []).append(old)
-            result.replaced.append(old)
-        for fields, samples in by_fields.items():
-            if fields:
-                Sample.objects.bulk_update(samples, list(fields), batch_size=2000)
-
-        if created:
-            result.initial_tag = _extend_initial_tag(locked, start, len(created), creator)
+        present = _existing_by_name(dataset, names) if overwrite else {}
+        if present:
+            _replace([(present[row["file_name"]], row) for row in rows if row["file_name"] in present], result)
+        todo = [row for row in rows if row["file_name"] not in present]
+        if not todo:
+            return result
+        ids = [row.get("id") or new_public_id() for row in todo]
+        inserted = _insert_new(dataset, todo, ids, None, creator)
+        lost = [todo[pos] for pos in inserted.existing]  # registered by a parallel upload meanwhile
+        if lost and overwrite:
+            now_present = _existing_by_name(dataset, [row["file_name"] for row in lost])
+            _replace([(now_present[row["file_name"]], row) for row in lost], result)
+        elif lost:
+            result.skipped = [row["file_name"] for row in lost]
+            result.skipped_ids = list(inserted.existing.values())
+        offset = 0
+        for pos, (row, sample_id) in enumerate(zip(todo, ids)):
+            if pos in inserted.existing:
+                continue
+            values = {key: row[key] for key in SAMPLE_FIELDS if row.get(key) is not None}
+            sample = Sample(id=sample_id, dataset_id=dataset.pk, idx=inserted.start + offset,
+                            file_name=row["file_name"], **values)
+            sample._state.adding, sample._state.db = False, "default"
+            result.created.append(sample)
+            offset += 1
+        dataset.next_idx = inserted.next_idx
+        if result.created:
+            result.initial_tag = Tag.objects.filter(dataset_id=dataset.pk, name=INITIAL_TAG).first()
     return result
 
 
-def _extend_initial_tag(dataset: Dataset, start: int, added: int, creator) -> Tag:
-    """`initial-tag` holds every sample, as Lightly's does: new samples (idx start..start+added-1) join it.
-
-    The one tag that is not a frozen snapshot: a client that uploads in many batches, and Lightly's
-    client (which derives its bitmasks from it), both need it to cover the whole dataset.
-    """
-    new = bitmask.from_indices(range(start, start + added))
-    tag = Tag.objects.select_for_update().filter(dataset_id=dataset.pk, name=INITIAL_TAG).first()
-    if tag is None:
-        # Samples from before the tag existed (idx < start) belong in it too.
-        earlier = Sample.objects.filter(dataset_id=dataset.pk, idx__lt=start).values_list("idx", flat=True)
-        mask = bitmask.union(bitmask.from_indices(list(earlier)), new)
-        return Tag.objects.create(
-            dataset_id=dataset.pk, name=INITIAL_TAG, bitmask=mask, count=bitmask.count(mask),
-            origin=TagOrigin.UPLOAD, origin_detail={}, creator=creator,
-        )
-    tag.bitmask = bitmask.union(bytes(tag.bitmask), new)
-    tag.count = bitmask.count(tag.bitmask)
-    tag.save(update_fields=["bitmask", "count"])
-    return tag
+def _replace(pairs: list[tuple[Sample, dict]], result: AddResult) -> None:
+    """Update existing samples in place with the fields each row sets (overwrite=True)."""
+    # Rows grouped by the fields they set: bulk_update writes only those, never a field left unloaded.
+    by_fields: dict[tuple, list[Sample]] = {}
+    for old, row in pairs:
+        for key in ("original_key", "thumbnail_key"):
+            old_key = getattr(old, key)
+            if old_key and row.get(key, old_key) != old_key:
+                result.replaced_old_keys.append(old_key)
+        fields = tuple(key for key in SAMPLE_FIELDS if key in row)
+        for key in fields:
+            setattr(old, key, _NOT_NULL.get(key) if row[key] is None else row[key])
+        by_fields.setdefault(fields, []).append(old)
+        result.replaced.append(old)
+    for fields, samples in by_fields.items():
+        if fields:
+            Sample.objects.bulk_update(samples, list(fields), batch_size=2000)
 
 
 # Model fields that take "" or {} rather than NULL when a row says None.
@@ -294,9 +319,153 @@ def _existing_by_name(dataset: Dataset, names: list[str]) -> dict[str, Sample]:
     return found
 
 
+@dataclass
+class _Inserted:
+    start: int  # idx of the first new sample
+    next_idx: int  # the dataset's next_idx after the insert
+    existing: dict[int, str]  # position in the rows -> id of the sample already holding that file name
+
+
+# A per-connection temporary table that holds one batch, typed and checked against the dataset's file
+# names, before the dataset's lock is taken. Emptied at every commit.
+_STAGE_SQL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS winnow_sample_stage (
+    o int PRIMARY KEY, id varchar(24) NOT NULL, file_name varchar(1024) NOT NULL, width int, height int,
+    size_bytes bigint, format varchar(16) NOT NULL, sha256 varchar(64) NOT NULL, original_key varchar(1200) NOT NULL,
+    thumbnail_key varchar(1200) NOT NULL, metadata jsonb NOT NULL, existing varchar(24)
+) ON COMMIT DELETE ROWS;
+DELETE FROM winnow_sample_stage;
+INSERT INTO winnow_sample_stage
+SELECT e.o - 1, (string_to_array(%(ids)s, chr(31)))[e.o], e.name, (e.v->>'width')::int, (e.v->>'height')::int,
+       (e.v->>'size_bytes')::bigint, coalesce(e.v->>'format', ''), coalesce(e.v->>'sha256', ''),
+       coalesce(e.v->>'original_key', ''), coalesce(e.v->>'thumbnail_key', ''),
+       CASE jsonb_typeof(e.v->'metadata') WHEN 'object' THEN e.v->'metadata' ELSE '{{}}'::jsonb END,
+       (SELECT p.id FROM {sample} AS p WHERE p.dataset_id = %(dataset)s AND p.file_name = e.name)
+FROM (
+    SELECT v, o, replace(v->>'file_name', '\\', '/') AS name
+    FROM jsonb_array_elements(%(body)s::jsonb -> 'samples') WITH ORDINALITY AS a(v, o)
+) AS e;
+"""
+
+# Under the dataset's row lock, held to the commit: the names staged as new go in with idx = next_idx +
+# their rank, next_idx moves on and initial-tag's count follows, in one statement. {recheck} marks names
+# that a parallel batch registered since they were staged (only after a conflict: see _insert_new), and
+# {replace} overwrites the samples already present with the staged values (overwrite=True).
+_INSERT_SQL = """
+SELECT 1 FROM {dataset} WHERE id = %(dataset)s FOR UPDATE;
+{recheck}
+{replace}
+WITH base AS (
+    SELECT next_idx FROM {dataset} WHERE id = %(dataset)s
+), ins AS (
+    INSERT INTO {sample} (id, dataset_id, idx, file_name, width, height, size_bytes, format, sha256, original_key,
+                          thumbnail_key, metadata, created_at)
+    SELECT st.id, %(dataset)s, base.next_idx + row_number() OVER (ORDER BY st.o) - 1, st.file_name, st.width,
+           st.height, st.size_bytes, st.format, st.sha256, st.original_key, st.thumbnail_key, st.metadata, now()
+    FROM winnow_sample_stage AS st, base
+    WHERE st.existing IS NULL
+    RETURNING 1
+), bump AS (
+    UPDATE {dataset} SET next_idx = next_idx + (SELECT count(*) FROM ins) WHERE id = %(dataset)s
+    RETURNING next_idx
+), tag AS (
+    UPDATE {tag} SET count = (SELECT next_idx FROM bump) WHERE dataset_id = %(dataset)s AND name = %(initial)s
+    RETURNING 1
+)
+SELECT (SELECT next_idx FROM base), (SELECT next_idx FROM bump), (SELECT count(*) FROM tag),
+       ARRAY(SELECT o FROM winnow_sample_stage WHERE existing IS NOT NULL ORDER BY o),
+       ARRAY(SELECT existing FROM winnow_sample_stage WHERE existing IS NOT NULL ORDER BY o);
+"""
+_RECHECK_SQL = """
+UPDATE winnow_sample_stage AS st SET existing = p.id FROM {sample} AS p
+WHERE st.existing IS NULL AND p.dataset_id = %(dataset)s AND p.file_name = st.file_name;
+"""
+# JSON registration with overwrite: what an entry gives replaces the sample's size and metadata.
+_REPLACE_SQL = """
+UPDATE {sample} AS p SET width = st.width, height = st.height, size_bytes = st.size_bytes, metadata = st.metadata
+FROM winnow_sample_stage AS st WHERE p.id = st.existing;
+"""
+
+
+def _sql(template: str, **parts: str) -> str:
+    return template.format(sample=Sample._meta.db_table, dataset=Dataset._meta.db_table, tag=Tag._meta.db_table,
+                           **parts)
+
+
+def _insert_new(dataset: Dataset, rows: list[dict], ids: list[str], source_json: str | None, creator, *,
+                replace_existing: bool = False) -> _Inserted:
+    """Insert the rows whose file name the dataset does not hold yet, numbered with the next dense idx values.
+
+    `rows` hold normalised, checked values; `ids` the new samples' ids. `source_json`, when given, is JSON
+    text whose `samples` are the rows (file names may still hold backslashes), handed to PostgreSQL as
+    it is instead of serialising the rows again. `replace_existing` overwrites the width, height, size
+    and metadata of samples already present (JSON registration with overwrite).
+
+    On PostgreSQL the batch is staged and compared with the dataset's file names first; then the
+    dataset's row lock is taken and held to the commit for one statement that inserts, moves next_idx
+    and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped.
+    """
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            return _insert_new_orm(dataset, rows, ids, creator, replace_existing)
+    if source_json is None:
+        source_json = json.dumps({"samples": rows}, separators=(",", ":"))
+    params = {"body": source_json, "ids": "\x1f".join(ids), "dataset": dataset.pk, "initial": INITIAL_TAG}
+    replace = _sql(_REPLACE_SQL) if replace_existing else ""
+    for recheck in ("", _sql(_RECHECK_SQL)):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_sql(_STAGE_SQL), params)
+                cursor.execute(_sql(_INSERT_SQL, recheck=recheck, replace=replace), params)
+                start, next_idx, tagged, positions, existing_ids = cursor.fetchone()
+                if not tagged and next_idx > 0:
+                    tagging.create_initial_tag(dataset.pk, next_idx, creator)
+                return _Inserted(start=start, next_idx=next_idx, existing=dict(zip(positions, existing_ids)))
+        except IntegrityError as exc:
+            # A parallel batch registered one of these names between staging and the lock: look again
+            # under the lock this time (rare, so the common path does not look twice).
+            cause = getattr(exc.__cause__, "diag", None)
+            if recheck or cause is None or cause.constraint_name != "sample_unique_file_name":
+                raise
+    raise AssertionError("unreachable")
+
+
+def _insert_new_orm(dataset: Dataset, rows: list[dict], ids: list[str], creator, replace_existing: bool) -> _Inserted:
+    """_insert_new for SQLite (the embedded default), through the ORM; SQLite runs one writer at a time."""
+    locked = Dataset.objects.select_for_update().only("id", "next_idx").get(pk=dataset.pk)
+    names = [row["file_name"] for row in rows]
+    present: dict[str, str] = {}
+    for start in range(0, len(names), 500):
+        chunk = names[start:start + 500]
+        present.update(Sample.objects.filter(dataset_id=dataset.pk, file_name__in=chunk).values_list("file_name", "id"))
+    existing, created = {}, []
+    for pos, row in enumerate(rows):
+        if row["file_name"] in present:
+            existing[pos] = present[row["file_name"]]
+            continue
+        values = {key: row[key] for key in SAMPLE_FIELDS if row.get(key) is not None}
+        created.append(Sample(id=ids[pos], dataset_id=dataset.pk, idx=locked.next_idx + len(created),
+                              file_name=row["file_name"], **values))
+    next_idx = locked.next_idx + len(created)
+    if created:
+        Sample.objects.bulk_create(created, batch_size=500)
+        Dataset.objects.filter(pk=dataset.pk).update(next_idx=next_idx)
+        tagging.set_initial_tag_count(dataset.pk, next_idx, creator)
+    if existing and replace_existing:
+        samples = Sample.objects.filter(pk__in=list(existing.values())).only("id")
+        by_id = {sample.id: sample for sample in samples}
+        for pos, sample_id in existing.items():
+            sample = by_id[sample_id]
+            for key in ("width", "height", "size_bytes", "metadata"):
+                setattr(sample, key, rows[pos].get(key) if key != "metadata" else rows[pos].get(key) or {})
+        Sample.objects.bulk_update(by_id.values(), ["width", "height", "size_bytes", "metadata"], batch_size=500)
+    return _Inserted(start=locked.next_idx, next_idx=next_idx, existing=existing)
+
+
 # --- JSON registration (samples without pixels) ----------------------------------------------------------
 
 ENTRY_FIELDS = ("file_name", "width", "height", "size_bytes", "metadata")
+_ENTRY_FIELD_SET = frozenset(ENTRY_FIELDS)
 MAX_REPORTED_ERRORS = 50
 _MAX_INT = 2**31 - 1
 _MAX_BIGINT = 2**63 - 1
@@ -314,46 +483,58 @@ def _int_or_none(entry: dict, key: str, low: int, high: int):
     value = entry.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{key} must be an integer, not {_json_kind(value)}")
+    if type(value) is not int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{key} must be an integer, not {_json_kind(value)}")
     if not low <= value <= high:
         raise ValueError(f"{key} must be between {low} and {high} (got {value})")
     return value
 
 
-def clean_sample_entries(entries) -> list[dict]:
-    """Rows for add_samples from JSON entries {file_name, width?, height?, size_bytes?, metadata?}.
+# In JSON text that strict parsing accepts: escapes a value must not hold (NUL) or PostgreSQL refuses
+# alone (a surrogate half), and numbers that may overflow to infinity. Any of them sends every entry's
+# metadata through validate_metadata.
+_RISKY_JSON = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[\d.][eE][+-]?\d{3}|\d{300}")
 
-    Checks every entry before returning; raises InvalidEntries naming each bad entry by index and file name.
+
+def _clean_entries(entries, source_json: str | None = None) -> list[dict]:
+    """Rows for _insert_new from JSON entries; InvalidEntries naming each bad entry.
+
+    With `source_json` (the strict JSON text the entries were parsed from, without NaN or Infinity),
+    metadata is checked by one walk (_metadata_fits); without it, by validate_metadata.
     """
     if not isinstance(entries, list):
         raise InvalidEntries([f"samples must be a list of objects, not {_json_kind(entries)}"])
+    quick = source_json is not None and not _RISKY_JSON.search(source_json)
     rows, errors, first_seen = [], [], {}
     for i, entry in enumerate(entries):
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
-        if not isinstance(entry, dict):
+        if type(entry) is not dict:
             errors.append(f"entry {i}: must be an object with file_name, not {_json_kind(entry)}")
             continue
         raw_name = entry.get("file_name")
-        label = f"entry {i}" + (f" (file_name {raw_name[:200]!r})" if isinstance(raw_name, str) else "")
         try:
-            unknown = sorted(set(entry) - set(ENTRY_FIELDS))
-            if unknown:
+            if not _ENTRY_FIELD_SET.issuperset(entry):
+                unknown = sorted(set(entry) - _ENTRY_FIELD_SET)
                 raise ValueError(f"unknown field {unknown[0]!r}; an entry has {', '.join(ENTRY_FIELDS)}")
             if raw_name is None:
                 raise ValueError("file_name is required")
             name = validate_file_name(raw_name)
             if name in first_seen:
                 raise ValueError(f"the same file name as entry {first_seen[name]}")
+            meta = entry.get("metadata")
+            if meta is not None and not (quick and _metadata_plainly_fine(meta)):
+                meta = validate_metadata(meta)
             row = {
                 "file_name": name,
                 "width": _int_or_none(entry, "width", 1, _MAX_INT),
                 "height": _int_or_none(entry, "height", 1, _MAX_INT),
                 "size_bytes": _int_or_none(entry, "size_bytes", 0, _MAX_BIGINT),
-                "metadata": validate_metadata(entry.get("metadata")),
+                "metadata": meta if meta is not None else {},
             }
         except ValueError as exc:
+            label = f"entry {i}" + (f" (file_name {raw_name[:200]!r})" if isinstance(raw_name, str) else "")
             errors.append(f"{label}: {exc}")
             continue
         first_seen[name] = i
@@ -361,3 +542,57 @@ def clean_sample_entries(entries) -> list[dict]:
     if errors:
         raise InvalidEntries(errors)
     return rows
+
+
+def clean_sample_entries(entries) -> list[dict]:
+    """Rows for add_samples from JSON entries {file_name, width?, height?, size_bytes?, metadata?}.
+
+    Checks every entry before returning; raises InvalidEntries naming each bad entry by index and file name.
+    """
+    return _clean_entries(entries)
+
+
+@dataclass
+class Registration:
+    created: int = 0
+    replaced: int = 0
+    skipped: list[str] = field(default_factory=list)  # file names already present (overwrite=False)
+    ids: list[str] = field(default_factory=list)  # the sample id of every entry, in the entries' order
+
+
+def register_samples(dataset: Dataset, entries, *, overwrite: bool = False, creator=None,
+                     source_json: str | None = None) -> Registration:
+    """Register JSON entries {file_name, width?, height?, size_bytes?, metadata?} in one transaction.
+
+    Every entry is checked first (InvalidEntries names each bad one; nothing is written then). A file
+    name already in the dataset is skipped, or with `overwrite` has its width, height, size and
+    metadata replaced in place (id and idx stay). `source_json` is the strict JSON text (no NaN or
+    Infinity) the entries were parsed from, an object whose `samples` they are: PostgreSQL reads the
+    values from it, so they are not serialised again. Work is O(len(entries)), whatever the dataset's size.
+    """
+    rows = _clean_entries(entries, source_json)
+    if source_json is not None and len(rows) != len(entries):
+        raise AssertionError("source_json must be the text the entries were parsed from")
+    ids = _new_ids(len(rows))
+    inserted = _insert_new(dataset, rows, ids, source_json, creator, replace_existing=overwrite)
+    for pos, sample_id in inserted.existing.items():
+        ids[pos] = sample_id
+    dataset.next_idx = inserted.next_idx
+    positions = sorted(inserted.existing)
+    return Registration(
+        created=len(rows) - len(positions),
+        replaced=len(positions) if overwrite else 0,
+        skipped=[] if overwrite else [rows[pos]["file_name"] for pos in positions],
+        ids=ids,
+    )
+
+
+def _new_ids(n: int) -> list[str]:
+    """n new sample ids: 24 hex characters, the seconds since 1970 then 64 random bits, as MongoDB's.
+
+    The time first keeps a registration's primary-key inserts at the right edge of the index instead
+    of at random pages all over it (which gets slower as the dataset grows).
+    """
+    head = f"{int(time.time()) & 0xFFFFFFFF:08x}"
+    text = secrets.token_hex(8 * n)
+    return [head + text[i:i + 16] for i in range(0, 16 * n, 16)]

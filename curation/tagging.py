@@ -24,9 +24,7 @@ from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, signing
 from curation.metadata import bad_value, flatten, get_path
-from curation.models import Dataset, Sample, Tag, TagOrigin, UploadMode
-
-INITIAL_TAG = "initial-tag"
+from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
 NAME_MAX = 200
 LOOKUP_BATCH = 5000
 EXPORT_BATCH = 5000
@@ -248,6 +246,26 @@ def tag_from_run(dataset: Dataset, run, top_k, name: str, creator=None, *, paren
         origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy, "top_k": top_k},
         parent=parent, creator=creator,
     )
+
+
+# --- initial-tag -----------------------------------------------------------------------------------
+
+def create_initial_tag(dataset_id: str, size: int, creator=None) -> Tag:
+    """`initial-tag` over idx 0..size-1, made by a dataset's first registration (under its row lock)."""
+    return Tag.objects.create(
+        dataset_id=dataset_id, name=INITIAL_TAG, bitmask=bitmask.ones(size), count=size,
+        origin=TagOrigin.UPLOAD, origin_detail={}, creator=creator,
+    )
+
+
+def set_initial_tag_count(dataset_id: str, size: int, creator=None) -> None:
+    """Registration moved next_idx to `size`: initial-tag (every sample) now counts `size` samples.
+
+    O(1): the stored bits are not rewritten; Tag.from_db gives initial-tag every sample's bits when it
+    is loaded. Call under the dataset's row lock, after the samples are inserted.
+    """
+    if not Tag.objects.filter(dataset_id=dataset_id, name=INITIAL_TAG).update(count=size):
+        create_initial_tag(dataset_id, size, creator)
 
 
 def delete_tag(tag: Tag) -> None:

@@ -54,6 +54,19 @@ def test_server_on_embedded_default(tmp_path):
         listed = requests.get(f"{base}/api/v1/datasets", headers=auth, timeout=10).json()
         names = [d["name"] for d in (listed["results"] if isinstance(listed, dict) else listed)]
         assert names == ["smoke"]
+        # Registration on SQLite: dense idx, skips what is there, initial-tag over every sample.
+        samples = f"{base}/api/v1/datasets/{created.json()['id']}/samples"
+        first = requests.post(samples, json={"samples": [{"file_name": "a.jpg", "metadata": {"k": 1}},
+                                                         {"file_name": "b.jpg"}]}, headers=auth, timeout=10)
+        again = requests.post(samples, json={"samples": [{"file_name": "b.jpg"}, {"file_name": "c\\d.jpg"}]},
+                              headers=auth, timeout=10)
+        assert (first.status_code, first.json()["created"]) == (201, 2), first.text
+        assert (again.json()["created"], again.json()["skipped"]) == (1, ["b.jpg"]), again.text
+        rows = requests.get(samples, headers=auth, timeout=10).json()["results"]
+        assert [(r["idx"], r["file_name"]) for r in rows] == [(0, "a.jpg"), (1, "b.jpg"), (2, "c/d.jpg")]
+        tags = requests.get(f"{base}/api/v1/datasets/{created.json()['id']}/tags", headers=auth, timeout=10).json()
+        tags = tags["results"] if isinstance(tags, dict) else tags
+        assert [(t["name"], t["count"]) for t in tags] == [("initial-tag", 3)]
         assert requests.get(f"{base}/api/v1/datasets", timeout=10).status_code == 401
     finally:
         server.terminate()

@@ -560,10 +560,11 @@ class SampleTags(APIView):
         byte, bit = divmod(idx, 8)
         found = []
         # One pass over the dataset's bitmasks: each is next_idx / 8 bytes.
-        for tag_id, name, count, mask in Tag.objects.filter(dataset=dataset).values_list("id", "name", "count", "bitmask"):
-            mask = bytes(mask)
+        # Model instances, not values_list: initial-tag's bits are materialised on load (Tag.from_db).
+        for tag in Tag.objects.filter(dataset=dataset).only("id", "name", "count", "bitmask"):
+            mask = bytes(tag.bitmask)
             if byte < len(mask) and mask[byte] >> bit & 1:
-                found.append({"id": tag_id, "name": name, "count": count})
+                found.append({"id": tag.id, "name": tag.name, "count": tag.count})
         return Response(found)
 
 

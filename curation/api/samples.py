@@ -21,7 +21,7 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,9 +36,34 @@ LIST_PARAMS = {"tag", "file_name", "where", "conditions", "sort", "limit", "curs
 
 
 class LenientJSONParser(JSONParser):
-    """Parses NaN and Infinity, so that the validation can name the entry and key holding one."""
+    """Parses NaN and Infinity, so that the validation can name the entry and key holding one.
+
+    When the body is strict JSON (no NaN or Infinity), its text is kept as `request.json_text`:
+    registration hands it to PostgreSQL as it is instead of serialising the entries again.
+    """
 
     strict = False
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        try:
+            text = stream.read().decode(parser_context.get("encoding") or settings.DEFAULT_CHARSET)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"JSON parse error - the body is not UTF-8 text: {exc}") from None
+        constants = []
+
+        def constant(name: str) -> float:
+            constants.append(name)
+            return float(name)
+
+        try:
+            data = json.loads(text, parse_constant=constant)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+        request = parser_context.get("request")
+        if request is not None and not constants:
+            request.json_text = text
+        return data
 
 
 class SampleSerializer(serializers.ModelSerializer):
@@ -196,11 +221,17 @@ RegisterRequest = inline_serializer("SampleRegistration", {
         "size_bytes": serializers.IntegerField(required=False, allow_null=True),
         "metadata": serializers.DictField(required=False),
     }, many=True),
+    "overwrite": serializers.BooleanField(
+        required=False, default=False,
+        help_text="Replace width, height, size_bytes and metadata of file names already present (id and idx "
+                  "stay); else they are skipped.",
+    ),
 })
 
 RegisterResponse = inline_serializer("SampleRegistrationResult", {
     "created": serializers.IntegerField(),
-    "skipped": serializers.ListField(child=serializers.CharField()),
+    "replaced": serializers.IntegerField(help_text="Samples already present and replaced (overwrite=true)."),
+    "skipped": serializers.ListField(child=serializers.CharField(), help_text="File names already present."),
     "ids": serializers.ListField(child=serializers.CharField(), help_text="Sample ids in the order of the entries."),
 })
 
@@ -259,9 +290,12 @@ class SampleList(APIView):
         body = request.data
         if not isinstance(body, dict) or "samples" not in body:
             raise ValidationError({"samples": ['is required: send {"samples": [{"file_name": ...}, ...]}']})
-        unknown = sorted(set(body) - {"samples"})
+        unknown = sorted(set(body) - {"samples", "overwrite"})
         if unknown:
-            raise ValidationError({unknown[0]: ["unknown field; the body has only samples"]})
+            raise ValidationError({unknown[0]: ["unknown field; the body has samples and overwrite"]})
+        overwrite = body.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise ValidationError({"overwrite": [f"must be true or false, not {overwrite!r}"]})
         entries = body["samples"]
         if isinstance(entries, list) and not entries:
             raise ValidationError({"samples": ["is empty; give at least one sample"]})
@@ -269,17 +303,13 @@ class SampleList(APIView):
         if isinstance(entries, list) and len(entries) > limit:
             raise ValidationError({"samples": [f"{len(entries)} entries; at most {limit} per request"]})
         try:
-            rows = services.clean_sample_entries(entries)
-            result = services.add_samples(dataset, rows, creator=request.user)
+            result = services.register_samples(dataset, entries, overwrite=overwrite, creator=request.user,
+                                               source_json=getattr(request, "json_text", None))
         except services.InvalidEntries as exc:
             raise ValidationError({"samples": exc.errors}) from None
-        except ValueError as exc:
-            raise ValidationError({"samples": [str(exc)]}) from None
-        ids = {sample.file_name: sample.id for sample in result.created}
-        ids.update(zip(result.skipped, result.skipped_ids))
         return Response(
-            {"created": len(result.created), "skipped": result.skipped, "ids": [ids[row["file_name"]] for row in rows]},
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            {"created": result.created, "replaced": result.replaced, "skipped": result.skipped, "ids": result.ids},
+            status=status.HTTP_201_CREATED if result.created or result.replaced else status.HTTP_200_OK,
         )
 
 

@@ -1,10 +1,14 @@
 """Samples: JSON registration (meta datasets), the ingestion helpers, listing pages, one sample."""
 
+import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from curation import bitmask
+from curation import bitmask, services
 from curation.models import Dataset, Sample, Tag
 from curation.services import add_samples, create_dataset, validate_file_name
 
@@ -160,7 +164,8 @@ def test_duplicate_names_in_one_batch_are_rejected(dataset, editor_api):
     ({"samples": []}, "empty"),
     ({"samples": {"file_name": "a.jpg"}}, "list"),
     ({"samples": "a.jpg"}, "list"),
-    ({"samples": [{"file_name": "a.jpg"}], "overwrite": True}, "overwrite"),
+    ({"samples": [{"file_name": "a.jpg"}], "overwrite": "yes"}, "overwrite"),
+    ({"samples": [{"file_name": "a.jpg"}], "replace": True}, "replace"),
     ([{"file_name": "a.jpg"}], "samples"),
 ])
 def test_wrong_body_shapes_are_400(dataset, editor_api, body, text):
@@ -320,3 +325,91 @@ def test_overwrite_updates_in_bulk_and_leaves_unnamed_fields_alone(owner, django
     samples = {s.file_name: s for s in Sample.objects.filter(dataset=ds)}
     assert (samples["1.jpg"].width, samples["1.jpg"].metadata) == (2, {"old": 1})
     assert (samples["2.jpg"].width, samples["2.jpg"].metadata) == (1, {"new": 2})
+
+
+# --- registration at scale: overwrite, the fast checks, initial-tag --------------------------------------
+
+def test_overwrite_replaces_size_and_metadata_in_place(dataset, editor_api):
+    first = register(editor_api, dataset, [{"file_name": "a.jpg", "width": 1, "height": 2, "metadata": {"v": 1}},
+                                           {"file_name": "b.jpg", "width": 3}]).json()
+    response = editor_api.post(url(dataset), {"samples": [{"file_name": "a.jpg", "width": 5, "metadata": {"v": 2}},
+                                                          {"file_name": "c.jpg"}], "overwrite": True}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["created"], body["replaced"], body["skipped"]) == (1, 1, [])
+    assert body["ids"][0] == first["ids"][0]
+    a = Sample.objects.get(dataset=dataset, file_name="a.jpg")
+    assert (a.idx, a.width, a.height, a.metadata) == (0, 5, None, {"v": 2})
+    assert Sample.objects.get(dataset=dataset, file_name="b.jpg").width == 3
+    assert Sample.objects.get(dataset=dataset, file_name="c.jpg").idx == 2
+
+
+@pytest.mark.parametrize("metadata, text", [
+    ({"deep": json.loads("[" * 34 + "1" + "]" * 34)}, "deeper than"),
+    ({"nul": "a\u0000b"}, "NUL"),
+    ({"half": "\ud800"}, "lone surrogate"),
+    ({"big": 1e400}, "not a finite number"),
+    ({"blob": "é" * 40000}, "bytes as JSON"),
+])
+def test_metadata_the_quick_check_must_not_let_through(dataset, editor_api, metadata, text):
+    # Sent as the raw JSON text a client would send (json.dumps escapes the surrogate and writes 1e400 as inf).
+    raw = json.dumps({"samples": [{"file_name": "ok.jpg"}, {"file_name": "x.jpg", "metadata": metadata}]})
+    raw = raw.replace("Infinity", "1e400")
+    response = editor_api.post(url(dataset), raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    detail = response.json()["detail"]
+    assert "entry 1" in detail and text in detail, detail
+    nothing_written(dataset)
+
+
+def test_nan_is_named_even_though_the_text_cannot_go_to_the_database_as_is(dataset, editor_api):
+    raw = '{"samples": [{"file_name": "a.jpg", "metadata": {"t": NaN}}]}'
+    response = editor_api.post(url(dataset), raw, content_type="application/json")
+    assert response.status_code == 400 and "metadata.t" in response.json()["detail"]
+    nothing_written(dataset)
+
+
+def test_non_ascii_and_escapes_are_stored_as_sent(dataset, editor_api):
+    meta = {"città": "Zürich ☂ 😀", "quote": "a\"b\\c", "tab": "x\ty", "n": -0.0, "big": 12345678901234567890}
+    response = register(editor_api, dataset, [{"file_name": "straße/😀.jpg", "metadata": meta}])
+    assert response.status_code == 201, response.content
+    sample = Sample.objects.get(dataset=dataset)
+    assert sample.file_name == "straße/😀.jpg" and sample.metadata == meta
+
+
+@given(st.text(max_size=40))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_the_quick_file_name_path_agrees_with_the_full_checks(name):
+    def full(value):
+        try:
+            return "ok", services._validate_file_name_fully(value)
+        except ValueError:
+            return "error", None
+
+    def quick(value):
+        try:
+            return "ok", validate_file_name(value)
+        except ValueError:
+            return "error", None
+
+    for candidate in (name, "a/" + name, name + ".jpg", name.replace("x", "/")):
+        assert quick(candidate) == full(candidate), candidate
+
+
+def test_initial_tag_is_every_sample_however_it_is_loaded(dataset):
+    add_samples(dataset, [{"file_name": f"{i}.jpg"} for i in range(5)])
+    services.register_samples(dataset, [{"file_name": f"later/{i}.jpg"} for i in range(12)])
+    tag_id = Tag.objects.get(dataset=dataset, name="initial-tag").pk
+    every = bitmask.from_indices(range(17))
+    assert bytes(Tag.objects.only("id", "bitmask").get(pk=tag_id).bitmask) == every  # name not loaded
+    deferred = Tag.objects.defer("bitmask").get(pk=tag_id)
+    assert deferred.count == 17 and bytes(deferred.bitmask) == every  # loaded on access
+    assert Tag.objects.filter(pk=tag_id).values_list("count", flat=True).get() == 17
+    assert list(Tag.objects.get(pk=tag_id).indices()) == list(range(17))
+
+
+def test_a_sample_of_a_later_batch_is_in_initial_tag(dataset, editor_api, viewer_api):
+    register(editor_api, dataset, [{"file_name": "a.jpg"}])
+    later = register(editor_api, dataset, [{"file_name": f"{i}.jpg"} for i in range(20)]).json()["ids"][-1]
+    tags = viewer_api.get(f"/api/v1/datasets/{dataset.id}/samples/{later}/tags").json()
+    assert [(t["name"], t["count"]) for t in tags] == [("initial-tag", 21)]

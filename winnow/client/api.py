@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -324,30 +325,138 @@ class Client:
 
     def _register_meta(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock,
                        workers) -> None:
-        rows: list[dict] = []
-        for name in todo:
+        def entries() -> Iterator[dict]:
+            for name in todo:
+                try:
+                    width, height = image_size(root / name)
+                except Exception as exc:  # any decode failure rejects just this file
+                    reject({"file_name": name, "reason": f"not a readable image: {exc}"})
+                    bar.update(1)
+                    continue
+                row = {"file_name": name, "width": width, "height": height,
+                       "size_bytes": (root / name).stat().st_size}
+                if name in per_file:
+                    row["metadata"] = per_file[name]
+                yield row
+
+        done = self.register_samples(entries(), dataset_id, batch_size=META_BATCH_ROWS, workers=workers,
+                                     progress=False, on_batch=lambda body, size: bar.update(size))
+        with lock:
+            summary.created += done["created"]
+            summary.skipped += done["skipped"]
+
+    def register_samples(
+        self,
+        entries: Iterable[Mapping],
+        dataset_id: str | None = None,
+        batch_size: int = META_BATCH_ROWS,
+        workers: int = 4,
+        overwrite: bool = False,
+        progress: bool = True,
+        *,
+        on_batch: Callable[[dict, int], Any] | None = None,
+    ) -> dict:
+        """Register samples without pixels in a `meta` dataset, in parallel JSON batches.
+
+        Args:
+            entries: an iterable of {file_name, width?, height?, size_bytes?, metadata?} dicts, read
+                lazily (a generator over ten million rows is fine: at most about 2 x workers batches are
+                held at a time).
+            batch_size: entries per request (the server takes up to WINNOW_MAX_SAMPLES_PER_REQUEST).
+            workers: requests in flight at once.
+            overwrite: replace width, height, size_bytes and metadata of file names already present
+                (their id and idx stay); else those entries are skipped.
+            progress: show a tqdm progress bar.
+            on_batch: called with (the server's answer, number of entries) after each batch, from a
+                worker thread.
+
+        A batch that fails on the way (connection error, timeout, HTTP 429, 500, 502, 503, 504) is sent
+        again with backoff: registering is idempotent by file name, so a batch whose first try landed
+        has those names counted as skipped the second time. A rejected batch (HTTP 400: an entry is
+        invalid, named by its index in its batch, whose first and last index in the iterable the
+        error gives) stops the registration; the batches
+        before it stay registered, so running again with the corrected entries resumes.
+
+        Returns:
+            {dataset_id, created, replaced, skipped, batches}.
+        """
+        dataset_id = self._dataset(dataset_id)
+        if batch_size < 1 or workers < 1:
+            raise WinnowError(None, "batch_size and workers must be at least 1")
+        url = self._url(f"datasets/{dataset_id}/samples")
+        total = len(entries) if hasattr(entries, "__len__") else None
+        done = {"dataset_id": dataset_id, "created": 0, "replaced": 0, "skipped": 0, "batches": 0}
+        lock = threading.Lock()
+        slots = threading.Semaphore(2 * workers)  # bounds the batches held in memory
+        failures: list[BaseException] = []
+
+        def send(batch: list, first: int) -> None:
             try:
-                width, height = image_size(root / name)
-            except Exception as exc:  # any decode failure rejects just this file
-                reject({"file_name": name, "reason": f"not a readable image: {exc}"})
-                bar.update(1)
-                continue
-            row = {"file_name": name, "width": width, "height": height, "size_bytes": (root / name).stat().st_size}
-            if name in per_file:
-                row["metadata"] = per_file[name]
-            rows.append(row)
-        chunks = [rows[i:i + META_BATCH_ROWS] for i in range(0, len(rows), META_BATCH_ROWS)]
+                if failures:  # queued behind a batch that failed: not sent
+                    return
+                body = self._post_registration(url, batch, overwrite, first)
+                with lock:
+                    done["created"] += body.get("created", 0)
+                    done["replaced"] += body.get("replaced", 0)
+                    done["skipped"] += len(body.get("skipped", []))
+                    done["batches"] += 1
+                bar.update(len(batch))
+                if on_batch is not None:
+                    on_batch(body, len(batch))
+            except BaseException as exc:
+                with lock:
+                    failures.append(exc)
+            finally:
+                slots.release()
 
-        def send(chunk: list[dict]) -> None:
-            body = _with_retries(
-                lambda: self._json("POST", f"datasets/{dataset_id}/samples", json={"samples": chunk}), self.retries
-            )
-            with lock:
-                summary.created += body.get("created", 0)
-                summary.skipped += len(body.get("skipped", []))
-            bar.update(len(chunk))
+        bar = progress_bar(total, "register", progress)
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            first = 0
+            batch: list = []
+            for entry in entries:
+                batch.append(entry)
+                if len(batch) == batch_size:
+                    slots.acquire()
+                    if failures:
+                        slots.release()
+                        break
+                    pool.submit(send, batch, first)
+                    first += len(batch)
+                    batch = []
+            if batch and not failures:
+                slots.acquire()
+                pool.submit(send, batch, first)
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
+        if failures:
+            raise failures[0]
+        return done
 
-        _run_parallel([lambda c=c: send(c) for c in chunks], workers)
+    def _post_registration(self, url: str, batch: list, overwrite: bool, first: int) -> dict:
+        """POST one registration batch, retrying what is safe to retry; errors name entries by global index."""
+        data = json.dumps({"samples": batch, "overwrite": overwrite}, separators=(",", ":")).encode()
+
+        def attempt() -> dict:
+            try:
+                response = self.session.post(url, data=data, timeout=self.timeout,
+                                             headers={"Content-Type": "application/json"})
+            except requests.RequestException as exc:
+                raise WinnowError(None, f"cannot register samples at {self.server}: {_root_cause(exc)}") from exc
+            if response.status_code >= 400:
+                error = _error_from(response)
+                error.retry_after = _retry_after(response)
+                raise error
+            return response.json()
+
+        try:
+            return _with_retries(attempt, max(self.retries, 5))
+        except WinnowError as exc:
+            if exc.status == 400:  # the server counts entries from the batch's start
+                exc.message = f"batch of entries {first} to {first + len(batch) - 1}: {exc.message}"
+                exc.args = (exc.message,)
+            raise
 
     # --- embeddings ------------------------------------------------------------------------------
 
@@ -551,16 +660,26 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _with_retries(call: Callable[[], Any], retries: int) -> Any:
-    """Call again after a connection error or a gateway error, with backoff (for idempotent POSTs)."""
+    """Call again after a connection error, a timeout, 429 or a 5xx, with jittered exponential backoff
+    (or the server's Retry-After); only for calls the server makes idempotent (uploads, registration)."""
     for attempt in range(retries + 1):
         try:
             return call()
         except WinnowError as exc:
-            transient = exc.status is None or exc.status in RETRY_STATUSES or exc.status == 500
+            transient = exc.status is None or exc.status in RETRY_STATUSES or exc.status in (429, 500)
             if not transient or attempt == retries:
                 raise
-            time.sleep(0.5 * 2**attempt)
+            wait = getattr(exc, "retry_after", None)
+            time.sleep(wait if wait is not None else min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The seconds a 429 or 503 asks to wait (Retry-After in seconds), capped at a minute."""
+    try:
+        return min(60.0, max(0.0, float(response.headers.get("Retry-After", ""))))
+    except ValueError:
+        return None
 
 
 def _run_parallel(jobs: list[Callable[[], Any]], workers: int) -> None:
