@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "winnow.accounts",
     "curation",
     "sampling",
+    "winnow.lightly",
 ]
 
 MIDDLEWARE = [
