@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "winnow.accounts",
     "curation",
     "sampling",
+    "winnow.lightly",
 ]
 
 MIDDLEWARE = [

@@ -20,7 +20,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("v1/", include("curation.lightly.urls")),  # Lightly's client protocol (LIGHTLY_SERVER_LOCATION)
+    path("v1/", include("winnow.lightly.urls")),  # Lightly's client protocol (LIGHTLY_SERVER_LOCATION)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("curation.urls")),

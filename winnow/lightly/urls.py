@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from curation.lightly import base, datasets, embeddings, samples, selection, tags
+from winnow.lightly import base, datasets, embeddings, samples, selection, tags
 
 DS = "datasets/<str:dataset_id>"
 TAG = f"{DS}/tags/<str:tag_id>"

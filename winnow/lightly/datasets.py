@@ -13,7 +13,7 @@ from django.http import JsonResponse
 
 from curation import services
 from curation.access import datasets_for
-from curation.lightly.base import ApiError, LightlyView, dataset_name_ok, ms, no_content, paged
+from winnow.lightly.base import ApiError, LightlyView, dataset_name_ok, ms, no_content, paged
 from curation.models import Dataset, Membership, Role, Sample, UploadMode
 
 IMG_TYPES = {UploadMode.FULL: "full", UploadMode.THUMBNAILS: "thumbnail", UploadMode.META: "meta"}

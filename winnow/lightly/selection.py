@@ -20,10 +20,10 @@ from django.http import JsonResponse
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, tagging
-from curation.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
-from curation.lightly.embeddings import dataset_embedding
-from curation.lightly.positions import Positions
-from curation.lightly.tags import any_tag
+from winnow.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
+from winnow.lightly.embeddings import dataset_embedding
+from winnow.lightly.positions import Positions
+from winnow.lightly.tags import any_tag
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
 from sampling.models import ImportanceScore, RunStatus, SamplingRun

@@ -19,8 +19,8 @@ from curation import bitmask, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
 from curation.images import CONTENT_TYPES
-from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
-from curation.lightly.positions import Positions
+from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
+from winnow.lightly.positions import Positions
 from curation.models import Dataset, Role, Sample, Tag, TagOrigin, UploadMode
 
 CREATE_KEYS = {"fileName", "thumbName", "exif", "metaData", "customMetaData", "videoFrameData", "cropData"}

@@ -13,9 +13,9 @@ from django.db import transaction
 from django.http import JsonResponse
 
 from curation import bitmask, signing, tagging
-from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found, tag_name_ok
-from curation.lightly.positions import Positions
-from curation.lightly.samples import pixel_kind, read_url, refresh_initial_tag
+from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found, tag_name_ok
+from winnow.lightly.positions import Positions
+from winnow.lightly.samples import pixel_kind, read_url, refresh_initial_tag
 from curation.models import Dataset, Role, Sample, Tag, TagOrigin
 
 HEX = re.compile(r"0x[0-9a-fA-F]+")

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from curation import embeddings, signing
 from curation.access import get_dataset
-from curation.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
+from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from curation.models import Dataset, Embedding, Role, new_public_id
 
 PROJECTION_METHODS = ("PCA", "TSNE", "UMAP")
