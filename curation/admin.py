@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db.models import Count
 
 from curation.models import Dataset, Embedding, Membership, MetadataField, Sample, Tag
+from curation.services import delete_dataset
 
 
 class MembershipInline(admin.TabularInline):
@@ -50,13 +51,9 @@ class DatasetAdmin(admin.ModelAdmin):
         return names, counts, set(), []
 
     def delete_model(self, request, obj):
-        from curation.services import delete_dataset
-
         delete_dataset(obj)
 
     def delete_queryset(self, request, queryset):
-        from curation.services import delete_dataset
-
         for dataset in queryset:
             delete_dataset(dataset)
 

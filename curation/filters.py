@@ -30,9 +30,9 @@ from django.db.models.expressions import OrderBy
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask
+from curation.access import resolve_tag
 from curation.metadata import path_error
 from curation.models import Dataset, MetadataField, Sample, Tag
-from curation.tagging import resolve_tag
 from winnow.values import is_finite_number
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists")

@@ -23,6 +23,8 @@ MAX_PATH_DEPTH = 8
 MAX_PATH_LENGTH = 300
 # Deeper JSON than this is almost surely a mistake and slows every walk over it.
 MAX_VALUE_DEPTH = 32
+# One sample's metadata, serialised; more than this is a document, not metadata.
+MAX_METADATA_BYTES = 64 * 1024
 MAX_ERRORS = 20
 WRITE_BATCH = 5000
 LOOKUP_BATCH = 5000
@@ -129,13 +131,11 @@ def _describe(kind: str, index: int, entry) -> str:
     return f"{kind}[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
 
 
-def _too_big(values: dict) -> str | None:
-    """The same per-sample cap as sample registration, so no path stores a document as metadata."""
-    from curation.services import MAX_METADATA_BYTES
-
+def size_error(values: dict) -> str | None:
+    """The per-sample cap that every path storing metadata applies (registration, metadata upload), or None."""
     size = len(json.dumps(values, separators=(",", ":")))
     if size > MAX_METADATA_BYTES:
-        return f"the metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample"
+        return f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample"
     return None
 
 
@@ -198,7 +198,7 @@ def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
             continue
         used[image_id] = j
         values = {k: v for k, v in entry.items() if k != "image_id"}
-        problem = bad_value(values) or _too_big(values)
+        problem = bad_value(values) or size_error(values)
         if problem:
             problems.append(f"{where}: {problem}")
         else:

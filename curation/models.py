@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from curation.bitmask import ones, to_indices
+
 
 def new_public_id() -> str:
     """24 lowercase hex characters: the id form Lightly (and MongoDB) use."""
@@ -160,15 +162,11 @@ class Tag(models.Model):
         if size is not None:
             tag.__dict__["count"] = size
             if "bitmask" not in deferred:
-                from curation.bitmask import ones
-
                 tag.__dict__["bitmask"] = ones(size)
         return tag
 
     def indices(self) -> np.ndarray:
         """The sample idx values in this tag, ascending."""
-        from curation.bitmask import to_indices
-
         return to_indices(bytes(self.bitmask))
 
 

@@ -13,13 +13,11 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 
 from curation import storage, tagging
-from curation.metadata import MAX_VALUE_DEPTH, bad_value
+from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
 from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
 
 MAX_FILE_NAME_LENGTH = 1024
 MAX_DATASET_NAME_LENGTH = 200
-# One sample's metadata, serialised; more than this is a document, not metadata.
-MAX_METADATA_BYTES = 64 * 1024
 # Fields of a sample that an upload may set; id, idx and file_name are handled apart.
 SAMPLE_FIELDS = ("width", "height", "size_bytes", "format", "sha256", "original_key", "thumbnail_key", "metadata")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -170,9 +168,10 @@ def validate_metadata(value) -> dict:
     problem = bad_value(value)
     if problem:
         raise ValueError(f"metadata.{problem}")
+    too_big = size_error(value)
+    if too_big:
+        raise ValueError(too_big)
     text = json.dumps(value, separators=(",", ":"))
-    if len(text) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is {len(text)} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample")
     if "\\ud" in text:  # astral characters are escaped as surrogate pairs: only a lone one is an error
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")

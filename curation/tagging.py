@@ -23,6 +23,8 @@ from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, signing
+from curation.access import resolve_tag
+from curation.filters import parse_filter, select_samples
 from curation.metadata import bad_value, flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
 NAME_MAX = 200
@@ -65,20 +67,6 @@ def check_name(dataset: Dataset, name) -> str:
     if Tag.objects.filter(dataset=dataset, name=name).exists():
         raise ValidationError({"name": [f"a tag named {name!r} already exists in this dataset"]})
     return name
-
-
-def resolve_tag(dataset: Dataset, tag, field: str = "tag") -> Tag:
-    """The dataset's tag (a Tag or its id), or a ValidationError on `field` (another dataset's tag is unknown here)."""
-    if isinstance(tag, Tag):
-        if tag.dataset_id != dataset.pk:
-            raise ValidationError({field: [f"no tag with id {tag.pk!r} in this dataset"]})
-        return tag
-    if not isinstance(tag, str) or not tag:
-        raise ValidationError({field: [f"must be a tag id (a string), not {tag!r}"]})
-    found = Tag.objects.filter(dataset=dataset, pk=tag).first()
-    if found is None:
-        raise ValidationError({field: [f"no tag with id {tag!r} in this dataset"]})
-    return found
 
 
 # --- creating --------------------------------------------------------------------------------------
@@ -174,8 +162,6 @@ def tag_from_file_names(dataset: Dataset, name: str, file_names, *, parent: Tag 
 
 def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | None = None, creator=None) -> Tag:
     """The samples matching a metadata filter (see curation.filters); the parent defaults to the filter's tag."""
-    from curation.filters import parse_filter, select_samples
-
     check_name(dataset, name)
     if not isinstance(filter_obj, dict):
         raise ValidationError({"filter": ["must be an object with 'tag', 'file_name' and/or 'conditions'"]})
@@ -216,35 +202,6 @@ def tag_from_operation(
         dataset, name, mask, origin=TagOrigin.ARITHMETIC,
         origin_detail={"operation": operation, "tags": [t.pk for t in tags], "tag_names": [t.name for t in tags]},
         parent=parent or tags[0], creator=creator,
-    )
-
-
-def tag_from_run(dataset: Dataset, run, top_k, name: str, creator=None, *, parent: Tag | None = None) -> Tag:
-    """The slider's result: the samples ranked 1..top_k by a succeeded run; parent defaults to its input tag."""
-    from sampling.models import ImportanceScore, RunStatus, SamplingRun
-
-    check_name(dataset, name)
-    if not isinstance(run, SamplingRun):
-        run_id = run
-        run = SamplingRun.objects.filter(dataset=dataset, pk=run_id).first() if isinstance(run_id, str) else None
-        if run is None:
-            raise ValidationError({"sampling_run": [f"no sampling run with id {run_id!r} in this dataset"]})
-    elif run.dataset_id != dataset.id:
-        raise ValidationError({"sampling_run": [f"no sampling run with id {run.pk!r} in this dataset"]})
-    if run.status != RunStatus.SUCCEEDED:
-        raise ValidationError({"sampling_run": [f"the run is {run.status}; only a succeeded run's scores make a tag"]})
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise ValidationError({"top_k": [f"must be an integer, not {top_k!r}"]})
-    if not 1 <= top_k <= run.score_count:
-        raise ValidationError({"top_k": [f"must be between 1 and {run.score_count} (the run's scored samples)"]})
-    # Uses the (run, rank) unique index; one row per kept sample.
-    indices = list(ImportanceScore.objects.filter(run=run, rank__lte=top_k).values_list("sample__idx", flat=True))
-    if parent is None and run.input_tag_id:
-        parent = run.input_tag
-    return create_tag(
-        dataset, name, indices, origin=TagOrigin.SAMPLING,
-        origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy, "top_k": top_k},
-        parent=parent, creator=creator,
     )
 
 

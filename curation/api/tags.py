@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import base64
 import binascii
 
@@ -16,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from curation import tagging
-from curation.access import get_dataset
+from curation.access import get_dataset, resolve_tag
 from curation.models import Role, Tag, TagOrigin
 
 
@@ -29,6 +31,10 @@ class TagSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "count", "origin", "origin_detail", "parent", "creator", "created_at"]
         read_only_fields = fields
 
+
+# Ways to make a tag that apps above curation provide, by the request key that names them:
+# mode -> callable(dataset, name, data, *, parent, creator) -> Tag. sampling adds "sampling_run".
+TAG_SOURCES: dict[str, Callable] = {}
 
 CREATE_MODES = ("sample_ids", "file_names", "bitmask", "filter", "operation", "sampling_run")
 # Keys that only make sense with one mode.
@@ -91,7 +97,7 @@ def create_from_request(dataset, data, creator) -> Tag:
     if "name" not in data:
         raise ValidationError({"name": ["this field is required"]})
     name = tagging.check_name(dataset, data["name"])
-    parent = tagging.resolve_tag(dataset, data["parent"], "parent") if data.get("parent") is not None else None
+    parent = resolve_tag(dataset, data["parent"], "parent") if data.get("parent") is not None else None
     if mode == "sample_ids":
         return tagging.tag_from_sample_ids(dataset, name, data["sample_ids"], parent=parent, creator=creator)
     if mode == "file_names":
@@ -106,7 +112,10 @@ def create_from_request(dataset, data, creator) -> Tag:
         return tagging.tag_from_operation(
             dataset, name, data["operation"], data["tags"], parent=parent, creator=creator
         )
-    return tagging.tag_from_run(dataset, data["sampling_run"], data["top_k"], name, creator, parent=parent)
+    source = TAG_SOURCES.get(mode)
+    if source is None:
+        raise ValidationError({mode: ["this installation cannot make tags that way"]})
+    return source(dataset, name, data, parent=parent, creator=creator)
 
 
 class TagList(APIView):

@@ -18,6 +18,7 @@ from curation.models import (
     TagOrigin,
 )
 from curation.services import create_dataset
+from sampling import tagging as sampling_tagging
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 from tests.factories import make_samples
 
@@ -248,7 +249,7 @@ def test_run_tag_bad_input(ds, owner, editor_api, run):
 
 
 def test_tag_from_run_service_takes_a_run_object(ds, editor, run):
-    tag = tagging.tag_from_run(ds, run, 2, "slider", editor)
+    tag = sampling_tagging.tag_from_run(ds, run, 2, "slider", editor)
     assert set(tag.indices().tolist()) == {7, 2} and tag.creator == editor
 
 

@@ -15,6 +15,7 @@ inside `winnow demo`, which starts the server.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -305,13 +306,10 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     # The only command that needs the server's code (and so Django): imported here, never at the top.
-    from winnow import demo
-
-    try:
-        import django  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("django") is None:
         raise CommandError("winnow demo runs the server, which this installation lacks: "
-                           "pip install 'winnow[server]'") from None
+                           "pip install 'winnow[server]'")
+    from winnow import demo
 
     if args.images < 2:
         raise CommandError("--images must be at least 2")

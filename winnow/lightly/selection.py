@@ -26,6 +26,7 @@ from winnow.lightly.positions import Positions
 from winnow.lightly.tags import any_tag
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
+from sampling import tagging as sampling_tags
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 from winnow.values import is_finite_number
 
@@ -121,7 +122,7 @@ def _result_tag(run: SamplingRun) -> Tag:
     dataset = run.dataset
     parent = run.preselected_tag or Tag.objects.filter(dataset=dataset, name=tagging.INITIAL_TAG).first()
     if run.preselected_tag is None:
-        return tagging.tag_from_run(dataset, run, run.n_samples, run.name, run.creator, parent=parent)
+        return sampling_tags.tag_from_run(dataset, run, run.n_samples, run.name, run.creator, parent=parent)
     picked = ImportanceScore.objects.filter(run=run, rank__lte=run.n_samples).values_list("sample__idx", flat=True)
     mask = bitmask.union(bitmask.from_indices(list(picked)), bytes(run.preselected_tag.bitmask))
     return tagging.create_tag(
