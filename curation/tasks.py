@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from curation import embeddings
+from curation import embedding_uploads, embeddings
 
 
 @shared_task(name="curation.compute_projection")
@@ -21,3 +21,9 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     queued its own.
     """
     return embeddings.embed_dataset(dataset_id, requested_at)
+
+
+@shared_task(name="curation.process_embedding_upload")
+def process_embedding_upload(upload_id: str) -> str | None:
+    """Parse and store a completed resumable embeddings upload (curation.embedding_uploads)."""
+    return embedding_uploads.process(upload_id)
