@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -98,6 +99,9 @@ class EmbeddingCsvView(LightlyView):
                 length = 0
             if not length:
                 raise self.invalid("The CSV is empty.", "EMBEDDING_INVALID")
+            if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None and length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                # The body streams (it is never held whole), but one request stays bounded as before.
+                raise RequestDataTooBig("the CSV is over WINNOW_MAX_REQUEST_BYTES")
             store_csv(dataset, params.get("name", ""), request, user, embedding_id)
             written = True
         except embeddings.EmbeddingError as exc:
