@@ -21,10 +21,12 @@ import csv
 import io
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Full, Queue
 
 import numpy as np
 from django.conf import settings
@@ -173,11 +175,45 @@ def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
             header = _split_line(lines[0].rstrip("\r"), 1)
             dimension = _check_header(header)
             start = 1
-        block = _parse_lines(lines, start, first_line, dimension)
+        block = _parse_block_fast(lines, start, first_line, dimension) or _parse_lines(lines, start, first_line,
+                                                                                       dimension)
         if block is not None:
             yield block
     if dimension is None:
         raise EmbeddingError("row 1: the CSV is empty; expected the header filenames,embedding_0,...,labels")
+
+
+def _parse_block_fast(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
+    """A block without quotes or blank lines, parsed by numpy's C reader; None: let `_parse_lines` do it
+    (which names the row at fault when there is one)."""
+    rows = lines[start:] if start else lines
+    if not rows:
+        return None
+    for line in (rows[0], rows[-1]):
+        if not line.strip():
+            return None
+    joined = "\n".join(rows)
+    if '"' in joined or "\n\n" in joined or "\x00" in joined:
+        return None
+    if "\r" in joined:
+        if joined.count("\r") != len(rows) or "\r\n\r" in joined:
+            return None
+        rows = joined.replace("\r", "").split("\n")
+    text_commas = joined.count(",")
+    if text_commas != len(rows) * (dimension + 1):
+        return None
+    try:
+        with np.errstate(over="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            matrix = np.loadtxt(rows, delimiter=",", usecols=range(1, dimension + 1), dtype=np.float32,
+                                comments=None, ndmin=2)
+            labels = np.array([line[line.rfind(",") + 1:] for line in rows]).astype(np.int64)
+    except (ValueError, OverflowError, TypeError, Warning):
+        return None
+    if matrix.shape != (len(rows), dimension) or not np.isfinite(matrix).all():
+        return None
+    names = [line[: line.find(",")] for line in rows]
+    return ParsedCsv(names, list(range(first_line + start, first_line + start + len(rows))), matrix, labels)
 
 
 def _parse_lines(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
@@ -316,7 +352,8 @@ def create_from_csv(dataset: Dataset, name: str, data, *, creator=None, embeddin
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     reader = _Counting(stream, size if size is not None else (len(data) if isinstance(data, bytes) else None),
                        progress)
-    return _create(dataset, name, _csv_blocks(reader), "row", "the CSV", EmbeddingSource.CSV, creator, embedding_id)
+    return _create(dataset, name, _csv_blocks(reader), "row", "the CSV", EmbeddingSource.CSV, creator, embedding_id,
+                   reader.report)
 
 
 def create_from_npy(dataset: Dataset, name: str, matrix, names, labels=None, *, creator=None,
@@ -330,7 +367,8 @@ def create_from_npy(dataset: Dataset, name: str, matrix, names, labels=None, *, 
     wrap = lambda f: io.BytesIO(f) if isinstance(f, (bytes, bytearray, memoryview)) else f  # noqa: E731
     reader = _Counting(wrap(matrix), size, progress)
     blocks = _npy_blocks(reader, wrap(names), wrap(labels) if labels is not None else None)
-    return _create(dataset, name, blocks, "line", "the file names", EmbeddingSource.CSV, creator, embedding_id)
+    return _create(dataset, name, blocks, "line", "the file names", EmbeddingSource.CSV, creator, embedding_id,
+                   reader.report)
 
 
 class _Counting:
@@ -342,21 +380,26 @@ class _Counting:
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
         self.done += len(data)
+        return data
+
+    def report(self) -> None:
+        """Called by the consuming thread (the parser thread must not touch the database)."""
         if self.progress and self.size and self.done / self.size >= self._reported + 0.01:
             self._reported = self.done / self.size
             self.progress(min(1.0, self._reported))
-        return data
 
 
 def _create(dataset: Dataset, name: str, blocks: Iterator[ParsedCsv], unit: str, what: str, source: str,
-            creator, embedding_id: str | None) -> Embedding:
+            creator, embedding_id: str | None, report=None) -> Embedding:
     n = int(Dataset.objects.values_list("next_idx", flat=True).get(pk=dataset.pk))
     builder = None
     try:
-        for block in blocks:
+        for block in _read_ahead(blocks):
             if builder is None:
                 builder = _MatrixBuilder(dataset.pk, n, block.matrix.shape[1], unit)
             builder.add(block)
+            if report is not None:
+                report()
         if builder is None:
             raise EmbeddingError(f"{what} has a header but no rows" if unit == "row" else f"{what} are empty")
         builder.check_known()
@@ -370,6 +413,51 @@ def _create(dataset: Dataset, name: str, blocks: Iterator[ParsedCsv], unit: str,
     finally:
         if builder is not None:
             builder.discard()
+
+
+def _read_ahead(blocks: Iterator[ParsedCsv], depth: int = 2) -> Iterator[ParsedCsv]:
+    """Parse the next blocks in a thread while this one waits on the database for its idx values.
+
+    The parser touches no database, so Django's per-thread connection is no concern.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        queue.put(block, timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = done
+        except BaseException as exc:  # handed to the consumer, which raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.2)
+                return
+            except Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="embeddings-parser", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _MatrixBuilder:
@@ -491,9 +579,11 @@ def idx_of_file_names(dataset_id: str, file_names: list[str], below: int) -> np.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
+                # LATERAL ... LIMIT 1 (not flattened into a join): one index probe per name, never a hash
+                # of the whole dataset per block, which the planner picks when its estimate is stale.
                 "SELECT coalesce(s.idx, -1) FROM unnest(%s::text[]) WITH ORDINALITY AS u(file_name, ord) "
-                "LEFT JOIN curation_sample s ON s.dataset_id = %s AND s.file_name = u.file_name AND s.idx < %s "
-                "ORDER BY u.ord",
+                "LEFT JOIN LATERAL (SELECT c.idx FROM curation_sample c WHERE c.dataset_id = %s "
+                "AND c.file_name = u.file_name AND c.idx < %s LIMIT 1) s ON true ORDER BY u.ord",
                 [file_names, dataset_id, below],
             )
             rows = cursor.fetchall()
