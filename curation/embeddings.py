@@ -577,17 +577,26 @@ def idx_of_file_names(dataset_id: str, file_names: list[str], below: int) -> np.
     PostgreSQL: one statement joining the names (an array parameter) with the samples; SQLite: IN lists.
     """
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        # Probed in sorted order (neighbouring index pages), sent as one string rather than an array literal.
+        order = sorted(range(len(file_names)), key=file_names.__getitem__)
+        joined = "\n".join([file_names[i] for i in order])
+        as_text = joined.count("\n") == len(file_names) - 1
+        names_sql = "string_to_array(%s, chr(10))" if as_text else "%s::text[]"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")  # compiling costs more than this query takes
             cursor.execute(
                 # LATERAL ... LIMIT 1 (not flattened into a join): one index probe per name, never a hash
                 # of the whole dataset per block, which the planner picks when its estimate is stale.
-                "SELECT coalesce(s.idx, -1) FROM unnest(%s::text[]) WITH ORDINALITY AS u(file_name, ord) "
+                f"SELECT coalesce(s.idx, -1) FROM unnest({names_sql}) WITH ORDINALITY AS u(file_name, ord) "
                 "LEFT JOIN LATERAL (SELECT c.idx FROM curation_sample c WHERE c.dataset_id = %s "
                 "AND c.file_name = u.file_name AND c.idx < %s LIMIT 1) s ON true ORDER BY u.ord",
-                [file_names, dataset_id, below],
+                [joined if as_text else [file_names[i] for i in order], dataset_id, below],
             )
             rows = cursor.fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        probed = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        idx = np.empty(len(file_names), dtype=np.int64)
+        idx[np.asarray(order, dtype=np.int64)] = probed
+        return idx
     found: dict[str, int] = {}
     for start in range(0, len(file_names), 500):
         found.update(Sample.objects.filter(
