@@ -13,6 +13,11 @@ Storage, per embedding, under `datasets/<dataset id>/embeddings/`:
 
 An uploaded CSV must cover every sample of the dataset exactly once (as Lightly requires), so for a
 CSV the covered list is every sample present at upload; idx gaps left by deleted samples stay zero.
+
+Uploads (CSV, or a float32 .npy matrix plus its file names) are read as streams, block by block:
+each block's file names become idx values in one SQL statement and its rows go straight into the
+(n, d) .npy being written in the spool folder (storage.spool_dir), which is then moved (local) or
+uploaded (S3) as is. Memory: the matrix once plus a few blocks, whatever the file's size.
 """
 
 from __future__ import annotations
