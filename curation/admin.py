@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.db.models import Count
 
-from curation.models import Dataset, Embedding, Membership, MetadataField, Sample, Tag
+from curation.embedding_uploads import delete_upload, expire_uploads
+from curation.models import Dataset, Embedding, EmbeddingUpload, Membership, MetadataField, Sample, Tag
 from curation.services import delete_dataset
 
 
@@ -99,3 +100,33 @@ class SampleAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # A sample's idx is part of every tag bitmask and score of its dataset: samples go with their dataset.
         return False
+
+
+@admin.register(EmbeddingUpload)
+class EmbeddingUploadAdmin(admin.ModelAdmin):
+    """Resumable embedding uploads; abandoned ones expire, or go here with their chunks."""
+
+    list_display = ["name", "dataset", "kind", "status", "progress", "created_at", "updated_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["name", "id", "dataset__name"]
+    readonly_fields = ["id", "dataset", "name", "kind", "sizes", "received", "chunks", "status", "progress", "error",
+                       "error_field", "embedding", "creator", "created_at", "updated_at"]
+    actions = ["delete_with_chunks", "expire_abandoned"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def delete_model(self, request, obj):
+        delete_upload(obj)
+
+    def delete_queryset(self, request, queryset):
+        for upload in queryset:
+            delete_upload(upload)
+
+    @admin.action(description="Delete the selected uploads and their stored chunks")
+    def delete_with_chunks(self, request, queryset):
+        self.delete_queryset(request, queryset)
+
+    @admin.action(description="Delete every abandoned upload (receiving, idle past the expiry)")
+    def expire_abandoned(self, request, queryset):
+        self.message_user(request, f"{expire_uploads()} abandoned upload(s) deleted")

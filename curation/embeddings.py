@@ -13,21 +13,29 @@ Storage, per embedding, under `datasets/<dataset id>/embeddings/`:
 
 An uploaded CSV must cover every sample of the dataset exactly once (as Lightly requires), so for a
 CSV the covered list is every sample present at upload; idx gaps left by deleted samples stay zero.
+
+Uploads (CSV, or a float32 .npy matrix plus its file names) are read as streams, block by block:
+each block's file names become idx values in one SQL statement and its rows go straight into the
+(n, d) .npy being written in the spool folder (storage.spool_dir), which is then moved (local) or
+uploaded (S3) as is. Memory: the matrix once plus a few blocks, whatever the file's size.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Full, Queue
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
@@ -93,7 +101,12 @@ def load(embedding: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return matrix, rows["idx"], rows["labels"]
 
 
-# --- CSV in ------------------------------------------------------------------------------------------
+# --- CSV and .npy in, as streams ------------------------------------------------------------------------
+
+BLOCK_BYTES = 8 << 20  # the CSV is read, parsed and stored this many bytes at a time
+NPY_BLOCK_ROWS = 65536
+_UNKNOWN_KEPT = 10_000  # unknown file names remembered to tell a repeated unknown name apart
+
 
 @dataclass
 class ParsedCsv:
@@ -104,25 +117,118 @@ class ParsedCsv:
 
 
 def parse_csv(data: bytes) -> ParsedCsv:
-    """Parse Lightly's `filenames,embedding_0,...,embedding_{d-1},labels`; EmbeddingError names the row.
+    """Parse a whole CSV in memory (tests and small files); uploads go through the streaming `create_*`."""
+    blocks = list(_csv_blocks(io.BytesIO(data), BLOCK_BYTES))
+    if not blocks:
+        raise EmbeddingError("the CSV has a header but no rows")
+    return ParsedCsv(
+        [n for b in blocks for n in b.file_names], [n for b in blocks for n in b.line_numbers],
+        np.concatenate([b.matrix for b in blocks]), np.concatenate([b.labels for b in blocks]),
+    )
 
-    The numbers are parsed by numpy in one pass over the whole numeric block; Python only splits
-    lines, so 100,000 x 128 takes seconds.
+
+def _text_blocks(fileobj, block_bytes: int) -> Iterator[tuple[int, str]]:
+    """(line number of the first line, text of whole lines) from a binary stream, UTF-8, BOM dropped."""
+    tail = b""
+    offset = 0  # byte offset of `tail` in the file
+    line = 1
+    first = True
+    while True:
+        chunk = fileobj.read(block_bytes)
+        data = tail + chunk if tail else chunk
+        if first and data:
+            if len(data) < 3 and chunk:
+                tail = data
+                continue
+            if data.startswith(b"\xef\xbb\xbf"):
+                data, offset = data[3:], 3
+            first = False
+        if not chunk:
+            complete, tail = data, b""
+        else:
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                tail = data
+                continue
+            complete, tail = data[: cut + 1], data[cut + 1:]
+        if complete:
+            try:
+                text = complete.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EmbeddingError(f"the CSV is not UTF-8 text (bad byte at offset {offset + exc.start})") from None
+            yield line, text
+            line += text.count("\n")
+            offset += len(complete)
+        if not chunk:
+            return
+
+
+def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
+    """Parse Lightly's `filenames,embedding_0,...,embedding_{d-1},labels` block by block; EmbeddingError names the row.
+
+    Each block's numbers are parsed by numpy in one pass; Python only splits lines.
     """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise EmbeddingError(f"the CSV is not UTF-8 text (bad byte at offset {exc.start})") from None
-    lines = text.split("\n")
-    header = _split_line(lines[0].rstrip("\r"), 1) if lines else []
-    dimension = _check_header(header)
+    dimension = None
+    for first_line, text in _text_blocks(fileobj, block_bytes):
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        start = 0
+        if dimension is None:
+            if not lines:
+                continue
+            header = _split_line(lines[0].rstrip("\r"), 1)
+            dimension = _check_header(header)
+            start = 1
+        block = _parse_block_fast(lines, start, first_line, dimension) or _parse_lines(lines, start, first_line,
+                                                                                       dimension)
+        if block is not None:
+            yield block
+    if dimension is None:
+        raise EmbeddingError("row 1: the CSV is empty; expected the header filenames,embedding_0,...,labels")
 
+
+def _parse_block_fast(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
+    """A block without quotes or blank lines, parsed by numpy's C reader; None: let `_parse_lines` do it
+    (which names the row at fault when there is one)."""
+    rows = lines[start:] if start else lines
+    if not rows:
+        return None
+    for line in (rows[0], rows[-1]):
+        if not line.strip():
+            return None
+    joined = "\n".join(rows)
+    if '"' in joined or "\n\n" in joined or "\x00" in joined:
+        return None
+    if "\r" in joined:
+        if joined.count("\r") != len(rows) or "\r\n\r" in joined:
+            return None
+        rows = joined.replace("\r", "").split("\n")
+    text_commas = joined.count(",")
+    if text_commas != len(rows) * (dimension + 1):
+        return None
+    try:
+        with np.errstate(over="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            matrix = np.loadtxt(rows, delimiter=",", usecols=range(1, dimension + 1), dtype=np.float32,
+                                comments=None, ndmin=2)
+            labels = np.array([line[line.rfind(",") + 1:] for line in rows]).astype(np.int64)
+    except (ValueError, OverflowError, TypeError, Warning):
+        return None
+    if matrix.shape != (len(rows), dimension) or not np.isfinite(matrix).all():
+        return None
+    names = [line[: line.find(",")] for line in rows]
+    return ParsedCsv(names, list(range(first_line + start, first_line + start + len(rows))), matrix, labels)
+
+
+def _parse_lines(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
     names: list[str] = []
     numbers: list[str] = []
     labels: list[str] = []
     line_numbers: list[int] = []
-    for number, line in enumerate(lines[1:], start=2):
-        line = line.rstrip("\r")
+    for number in range(start, len(lines)):
+        line = lines[number].rstrip("\r")
+        number += first_line
         if not line.strip():
             continue
         if '"' in line:  # a quoted file name (one holding a comma): the csv module splits it
@@ -145,8 +251,7 @@ def parse_csv(data: bytes) -> ParsedCsv:
         labels.append(label)
         line_numbers.append(number)
     if not names:
-        raise EmbeddingError("the CSV has a header but no rows")
-
+        return None
     matrix = _parse_numbers(numbers, len(names), dimension, names, line_numbers)
     return ParsedCsv(names, line_numbers, matrix, _parse_labels(labels, names, line_numbers))
 
@@ -240,58 +345,405 @@ def clean_name(dataset: Dataset, name) -> str:
     return name
 
 
-def create_from_csv(dataset: Dataset, name: str, data: bytes, *, creator=None,
-                    embedding_id: str | None = None) -> Embedding:
+def create_from_csv(dataset: Dataset, name: str, data, *, creator=None, embedding_id: str | None = None,
+                    progress=None, size: int | None = None) -> Embedding:
     """Validate a Lightly embeddings CSV against the dataset and store it; nothing is written on error.
 
+    `data` is bytes or a binary file object, read as a stream (memory: the matrix once, not the CSV).
     `embedding_id` stores it under an id promised earlier (the Lightly client's signed-upload flow).
+    `progress(fraction)` is called after each block when `size` (bytes) is known.
     """
     name = clean_name(dataset, name)
-    parsed = parse_csv(data)
-    first: dict[str, int] = {}
-    for row, file_name in enumerate(parsed.file_names):
-        if file_name in first:
-            raise EmbeddingError(
-                f"row {parsed.line_numbers[row]} ({file_name!r}): the file name is also on row "
-                f"{parsed.line_numbers[first[file_name]]}; each sample must appear once"
-            )
-        first[file_name] = row
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    reader = _Counting(stream, size if size is not None else (len(data) if isinstance(data, bytes) else None),
+                       progress)
+    return _create(dataset, name, _csv_blocks(reader), "row", "the CSV", EmbeddingSource.CSV, creator, embedding_id,
+                   reader.report)
 
+
+def create_from_npy(dataset: Dataset, name: str, matrix, names, labels=None, *, creator=None,
+                    embedding_id: str | None = None, progress=None, size: int | None = None) -> Embedding:
+    """Store a float32 (n, d) `.npy` matrix whose row i belongs to the i-th file name of `names`.
+
+    `matrix`, `names` (UTF-8 text, one file name a line, or a JSON list) and the optional `labels`
+    (an integer `.npy` of shape (n,)) are binary file objects or bytes, read as streams.
+    """
+    name = clean_name(dataset, name)
+    wrap = lambda f: io.BytesIO(f) if isinstance(f, (bytes, bytearray, memoryview)) else f  # noqa: E731
+    reader = _Counting(wrap(matrix), size, progress)
+    blocks = _npy_blocks(reader, wrap(names), wrap(labels) if labels is not None else None)
+    return _create(dataset, name, blocks, "line", "the file names", EmbeddingSource.CSV, creator, embedding_id,
+                   reader.report)
+
+
+class _Counting:
+    """A read-only stream that reports the fraction read so far."""
+
+    def __init__(self, stream, size: int | None, progress):
+        self.stream, self.size, self.progress, self.done, self._reported = stream, size, progress, 0, 0.0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.done += len(data)
+        return data
+
+    def report(self) -> None:
+        """Called by the consuming thread (the parser thread must not touch the database)."""
+        if self.progress and self.size and self.done / self.size >= self._reported + 0.01:
+            self._reported = self.done / self.size
+            self.progress(min(1.0, self._reported))
+
+
+def _create(dataset: Dataset, name: str, blocks: Iterator[ParsedCsv], unit: str, what: str, source: str,
+            creator, embedding_id: str | None, report=None) -> Embedding:
+    n = int(Dataset.objects.values_list("next_idx", flat=True).get(pk=dataset.pk))
+    builder = None
     try:
-        return _create_locked(dataset, name, parsed, first, creator, embedding_id)
-    except IntegrityError:
-        # Another upload took the name between clean_name's check and the insert (its files are gone).
-        if Embedding.objects.filter(dataset_id=dataset.pk, name=name).exclude(pk=embedding_id or "").exists():
-            raise EmbeddingError(f"this dataset already has an embedding named {name!r}", "name") from None
+        for block in _read_ahead(blocks):
+            if builder is None:
+                builder = _MatrixBuilder(dataset.pk, n, block.matrix.shape[1], unit)
+            builder.add(block)
+            if report is not None:
+                report()
+        if builder is None:
+            raise EmbeddingError(f"{what} has a header but no rows" if unit == "row" else f"{what} are empty")
+        builder.check_known()
+        try:
+            return builder.store(dataset, name, what, source, creator, embedding_id)
+        except IntegrityError:
+            # Another upload took the name between clean_name's check and the insert (its files are gone).
+            if Embedding.objects.filter(dataset_id=dataset.pk, name=name).exclude(pk=embedding_id or "").exists():
+                raise EmbeddingError(f"this dataset already has an embedding named {name!r}", "name") from None
+            raise
+    finally:
+        if builder is not None:
+            builder.discard()
+
+
+def _read_ahead(blocks: Iterator[ParsedCsv], depth: int = 2) -> Iterator[ParsedCsv]:
+    """Parse the next blocks in a thread while this one waits on the database for its idx values.
+
+    The parser touches no database, so Django's per-thread connection is no concern.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        queue.put(block, timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = done
+        except BaseException as exc:  # handed to the consumer, which raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.2)
+                return
+            except Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="embeddings-parser", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _MatrixBuilder:
+    """Rows by file name, written straight into the (n, d) float32 .npy spool file at their sample's idx.
+
+    File names become idx one block at a time (one SQL statement per block), so no N-entry dict
+    is ever built; per sample only the idx-indexed arrays below are kept (17 bytes).
+    """
+
+    def __init__(self, dataset_id: str, n: int, d: int, unit: str):
+        self.dataset_id, self.n, self.d, self.unit = dataset_id, n, d, unit
+        self.path = storage.spool_path(".npy")
+        self.matrix = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(n, d))
+        self.covered = np.zeros(n, dtype=bool)
+        self.labels = np.zeros(n, dtype=np.int64)
+        self.line_of = np.zeros(n, dtype=np.int64)
+        self.unknown: list[tuple[int, str]] = []
+        self.unknown_count = 0
+        self.unknown_seen: dict[str, int] = {}
+
+    def discard(self) -> None:
+        self.matrix = None
+        self.path.unlink(missing_ok=True)
+
+    def add(self, block: ParsedCsv) -> None:
+        if block.matrix.shape[1] != self.d:
+            raise EmbeddingError(f"{self.unit} {block.line_numbers[0]}: has {block.matrix.shape[1]} values, "
+                                 f"earlier rows have {self.d}")
+        lines = np.asarray(block.line_numbers, dtype=np.int64)
+        for row, file_name in enumerate(block.file_names):
+            if "\x00" in file_name:
+                raise EmbeddingError(f"{self.unit} {lines[row]} ({file_name!r}): not a file name")
+        idx = idx_of_file_names(self.dataset_id, block.file_names, self.n)
+        known = np.flatnonzero(idx >= 0)
+        k_idx = idx[known]
+        _values, first = np.unique(k_idx, return_index=True)
+        dup = self.covered[k_idx]
+        repeated = np.ones(k_idx.size, dtype=bool)
+        repeated[first] = False
+        dup |= repeated
+        candidates = []  # (line, name, earlier line)
+        if dup.any():
+            j = int(np.argmax(dup))
+            row = int(known[j])
+            if self.covered[k_idx[j]]:
+                earlier = int(self.line_of[k_idx[j]])
+            else:
+                earlier = int(lines[known[np.flatnonzero(k_idx == k_idx[j])[0]]])
+            candidates.append((int(lines[row]), block.file_names[row], earlier))
+        for row in np.flatnonzero(idx < 0).tolist():
+            file_name, line = block.file_names[row], int(lines[row])
+            if candidates and line > candidates[0][0]:
+                break
+            if file_name in self.unknown_seen:
+                candidates.append((line, file_name, self.unknown_seen[file_name]))
+                break
+            if len(self.unknown_seen) < _UNKNOWN_KEPT:
+                self.unknown_seen[file_name] = line
+            if len(self.unknown) < MAX_LISTED:
+                self.unknown.append((line, file_name))
+        if candidates:
+            line, file_name, earlier = min(candidates)
+            raise EmbeddingError(f"{self.unit} {line} ({file_name!r}): the file name is also on {self.unit} "
+                                 f"{earlier}; each sample must appear once")
+        self.unknown_count += int(idx.size - known.size)
+        self.matrix[k_idx] = block.matrix[known]
+        self.labels[k_idx] = block.labels[known]
+        self.line_of[k_idx] = lines[known]
+        self.covered[k_idx] = True
+
+    def check_known(self) -> None:
+        if self.unknown_count:
+            listed = ", ".join(f"{self.unit} {line} ({f!r})" for line, f in self.unknown[:MAX_LISTED])
+            raise EmbeddingError(
+                f"{self.unknown_count} file name(s) are not samples of this dataset: {listed}"
+                + (" ..." if self.unknown_count > MAX_LISTED else "")
+            )
+
+    def store(self, dataset: Dataset, name: str, what: str, source: str, creator,
+              embedding_id: str | None) -> Embedding:
+        self.matrix.flush()
+        self.matrix = None  # unmapped: the file is complete
+        with transaction.atomic():
+            # Lock the dataset row: no upload can add a sample between the coverage check and the write.
+            locked = Dataset.objects.select_for_update().only("id", "next_idx").get(pk=dataset.pk)
+            if int(locked.next_idx) != self.n:
+                raise EmbeddingError(f"samples were added to the dataset while {what} were read; upload again")
+            total = Sample.objects.filter(dataset_id=locked.pk).count()
+            covered = int(np.count_nonzero(self.covered))
+            if covered != total:
+                missing = self._missing_names()
+                listed = ", ".join(repr(f) for f in missing)
+                count = max(total - covered, len(missing))
+                raise EmbeddingError(
+                    f"{what} must cover every sample; {count} of {total} are missing: {listed}"
+                    + (" ..." if count > MAX_LISTED else "")
+                )
+            idx = np.flatnonzero(self.covered)
+            return _store_files(locked, name, self.path, idx, self.labels[idx], self.d, source=source,
+                                creator=creator, embedding_id=embedding_id)
+
+    def _missing_names(self) -> list[str]:
+        uncovered = np.flatnonzero(~self.covered)
+        found: list[str] = []
+        for start in range(0, uncovered.size, 500):
+            chunk = uncovered[start:start + 500].tolist()
+            found += Sample.objects.filter(dataset_id=self.dataset_id, idx__in=chunk).order_by("idx").values_list(
+                "file_name", flat=True)[: MAX_LISTED - len(found)]
+            if len(found) >= MAX_LISTED:
+                break
+        return found
+
+
+def idx_of_file_names(dataset_id: str, file_names: list[str], below: int) -> np.ndarray:
+    """The idx of each file name among the dataset's samples with idx < `below`; -1 where there is none.
+
+    PostgreSQL: one statement joining the names (an array parameter) with the samples; SQLite: IN lists.
+    """
+    if connection.vendor == "postgresql":
+        # Probed in sorted order (neighbouring index pages), sent as one string rather than an array literal.
+        order = sorted(range(len(file_names)), key=file_names.__getitem__)
+        joined = "\n".join([file_names[i] for i in order])
+        as_text = joined.count("\n") == len(file_names) - 1
+        names_sql = "string_to_array(%s, chr(10))" if as_text else "%s::text[]"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")  # compiling costs more than this query takes
+            cursor.execute(
+                # LATERAL ... LIMIT 1 (not flattened into a join): one index probe per name, never a hash
+                # of the whole dataset per block, which the planner picks when its estimate is stale.
+                f"SELECT coalesce(s.idx, -1) FROM unnest({names_sql}) WITH ORDINALITY AS u(file_name, ord) "
+                "LEFT JOIN LATERAL (SELECT c.idx FROM curation_sample c WHERE c.dataset_id = %s "
+                "AND c.file_name = u.file_name AND c.idx < %s LIMIT 1) s ON true ORDER BY u.ord",
+                [joined if as_text else [file_names[i] for i in order], dataset_id, below],
+            )
+            rows = cursor.fetchall()
+        probed = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        idx = np.empty(len(file_names), dtype=np.int64)
+        idx[np.asarray(order, dtype=np.int64)] = probed
+        return idx
+    found: dict[str, int] = {}
+    for start in range(0, len(file_names), 500):
+        found.update(Sample.objects.filter(
+            dataset_id=dataset_id, file_name__in=file_names[start:start + 500], idx__lt=below,
+        ).values_list("file_name", "idx"))
+    return np.fromiter((found.get(f, -1) for f in file_names), dtype=np.int64, count=len(file_names))
+
+
+def _store_files(dataset: Dataset, name: str, matrix_path, idx: np.ndarray, labels: np.ndarray, d: int, *,
+                 source: str, creator=None, embedding_id: str | None = None) -> Embedding:
+    """Move the finished .npy into storage, write the rows file, then the row (inside the caller's transaction)."""
+    if embedding_id and Embedding.objects.filter(pk=embedding_id).exists():
+        # Checked before any file is written: the keys below would be the existing embedding's files.
+        raise IntegrityError(f"embedding id {embedding_id} is already taken")
+    n = int(dataset.next_idx)
+    embedding = Embedding(
+        id=embedding_id or new_public_id(), dataset_id=dataset.pk, name=name, dimension=int(d),
+        count=n, source=source, creator=creator, projection_status=Status.PENDING,
+    )
+    embedding.matrix_key = matrix_key(dataset.pk, embedding.id)
+    buffer = io.BytesIO()
+    np.savez(buffer, idx=idx, labels=labels)
+    written = []
+    try:
+        written.append(embedding.matrix_key)
+        storage.save_file(embedding.matrix_key, matrix_path)
+        written.append(rows_key(embedding))
+        storage.save_bytes(rows_key(embedding), buffer.getvalue())
+        embedding.save(force_insert=True)
+    except BaseException:
+        storage.delete_keys(written)
         raise
-
-
-def _create_locked(dataset: Dataset, name: str, parsed: ParsedCsv, first: dict[str, int], creator,
-                   embedding_id: str | None) -> Embedding:
-    with transaction.atomic():
-        # Lock the dataset row: no upload can add a sample between the coverage check and the write.
-        locked = Dataset.objects.select_for_update().only("id", "next_idx").get(pk=dataset.pk)
-        idx_by_name = dict(Sample.objects.filter(dataset_id=locked.pk).values_list("file_name", "idx"))
-        unknown = [(parsed.line_numbers[row], f) for f, row in first.items() if f not in idx_by_name]
-        if unknown:
-            listed = ", ".join(f"row {line} ({f!r})" for line, f in unknown[:MAX_LISTED])
-            raise EmbeddingError(
-                f"{len(unknown)} file name(s) are not samples of this dataset: {listed}"
-                + (" ..." if len(unknown) > MAX_LISTED else "")
-            )
-        missing = sorted((idx, f) for f, idx in idx_by_name.items() if f not in first)
-        if missing:
-            listed = ", ".join(repr(f) for _idx, f in missing[:MAX_LISTED])
-            raise EmbeddingError(
-                f"the CSV must cover every sample; {len(missing)} of {len(idx_by_name)} are missing: {listed}"
-                + (" ..." if len(missing) > MAX_LISTED else "")
-            )
-        idx = np.array([idx_by_name[f] for f in parsed.file_names], dtype=np.int64)
-        embedding = _store(
-            locked, name, idx, parsed.matrix, parsed.labels, source=EmbeddingSource.CSV, creator=creator,
-            embedding_id=embedding_id,
-        )
+    transaction.on_commit(lambda: _enqueue_projection(embedding.pk), robust=True)
     return embedding
+
+
+# --- .npy in -------------------------------------------------------------------------------------------
+
+def _read_exactly(stream, size: int) -> bytes:
+    parts, left = [], size
+    while left > 0:
+        data = stream.read(left)
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def _npy_header(stream, what: str, ndim: int) -> tuple[tuple, np.dtype]:
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise EmbeddingError(f"{what} is not a .npy file ({exc})", "matrix" if ndim == 2 else "labels") from None
+    if fortran:
+        raise EmbeddingError(f"{what} must be in C order", "matrix" if ndim == 2 else "labels")
+    if len(shape) != ndim:
+        raise EmbeddingError(f"{what} must have {ndim} dimension(s), got shape {shape}",
+                             "matrix" if ndim == 2 else "labels")
+    return shape, dtype
+
+
+def _name_lines(stream) -> Iterator[tuple[int, str]]:
+    """(line number, file name) of a names file: one name a line, or a JSON list of strings."""
+    head = _read_exactly(stream, 1 << 16)
+    body = io.BytesIO(head) if len(head) < (1 << 16) else _Joined(head, stream)
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        try:
+            names = json.loads(head + stream.read() if len(head) >= (1 << 16) else head)
+        except ValueError as exc:
+            raise EmbeddingError(f"the file names are not a valid JSON list ({exc})", "names") from None
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise EmbeddingError("the file names JSON must be a list of strings", "names")
+        yield from enumerate(names, start=1)
+        return
+    for first_line, text in _text_blocks(body, BLOCK_BYTES):
+        for number, line in enumerate(text.split("\n"), start=first_line):
+            line = line.rstrip("\r")
+            if line.strip():
+                yield number, line
+
+
+class _Joined:
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            data, self.head = self.head, b""
+            return data
+        return self.stream.read(n)
+
+
+def _npy_blocks(matrix, names, labels=None) -> Iterator[ParsedCsv]:
+    (n, d), dtype = _npy_header(matrix, "the matrix", 2)
+    if dtype != np.dtype("<f4"):
+        raise EmbeddingError(f"the matrix must be float32 little-endian, not {dtype}", "matrix")
+    if d < 1:
+        raise EmbeddingError(f"the matrix has no columns (shape {(n, d)})", "matrix")
+    if labels is not None:
+        (n_labels,), label_dtype = _npy_header(labels, "the labels", 1)
+        if label_dtype.kind not in "iu" or n_labels != n:
+            raise EmbeddingError(f"the labels must be {n} integers, not {n_labels} of {label_dtype}", "labels")
+    name_iter = _name_lines(names)
+    done = 0
+    while done < n:
+        rows = min(NPY_BLOCK_ROWS, n - done)
+        raw = _read_exactly(matrix, rows * d * 4)
+        if len(raw) != rows * d * 4:
+            raise EmbeddingError(f"the matrix file is cut short: its header says {n} rows", "matrix")
+        block = np.frombuffer(raw, dtype="<f4").reshape(rows, d)
+        pairs = [pair for _i, pair in zip(range(rows), name_iter)]
+        if len(pairs) < rows:
+            raise EmbeddingError(f"the matrix has {n} rows but there are only {done + len(pairs)} file names",
+                                 "names")
+        line_numbers = [p[0] for p in pairs]
+        file_names = [p[1] for p in pairs]
+        finite = np.isfinite(block)
+        if not finite.all():
+            row, column = map(int, np.argwhere(~finite)[0])
+            raise EmbeddingError(f"line {line_numbers[row]} ({file_names[row]!r}): embedding_{column} is "
+                                 f"{block[row, column]}; embeddings must be finite numbers", "matrix")
+        if labels is not None:
+            label_raw = _read_exactly(labels, rows * label_dtype.itemsize)
+            if len(label_raw) != rows * label_dtype.itemsize:
+                raise EmbeddingError("the labels file is cut short", "labels")
+            block_labels = np.frombuffer(label_raw, dtype=label_dtype).astype(np.int64)
+        else:
+            block_labels = np.zeros(rows, dtype=np.int64)
+        yield ParsedCsv(file_names, line_numbers, block, block_labels)
+        done += rows
+    extra = sum(1 for _ in name_iter)
+    if extra:
+        raise EmbeddingError(f"there are {n + extra} file names but the matrix has {n} rows", "names")
+    if n == 0:
+        return
 
 
 def _store(dataset: Dataset, name: str, idx: np.ndarray, vectors: np.ndarray, labels: np.ndarray, *,
@@ -384,15 +836,26 @@ def _csv_field(value: str) -> str:
 # --- 2D projection -------------------------------------------------------------------------------------
 
 def compute_projection(embedding_id: str) -> str | None:
-    """PCA layout at once, then t-SNE for small embeddings; returns the final status (None: gone)."""
+    """PCA layout at once, then t-SNE for small embeddings; returns the final status (None: gone).
+
+    The matrix is read from storage in row blocks, twice (covariance, then projection): the worker
+    holds the (n, 2) layouts and a block, never the matrix.
+    """
     embedding = Embedding.objects.filter(pk=embedding_id).first()
     if embedding is None:
         return None
     try:
-        matrix, idx, _labels = load(embedding)
-        present = _present_idx(embedding, idx, matrix.shape[0])
-        points = matrix[present]
-        pca = _layout(matrix.shape[0], present, pca_2d(points))
+        with np.load(io.BytesIO(storage.read_bytes(rows_key(embedding))), allow_pickle=False) as rows:
+            covered = rows["idx"]
+        n = int(embedding.count)
+        present = _present_idx(embedding, covered, n)
+        mask = np.zeros(n, dtype=bool)
+        mask[present] = True
+        top, mean = _pca_axes(embedding.matrix_key, mask)
+        pca = np.full((n, 2), np.nan, dtype=np.float32)
+        for start, block in _matrix_blocks(embedding.matrix_key):
+            keep = mask[start:start + block.shape[0]]
+            pca[start:start + block.shape[0]][keep] = _project(block[keep], top, mean)
         _save_layout(embedding, "pca", pca, Status.PARTIAL if _wants_tsne(present.size) else Status.READY)
     except Exception:
         log.exception("PCA projection of embedding %s failed", embedding_id)
@@ -401,13 +864,60 @@ def compute_projection(embedding_id: str) -> str | None:
     if not _wants_tsne(present.size):
         return Status.READY
     try:
-        tsne = _layout(matrix.shape[0], present, tsne_2d(points))
+        points = np.concatenate([block[mask[start:start + block.shape[0]]]
+                                 for start, block in _matrix_blocks(embedding.matrix_key)])
+        tsne = _layout(n, present, tsne_2d(points))
         _save_layout(embedding, "tsne", tsne, Status.READY)
     except Exception:
         # The PCA layout stands; a failed nonlinear layout must not hide the map.
         log.exception("t-SNE projection of embedding %s failed; keeping PCA", embedding_id)
         Embedding.objects.filter(pk=embedding_id).update(projection_status=Status.READY)
     return Status.READY
+
+
+def _matrix_blocks(key: str, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 block) of a stored (n, d) .npy, streamed from storage."""
+    with storage.open_file(key) as handle:
+        (n, d), dtype = _npy_header(handle, "the stored matrix", 2)
+        start = 0
+        while start < n:
+            count = min(rows, n - start)
+            raw = _read_exactly(handle, count * d * dtype.itemsize)
+            yield start, np.frombuffer(raw, dtype=dtype).reshape(count, d).astype(np.float32, copy=False)
+            start += count
+
+
+def _pca_axes(key: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top two principal axes (d, <=2) and the mean, from a d x d covariance summed over row blocks."""
+    total = None
+    gram = None
+    m = 0
+    for start, block in _matrix_blocks(key):
+        x = block[mask[start:start + block.shape[0]]].astype(np.float64)
+        if total is None:
+            total, gram = np.zeros(block.shape[1]), np.zeros((block.shape[1], block.shape[1]))
+        total += x.sum(axis=0)
+        gram += x.T @ x
+        m += x.shape[0]
+    if total is None or m < 2:
+        return np.zeros((0 if total is None else total.size, 0)), np.zeros(0 if total is None else total.size)
+    mean = total / m
+    covariance = gram - m * np.outer(mean, mean)
+    return _top_axes(covariance), mean
+
+
+def _top_axes(scatter: np.ndarray) -> np.ndarray:
+    _eigvals, eigvecs = np.linalg.eigh(scatter)  # d x d: cheap for any number of samples
+    top = eigvecs[:, ::-1][:, :2]  # one column only when the embedding has one dimension
+    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
+    return top
+
+
+def _project(points: np.ndarray, top: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    out = np.zeros((points.shape[0], 2), dtype=np.float32)
+    if top.shape[1]:
+        out[:, : top.shape[1]] = (points.astype(np.float64) - mean) @ top
+    return out
 
 
 def _present_idx(embedding: Embedding, covered: np.ndarray, n: int) -> np.ndarray:
@@ -436,17 +946,12 @@ def _save_layout(embedding: Embedding, method: str, layout: np.ndarray, status: 
 def pca_2d(points: np.ndarray) -> np.ndarray:
     """The first two principal components, signs fixed so the same data always gives the same map."""
     m = points.shape[0]
-    out = np.zeros((m, 2), dtype=np.float32)
     if m < 2:
-        return out
+        return np.zeros((m, 2), dtype=np.float32)
     x = points.astype(np.float64)
-    x -= x.mean(axis=0)
-    _eigvals, eigvecs = np.linalg.eigh(x.T @ x)  # d x d: cheap for any number of samples
-    top = eigvecs[:, ::-1][:, :2]  # one column only when the embedding has one dimension
-    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
-    projected = x @ top
-    out[:, : projected.shape[1]] = projected
-    return out
+    mean = x.mean(axis=0)
+    x -= mean
+    return _project(points, _top_axes(x.T @ x), mean)
 
 
 def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:

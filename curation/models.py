@@ -222,3 +222,38 @@ class MetadataField(models.Model):
 
     def __str__(self) -> str:
         return self.display_name or self.path
+
+
+class EmbeddingUpload(models.Model):
+    """A resumable embeddings upload: its parts arrive in chunks (objects in storage), then a worker stores them.
+
+    Parts: `file` for a CSV; `matrix` (.npy), `names` and optionally `labels` (.npy) for a binary upload.
+    Chunks live at `datasets/<dataset>/uploads/<id>/<part>/<offset>` until processing ends or the
+    session expires (curation.uploads.expire_uploads, the admin action).
+    """
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="embedding_uploads")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8)  # csv | npy
+    sizes = models.JSONField(default=dict)  # part -> total bytes announced at creation
+    received = models.JSONField(default=dict)  # part -> bytes committed so far
+    chunks = models.JSONField(default=dict)  # part -> offsets of its stored chunks, ascending
+    status = models.CharField(max_length=16, default="receiving")  # receiving queued processing succeeded failed
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True, default="")
+    error_field = models.CharField(max_length=32, blank=True, default="")
+    embedding = models.ForeignKey(Embedding, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.status})"
+
+    @property
+    def prefix(self) -> str:
+        return f"datasets/{self.dataset_id}/uploads/{self.id}/"

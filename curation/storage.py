@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -37,9 +38,64 @@ def read_bytes(key: str) -> bytes:
 
 
 def save_matrix(key: str, matrix: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(matrix), allow_pickle=False)
-    return save_bytes(key, buffer.getvalue())
+    """Write `matrix` as .npy at `key`, through a local temp file (no second copy of it in memory)."""
+    path = spool_path(".npy")
+    try:
+        with open(path, "wb") as handle:
+            np.lib.format.write_array(handle, np.asarray(matrix), allow_pickle=False)
+        return save_file(key, path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def spool_dir() -> Path:
+    """A local folder for temp files (under WINNOW_VAR_DIR: the same disk as local media, so a move is a rename)."""
+    folder = Path(settings.VAR_DIR) / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def spool_path(suffix: str = "") -> Path:
+    handle, name = tempfile.mkstemp(suffix=suffix, dir=spool_dir())
+    os.close(handle)
+    return Path(name)
+
+
+class _LocalFile(File):
+    """A local file that FileSystemStorage moves into place instead of copying (its temp-upload path)."""
+
+    def __init__(self, path: Path):
+        super().__init__(open(path, "rb"), name=path.name)
+        self._path = str(path)
+
+    def temporary_file_path(self) -> str:
+        return self._path
+
+
+def save_file(key: str, source) -> str:
+    """Stream a file object, or move a local file (a Path), to exactly `key` (overwriting); return the key.
+
+    Local storage renames a Path into place; S3 uploads either in parts, never holding it in memory.
+    """
+    if default_storage.exists(key):
+        default_storage.delete(key)
+    content = _LocalFile(Path(source)) if isinstance(source, (str, Path)) else File(source, name=os.path.basename(key))
+    try:
+        saved = default_storage.save(key, content)
+    finally:
+        content.close()
+    if saved != key:
+        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
+    return key
+
+
+def open_file(key: str):
+    """A binary file object reading `key` from storage (stream it; do not read() it whole)."""
+    return default_storage.open(key, "rb")
+
+
+def size_of(key: str) -> int:
+    return default_storage.size(key)
 
 
 def load_matrix(key: str) -> np.ndarray:

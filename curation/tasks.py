@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from curation import embeddings, filters
+from curation import embedding_uploads, embeddings, filters
 
 
 @shared_task(name="curation.compute_projection")
@@ -30,3 +30,9 @@ def sync_sort_indexes(dataset_id: str, field_id: int) -> list[str]:
     if not built:
         filters.drop_sort_indexes(dataset_id, field_id)
     return built
+
+
+@shared_task(name="curation.process_embedding_upload")
+def process_embedding_upload(upload_id: str) -> str | None:
+    """Parse and store a completed resumable embeddings upload (curation.embedding_uploads)."""
+    return embedding_uploads.process(upload_id)

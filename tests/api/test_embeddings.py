@@ -238,15 +238,15 @@ def test_names_are_unique_in_a_dataset(editor_api, registered, commit, media):
 
 
 def test_a_name_taken_by_a_concurrent_upload_is_a_400_naming_the_name(editor_api, registered, monkeypatch, media):
-    real_parse = embeddings.parse_csv
+    real_parse = embeddings._csv_blocks
 
-    def parse_while_another_upload_lands(data):
+    def parse_while_another_upload_lands(stream, *args):
         # The rival commits after this request checked the name and before it inserts.
         Embedding.objects.create(dataset=registered, name="mine", dimension=D, count=N,
                                  matrix_key=f"datasets/{registered.id}/embeddings/rival.npy")
-        return real_parse(data)
+        return real_parse(stream, *args)
 
-    monkeypatch.setattr(embeddings, "parse_csv", parse_while_another_upload_lands)
+    monkeypatch.setattr(embeddings, "_csv_blocks", parse_while_another_upload_lands)
     response = post_csv(editor_api, registered, make_csv(names(), vectors()))
     assert response.status_code == 400
     assert response.json()["detail"] == "name: this dataset already has an embedding named 'mine'"

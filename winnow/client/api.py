@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -37,6 +39,9 @@ BATCH_BYTES = 32 * 1024 * 1024
 # JSON registration (meta mode) sends rows only, so batches can be larger.
 META_BATCH_ROWS = 500
 RETRY_STATUSES = (502, 503, 504)
+# Embedding files above this go up in a resumable session of chunks of EMBEDDING_CHUNK_BYTES.
+EMBEDDING_SINGLE_BYTES = 32 * 1024 * 1024
+EMBEDDING_CHUNK_BYTES = 16 * 1024 * 1024
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                   ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 
@@ -460,15 +465,114 @@ class Client:
 
     # --- embeddings ------------------------------------------------------------------------------
 
-    def upload_embeddings(self, csv_path: str | os.PathLike, name: str = "default",
-                          dataset_id: str | None = None) -> dict:
-        """Upload embeddings in Lightly's CSV format (see `save_embeddings`) under `name`."""
-        path = Path(csv_path)
-        with path.open("rb") as handle:
-            return self._json(
-                "POST", f"datasets/{self._dataset(dataset_id)}/embeddings",
-                data={"name": name}, files={"file": (path.name, handle, "text/csv")},
-            )
+    def upload_embeddings(self, source, name: str = "default", dataset_id: str | None = None, *,
+                          file_names=None, labels=None, chunked: bool | None = None,
+                          chunk_bytes: int = EMBEDDING_CHUNK_BYTES, progress: bool = True, wait: bool = True,
+                          upload_id: str | None = None, timeout: float = 3600) -> dict:
+        """Upload embeddings under `name`: a Lightly CSV path, or a float32 matrix with its file names.
+
+        Args:
+            source: a CSV path (see `save_embeddings`), a `.npy` path, or an (n, d) numpy array.
+            file_names: with a matrix: n file names (a sequence, or a path to a file with one a line).
+            labels: with a matrix, optional: n integers.
+            chunked: force (True) or forbid (False) the resumable session; by default files above
+                EMBEDDING_SINGLE_BYTES go in chunks of `chunk_bytes`, resuming after a dropped connection.
+            wait: wait for the server to store a chunked upload (with progress); False returns the
+                upload (id, status, progress) at once: poll `get_embedding_upload`.
+            upload_id: continue an earlier session (same files) instead of starting a new one.
+
+        Returns:
+            The embedding (id, name, dimension, ...), or the upload when `wait` is False.
+        """
+        dataset_id = self._dataset(dataset_id)
+        with tempfile.TemporaryDirectory(prefix="winnow-embeddings-") as tmp:
+            kind, parts = _embedding_parts(source, file_names, labels, Path(tmp))
+            total = sum(path.stat().st_size for path in parts.values())
+            if chunked is None:
+                chunked = upload_id is not None or total > EMBEDDING_SINGLE_BYTES
+            if not chunked:
+                return self._post_embeddings(dataset_id, name, kind, parts)
+            upload = self._send_upload(dataset_id, name, kind, parts, chunk_bytes, progress, upload_id)
+        if not wait:
+            return upload
+        return self.wait_for_embedding_upload(upload["id"], dataset_id, progress=progress, timeout=timeout)
+
+    def _post_embeddings(self, dataset_id: str, name: str, kind: str, parts: dict[str, Path]) -> dict:
+        handles = {part: path.open("rb") for part, path in parts.items()}
+        try:
+            files = {part: (path.name, handles[part], "text/csv" if kind == "csv" else "application/octet-stream")
+                     for part, path in parts.items()}
+            return self._json("POST", f"datasets/{dataset_id}/embeddings", data={"name": name}, files=files)
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+    def _send_upload(self, dataset_id: str, name: str, kind: str, parts: dict[str, Path], chunk_bytes: int,
+                     progress: bool, upload_id: str | None) -> dict:
+        base = f"datasets/{dataset_id}/embeddings/uploads"
+        if upload_id is None:
+            upload = self._json("POST", base, json={
+                "kind": kind, "name": name, "sizes": {part: path.stat().st_size for part, path in parts.items()}})
+        else:
+            upload = self.get_embedding_upload(upload_id, dataset_id)
+        total = sum(upload["sizes"].values())
+        bar = _byte_bar(total, "uploading", progress, initial=sum(upload["received"].values()))
+        try:
+            for part, path in parts.items():
+                offset = int(upload["received"].get(part, 0))
+                size = path.stat().st_size
+                if size != upload["sizes"].get(part):
+                    raise WinnowError(None, f"{path} has {size} bytes, the upload expects {upload['sizes'].get(part)}")
+                with path.open("rb") as handle:
+                    failures = 0
+                    while offset < size:
+                        handle.seek(offset)
+                        data = handle.read(chunk_bytes)
+                        try:
+                            upload = self._json(
+                                "PUT", f"{base}/{upload['id']}/{part}", data=data,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{size}"})
+                            failures = 0
+                        except WinnowError as exc:
+                            transient = exc.status is None or exc.status in RETRY_STATUSES or exc.status in (409, 500)
+                            failures += 1
+                            if not transient or failures > self.retries + 2:
+                                raise
+                            if exc.status != 409:
+                                time.sleep(min(8.0, 0.5 * 2**failures))
+                            # The connection dropped or the chunk was not at the committed offset: ask where to go on.
+                            upload = self.get_embedding_upload(upload["id"], dataset_id)
+                        new = int(upload["received"].get(part, 0))
+                        bar.update(new - offset)
+                        offset = new
+        finally:
+            bar.close()
+        return self._json("POST", f"{base}/{upload['id']}/complete")
+
+    def get_embedding_upload(self, upload_id: str, dataset_id: str | None = None) -> dict:
+        """A resumable embeddings upload: sizes, received bytes per part, status, progress, error, embedding."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/uploads/{upload_id}")
+
+    def wait_for_embedding_upload(self, upload_id: str, dataset_id: str | None = None, *, progress: bool = True,
+                                  timeout: float = 3600, poll: float = 1.0) -> dict:
+        """Wait until the server has stored a completed upload; return the embedding. A refused file raises."""
+        dataset_id = self._dataset(dataset_id)
+        deadline = time.monotonic() + timeout
+        bar = progress_bar(100, "storing", progress)
+        try:
+            while True:
+                upload = self.get_embedding_upload(upload_id, dataset_id)
+                bar.update(int(upload["progress"] * 100) - bar.n)
+                if upload["status"] == "succeeded":
+                    return self._json("GET", f"datasets/{dataset_id}/embeddings/{upload['embedding']}")
+                if upload["status"] == "failed":
+                    raise WinnowError(400, f"{upload['error_field'] or 'file'}: {upload['error']}", upload)
+                if time.monotonic() > deadline:
+                    raise WinnowError(None, f"the embeddings upload {upload_id} is still {upload['status']}")
+                time.sleep(poll)
+        finally:
+            bar.close()
 
     def list_embeddings(self, dataset_id: str | None = None) -> list[dict]:
         """The dataset's embeddings: id, name, dimension, source, projection_status."""
@@ -713,6 +817,51 @@ def _batches(root: Path, names: list[str], batch_files: int) -> list[list[str]]:
     if current:
         batches.append(current)
     return batches
+
+
+def _embedding_parts(source, file_names, labels, tmp: Path) -> tuple[str, dict[str, Path]]:
+    """("csv", {"file": path}) or ("npy", {"matrix", "names"[, "labels"]}): local files to send."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() != ".npy":
+        if file_names is not None or labels is not None:
+            raise WinnowError(None, "file_names and labels go with a .npy matrix; a CSV holds its own")
+        return "csv", {"file": Path(source)}
+    if isinstance(source, (str, os.PathLike)):
+        matrix = Path(source)
+        n, _d = formats.npy_matrix_shape(matrix)
+    else:
+        array = np.asarray(source)
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise WinnowError(None, f"the embeddings must be an (n, d) float array, got {array.dtype} {array.shape}")
+        matrix = tmp / "matrix.npy"
+        np.save(matrix, np.ascontiguousarray(array, dtype="<f4"), allow_pickle=False)
+        n = array.shape[0]
+    if file_names is None:
+        raise WinnowError(None, "file_names are required with a matrix: one per row")
+    if isinstance(file_names, (str, os.PathLike)):
+        names = Path(file_names)
+        count = len(formats.load_file_names(names))
+    else:
+        names = tmp / "names.txt"
+        count = formats.save_file_names(names, file_names)
+    if count != n:
+        raise WinnowError(None, f"the matrix has {n} rows but there are {count} file names")
+    parts = {"matrix": matrix, "names": names}
+    if labels is not None:
+        label_array = np.asarray(labels)
+        if label_array.shape != (n,) or label_array.dtype.kind not in "iu":
+            raise WinnowError(None, f"labels must be {n} integers")
+        parts["labels"] = tmp / "labels.npy"
+        np.save(parts["labels"], label_array.astype("<i8"), allow_pickle=False)
+    return "npy", parts
+
+
+def _byte_bar(total: int, description: str, enabled: bool, initial: int = 0):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                dynamic_ncols=True)
 
 
 def _metadata_mapping(metadata) -> dict[str, dict]:

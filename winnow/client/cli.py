@@ -4,6 +4,8 @@
                  [--custom-metadata metadata.json] [--embeddings embeddings.csv]
     winnow upload --input-dir photos/ --dataset-id ID
     winnow embed --input-dir photos/ --output embeddings.csv
+    winnow embeddings --dataset-id ID --file embeddings.csv|matrix.npy [--file-names names.txt]
+                      [--labels labels.npy] [--name NAME] [--no-wait] [--resume UPLOAD_ID]
     winnow metadata --dataset-id ID --file metadata.json
     winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
     winnow demo [--port 8000] [--images 2000]
@@ -19,6 +21,8 @@ import importlib.util
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from winnow.client import formats
 from winnow.client.api import DEFAULT_SERVER, UPLOAD_MODES, Client, WinnowError, progress_bar
@@ -70,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="upload mode of a new dataset (default full); meta keeps pixels on this machine")
     magic.add_argument("--custom-metadata", type=Path, help="Lightly-style custom metadata JSON")
     magic.add_argument("--embeddings", type=Path,
-                       help="embeddings CSV (Lightly format) instead of the built-in embedder")
+                       help="embeddings CSV (Lightly format), or a float32 .npy matrix with --embedding-file-names, "
+                            "instead of the built-in embedder")
+    magic.add_argument("--embedding-file-names", type=Path,
+                       help="with a .npy --embeddings: the file name of each row, one a line (or a JSON list)")
     magic.add_argument("--embedding-name", default="default", help="name of the embedding (default: default)")
     magic.add_argument("--wait", action="store_true",
                        help="wait for the server's built-in embedding (full and thumbnails modes)")
@@ -93,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--seed", type=int, default=0)
     embed.add_argument("--quiet", action="store_true")
     embed.set_defaults(handler=cmd_embed)
+
+    emb = sub.add_parser("embeddings", help="upload embeddings (Lightly CSV, or a .npy matrix plus file names)")
+    connection(emb)
+    emb.add_argument("--dataset-id", required=True)
+    emb.add_argument("--file", required=True, type=Path, help="embeddings CSV, or a float32 (n, d) .npy matrix")
+    emb.add_argument("--file-names", type=Path, help="with a .npy: the file name of each row, one a line (or JSON)")
+    emb.add_argument("--labels", type=Path, help="with a .npy, optional: an integer .npy of n labels")
+    emb.add_argument("--name", default="default", help="name of the embedding (default: default)")
+    emb.add_argument("--no-wait", action="store_true", help="return once sent; the server stores it in the background")
+    emb.add_argument("--resume", metavar="UPLOAD_ID", help="continue an interrupted upload session")
+    emb.set_defaults(handler=cmd_embeddings)
 
     metadata = sub.add_parser("metadata", help="upload Lightly-style custom metadata JSON to a dataset")
     connection(metadata)
@@ -156,6 +174,8 @@ def cmd_magic(args) -> int:
     per_file = _load_metadata(args.custom_metadata)
     if args.embeddings is not None and not args.embeddings.is_file():
         raise CommandError(f"--embeddings {args.embeddings} does not exist")
+    if args.embeddings is not None:
+        _check_embedding_files(args.embeddings, args.embedding_file_names)
     client = _client(args, args.dataset_id)
     progress = not args.quiet
 
@@ -190,7 +210,8 @@ def cmd_magic(args) -> int:
                   f"(e.g. {unknown[0]!r})", file=sys.stderr)
 
     if args.embeddings is not None:
-        _upload_embedding_once(client, args.embeddings, args.embedding_name, summary)
+        _upload_embedding_once(client, args.embeddings, args.embedding_name, summary, args.embedding_file_names,
+                               progress)
     elif mode == "meta":
         _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress)
     elif args.wait:
@@ -207,11 +228,23 @@ def _existing_embedding(client: Client, name: str) -> dict | None:
     return next((e for e in client.list_embeddings() if e["name"] == name), None)
 
 
-def _upload_embedding_once(client: Client, csv_path: Path, name: str, summary: dict) -> None:
+def _check_embedding_files(path: Path, file_names: Path | None) -> None:
+    if path.suffix.lower() == ".npy":
+        if file_names is None:
+            raise CommandError(f"{path} is a .npy matrix: pass the file names of its rows (one a line)")
+        if not file_names.is_file():
+            raise CommandError(f"{file_names} does not exist")
+        formats.npy_matrix_shape(path)
+    elif file_names is not None:
+        raise CommandError("file names go with a .npy matrix; a CSV names its own rows")
+
+
+def _upload_embedding_once(client: Client, path: Path, name: str, summary: dict, file_names: Path | None = None,
+                           progress: bool = True) -> None:
     if _existing_embedding(client, name) is not None:
         print(f"embedding {name!r} already exists; pass --embedding-name to upload another")
         return
-    embedding = client.upload_embeddings(csv_path, name)
+    embedding = client.upload_embeddings(path, name, file_names=file_names, progress=progress)
     print(f"uploaded embedding {embedding['name']!r} ({embedding['dimension']} dimensions)")
 
 
@@ -278,6 +311,24 @@ def cmd_embed(args) -> int:
     formats.save_embeddings(args.output, vectors, [0] * len(kept), kept)
     print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions) to {args.output}")
     return 0 if len(kept) == len(names) else 1
+
+
+def cmd_embeddings(args) -> int:
+    if not args.file.is_file():
+        raise CommandError(f"--file {args.file} does not exist")
+    _check_embedding_files(args.file, args.file_names)
+    labels = None
+    if args.labels is not None:
+        labels = np.load(args.labels, allow_pickle=False)
+    client = _client(args, args.dataset_id)
+    result = client.upload_embeddings(args.file, args.name, file_names=args.file_names, labels=labels,
+                                      progress=not args.quiet, wait=not args.no_wait, upload_id=args.resume)
+    if args.no_wait and "status" in result:
+        print(f"upload {result['id']} is {result['status']}; the server stores embedding {args.name!r} in the "
+              "background")
+    else:
+        print(f"uploaded embedding {result['name']!r} ({result['dimension']} dimensions, id {result['id']})")
+    return 0
 
 
 def cmd_metadata(args) -> int:

@@ -144,6 +144,46 @@ def _embedding_columns(header: list[str]) -> list[int]:
     return columns
 
 
+def save_file_names(path: str | os.PathLike, filenames: Iterable[str]) -> int:
+    """Write file names one a line (UTF-8, LF), the names file of a binary `.npy` embeddings upload.
+
+    Returns how many were written. Raises ValueError for a name with a line break or a NUL.
+    """
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for i, name in enumerate(filenames):
+            if not isinstance(name, str) or not name or any(ch in name for ch in "\r\n\x00"):
+                raise ValueError(f"filenames[{i}] {name!r} is empty or contains a line break or NUL")
+            handle.write(name + "\n")
+            count += 1
+    return count
+
+
+def load_file_names(path: str | os.PathLike) -> list[str]:
+    """Read a names file as the server does: one file name a line (blank lines skipped), or a JSON list."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise FormatError(f"{path}: a JSON names file must be a list of strings")
+        return names
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def npy_matrix_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """(n, d) of a `.npy` embeddings matrix, checked as the server checks it: float32, C order, 2-D."""
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(handle)
+        except ValueError as exc:
+            raise FormatError(f"{path}: not a .npy file ({exc})") from None
+    if dtype != np.dtype("<f4") or fortran or len(shape) != 2:
+        raise FormatError(f"{path}: the matrix must be a C-order float32 (n, d) array, not {dtype} {shape}")
+    return shape
+
+
 def format_custom_metadata(custom_metadata: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, list[dict]]:
     """Turn (file_name, metadata dict) pairs into Lightly's COCO-like custom metadata dict.
 

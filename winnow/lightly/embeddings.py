@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -35,8 +36,11 @@ def dataset_embedding(dataset: Dataset, embedding_id: str) -> Embedding:
     return embedding
 
 
-def store_csv(dataset: Dataset, name: str, data: bytes, creator, embedding_id: str) -> Embedding:
-    """curation.embeddings.create_from_csv, stored under the id that writeCSVUrl gave the client."""
+def store_csv(dataset: Dataset, name: str, data, creator, embedding_id: str) -> Embedding:
+    """curation.embeddings.create_from_csv, stored under the id that writeCSVUrl gave the client.
+
+    `data` is bytes or a binary stream (the request itself): the CSV is parsed as it arrives.
+    """
     return embeddings.create_from_csv(dataset, name, data, creator=creator, embedding_id=embedding_id)
 
 
@@ -89,10 +93,16 @@ class EmbeddingCsvView(LightlyView):
             raise ApiError(403, "FORBIDDEN", "This upload URL was already used; ask for a new one (writeCSVUrl).")
         written = False
         try:
-            data = request.body
-            if not data:
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if not length:
                 raise self.invalid("The CSV is empty.", "EMBEDDING_INVALID")
-            store_csv(dataset, params.get("name", ""), data, user, embedding_id)
+            if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None and length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                # The body streams (it is never held whole), but one request stays bounded as before.
+                raise RequestDataTooBig("the CSV is over WINNOW_MAX_REQUEST_BYTES")
+            store_csv(dataset, params.get("name", ""), request, user, embedding_id)
             written = True
         except embeddings.EmbeddingError as exc:
             raise self.invalid(f"{exc.field}: {exc}", "EMBEDDING_INVALID") from None
