@@ -22,6 +22,7 @@ from django.utils import timezone
 from curation import embeddings, storage
 from curation.embeddings import EmbeddingError
 from curation.models import Dataset, EmbeddingUpload
+from winnow.celery import task
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,7 @@ def complete(upload_id: str) -> EmbeddingUpload:
 
 
 def _enqueue(upload_id: str) -> None:
-    from curation import tasks
-
-    tasks.process_embedding_upload.delay(upload_id)
+    task("curation.process_embedding_upload").delay(upload_id)
 
 
 class _Chunks:

@@ -40,6 +40,8 @@ from django.utils.dateparse import parse_datetime
 
 from curation import storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
+from winnow.celery import task
+from winnow.client import embedder
 
 log = logging.getLogger(__name__)
 
@@ -777,9 +779,7 @@ def _store(dataset: Dataset, name: str, idx: np.ndarray, vectors: np.ndarray, la
 
 
 def _enqueue_projection(embedding_id: str) -> None:
-    from curation import tasks
-
-    tasks.compute_projection.delay(embedding_id)
+    task("curation.compute_projection").delay(embedding_id)
 
 
 def delete_embedding(embedding: Embedding) -> None:
@@ -976,8 +976,6 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     a run of its own (it will see more samples), the dataset keeps no pixels or has fewer than two
     images, or an uploaded CSV already holds the name "default".
     """
-    from winnow.client import embedder
-
     dataset = Dataset.objects.filter(pk=dataset_id).only("id", "upload_mode").first()
     if dataset is None or dataset.upload_mode == UploadMode.META:
         return None

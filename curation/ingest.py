@@ -36,6 +36,7 @@ from rest_framework.response import Response
 from curation import services, storage
 from curation.images import ImageRejected, process_image
 from curation.models import Dataset, Sample, UploadMode, new_public_id
+from winnow.celery import task
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +279,9 @@ def _put(key: str, data) -> str:
 
 
 def _enqueue_embedding(dataset_id: str) -> None:
-    from curation import tasks
-
     def enqueue() -> None:
         requested_at = timezone.now().isoformat()
-        tasks.embed_dataset.delay(dataset_id, requested_at=requested_at)
+        task("curation.embed_dataset").delay(dataset_id, requested_at=requested_at)
 
     # robust: with in-process tasks a failing embedder must not turn a stored upload into a 500.
     transaction.on_commit(enqueue, robust=True)

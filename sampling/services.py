@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
+from celery import chord
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -71,6 +72,7 @@ from sampling.samplers.kcenter import KCenter
 from sampling.samplers.metadata import OPERATIONS
 from sampling.samplers.similarity import METRICS
 from winnow.values import is_finite_number
+from winnow.celery import task
 
 log = logging.getLogger(__name__)
 
@@ -304,13 +306,11 @@ def prepare_run(dataset, data: dict) -> dict:
 
 def create_run(dataset, data: dict, creator) -> SamplingRun:
     """Check the request, create the queued run and enqueue it once the transaction commits."""
-    from sampling.tasks import run_sampling
-
     fields = prepare_run(dataset, data)
     task_id = uuid.uuid4().hex
     with transaction.atomic():
         run = SamplingRun.objects.create(dataset=dataset, creator=creator, task_id=task_id, **fields)
-        transaction.on_commit(lambda: run_sampling.apply_async(args=[run.id], task_id=task_id))
+        transaction.on_commit(lambda: task("sampling.run_sampling").apply_async(args=[run.id], task_id=task_id))
     return run
 
 
@@ -715,14 +715,10 @@ SHARD_SPAN = (5, 85)  # progress points the shard round covers; the merge covers
 
 
 def _dispatch_shards(run: SamplingRun, token: str, n_shards: int, attempt: Attempt) -> str:
-    from celery import chord
-
-    from sampling.tasks import merge_shards, reduce_shard
-
     attempt.phase(0, SHARD_SPAN[0])
     attempt.progress(1.0)
-    header = [reduce_shard.s(run.id, token, i, n_shards) for i in range(n_shards)]
-    chord(header)(merge_shards.s(run.id, token))
+    header = [task("sampling.reduce_shard").s(run.id, token, i, n_shards) for i in range(n_shards)]
+    chord(header)(task("sampling.merge_shards").s(run.id, token))
     return "dispatched"  # the merge task finishes the run
 
 

@@ -73,3 +73,9 @@ def thread_pools() -> list[dict]:
 
     return [{"user_api": p["user_api"], "internal_api": p["internal_api"], "num_threads": p["num_threads"]}
             for p in threadpool_info()]
+
+
+def task(name: str):
+    """The registered task called `name`. Services enqueue through it, so a service module never imports the
+    tasks module that wraps it (tasks import services, never the reverse)."""
+    return app.tasks[name]

@@ -28,6 +28,7 @@ from rest_framework.views import APIView
 
 from curation import filters, services
 from curation.access import get_dataset
+from curation.ingest import handle_multipart_upload
 from curation.models import Role, Sample, UploadMode
 
 DEFAULT_LIMIT = 100
@@ -279,8 +280,6 @@ class SampleList(APIView):
                     "this dataset keeps metadata only (meta): it takes no image files; "
                     "register samples as JSON {\"samples\": [{\"file_name\": ...}]}"
                 ]})
-            from curation.ingest import handle_multipart_upload
-
             return handle_multipart_upload(request, dataset)
         if dataset.upload_mode != UploadMode.META:
             raise ValidationError({"upload_mode": [
