@@ -1,9 +1,9 @@
 """Setting up a benchmark's Django environment: its own PostgreSQL database (created if missing), migrated.
 
-    from _setup import django_environment, setup_database
-    django_environment("winnow_bench_scores")   # before importing anything that touches settings
-    ...
-    setup_database()                            # create the database if missing, django.setup(), migrate
+from _setup import django_environment, setup_database
+django_environment("winnow_bench_scores")   # before importing anything that touches settings
+...
+setup_database()                            # create the database if missing, django.setup(), migrate
 """
 
 from __future__ import annotations
@@ -41,8 +41,13 @@ def ensure_database(url: str) -> None:
     cfg = dj_database_url.parse(url)
     if "postgresql" not in cfg["ENGINE"]:
         sys.exit(f"DATABASE_URL must point at PostgreSQL, not {cfg['ENGINE']}")
-    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], password=cfg["PASSWORD"] or None,
-                            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)
+    conn = psycopg2.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or "127.0.0.1",
+        port=cfg["PORT"] or 5432,
+    )
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

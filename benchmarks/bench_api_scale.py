@@ -15,18 +15,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import django_environment, setup_database  # noqa: E402
+from _setup import django_environment, setup_database
 
 django_environment("winnow_bench_api")
 setup_database()  # creates the database if missing, then migrates
 
 import numpy as np  # noqa: E402
+from _report import write_section  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
-from _report import write_section  # noqa: E402
 from curation import bitmask  # noqa: E402
 from curation.models import Sample, Tag, TagOrigin  # noqa: E402
 from curation.services import create_dataset, delete_dataset  # noqa: E402
@@ -55,10 +55,18 @@ def setup(n: int):
     temperature = rng.normal(15, 10, size=n).round(1)
     pedestrians = rng.poisson(3, size=n)
     Sample.objects.bulk_create(
-        (Sample(dataset=dataset, idx=i, file_name=f"frames/{i:07d}.jpg",
-                metadata={"weather": {"scenario": str(scenario[i]), "temperature": float(temperature[i])},
-                          "number_of_pedestrians": int(pedestrians[i])})
-         for i in range(n)),
+        (
+            Sample(
+                dataset=dataset,
+                idx=i,
+                file_name=f"frames/{i:07d}.jpg",
+                metadata={
+                    "weather": {"scenario": str(scenario[i]), "temperature": float(temperature[i])},
+                    "number_of_pedestrians": int(pedestrians[i]),
+                },
+            )
+            for i in range(n)
+        ),
         batch_size=5000,
     )
     dataset.next_idx = n
@@ -67,8 +75,9 @@ def setup(n: int):
     tags = []
     for name, lo, hi in [("first", 0, n - half), ("second", half, n)]:
         mask = bitmask.from_indices(np.arange(lo, hi), size=n)
-        tags.append(Tag.objects.create(dataset=dataset, name=name, bitmask=mask, count=hi - lo,
-                                       origin=TagOrigin.SELECTION))
+        tags.append(
+            Tag.objects.create(dataset=dataset, name=name, bitmask=mask, count=hi - lo, origin=TagOrigin.SELECTION)
+        )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     _token, key = ApiToken.issue(user, "bench")
@@ -89,8 +98,11 @@ def main() -> None:
 
     # --- tag arithmetic: union of two tags of ~100,000 samples each
     def api_union():
-        response = client.post(f"{base}/tags", {"name": f"union-{next(counter)}", "operation": "union",
-                                                "tags": [tag_a.id, tag_b.id]}, format="json")
+        response = client.post(
+            f"{base}/tags",
+            {"name": f"union-{next(counter)}", "operation": "union", "tags": [tag_a.id, tag_b.id]},
+            format="json",
+        )
         assert response.status_code == 201, response.content
         return response.json()["count"]
 
@@ -117,16 +129,26 @@ def main() -> None:
         return response.json()["count"]
 
     def api_filter_tag():
-        response = client.post(f"{base}/tags", {
-            "name": f"warm-rain-{next(counter)}",
-            "filter": {"conditions": [{"path": "weather.scenario", "op": "eq", "value": "rainy"},
-                                      {"path": "weather.temperature", "op": "gt", "value": 20}]}}, format="json")
+        response = client.post(
+            f"{base}/tags",
+            {
+                "name": f"warm-rain-{next(counter)}",
+                "filter": {
+                    "conditions": [
+                        {"path": "weather.scenario", "op": "eq", "value": "rainy"},
+                        {"path": "weather.temperature", "op": "gt", "value": 20},
+                    ]
+                },
+            },
+            format="json",
+        )
         assert response.status_code == 201, response.content
         return response.json()["count"]
 
     def reference_filter():
         return sum(
-            1 for s in Sample.objects.filter(dataset=dataset)
+            1
+            for s in Sample.objects.filter(dataset=dataset)
             if s.metadata["weather"]["scenario"] == "rainy" and s.metadata["weather"]["temperature"] > 20
         )
 
@@ -151,8 +173,11 @@ def main() -> None:
     ]
     for name, ours, ref, nq in rows:
         lines.append(f"| {name} | {ours:.3f} | {ref:.3f} | {ref / ours:.1f}x | {nq if nq is not None else '-'} |")
-    lines += ["", "Reproduce: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/winnow_bench_api SECRET_KEY=bench "
-              ".venv/bin/python benchmarks/bench_api_scale.py`"]
+    lines += [
+        "",
+        "Reproduce: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/winnow_bench_api SECRET_KEY=bench "
+        ".venv/bin/python benchmarks/bench_api_scale.py`",
+    ]
     write_section("api-scale", "\n".join(lines))
     print("\n".join(lines))
     delete_dataset(dataset)

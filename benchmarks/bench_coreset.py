@@ -52,8 +52,7 @@ def make_data(n: int, d: int, kind: str = "blobs", seed: int = 0) -> np.ndarray:
 
 def run_ours(X: np.ndarray, k: int) -> np.ndarray:
     n = len(X)
-    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64),
-                         metadata={})
+    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64), metadata={})
     scores = select(inp, [{"strategy": "coreset"}], n_samples=k, seed=0)
     return ranking(scores, np.arange(n))[:k]
 
@@ -92,8 +91,9 @@ def blas_kernel() -> str:
         import threadpoolctl
 
         info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-        return ", ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
-                         for i in info)
+        return ", ".join(
+            f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}" for i in info
+        )
     except Exception as exc:  # only decorates the report
         return f"unknown ({exc})"
 
@@ -102,8 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (no report)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for ours and the floor")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS threads for all three variants (1: robust on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS threads for all three variants (1: robust on a shared machine)"
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     cases = QUICK if args.quick else FULL
@@ -134,22 +135,30 @@ def measure(cases, repeat):
         r_single = radius(X, picks)
         r_ref = radius(X, ref_picks)
         speed_rows.append((n, d, k, kind, ours, t_ref, floor, agree, r_single, r_ref))
-        print(f"N={n} d={d} k={k} {kind}: ours {ours:.2f}s  reference {t_ref:.2f}s  floor {floor:.2f}s  "
-              f"speedup {t_ref / ours:.1f}x  vs floor {ours / floor:.2f}x  same picks: first {agree}/{k}  "
-              f"radius {r_single:.3f} vs reference {r_ref:.3f}",
-              flush=True)
+        print(
+            f"N={n} d={d} k={k} {kind}: ours {ours:.2f}s  reference {t_ref:.2f}s  floor {floor:.2f}s  "
+            f"speedup {t_ref / ours:.1f}x  vs floor {ours / floor:.2f}x  same picks: first {agree}/{k}  "
+            f"radius {r_single:.3f} vs reference {r_ref:.3f}",
+            flush=True,
+        )
         for shards in SHARDS:
             dt, scores = timed(distributed_coreset, X, np.arange(n), np.zeros(0, dtype=np.int64), k, shards)
             r_shard = radius(X, ranking(scores, np.arange(n))[:k])
             shard_rows.append((n, d, k, kind, shards, r_single, r_shard, dt))
-            print(f"  {shards} shards: radius {r_shard:.3f} vs single {r_single:.3f} "
-                  f"({r_shard / r_single:.3f}x), {dt:.1f}s sequential", flush=True)
+            print(
+                f"  {shards} shards: radius {r_shard:.3f} vs single {r_single:.3f} "
+                f"({r_shard / r_single:.3f}x), {dt:.1f}s sequential",
+                flush=True,
+            )
     return speed_rows, shard_rows
 
 
 def report(args, speed_rows, shard_rows, kernel):
-    cmd = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_coreset.py" + \
-        (" --quick" if args.quick else "") + (f" --threads {args.threads}" if args.threads != 1 else "")
+    cmd = (
+        "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_coreset.py"
+        + (" --quick" if args.quick else "")
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+    )
     lines = [
         "## Coreset speed (greedy k-center)",
         "",
@@ -158,7 +167,7 @@ def report(args, speed_rows, shard_rows, kernel):
         "Same float32 data for all three, k picks each: *blobs* is a mixture of 256 Gaussian blobs of "
         "uneven size and spread (cluster structure, as real embeddings have), *gaussian* a single Gaussian "
         "(no structure: the worst case for our pruning bound). *ours* is "
-        "`select(..., [{\"strategy\": \"coreset\"}])` end to end (checks, centered copy, picks, scores); "
+        '`select(..., [{"strategy": "coreset"}])` end to end (checks, centered copy, picks, scores); '
         "*reference* is the per-pick `sklearn.metrics.pairwise_distances` + `np.minimum` loop of Google's "
         "active-learning `kcenter_greedy.py`; *floor* is one float32 `X @ v` per pick and nothing else. "
         f"Best of {args.repeat} runs for ours and the floor and of {min(REF_REPEAT, args.repeat)} for the "
@@ -174,8 +183,10 @@ def report(args, speed_rows, shard_rows, kernel):
     ]
     for n, d, k, kind, ours, ref, floor, agree, r_single, r_ref in speed_rows:
         same = f"all {k}" if agree == k else f"first {agree}"
-        lines.append(f"| {n:,} | {d} | {k:,} | {kind} | {ours:.2f} | {ref:.2f} | {floor:.2f} | {ref / ours:.1f}x "
-                     f"| {ours / floor:.2f}x | {same} | {r_single:.3f} / {r_ref:.3f} |")
+        lines.append(
+            f"| {n:,} | {d} | {k:,} | {kind} | {ours:.2f} | {ref:.2f} | {floor:.2f} | {ref / ours:.1f}x "
+            f"| {ours / floor:.2f}x | {same} | {r_single:.3f} / {r_ref:.3f} |"
+        )
     lines += [
         "",
         "Goals: at least 5x faster than the reference, within 1.5x of the floor. Where the picks part "
@@ -195,8 +206,10 @@ def report(args, speed_rows, shard_rows, kernel):
         "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n, d, k, kind, shards, r_single, r_shard, dt in shard_rows:
-        lines.append(f"| {n:,} | {d} | {k:,} | {kind} | {shards} | {r_single:.3f} | {r_shard:.3f} "
-                     f"| {r_shard / r_single:.3f} | {dt:.1f} |")
+        lines.append(
+            f"| {n:,} | {d} | {k:,} | {kind} | {shards} | {r_single:.3f} | {r_shard:.3f} "
+            f"| {r_shard / r_single:.3f} | {dt:.1f} |"
+        )
     body = "\n".join(lines)
     print(body)
     if not (args.no_report or args.quick):

@@ -26,8 +26,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import write_section  # noqa: E402
-from winnow.client.embedder import PatchEmbedder  # noqa: E402
+from benchmarks._report import write_section
+from winnow.client.embedder import PatchEmbedder
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 
@@ -78,8 +78,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=2_000)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-npy", type=Path,
-                        help="also embed all 70,000 images (train then test, file order) into this .npy")
+    parser.add_argument(
+        "--save-npy", type=Path, help="also embed all 70,000 images (train then test, file order) into this .npy"
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
@@ -107,8 +108,10 @@ def main() -> None:
 
     rows = [
         ("raw pixels (784)", knn_accuracy(raw_train, train_y, raw_test, test_y, args.k)),
-        (f"raw-pixel PCA-{dim}",
-         knn_accuracy(pca.transform(raw_train), train_y, pca.transform(raw_test), test_y, args.k)),
+        (
+            f"raw-pixel PCA-{dim}",
+            knn_accuracy(pca.transform(raw_train), train_y, pca.transform(raw_test), test_y, args.k),
+        ),
         (f"built-in embedder ({dim})", knn_accuracy(train_vec, train_y, test_vec, test_y, args.k)),
     ]
     fit_rate = len(train) / fit_seconds

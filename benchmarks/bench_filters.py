@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import django_environment, setup_database  # noqa: E402
+from _setup import django_environment, setup_database
 
 django_environment("winnow_bench_filters")
 
@@ -57,10 +57,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     args = parser.parse_args()
     setup_database()
+    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-
-    from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
     from curation.filters import parse_conditions
@@ -74,7 +73,7 @@ def main() -> None:
     rng = random.Random(7)
     rows = [{"file_name": f"cam{i % 4}/{i:07d}.jpg", "metadata": metadata(rng)} for i in range(args.n)]
     batch = 10_000
-    register_s, _ = timed(lambda: [add_samples(dataset, rows[s:s + batch]) for s in range(0, args.n, batch)])
+    register_s, _ = timed(lambda: [add_samples(dataset, rows[s : s + batch]) for s in range(0, args.n, batch)])
     MetadataField.objects.create(dataset=dataset, path="weather.temperature", type=FieldType.FLOAT, fallback=-1.0)
     with connection.cursor() as cur:
         cur.execute("ANALYZE curation_sample")
@@ -120,8 +119,10 @@ def main() -> None:
         ref_s, ref_hits = timed(reference)
         assert response.status_code == 200, body
         assert body["count"] == ref_hits, (label, body["count"], ref_hits)
-        lines.append(f"| {label} | {ref_hits:,} | {api_s * 1000:.0f} ms | {len(queries)} | "
-                     f"{ref_s * 1000:.0f} ms | {ref_s / api_s:.0f}x |")
+        lines.append(
+            f"| {label} | {ref_hits:,} | {api_s * 1000:.0f} ms | {len(queries)} | "
+            f"{ref_s * 1000:.0f} ms | {ref_s / api_s:.0f}x |"
+        )
 
     # A deep page of a list sorted by a metadata path: 20 `next` links, 100 samples each.
     def walk():

@@ -32,15 +32,14 @@ DATA = Path("/usr/share/datasets/fashion-mnist")
 BUDGETS = (10, 20, 50, 100, 500)
 SEEDS = (0, 1, 2)
 RANDOM_SEEDS = tuple(range(10))
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-           "Ankle boot"]
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def read_idx(name: str) -> np.ndarray:
     with gzip.open(DATA / name) as f:
         raw = f.read()
     ndim = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -52,26 +51,33 @@ def load(embeddings_path: str | None, seed: int = 0):
     train_x, train_y = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
     test_x, test_y = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
     rng = np.random.default_rng(seed)
-    pool = np.sort(np.concatenate([rng.choice(np.flatnonzero(train_y == c), size, replace=False)
-                                   for c, size in enumerate(long_tail_sizes())]))
+    pool = np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(train_y == c), size, replace=False) for c, size in enumerate(long_tail_sizes())]
+        )
+    )
     if embeddings_path:
         E = np.load(embeddings_path).astype(np.float32)
         if len(E) != len(train_x) + len(test_x):
             raise SystemExit(f"--embeddings: expected {len(train_x) + len(test_x)} rows (train then test)")
-        return E[pool], train_y[pool].astype(int), E[len(train_x):], test_y.astype(int), "given embeddings"
+        return E[pool], train_y[pool].astype(int), E[len(train_x) :], test_y.astype(int), "given embeddings"
     from sklearn.decomposition import PCA
 
     P = train_x[pool].reshape(len(pool), -1).astype(np.float32) / 255.0
     T = test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0
     pca = PCA(n_components=64, random_state=0).fit(P)
-    return (pca.transform(P).astype(np.float32), train_y[pool].astype(int),
-            pca.transform(T).astype(np.float32), test_y.astype(int), "raw-pixel PCA-64")
+    return (
+        pca.transform(P).astype(np.float32),
+        train_y[pool].astype(int),
+        pca.transform(T).astype(np.float32),
+        test_y.astype(int),
+        "raw-pixel PCA-64",
+    )
 
 
 def picks_for(X, strategies, k, seed, **kw) -> np.ndarray:
     n = len(X)
-    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64),
-                         metadata={})
+    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64), metadata={})
     scores = select(inp, strategies, n_samples=k, seed=seed, **kw)
     return ranking(scores, np.arange(n))[:k]
 
@@ -79,8 +85,7 @@ def picks_for(X, strategies, k, seed, **kw) -> np.ndarray:
 def diversity_picks(X, k, seed):
     """Diversity with the min_distance (found by bisection) whose stopping point is closest to k picks."""
     n = len(X)
-    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64),
-                         metadata={})
+    inp = SelectionInput(embeddings=X, candidates=np.arange(n), preselected=np.zeros(0, dtype=np.int64), metadata={})
     lo, hi = 1e-3, float(np.linalg.norm(X - X.mean(0), axis=1).max() * 2)
     best = None
     for _ in range(30):
@@ -99,11 +104,11 @@ def diversity_picks(X, k, seed):
 def global_density_picks(X, k):
     """The trap DESIGN.md warns about: top-k by global kNN density (k=20)."""
     X64 = X.astype(np.float64)
-    sq = (X64 ** 2).sum(1)
+    sq = (X64**2).sum(1)
     mean_knn = np.empty(len(X))
     for s in range(0, len(X), 1024):
-        d2 = np.maximum(sq[s:s + 1024, None] + sq[None] - 2 * X64[s:s + 1024] @ X64.T, 0)
-        mean_knn[s:s + 1024] = np.sqrt(np.sort(d2, axis=1)[:, 1:21]).mean(1)
+        d2 = np.maximum(sq[s : s + 1024, None] + sq[None] - 2 * X64[s : s + 1024] @ X64.T, 0)
+        mean_knn[s : s + 1024] = np.sqrt(np.sort(d2, axis=1)[:, 1:21]).mean(1)
     return np.argsort(mean_knn, kind="stable")[:k]
 
 
@@ -129,14 +134,20 @@ def typicality_variant(name: str):
             if name == "sampled":
                 typicality.FULL_KMEANS_MAX, typicality.FIT_ROWS = 0, 500
             elif name == "minibatch":
+
                 def minibatch(X, rows, shift, n_clusters, seed, monitor=None):
                     from sklearn.cluster import MiniBatchKMeans
 
                     Z = X[rows].astype(np.float32) - shift
                     if min(n_clusters, len(Z)) <= 1:
                         return np.zeros(len(Z), dtype=np.int64)
-                    km = MiniBatchKMeans(n_clusters=n_clusters, n_init=1, random_state=seed,
-                                         batch_size=max(4096, 3 * n_clusters), max_iter=50)
+                    km = MiniBatchKMeans(
+                        n_clusters=n_clusters,
+                        n_init=1,
+                        random_state=seed,
+                        batch_size=max(4096, 3 * n_clusters),
+                        max_iter=50,
+                    )
                     return km.fit_predict(Z).astype(np.int64)
 
                 typicality.cluster_rows = minibatch
@@ -149,8 +160,10 @@ def typicality_variant(name: str):
 
 def typicality_rows(X, y, Xt, yt, variants=TYPICALITY_VARIANTS) -> list[str]:
     """Typicality's clustering variants side by side: classes covered and accuracy, mean and spread over seeds."""
-    lines = ["| typicality clustering | k | classes covered (per seed) | 1-NN accuracy | logistic regression accuracy |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| typicality clustering | k | classes covered (per seed) | 1-NN accuracy | logistic regression accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for variant in variants:
         for k in TYPICALITY_BUDGETS:
             rows = []
@@ -159,8 +172,10 @@ def typicality_rows(X, y, Xt, yt, variants=TYPICALITY_VARIANTS) -> list[str]:
                     rows.append(evaluate(X, y, Xt, yt, picks_for(X, [{"strategy": "typicality"}], k, seed)))
             cov = [r[0] for r in rows]
             nn, lr = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-            lines.append(f"| {variant} | {k} | {np.mean(cov):.1f} ({', '.join(map(str, cov))}) | "
-                         f"{nn.mean():.3f} ± {nn.std():.3f} | {lr.mean():.3f} ± {lr.std():.3f} |")
+            lines.append(
+                f"| {variant} | {k} | {np.mean(cov):.1f} ({', '.join(map(str, cov))}) | "
+                f"{nn.mean():.3f} ± {nn.std():.3f} | {lr.mean():.3f} ± {lr.std():.3f} |"
+            )
     return lines
 
 
@@ -173,8 +188,8 @@ def evaluate(X, y, Xt, yt, picks):
     T = Xt.astype(np.float64)
     nn = np.empty(len(T), dtype=int)
     for s in range(0, len(T), 2000):
-        d2 = (T[s:s + 2000] ** 2).sum(1)[:, None] + (S ** 2).sum(1)[None] - 2 * T[s:s + 2000] @ S.T
-        nn[s:s + 2000] = sy[np.argmin(d2, axis=1)]
+        d2 = (T[s : s + 2000] ** 2).sum(1)[:, None] + (S**2).sum(1)[None] - 2 * T[s : s + 2000] @ S.T
+        nn[s : s + 2000] = sy[np.argmin(d2, axis=1)]
     acc_nn = float(np.mean(nn == yt))
     if classes > 1:
         lr = LogisticRegression(max_iter=2000, C=1.0).fit(S, sy)
@@ -188,8 +203,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", help="float .npy, 70,000 rows: Fashion-MNIST train then test")
     parser.add_argument("--no-report", action="store_true")
-    parser.add_argument("--typicality-only", action="store_true",
-                        help="only typicality's clustering variants (exact, sampled, minibatch)")
+    parser.add_argument(
+        "--typicality-only",
+        action="store_true",
+        help="only typicality's clustering variants (exact, sampled, minibatch)",
+    )
     parser.add_argument("--variants", default=",".join(TYPICALITY_VARIANTS), help="with --typicality-only")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -197,18 +215,21 @@ def main() -> None:
     sizes = np.bincount(y, minlength=10)
     print(f"pool {len(X)} ({source}), class sizes {sizes.tolist()}", flush=True)
     if args.typicality_only:
-        body = "\n".join([
-            "## Typicality's clustering at scale: quality on long-tailed Fashion-MNIST",
-            "",
-            f"Command: `.venv/bin/python benchmarks/bench_quality.py --typicality-only`. Pool and evaluation as in "
-            f"the sampler quality section ({len(X):,} images, {source}); mean over seeds {', '.join(map(str, SEEDS))} "
-            "(± the spread over seeds). *exact*: KMeans on every row (the path up to 50,000 rows); *sampled*: the "
-            "path past 50,000 rows forced here (KMeans with plain k-means++ seeding on 30 rows per cluster, at least 500, then every row "
-            "assigned to its nearest center in blocks); *minibatch*: MiniBatchKMeans over every row, what ran "
-            "past 50,000 rows before.",
-            "",
-            *typicality_rows(X, y, Xt, yt, args.variants.split(",")),
-            ""])
+        body = "\n".join(
+            [
+                "## Typicality's clustering at scale: quality on long-tailed Fashion-MNIST",
+                "",
+                f"Command: `.venv/bin/python benchmarks/bench_quality.py --typicality-only`. Pool and evaluation as in "
+                f"the sampler quality section ({len(X):,} images, {source}); mean over seeds {', '.join(map(str, SEEDS))} "
+                "(± the spread over seeds). *exact*: KMeans on every row (the path up to 50,000 rows); *sampled*: the "
+                "path past 50,000 rows forced here (KMeans with plain k-means++ seeding on 30 rows per cluster, at least 500, then every row "
+                "assigned to its nearest center in blocks); *minibatch*: MiniBatchKMeans over every row, what ran "
+                "past 50,000 rows before.",
+                "",
+                *typicality_rows(X, y, Xt, yt, args.variants.split(",")),
+                "",
+            ]
+        )
         print(body)
         print(f"total {time.perf_counter() - t0:.0f}s")
         if not args.no_report:
@@ -283,7 +304,8 @@ def main() -> None:
     lines += [
         "",
         "Picks until all ten classes are covered: "
-        + "; ".join(f"{name}: {', '.join(map(str, c))} (per seed)" for name, c in full_cover.items()) + ".",
+        + "; ".join(f"{name}: {', '.join(map(str, c))} (per seed)" for name, c in full_cover.items())
+        + ".",
         "",
     ]
     cov20 = np.mean([r[0] for r in results["coreset"][20]])
@@ -292,7 +314,8 @@ def main() -> None:
     r100 = np.mean([r[0] for r in results["random"][100]])
     lines.append(
         f"DESIGN.md's claim (greedy k-center covers 9 of 10 classes in 20 picks and 10 in 100; random about "
-        f"6 and 8): measured here coreset {cov20:.1f} and {cov100:.1f}, random {r20:.1f} and {r100:.1f}.")
+        f"6 and 8): measured here coreset {cov20:.1f} and {cov100:.1f}, random {r20:.1f} and {r100:.1f}."
+    )
     body = "\n".join(lines)
     print(body)
     print(f"total {time.perf_counter() - t0:.0f}s")

@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import django_environment, setup_database  # noqa: E402
+from _setup import django_environment, setup_database
 
 django_environment("winnow_bench_scores")
 
 import numpy as np  # noqa: E402
-
 from _report import write_section  # noqa: E402
 
 DATASET_NAME = "bench-scores"
@@ -49,8 +48,9 @@ def bench_dataset(n: int):
     dataset = create_dataset(user, f"{DATASET_NAME}-{n}", "meta")
     step = 20_000
     for start in range(0, n, step):
-        Sample.objects.bulk_create(Sample(dataset=dataset, idx=i, file_name=f"img/{i:07d}.jpg")
-                                   for i in range(start, min(n, start + step)))
+        Sample.objects.bulk_create(
+            Sample(dataset=dataset, idx=i, file_name=f"img/{i:07d}.jpg") for i in range(start, min(n, start + step))
+        )
     dataset.next_idx = n
     dataset.save(update_fields=["next_idx"])
     return dataset
@@ -104,9 +104,12 @@ def main() -> None:
         ranked_ids, ranked_scores = ids[order].tolist(), scores[order].tolist()
         with transaction.atomic():
             ImportanceScore.objects.bulk_create(
-                (ImportanceScore(run_id=reference.id, sample_id=sid, rank=rank, score=score)
-                 for rank, (sid, score) in enumerate(zip(ranked_ids, ranked_scores), 1)),
-                batch_size=10_000)
+                (
+                    ImportanceScore(run_id=reference.id, sample_id=sid, rank=rank, score=score)
+                    for rank, (sid, score) in enumerate(zip(ranked_ids, ranked_scores), 1)
+                ),
+                batch_size=10_000,
+            )
 
     bulk_seconds = timed(bulk_create)
     assert ImportanceScore.objects.filter(run=reference).count() == n

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import django_environment  # noqa: E402
+from _setup import django_environment
 
 django_environment(None)  # a throwaway test database from DATABASE_URL, or the embedded SQLite default
 MEDIA = tempfile.mkdtemp(prefix="winnow-bench-upload-")
@@ -37,9 +37,8 @@ os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)
 os.environ.pop("CELERY_BROKER_URL", None)  # nothing to queue: embed=false
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from _report import write_section  # noqa: E402
+from PIL import Image  # noqa: E402
 
 BATCH = 20
 
@@ -107,7 +106,7 @@ def main() -> None:
             url = f"/api/v1/datasets/{dataset.id}/samples"
             bodies = []
             for start in range(0, len(images), BATCH):
-                chunk = images[start:start + BATCH]
+                chunk = images[start : start + BATCH]
                 files = [_named(f"img_{start + i:04d}.jpg", data) for i, data in enumerate(chunk)]
                 bodies.append(encode_multipart(BOUNDARY, {"files": files, "embed": "false"}))
             started = time.perf_counter()

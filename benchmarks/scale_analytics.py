@@ -26,8 +26,12 @@ def _request(base_url: str, token: str, path: str, params: dict | None = None, b
     if params:
         url += "?" + urllib.parse.urlencode(params)
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Token {token}", "Content-Type": "application/json", "Accept": "*/*"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json", "Accept": "*/*"},
+    )
     with urllib.request.urlopen(request, timeout=600) as response:
         return response.status, response.headers, response.read()
 
@@ -45,7 +49,8 @@ def _timed(fn, repeat: int = 1) -> tuple[float, object]:
 def histograms(base_url, token, dataset_id, filter_obj=None, repeat: int = 2) -> dict:
     params = {"filter": json.dumps(filter_obj)} if filter_obj else None
     seconds, (_s, _h, raw) = _timed(
-        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/metadata/histograms", params), repeat)
+        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/metadata/histograms", params), repeat
+    )
     body = json.loads(raw)
     return {"seconds": seconds, "fields": len(body["fields"]), "total": body["total"], "matched": body["matched"]}
 
@@ -56,11 +61,12 @@ def sorted_pages(base_url, token, dataset_id, sort: str, pages: int = 3, limit: 
     params = {"sort": sort, "limit": limit}
     for _ in range(pages):
         if link is None:
-            seconds, (_s, _h, raw) = _timed(lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/samples", params))
+            seconds, (_s, _h, raw) = _timed(
+                lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/samples", params)
+            )
         else:
             path = urllib.parse.urlsplit(link)
-            seconds, (_s, _h, raw) = _timed(
-                lambda: _request(base_url, token, path.path + "?" + path.query))
+            seconds, (_s, _h, raw) = _timed(lambda: _request(base_url, token, path.path + "?" + path.query))
         times.append(seconds)
         link = json.loads(raw)["next"]
         if not link:
@@ -72,7 +78,8 @@ def filtered_count(base_url, token, dataset_id, where: list[str], repeat: int = 
     params = [("where", w) for w in where] + [("count", "true"), ("limit", "50")]
     url_params = urllib.parse.urlencode(params)
     seconds, (_s, _h, raw) = _timed(
-        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/samples?{url_params}"), repeat)
+        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/samples?{url_params}"), repeat
+    )
     return {"seconds": seconds, "count": json.loads(raw)["count"]}
 
 
@@ -87,7 +94,8 @@ def decode_column(raw: bytes) -> tuple[dict, np.ndarray]:
 def colour_column(base_url, token, dataset_id, *, path=None, tag=None, encoding="binary", repeat: int = 2) -> dict:
     params = {"encoding": encoding, **({"path": path} if path else {"tag": tag})}
     seconds, (_s, headers, raw) = _timed(
-        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/metadata/column", params), repeat)
+        lambda: _request(base_url, token, f"/api/v1/datasets/{dataset_id}/metadata/column", params), repeat
+    )
     size = decode_column(raw)[0]["size"] if encoding == "binary" else json.loads(raw)["size"]
     return {"seconds": seconds, "bytes": len(raw), "size": size}
 
@@ -97,15 +105,27 @@ def lasso_save(base_url, token, dataset_id, n_samples: int, n_selected: int, nam
     bits = np.zeros(n_samples, dtype=bool)
     bits[np.random.default_rng(0).choice(n_samples, n_selected, replace=False)] = True
     mask = base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
-    grid_s, (_s, _h, raw) = _timed(lambda: _request(
-        base_url, token, f"/api/v1/datasets/{dataset_id}/map/samples", body={"mask": mask, "limit": 60}, method="POST"))
-    save_s, (_s, _h, raw) = _timed(lambda: _request(
-        base_url, token, f"/api/v1/datasets/{dataset_id}/tags", body={"name": name, "bitmask": mask}, method="POST"))
+    grid_s, (_s, _h, raw) = _timed(
+        lambda: _request(
+            base_url,
+            token,
+            f"/api/v1/datasets/{dataset_id}/map/samples",
+            body={"mask": mask, "limit": 60},
+            method="POST",
+        )
+    )
+    save_s, (_s, _h, raw) = _timed(
+        lambda: _request(
+            base_url, token, f"/api/v1/datasets/{dataset_id}/tags", body={"name": name, "bitmask": mask}, method="POST"
+        )
+    )
     return {"grid_s": grid_s, "save_s": save_s, "count": json.loads(raw)["count"]}
 
 
 def export(base_url, token, dataset_id, tag_id, fmt: str = "csv") -> dict:
-    url = f"{base_url.rstrip('/')}/api/v1/datasets/{dataset_id}/tags/{tag_id}/export?" + urllib.parse.urlencode({"format": fmt})
+    url = f"{base_url.rstrip('/')}/api/v1/datasets/{dataset_id}/tags/{tag_id}/export?" + urllib.parse.urlencode(
+        {"format": fmt}
+    )
     request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
     start = time.perf_counter()
     size = lines = 0
@@ -130,10 +150,16 @@ def sql_references(dsn: str, dataset_id: str) -> dict:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
         for name, sql in [
             ("count_s", "SELECT count(*) FROM curation_sample WHERE dataset_id = %s"),
-            ("group_by_category_s", "SELECT metadata #> '{weather,scenario}', count(*) FROM curation_sample "
-                                    "WHERE dataset_id = %s GROUP BY 1"),
-            ("min_max_number_s", "SELECT min((metadata #>> '{weather,temperature}')::float8), "
-                                 "max((metadata #>> '{weather,temperature}')::float8) FROM curation_sample WHERE dataset_id = %s"),
+            (
+                "group_by_category_s",
+                "SELECT metadata #> '{weather,scenario}', count(*) FROM curation_sample "
+                "WHERE dataset_id = %s GROUP BY 1",
+            ),
+            (
+                "min_max_number_s",
+                "SELECT min((metadata #>> '{weather,temperature}')::float8), "
+                "max((metadata #>> '{weather,temperature}')::float8) FROM curation_sample WHERE dataset_id = %s",
+            ),
         ]:
             out[name], _ = _timed(lambda: (cursor.execute(sql, [dataset_id]), cursor.fetchall()), 2)
     return out
@@ -142,9 +168,17 @@ def sql_references(dsn: str, dataset_id: str) -> dict:
 def run_all(base_url, token, dataset_id, tag_id, n_samples: int, dsn: str | None = None) -> dict:
     results = {
         "histograms": histograms(base_url, token, dataset_id),
-        "histograms_filtered": histograms(base_url, token, dataset_id, {"conditions": [
-            {"path": "weather.scenario", "op": "eq", "value": "rainy"},
-            {"path": "weather.temperature", "op": "gt", "value": 15}]}),
+        "histograms_filtered": histograms(
+            base_url,
+            token,
+            dataset_id,
+            {
+                "conditions": [
+                    {"path": "weather.scenario", "op": "eq", "value": "rainy"},
+                    {"path": "weather.temperature", "op": "gt", "value": 15},
+                ]
+            },
+        ),
         "sorted_temperature": sorted_pages(base_url, token, dataset_id, "weather.temperature"),
         "sorted_temperature_desc": sorted_pages(base_url, token, dataset_id, "-weather.temperature"),
         "sorted_camera": sorted_pages(base_url, token, dataset_id, "camera.id"),
@@ -152,8 +186,9 @@ def run_all(base_url, token, dataset_id, tag_id, n_samples: int, dsn: str | None
         "column_numeric": colour_column(base_url, token, dataset_id, path="weather.temperature"),
         "column_category": colour_column(base_url, token, dataset_id, path="weather.scenario"),
         "column_tag": colour_column(base_url, token, dataset_id, tag=tag_id),
-        "lasso_save_300k": lasso_save(base_url, token, dataset_id, n_samples, min(300_000, n_samples),
-                                      f"lasso-{int(time.time())}"),
+        "lasso_save_300k": lasso_save(
+            base_url, token, dataset_id, n_samples, min(300_000, n_samples), f"lasso-{int(time.time())}"
+        ),
         "export_csv": export(base_url, token, dataset_id, tag_id, "csv"),
         "export_json": export(base_url, token, dataset_id, tag_id, "json"),
         "datasets": dataset_list_detail(base_url, token, dataset_id),

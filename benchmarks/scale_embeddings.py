@@ -66,10 +66,14 @@ def write_csv(path: str | Path, n: int, d: int, seed: int = 0) -> int:
     with open(path, "w", newline="") as handle:
         handle.write("filenames," + ",".join(f"embedding_{i}" for i in range(d)) + ",labels\n")
         for start in range(0, n, CSV_BLOCK_ROWS):
-            idx = order[start:start + CSV_BLOCK_ROWS]
+            idx = order[start : start + CSV_BLOCK_ROWS]
             X = matrix_rows(idx, d)
-            handle.write("".join(row_format % (name, *row, label) for name, row, label in
-                                 zip(file_names(idx), X.tolist(), (idx % 10).tolist())))
+            handle.write(
+                "".join(
+                    row_format % (name, *row, label)
+                    for name, row, label in zip(file_names(idx), X.tolist(), (idx % 10).tolist())
+                )
+            )
     return Path(path).stat().st_size
 
 
@@ -79,12 +83,12 @@ def write_npy(folder: str | Path, n: int, d: int, seed: int = 0) -> tuple[Path, 
     order = shuffled(n, seed)
     matrix = np.lib.format.open_memmap(folder / "matrix.npy", mode="w+", dtype=np.float32, shape=(n, d))
     for start in range(0, n, 100_000):
-        matrix[start:start + 100_000] = matrix_rows(order[start:start + 100_000], d)
+        matrix[start : start + 100_000] = matrix_rows(order[start : start + 100_000], d)
     matrix.flush()
     del matrix
     with open(folder / "names.txt", "w") as handle:
         for start in range(0, n, 100_000):
-            handle.write("\n".join(file_names(order[start:start + 100_000])) + "\n")
+            handle.write("\n".join(file_names(order[start : start + 100_000])) + "\n")
     return folder / "matrix.npy", folder / "names.txt"
 
 
@@ -114,7 +118,7 @@ class PeakRss:
                 self.peak[pid] = max(self.peak[pid], rss_bytes(pid))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 
@@ -135,27 +139,42 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def upload(base_url: str, token: str, dataset_id: str, source, name: str = "bench", *, file_names_path=None,
-           web_pids=(), worker_pids=(), chunked: bool | None = None) -> dict:
+def upload(
+    base_url: str,
+    token: str,
+    dataset_id: str,
+    source,
+    name: str = "bench",
+    *,
+    file_names_path=None,
+    web_pids=(),
+    worker_pids=(),
+    chunked: bool | None = None,
+) -> dict:
     """Upload through the client (chunked above 32 MiB); seconds, peak RSS of web and worker processes."""
     from winnow.client import Client
 
     web_before = {pid: rss_bytes(pid) for pid in web_pids}
     with PeakRss(web_pids) as web, PeakRss(worker_pids) as worker, Client(token=token, server=base_url) as client:
         start = time.perf_counter()
-        embedding = client.upload_embeddings(source, name, dataset_id, file_names=file_names_path, chunked=chunked,
-                                             progress=False, timeout=3600)
+        embedding = client.upload_embeddings(
+            source, name, dataset_id, file_names=file_names_path, chunked=chunked, progress=False, timeout=3600
+        )
         seconds = time.perf_counter() - start
     return {
-        "seconds": round(seconds, 2), "embedding": embedding["id"], "dimension": embedding["dimension"],
-        "web_peak_rss_mb": web.max_mb(), "worker_peak_rss_mb": worker.max_mb(),
+        "seconds": round(seconds, 2),
+        "embedding": embedding["id"],
+        "dimension": embedding["dimension"],
+        "web_peak_rss_mb": web.max_mb(),
+        "worker_peak_rss_mb": worker.max_mb(),
         "web_rss_before_mb": round(max(web_before.values(), default=0) / 2**20, 1),
         "web_rss_after_mb": round(max((rss_bytes(p) for p in web_pids), default=0) / 2**20, 1),
     }
 
 
-def wait_projection(base_url: str, token: str, dataset_id: str, embedding_id: str, worker_pids=(),
-                    timeout: float = 600) -> dict:
+def wait_projection(
+    base_url: str, token: str, dataset_id: str, embedding_id: str, worker_pids=(), timeout: float = 600
+) -> dict:
     """Seconds until the PCA layout is ready, and the worker's peak RSS meanwhile."""
     from winnow.client import Client
 
@@ -167,8 +186,11 @@ def wait_projection(base_url: str, token: str, dataset_id: str, embedding_id: st
                 break
             time.sleep(0.25)
         seconds = time.perf_counter() - start
-    return {"projection_seconds": round(seconds, 2), "projection_status": state,
-            "projection_worker_peak_rss_mb": worker.max_mb()}
+    return {
+        "projection_seconds": round(seconds, 2),
+        "projection_status": state,
+        "projection_worker_peak_rss_mb": worker.max_mb(),
+    }
 
 
 def numpy_reference(path: str | Path, d: int) -> dict:
@@ -199,20 +221,34 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with Client(token=args.token, server=args.base_url) as client:
         dataset_id = client.create_dataset(f"emb-bench-{args.n}", upload_mode="meta")
-    result = {"n": args.n, "d": args.d, "register_seconds": round(register_meta_samples(args.dsn, dataset_id, args.n), 2)}
+    result = {
+        "n": args.n,
+        "d": args.d,
+        "register_seconds": round(register_meta_samples(args.dsn, dataset_id, args.n), 2),
+    }
     csv_path = folder / f"emb_{args.n}_{args.d}.csv"
     if "csv" in args.kinds:
         if not csv_path.exists():
             write_csv(csv_path, args.n, args.d)
         result["csv_mib"] = round(csv_path.stat().st_size / 2**20, 1)
-        result["csv"] = upload(args.base_url, args.token, dataset_id, csv_path, "csv", web_pids=web,
-                               worker_pids=workers)
-        result["csv"].update(wait_projection(args.base_url, args.token, dataset_id, result["csv"]["embedding"],
-                                             workers))
+        result["csv"] = upload(
+            args.base_url, args.token, dataset_id, csv_path, "csv", web_pids=web, worker_pids=workers
+        )
+        result["csv"].update(
+            wait_projection(args.base_url, args.token, dataset_id, result["csv"]["embedding"], workers)
+        )
     if "npy" in args.kinds:
         matrix, names = write_npy(folder, args.n, args.d)
-        result["npy"] = upload(args.base_url, args.token, dataset_id, matrix, "npy", file_names_path=names,
-                               web_pids=web, worker_pids=workers)
+        result["npy"] = upload(
+            args.base_url,
+            args.token,
+            dataset_id,
+            matrix,
+            "npy",
+            file_names_path=names,
+            web_pids=web,
+            worker_pids=workers,
+        )
     result["matrix_mib"] = round(args.n * args.d * 4 / 2**20, 1)
     if args.reference and csv_path.exists():
         result["reference"] = numpy_reference(csv_path, args.d)

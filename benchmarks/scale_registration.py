@@ -82,26 +82,45 @@ class _Clock:
         }
 
 
-def register_through_http(base_url: str, token: str, dataset_id: str, n: int, *, batch_size: int = 500,
-                          workers: int = 4, start: int = 0, progress: bool = False) -> dict:
+def register_through_http(
+    base_url: str,
+    token: str,
+    dataset_id: str,
+    n: int,
+    *,
+    batch_size: int = 500,
+    workers: int = 4,
+    start: int = 0,
+    progress: bool = False,
+) -> dict:
     """Register N synthetic samples with the client; rates overall, in the first 10% and in the last 10%."""
     from winnow.client import Client
 
     clock = _Clock(n)
     with Client(token=token, server=base_url, dataset_id=dataset_id) as client:
         summary = client.register_samples(
-            synthetic_entries(n, start), batch_size=batch_size, workers=workers, progress=progress,
+            synthetic_entries(n, start),
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
             on_batch=lambda body, size: clock.batch_done(size),
         )
-    return {**clock.rates(), "created": summary["created"], "skipped": summary["skipped"],
-            "batch_size": batch_size, "workers": workers}
+    return {
+        **clock.rates(),
+        "created": summary["created"],
+        "skipped": summary["skipped"],
+        "batch_size": batch_size,
+        "workers": workers,
+    }
 
 
-def register_plain_posts(base_url: str, token: str, dataset_id: str, n: int, *, batch_size: int = 500,
-                         workers: int = 4, start: int = 0) -> dict:
+def register_plain_posts(
+    base_url: str, token: str, dataset_id: str, n: int, *, batch_size: int = 500, workers: int = 4, start: int = 0
+) -> dict:
     """The same load with plain `requests` posts (no client helper): for servers older than register_samples."""
-    import requests
     from concurrent.futures import ThreadPoolExecutor
+
+    import requests
 
     clock = _Clock(n)
     session = requests.Session()
@@ -130,8 +149,22 @@ def _copy_rows(n: int, dataset_id: str) -> io.StringIO:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     for i, entry in enumerate(synthetic_entries(n)):
-        writer.writerow([secrets.token_hex(12), dataset_id, i, entry["file_name"], entry["width"], entry["height"],
-                         entry["size_bytes"], "", "", "", "", json.dumps(entry["metadata"], separators=(",", ":"))])
+        writer.writerow(
+            [
+                secrets.token_hex(12),
+                dataset_id,
+                i,
+                entry["file_name"],
+                entry["width"],
+                entry["height"],
+                entry["size_bytes"],
+                "",
+                "",
+                "",
+                "",
+                json.dumps(entry["metadata"], separators=(",", ":")),
+            ]
+        )
     buffer.seek(0)
     return buffer
 
@@ -141,8 +174,10 @@ def copy_reference(database_url: str, n: int) -> dict:
     curation_sample (its indexes, GIN included). Row formatting is not timed; the tables are dropped."""
     import psycopg2
 
-    columns = ("id, dataset_id, idx, file_name, width, height, size_bytes, format, sha256, original_key, "
-               "thumbnail_key, metadata")
+    columns = (
+        "id, dataset_id, idx, file_name, width, height, size_bytes, format, sha256, original_key, "
+        "thumbnail_key, metadata"
+    )
     out = {"samples": n}
     connection = psycopg2.connect(database_url)
     try:
@@ -164,7 +199,10 @@ def copy_reference(database_url: str, n: int) -> dict:
             buffer.seek(0)
             began = time.perf_counter()
             with connection.cursor() as cursor:
-                cursor.copy_expert(f"COPY bench_reg_scratch ({columns}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (format, sha256, original_key, thumbnail_key))", buffer)
+                cursor.copy_expert(
+                    f"COPY bench_reg_scratch ({columns}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (format, sha256, original_key, thumbnail_key))",
+                    buffer,
+                )
             connection.commit()
             seconds = time.perf_counter() - began
             out[f"{label}_seconds"] = round(seconds, 2)
@@ -192,13 +230,18 @@ def main() -> None:
 
     dataset_id = args.dataset
     if not dataset_id:
-        response = requests.post(f"{args.url}/api/v1/datasets", json={"name": f"reg-bench-{args.n}",
-                                 "upload_mode": "meta"}, headers={"Authorization": f"Token {args.token}"})
+        response = requests.post(
+            f"{args.url}/api/v1/datasets",
+            json={"name": f"reg-bench-{args.n}", "upload_mode": "meta"},
+            headers={"Authorization": f"Token {args.token}"},
+        )
         response.raise_for_status()
         dataset_id = response.json()["id"]
     run = register_plain_posts if args.plain else register_through_http
-    result = {"dataset_id": dataset_id,
-              **run(args.url, args.token, dataset_id, args.n, batch_size=args.batch_size, workers=args.workers)}
+    result = {
+        "dataset_id": dataset_id,
+        **run(args.url, args.token, dataset_id, args.n, batch_size=args.batch_size, workers=args.workers),
+    }
     print(json.dumps(result), flush=True)
     if args.database_url:
         print(json.dumps(copy_reference(args.database_url, args.n)), flush=True)

@@ -44,6 +44,7 @@ STRATEGY_BODIES = {
 
 # ---- measuring a worker --------------------------------------------------------------------------
 
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -111,15 +112,19 @@ class RssSampler:
 
 
 def _api(base_url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{base_url.rstrip('/')}/api/v1/{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base_url.rstrip('/')}/api/v1/{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:
         return json.loads(resp.read() or b"{}")
 
 
-def run_via_http(base_url: str, token: str, dataset_id: str, body: dict, worker_pid: int,
-                 timeout_s: float = 600) -> dict:
+def run_via_http(
+    base_url: str, token: str, dataset_id: str, body: dict, worker_pid: int, timeout_s: float = 600
+) -> dict:
     """Start one run, wait for it; seconds (request to finished, and the run's own started->finished)
     and the peak RSS of the worker's pool processes while it ran, in MiB."""
     with RssSampler(worker_pid) as rss:
@@ -135,14 +140,21 @@ def run_via_http(base_url: str, token: str, dataset_id: str, body: dict, worker_
     from datetime import datetime
 
     started, finished = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
-    return {"status": run["status"], "error": run["error"], "wall_s": wall,
-            # finished_at is stamped when the score rows start to be written: run_s leaves their COPY out
-            "run_s": (finished - started).total_seconds(), "worker_cpu_s": rss.cpu_s,
-            "peak_rss_mib": rss.peak_kb / 1024,
-            "idle_rss_mib": rss.baseline_kb / 1024, "scores": run["score_count"]}
+    return {
+        "status": run["status"],
+        "error": run["error"],
+        "wall_s": wall,
+        # finished_at is stamped when the score rows start to be written: run_s leaves their COPY out
+        "run_s": (finished - started).total_seconds(),
+        "worker_cpu_s": rss.cpu_s,
+        "peak_rss_mib": rss.peak_kb / 1024,
+        "idle_rss_mib": rss.baseline_kb / 1024,
+        "scores": run["score_count"],
+    }
 
 
 # ---- same-run references -------------------------------------------------------------------------
+
 
 def kcenter_floor(X: np.ndarray, k: int, seed: int = 0) -> dict:
     """The numpy floor of greedy k-center: one matvec and one minimum per pick, nothing else."""
@@ -169,6 +181,7 @@ def kmeans_reference(X: np.ndarray, n_clusters: int, seed: int = 0, max_iter: in
 
 # ---- a dataset at scale --------------------------------------------------------------------------
 
+
 def make_dataset(n: int, d: int = 64, seed: int = 0, query: int = 100) -> dict:
     """A `meta` dataset of n samples (ids md5-derived, 24 hex), an initial tag, a random float32 (n, d)
     embedding and a query tag of `query` samples. Needs Django set up on PostgreSQL."""
@@ -192,28 +205,40 @@ def make_dataset(n: int, d: int = 64, seed: int = 0, query: int = 100) -> dict:
             "sha256, original_key, thumbnail_key, metadata, created_at) "
             "SELECT substr(md5(%s || i::text), 1, 24), %s, i, 'frames/' || lpad(i::text, 8, '0') || '.jpg', "
             "NULL, NULL, NULL, '', '', '', '', '{}'::jsonb, now() FROM generate_series(0, %s - 1) AS i",
-            [dataset.pk, dataset.pk, n])
+            [dataset.pk, dataset.pk, n],
+        )
         cur.execute("ANALYZE curation_sample")
     dataset.next_idx = n
     dataset.save(update_fields=["next_idx"])
-    Tag.objects.create(dataset=dataset, name="initial-tag", bitmask=bitmask.from_indices(np.arange(n), size=n),
-                       count=n, origin=TagOrigin.UPLOAD)
+    Tag.objects.create(
+        dataset=dataset,
+        name="initial-tag",
+        bitmask=bitmask.from_indices(np.arange(n), size=n),
+        count=n,
+        origin=TagOrigin.UPLOAD,
+    )
     rng = np.random.default_rng(seed)
     q = np.sort(rng.choice(n, query, replace=False))
-    qtag = Tag.objects.create(dataset=dataset, name="query", bitmask=bitmask.from_indices(q, size=n),
-                              count=query, origin=TagOrigin.SELECTION)
+    qtag = Tag.objects.create(
+        dataset=dataset, name="query", bitmask=bitmask.from_indices(q, size=n), count=query, origin=TagOrigin.SELECTION
+    )
     emb = Embedding(dataset=dataset, name="random", dimension=d, count=n, matrix_key="")
     emb.save()
     emb.matrix_key = matrix_key(dataset.pk, emb.pk)
     X = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, 1 << 18):
-        X[s:s + (1 << 18)] = rng.standard_normal((min(1 << 18, n - s), d), dtype=np.float32)
+        X[s : s + (1 << 18)] = rng.standard_normal((min(1 << 18, n - s), d), dtype=np.float32)
     storage.save_matrix(emb.matrix_key, X)
     del X
     emb.save(update_fields=["matrix_key"])
     _token, key = ApiToken.issue(user, "bench-workers")
-    return {"dataset": dataset.pk, "embedding": emb.pk, "query_tag": qtag.pk, "token": key,
-            "setup_s": time.perf_counter() - t0}
+    return {
+        "dataset": dataset.pk,
+        "embedding": emb.pk,
+        "query_tag": qtag.pk,
+        "token": key,
+        "setup_s": time.perf_counter() - t0,
+    }
 
 
 def main() -> None:
@@ -240,8 +265,12 @@ def main() -> None:
         if "query_tag" in body:
             body["query_tag"] = info["query_tag"]
         result = run_via_http(args.url, info["token"], info["dataset"], body, args.worker_pid)
-        print(json.dumps({"strategy": name, **{k: round(v, 2) if isinstance(v, float) else v
-                                               for k, v in result.items()}}), flush=True)
+        print(
+            json.dumps(
+                {"strategy": name, **{k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}}
+            ),
+            flush=True,
+        )
     if args.references:
         from curation import storage
         from curation.models import Embedding

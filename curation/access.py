@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-
 from rest_framework.exceptions import ValidationError
 
 from curation.models import ROLE_RANK, Dataset, Membership, Role, Tag

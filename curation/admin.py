@@ -109,8 +109,23 @@ class EmbeddingUploadAdmin(admin.ModelAdmin):
     list_display = ["name", "dataset", "kind", "status", "progress", "created_at", "updated_at"]
     list_filter = ["status", "kind"]
     search_fields = ["name", "id", "dataset__name"]
-    readonly_fields = ["id", "dataset", "name", "kind", "sizes", "received", "chunks", "status", "progress", "error",
-                       "error_field", "embedding", "creator", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "dataset",
+        "name",
+        "kind",
+        "sizes",
+        "received",
+        "chunks",
+        "status",
+        "progress",
+        "error",
+        "error_field",
+        "embedding",
+        "creator",
+        "created_at",
+        "updated_at",
+    ]
     actions = ["delete_with_chunks", "expire_abandoned"]
 
     def has_add_permission(self, request):

@@ -66,8 +66,13 @@ def create_upload(dataset: Dataset, name, kind, sizes, creator=None) -> Embeddin
         if part not in sizes:
             raise EmbeddingError(f"a {kind} upload needs the part {part!r}", "sizes")
     return EmbeddingUpload.objects.create(
-        dataset=dataset, name=name, kind=kind, sizes=sizes, received={p: 0 for p in sizes},
-        chunks={p: [] for p in sizes}, creator=creator,
+        dataset=dataset,
+        name=name,
+        kind=kind,
+        sizes=sizes,
+        received=dict.fromkeys(sizes, 0),
+        chunks={p: [] for p in sizes},
+        creator=creator,
     )
 
 
@@ -98,7 +103,8 @@ def add_chunk(upload_id: str, part: str, offset: int, data: bytes) -> EmbeddingU
             raise EmbeddingError("the chunk is empty", "body")
         if offset + len(data) > upload.sizes[part]:
             raise EmbeddingError(
-                f"the chunk ends at byte {offset + len(data)}, past the part's size {upload.sizes[part]}", "body")
+                f"the chunk ends at byte {offset + len(data)}, past the part's size {upload.sizes[part]}", "body"
+            )
         key = storage.save_bytes(chunk_key(upload, part, offset), data)
         try:
             upload.received[part] = offset + len(data)
@@ -116,8 +122,11 @@ def complete(upload_id: str) -> EmbeddingUpload:
         upload = EmbeddingUpload.objects.select_for_update().get(pk=upload_id)
         if upload.status != Upload.RECEIVING:
             return upload
-        short = [f"{p} has {upload.received.get(p, 0)} of {size} bytes" for p, size in upload.sizes.items()
-                 if upload.received.get(p, 0) != size]
+        short = [
+            f"{p} has {upload.received.get(p, 0)} of {size} bytes"
+            for p, size in upload.sizes.items()
+            if upload.received.get(p, 0) != size
+        ]
         if short:
             raise EmbeddingError(f"the upload is not complete: {'; '.join(short)}", "status")
         upload.status = Upload.QUEUED
@@ -157,7 +166,8 @@ class _Chunks:
 def process(upload_id: str) -> str | None:
     """Parse and store a completed upload (on a worker); returns the final status. The chunks go either way."""
     if not EmbeddingUpload.objects.filter(pk=upload_id, status=Upload.QUEUED).update(
-            status=Upload.PROCESSING, progress=0.0):
+        status=Upload.PROCESSING, progress=0.0
+    ):
         return None  # claimed by another worker, or not complete
     upload = EmbeddingUpload.objects.select_related("dataset", "creator").get(pk=upload_id)
     last = [0.0]
@@ -171,34 +181,51 @@ def process(upload_id: str) -> str | None:
     try:
         if upload.kind == "csv":
             embedding = embeddings.create_from_csv(
-                upload.dataset, upload.name, streams["file"], creator=upload.creator, progress=progress,
-                size=upload.sizes["file"])
+                upload.dataset,
+                upload.name,
+                streams["file"],
+                creator=upload.creator,
+                progress=progress,
+                size=upload.sizes["file"],
+            )
         else:
             embedding = embeddings.create_from_npy(
-                upload.dataset, upload.name, streams["matrix"], streams["names"], streams.get("labels"),
-                creator=upload.creator, progress=progress, size=upload.sizes["matrix"])
+                upload.dataset,
+                upload.name,
+                streams["matrix"],
+                streams["names"],
+                streams.get("labels"),
+                creator=upload.creator,
+                progress=progress,
+                size=upload.sizes["matrix"],
+            )
     except EmbeddingError as exc:
         EmbeddingUpload.objects.filter(pk=upload_id).update(
-            status=Upload.FAILED, error=str(exc), error_field=exc.field, updated_at=timezone.now())
+            status=Upload.FAILED, error=str(exc), error_field=exc.field, updated_at=timezone.now()
+        )
         return Upload.FAILED
     except Exception:
         log.exception("embedding upload %s failed", upload_id)
         EmbeddingUpload.objects.filter(pk=upload_id).update(
-            status=Upload.FAILED, error="the server failed to process the upload; see the worker log",
-            updated_at=timezone.now())
+            status=Upload.FAILED,
+            error="the server failed to process the upload; see the worker log",
+            updated_at=timezone.now(),
+        )
         raise
     finally:
         for stream in streams.values():
             stream.close()
         discard_chunks(upload)
     EmbeddingUpload.objects.filter(pk=upload_id).update(
-        status=Upload.SUCCEEDED, progress=1.0, embedding=embedding, updated_at=timezone.now())
+        status=Upload.SUCCEEDED, progress=1.0, embedding=embedding, updated_at=timezone.now()
+    )
     return Upload.SUCCEEDED
 
 
 def discard_chunks(upload: EmbeddingUpload) -> None:
-    storage.delete_keys(chunk_key(upload, part, offset) for part, offsets in upload.chunks.items()
-                        for offset in offsets)
+    storage.delete_keys(
+        chunk_key(upload, part, offset) for part, offsets in upload.chunks.items() for offset in offsets
+    )
     storage.delete_prefix(upload.prefix)
 
 

@@ -69,6 +69,7 @@ class EmbeddingError(ValueError):
 
 # --- keys -----------------------------------------------------------------------------------------
 
+
 def matrix_key(dataset_id: str, embedding_id: str) -> str:
     return f"datasets/{dataset_id}/embeddings/{embedding_id}.npy"
 
@@ -95,6 +96,7 @@ def all_keys(embedding: Embedding) -> list[str]:
 
 
 # --- reading -----------------------------------------------------------------------------------------
+
 
 def load(embedding: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(matrix by idx (n, d) float32, covered idx ascending, labels aligned with the idx)."""
@@ -124,8 +126,10 @@ def parse_csv(data: bytes) -> ParsedCsv:
     if not blocks:
         raise EmbeddingError("the CSV has a header but no rows")
     return ParsedCsv(
-        [n for b in blocks for n in b.file_names], [n for b in blocks for n in b.line_numbers],
-        np.concatenate([b.matrix for b in blocks]), np.concatenate([b.labels for b in blocks]),
+        [n for b in blocks for n in b.file_names],
+        [n for b in blocks for n in b.line_numbers],
+        np.concatenate([b.matrix for b in blocks]),
+        np.concatenate([b.labels for b in blocks]),
     )
 
 
@@ -152,7 +156,7 @@ def _text_blocks(fileobj, block_bytes: int) -> Iterator[tuple[int, str]]:
             if cut < 0:
                 tail = data
                 continue
-            complete, tail = data[: cut + 1], data[cut + 1:]
+            complete, tail = data[: cut + 1], data[cut + 1 :]
         if complete:
             try:
                 text = complete.decode("utf-8")
@@ -182,8 +186,9 @@ def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
             header = _split_line(lines[0].rstrip("\r"), 1)
             dimension = _check_header(header)
             start = 1
-        block = _parse_block_fast(lines, start, first_line, dimension) or _parse_lines(lines, start, first_line,
-                                                                                       dimension)
+        block = _parse_block_fast(lines, start, first_line, dimension) or _parse_lines(
+            lines, start, first_line, dimension
+        )
         if block is not None:
             yield block
     if dimension is None:
@@ -212,9 +217,10 @@ def _parse_block_fast(lines: list[str], start: int, first_line: int, dimension: 
     try:
         with np.errstate(over="ignore"), warnings.catch_warnings():
             warnings.simplefilter("error")
-            matrix = np.loadtxt(rows, delimiter=",", usecols=range(1, dimension + 1), dtype=np.float32,
-                                comments=None, ndmin=2)
-            labels = np.array([line[line.rfind(",") + 1:] for line in rows]).astype(np.int64)
+            matrix = np.loadtxt(
+                rows, delimiter=",", usecols=range(1, dimension + 1), dtype=np.float32, comments=None, ndmin=2
+            )
+            labels = np.array([line[line.rfind(",") + 1 :] for line in rows]).astype(np.int64)
     except (ValueError, OverflowError, TypeError, Warning):
         return None
     if matrix.shape != (len(rows), dimension) or not np.isfinite(matrix).all():
@@ -242,12 +248,10 @@ def _parse_lines(lines: list[str], start: int, first_line: int, dimension: int) 
             if first < 0 or first == last:
                 name, values, label, count = line.split(",")[0], "", "", 0
             else:
-                name, values, label = line[:first], line[first + 1:last], line[last + 1:]
+                name, values, label = line[:first], line[first + 1 : last], line[last + 1 :]
                 count = values.count(",") + 1
         if count != dimension:
-            raise EmbeddingError(
-                f"row {number} ({name!r}): has {count} embedding values, the header names {dimension}"
-            )
+            raise EmbeddingError(f"row {number} ({name!r}): has {count} embedding values, the header names {dimension}")
         names.append(name)
         numbers.append(values)
         labels.append(label)
@@ -347,8 +351,16 @@ def clean_name(dataset: Dataset, name) -> str:
     return name
 
 
-def create_from_csv(dataset: Dataset, name: str, data, *, creator=None, embedding_id: str | None = None,
-                    progress=None, size: int | None = None) -> Embedding:
+def create_from_csv(
+    dataset: Dataset,
+    name: str,
+    data,
+    *,
+    creator=None,
+    embedding_id: str | None = None,
+    progress=None,
+    size: int | None = None,
+) -> Embedding:
     """Validate a Lightly embeddings CSV against the dataset and store it; nothing is written on error.
 
     `data` is bytes or a binary file object, read as a stream (memory: the matrix once, not the CSV).
@@ -357,14 +369,24 @@ def create_from_csv(dataset: Dataset, name: str, data, *, creator=None, embeddin
     """
     name = clean_name(dataset, name)
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    reader = _Counting(stream, size if size is not None else (len(data) if isinstance(data, bytes) else None),
-                       progress)
-    return _create(dataset, name, _csv_blocks(reader), "row", "the CSV", EmbeddingSource.CSV, creator, embedding_id,
-                   reader.report)
+    reader = _Counting(stream, size if size is not None else (len(data) if isinstance(data, bytes) else None), progress)
+    return _create(
+        dataset, name, _csv_blocks(reader), "row", "the CSV", EmbeddingSource.CSV, creator, embedding_id, reader.report
+    )
 
 
-def create_from_npy(dataset: Dataset, name: str, matrix, names, labels=None, *, creator=None,
-                    embedding_id: str | None = None, progress=None, size: int | None = None) -> Embedding:
+def create_from_npy(
+    dataset: Dataset,
+    name: str,
+    matrix,
+    names,
+    labels=None,
+    *,
+    creator=None,
+    embedding_id: str | None = None,
+    progress=None,
+    size: int | None = None,
+) -> Embedding:
     """Store a float32 (n, d) `.npy` matrix whose row i belongs to the i-th file name of `names`.
 
     `matrix`, `names` (UTF-8 text, one file name a line, or a JSON list) and the optional `labels`
@@ -374,8 +396,9 @@ def create_from_npy(dataset: Dataset, name: str, matrix, names, labels=None, *, 
     wrap = lambda f: io.BytesIO(f) if isinstance(f, (bytes, bytearray, memoryview)) else f  # noqa: E731
     reader = _Counting(wrap(matrix), size, progress)
     blocks = _npy_blocks(reader, wrap(names), wrap(labels) if labels is not None else None)
-    return _create(dataset, name, blocks, "line", "the file names", EmbeddingSource.CSV, creator, embedding_id,
-                   reader.report)
+    return _create(
+        dataset, name, blocks, "line", "the file names", EmbeddingSource.CSV, creator, embedding_id, reader.report
+    )
 
 
 class _Counting:
@@ -396,8 +419,17 @@ class _Counting:
             self.progress(min(1.0, self._reported))
 
 
-def _create(dataset: Dataset, name: str, blocks: Iterator[ParsedCsv], unit: str, what: str, source: str,
-            creator, embedding_id: str | None, report=None) -> Embedding:
+def _create(
+    dataset: Dataset,
+    name: str,
+    blocks: Iterator[ParsedCsv],
+    unit: str,
+    what: str,
+    source: str,
+    creator,
+    embedding_id: str | None,
+    report=None,
+) -> Embedding:
     n = int(Dataset.objects.values_list("next_idx", flat=True).get(pk=dataset.pk))
     builder = None
     try:
@@ -491,8 +523,9 @@ class _MatrixBuilder:
 
     def add(self, block: ParsedCsv) -> None:
         if block.matrix.shape[1] != self.d:
-            raise EmbeddingError(f"{self.unit} {block.line_numbers[0]}: has {block.matrix.shape[1]} values, "
-                                 f"earlier rows have {self.d}")
+            raise EmbeddingError(
+                f"{self.unit} {block.line_numbers[0]}: has {block.matrix.shape[1]} values, earlier rows have {self.d}"
+            )
         lines = np.asarray(block.line_numbers, dtype=np.int64)
         for row, file_name in enumerate(block.file_names):
             if "\x00" in file_name:
@@ -527,8 +560,10 @@ class _MatrixBuilder:
                 self.unknown.append((line, file_name))
         if candidates:
             line, file_name, earlier = min(candidates)
-            raise EmbeddingError(f"{self.unit} {line} ({file_name!r}): the file name is also on {self.unit} "
-                                 f"{earlier}; each sample must appear once")
+            raise EmbeddingError(
+                f"{self.unit} {line} ({file_name!r}): the file name is also on {self.unit} "
+                f"{earlier}; each sample must appear once"
+            )
         self.unknown_count += int(idx.size - known.size)
         self.matrix[k_idx] = block.matrix[known]
         self.labels[k_idx] = block.labels[known]
@@ -543,8 +578,9 @@ class _MatrixBuilder:
                 + (" ..." if self.unknown_count > MAX_LISTED else "")
             )
 
-    def store(self, dataset: Dataset, name: str, what: str, source: str, creator,
-              embedding_id: str | None) -> Embedding:
+    def store(
+        self, dataset: Dataset, name: str, what: str, source: str, creator, embedding_id: str | None
+    ) -> Embedding:
         self.matrix.flush()
         self.matrix = None  # unmapped: the file is complete
         with transaction.atomic():
@@ -563,16 +599,28 @@ class _MatrixBuilder:
                     + (" ..." if count > MAX_LISTED else "")
                 )
             idx = np.flatnonzero(self.covered)
-            return _store_files(locked, name, self.path, idx, self.labels[idx], self.d, source=source,
-                                creator=creator, embedding_id=embedding_id)
+            return _store_files(
+                locked,
+                name,
+                self.path,
+                idx,
+                self.labels[idx],
+                self.d,
+                source=source,
+                creator=creator,
+                embedding_id=embedding_id,
+            )
 
     def _missing_names(self) -> list[str]:
         uncovered = np.flatnonzero(~self.covered)
         found: list[str] = []
         for start in range(0, uncovered.size, 500):
-            chunk = uncovered[start:start + 500].tolist()
-            found += Sample.objects.filter(dataset_id=self.dataset_id, idx__in=chunk).order_by("idx").values_list(
-                "file_name", flat=True)[: MAX_LISTED - len(found)]
+            chunk = uncovered[start : start + 500].tolist()
+            found += (
+                Sample.objects.filter(dataset_id=self.dataset_id, idx__in=chunk)
+                .order_by("idx")
+                .values_list("file_name", flat=True)[: MAX_LISTED - len(found)]
+            )
             if len(found) >= MAX_LISTED:
                 break
         return found
@@ -606,22 +654,42 @@ def idx_of_file_names(dataset_id: str, file_names: list[str], below: int) -> np.
         return idx
     found: dict[str, int] = {}
     for start in range(0, len(file_names), 500):
-        found.update(Sample.objects.filter(
-            dataset_id=dataset_id, file_name__in=file_names[start:start + 500], idx__lt=below,
-        ).values_list("file_name", "idx"))
+        found.update(
+            Sample.objects.filter(
+                dataset_id=dataset_id,
+                file_name__in=file_names[start : start + 500],
+                idx__lt=below,
+            ).values_list("file_name", "idx")
+        )
     return np.fromiter((found.get(f, -1) for f in file_names), dtype=np.int64, count=len(file_names))
 
 
-def _store_files(dataset: Dataset, name: str, matrix_path, idx: np.ndarray, labels: np.ndarray, d: int, *,
-                 source: str, creator=None, embedding_id: str | None = None) -> Embedding:
+def _store_files(
+    dataset: Dataset,
+    name: str,
+    matrix_path,
+    idx: np.ndarray,
+    labels: np.ndarray,
+    d: int,
+    *,
+    source: str,
+    creator=None,
+    embedding_id: str | None = None,
+) -> Embedding:
     """Move the finished .npy into storage, write the rows file, then the row (inside the caller's transaction)."""
     if embedding_id and Embedding.objects.filter(pk=embedding_id).exists():
         # Checked before any file is written: the keys below would be the existing embedding's files.
         raise IntegrityError(f"embedding id {embedding_id} is already taken")
     n = int(dataset.next_idx)
     embedding = Embedding(
-        id=embedding_id or new_public_id(), dataset_id=dataset.pk, name=name, dimension=int(d),
-        count=n, source=source, creator=creator, projection_status=Status.PENDING,
+        id=embedding_id or new_public_id(),
+        dataset_id=dataset.pk,
+        name=name,
+        dimension=int(d),
+        count=n,
+        source=source,
+        creator=creator,
+        projection_status=Status.PENDING,
     )
     embedding.matrix_key = matrix_key(dataset.pk, embedding.id)
     buffer = io.BytesIO()
@@ -641,6 +709,7 @@ def _store_files(dataset: Dataset, name: str, matrix_path, idx: np.ndarray, labe
 
 
 # --- .npy in -------------------------------------------------------------------------------------------
+
 
 def _read_exactly(stream, size: int) -> bytes:
     parts, left = [], size
@@ -667,8 +736,9 @@ def _npy_header(stream, what: str, ndim: int) -> tuple[tuple, np.dtype]:
     if fortran:
         raise EmbeddingError(f"{what} must be in C order", "matrix" if ndim == 2 else "labels")
     if len(shape) != ndim:
-        raise EmbeddingError(f"{what} must have {ndim} dimension(s), got shape {shape}",
-                             "matrix" if ndim == 2 else "labels")
+        raise EmbeddingError(
+            f"{what} must have {ndim} dimension(s), got shape {shape}", "matrix" if ndim == 2 else "labels"
+        )
     return shape, dtype
 
 
@@ -723,15 +793,17 @@ def _npy_blocks(matrix, names, labels=None) -> Iterator[ParsedCsv]:
         block = np.frombuffer(raw, dtype="<f4").reshape(rows, d)
         pairs = [pair for _i, pair in zip(range(rows), name_iter)]
         if len(pairs) < rows:
-            raise EmbeddingError(f"the matrix has {n} rows but there are only {done + len(pairs)} file names",
-                                 "names")
+            raise EmbeddingError(f"the matrix has {n} rows but there are only {done + len(pairs)} file names", "names")
         line_numbers = [p[0] for p in pairs]
         file_names = [p[1] for p in pairs]
         finite = np.isfinite(block)
         if not finite.all():
             row, column = map(int, np.argwhere(~finite)[0])
-            raise EmbeddingError(f"line {line_numbers[row]} ({file_names[row]!r}): embedding_{column} is "
-                                 f"{block[row, column]}; embeddings must be finite numbers", "matrix")
+            raise EmbeddingError(
+                f"line {line_numbers[row]} ({file_names[row]!r}): embedding_{column} is "
+                f"{block[row, column]}; embeddings must be finite numbers",
+                "matrix",
+            )
         if labels is not None:
             label_raw = _read_exactly(labels, rows * label_dtype.itemsize)
             if len(label_raw) != rows * label_dtype.itemsize:
@@ -748,8 +820,17 @@ def _npy_blocks(matrix, names, labels=None) -> Iterator[ParsedCsv]:
         return
 
 
-def _store(dataset: Dataset, name: str, idx: np.ndarray, vectors: np.ndarray, labels: np.ndarray, *,
-           source: str, creator=None, embedding_id: str | None = None) -> Embedding:
+def _store(
+    dataset: Dataset,
+    name: str,
+    idx: np.ndarray,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    *,
+    source: str,
+    creator=None,
+    embedding_id: str | None = None,
+) -> Embedding:
     """Write matrix and rows files, then the row (inside the caller's transaction); files go if it fails."""
     if embedding_id and Embedding.objects.filter(pk=embedding_id).exists():
         # Checked before any file is written: the keys below would be the existing embedding's files.
@@ -760,8 +841,14 @@ def _store(dataset: Dataset, name: str, idx: np.ndarray, vectors: np.ndarray, la
     matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
     matrix[idx] = vectors
     embedding = Embedding(
-        id=embedding_id or new_public_id(), dataset_id=dataset.pk, name=name, dimension=int(vectors.shape[1]),
-        count=n, source=source, creator=creator, projection_status=Status.PENDING,
+        id=embedding_id or new_public_id(),
+        dataset_id=dataset.pk,
+        name=name,
+        dimension=int(vectors.shape[1]),
+        count=n,
+        source=source,
+        creator=creator,
+        projection_status=Status.PENDING,
     )
     embedding.matrix_key = matrix_key(dataset.pk, embedding.id)
     buffer = io.BytesIO()
@@ -793,6 +880,7 @@ def delete_embedding(embedding: Embedding) -> None:
 
 # --- CSV out -----------------------------------------------------------------------------------------
 
+
 def csv_chunks(embedding: Embedding, chunk_rows: int = 2000) -> Iterator[str]:
     """The embedding in Lightly's CSV format, for the samples it covers that still exist, by idx.
 
@@ -802,19 +890,29 @@ def csv_chunks(embedding: Embedding, chunk_rows: int = 2000) -> Iterator[str]:
     return _csv_chunks(embedding, *load(embedding), chunk_rows)
 
 
-def _csv_chunks(embedding: Embedding, matrix: np.ndarray, idx: np.ndarray, labels: np.ndarray,
-                chunk_rows: int) -> Iterator[str]:
+def _csv_chunks(
+    embedding: Embedding, matrix: np.ndarray, idx: np.ndarray, labels: np.ndarray, chunk_rows: int
+) -> Iterator[str]:
     label_of = dict(zip(idx.tolist(), labels.tolist()))
     d = matrix.shape[1]
     yield ",".join(["filenames", *(f"embedding_{i}" for i in range(d)), "labels"]) + "\r\n"
     row_format = ",".join(["%.9g"] * d)
     samples = (
-        Sample.objects.filter(dataset_id=embedding.dataset_id, idx__in=idx.tolist())
-        .order_by("idx").values_list("idx", "file_name")
-    ) if idx.size <= 50_000 else (
-        # A long IN list is slower than filtering in Python.
-        (i, f) for i, f in Sample.objects.filter(dataset_id=embedding.dataset_id).order_by("idx")
-        .values_list("idx", "file_name").iterator(chunk_size=5000) if i in label_of
+        (
+            Sample.objects.filter(dataset_id=embedding.dataset_id, idx__in=idx.tolist())
+            .order_by("idx")
+            .values_list("idx", "file_name")
+        )
+        if idx.size <= 50_000
+        else (
+            # A long IN list is slower than filtering in Python.
+            (i, f)
+            for i, f in Sample.objects.filter(dataset_id=embedding.dataset_id)
+            .order_by("idx")
+            .values_list("idx", "file_name")
+            .iterator(chunk_size=5000)
+            if i in label_of
+        )
     )
     lines: list[str] = []
     for i, file_name in samples:
@@ -835,6 +933,7 @@ def _csv_field(value: str) -> str:
 
 # --- 2D projection -------------------------------------------------------------------------------------
 
+
 def compute_projection(embedding_id: str) -> str | None:
     """PCA layout at once, then t-SNE for small embeddings; returns the final status (None: gone).
 
@@ -854,8 +953,8 @@ def compute_projection(embedding_id: str) -> str | None:
         top, mean = _pca_axes(embedding.matrix_key, mask)
         pca = np.full((n, 2), np.nan, dtype=np.float32)
         for start, block in _matrix_blocks(embedding.matrix_key):
-            keep = mask[start:start + block.shape[0]]
-            pca[start:start + block.shape[0]][keep] = _project(block[keep], top, mean)
+            keep = mask[start : start + block.shape[0]]
+            pca[start : start + block.shape[0]][keep] = _project(block[keep], top, mean)
         _save_layout(embedding, "pca", pca, Status.PARTIAL if _wants_tsne(present.size) else Status.READY)
     except Exception:
         log.exception("PCA projection of embedding %s failed", embedding_id)
@@ -864,8 +963,9 @@ def compute_projection(embedding_id: str) -> str | None:
     if not _wants_tsne(present.size):
         return Status.READY
     try:
-        points = np.concatenate([block[mask[start:start + block.shape[0]]]
-                                 for start, block in _matrix_blocks(embedding.matrix_key)])
+        points = np.concatenate(
+            [block[mask[start : start + block.shape[0]]] for start, block in _matrix_blocks(embedding.matrix_key)]
+        )
         tsne = _layout(n, present, tsne_2d(points))
         _save_layout(embedding, "tsne", tsne, Status.READY)
     except Exception:
@@ -893,7 +993,7 @@ def _pca_axes(key: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gram = None
     m = 0
     for start, block in _matrix_blocks(key):
-        x = block[mask[start:start + block.shape[0]]].astype(np.float64)
+        x = block[mask[start : start + block.shape[0]]].astype(np.float64)
         if total is None:
             total, gram = np.zeros(block.shape[1]), np.zeros((block.shape[1], block.shape[1]))
         total += x.sum(axis=0)
@@ -962,12 +1062,18 @@ def tsne_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
     init *= 1e-4 / (np.std(init[:, 0]) or 1.0)
     perplexity = float(min(30.0, (points.shape[0] - 1) / 3))
     layout = TSNE(
-        n_components=2, perplexity=perplexity, init=init, random_state=seed, max_iter=500, n_jobs=1,
+        n_components=2,
+        perplexity=perplexity,
+        init=init,
+        random_state=seed,
+        max_iter=500,
+        n_jobs=1,
     ).fit_transform(points.astype(np.float32))
     return layout.astype(np.float32)
 
 
 # --- built-in embedder ---------------------------------------------------------------------------------
+
 
 def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | None:
     """Embed the dataset's thumbnails with the built-in embedder as the embedding "default".
@@ -1011,14 +1117,18 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
 
 
 def _csv_holds_default(dataset_id: str) -> bool:
-    return Embedding.objects.filter(dataset_id=dataset_id, name=BUILTIN_NAME).exclude(
-        source=EmbeddingSource.BUILTIN
-    ).exists()
+    return (
+        Embedding.objects.filter(dataset_id=dataset_id, name=BUILTIN_NAME)
+        .exclude(source=EmbeddingSource.BUILTIN)
+        .exists()
+    )
 
 
 def _thumbnail_snapshot(dataset_id: str) -> list[tuple[int, str]]:
     return list(
-        Sample.objects.filter(dataset_id=dataset_id).exclude(thumbnail_key="").order_by("idx")
+        Sample.objects.filter(dataset_id=dataset_id)
+        .exclude(thumbnail_key="")
+        .order_by("idx")
         .values_list("idx", "thumbnail_key")
     )
 

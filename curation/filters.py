@@ -48,6 +48,7 @@ FEW_RUNS = 64
 
 # --- the grammar -------------------------------------------------------------------------------------
 
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -88,8 +89,12 @@ class Condition:
                 return False
         elif not isinstance(value, str):
             return False
-        return {"lt": value < self.value, "lte": value <= self.value,
-                "gt": value > self.value, "gte": value >= self.value}[self.op]
+        return {
+            "lt": value < self.value,
+            "lte": value <= self.value,
+            "gt": value > self.value,
+            "gte": value >= self.value,
+        }[self.op]
 
     def as_dict(self) -> dict:
         return {"path": self.path, "op": self.op, "value": self.value}
@@ -139,7 +144,7 @@ def _one_condition(item, where: str) -> Condition:
             raise ValidationError({where: [f"{about}: value must be true or false"]})
     elif op == "in":
         if not isinstance(value, list):
-            raise ValidationError({where: [f"{about}: value must be a JSON list, such as [1, 2] or [\"a\", \"b\"]"]})
+            raise ValidationError({where: [f'{about}: value must be a JSON list, such as [1, 2] or ["a", "b"]']})
         if not value or len(value) > MAX_IN_VALUES:
             message = f"{about}: the list must have 1 to {MAX_IN_VALUES} values (got {len(value)})"
             raise ValidationError({where: [message]})
@@ -196,6 +201,7 @@ def parse_filter(obj) -> dict:
 
 
 # --- SQL ---------------------------------------------------------------------------------------------
+
 
 class MetadataSQL(Func):
     """A piece of SQL over Sample.metadata, written once per database; `{col}` stands for the column."""
@@ -280,8 +286,10 @@ def _condition_sql(cond: Condition) -> tuple[tuple[str, list], tuple[str, list]]
     kind_pg = "number" if _is_number(value) else "string"
     kind_lite = "IN ('integer', 'real')" if _is_number(value) else "= 'text'"
     # Comparing jsonb with jsonb: no cast that could fail, numbers by value, strings by collation.
-    pg = (f"(jsonb_typeof({{col}} #> %s) = '{kind_pg}' AND ({{col}} #> %s) {cmp} %s::jsonb)",
-          [pp, pp, json.dumps(value)])
+    pg = (
+        f"(jsonb_typeof({{col}} #> %s) = '{kind_pg}' AND ({{col}} #> %s) {cmp} %s::jsonb)",
+        [pp, pp, json.dumps(value)],
+    )
     lite = (f"(json_type({{col}}, %s) {kind_lite} AND json_extract({{col}}, %s) {cmp} %s)", [lp, lp, value])
     return pg, lite
 
@@ -370,6 +378,7 @@ def select_samples(dataset: Dataset, *, tag=None, file_name: str | None = None, 
 
 # --- sorting ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Sort:
     """Order by idx, or by a metadata path (missing values last, ties by idx ascending)."""
@@ -393,28 +402,40 @@ class Sort:
     def key_text(self) -> MetadataSQL:
         """The sort value as exact JSON text, for a cursor (NULL or 'null' when missing)."""
         value = self.value()
-        return MetadataSQL((f"({value.postgresql[0]})::text", value.postgresql[1]),
-                           (f"json_quote({value.sqlite[0]})", value.sqlite[1]), TextField())
+        return MetadataSQL(
+            (f"({value.postgresql[0]})::text", value.postgresql[1]),
+            (f"json_quote({value.sqlite[0]})", value.sqlite[1]),
+            TextField(),
+        )
 
     def _compare(self, op: str, key: str) -> MetadataSQL:
         value = self.value()
-        return MetadataSQL((f"({value.postgresql[0]}) {op} %s::jsonb", [*value.postgresql[1], key]),
-                           (f"({value.sqlite[0]}) {op} json_extract(%s, '$')", [*value.sqlite[1], key]),
-                           BooleanField())
+        return MetadataSQL(
+            (f"({value.postgresql[0]}) {op} %s::jsonb", [*value.postgresql[1], key]),
+            (f"({value.sqlite[0]}) {op} json_extract(%s, '$')", [*value.sqlite[1], key]),
+            BooleanField(),
+        )
 
     def _is_missing(self, missing: bool) -> MetadataSQL:
         value = self.value()
         test = "IS NULL" if missing else "IS NOT NULL"
-        return MetadataSQL((f"({value.postgresql[0]}) {test}", value.postgresql[1]),
-                           (f"({value.sqlite[0]}) {test}", value.sqlite[1]), BooleanField())
+        return MetadataSQL(
+            (f"({value.postgresql[0]}) {test}", value.postgresql[1]),
+            (f"({value.sqlite[0]}) {test}", value.sqlite[1]),
+            BooleanField(),
+        )
 
     def ordering(self, *, reverse: bool = False) -> list:
         if self.path is None:
             return ["-idx" if self.descending != reverse else "idx"]
         descending = self.descending != reverse
         # Missing values come last; walking backwards (a `previous` page) they come first.
-        value = OrderBy(self.value(), descending=descending, nulls_last=None if reverse else True,
-                        nulls_first=True if reverse else None)
+        value = OrderBy(
+            self.value(),
+            descending=descending,
+            nulls_last=None if reverse else True,
+            nulls_first=True if reverse else None,
+        )
         return [value, "-idx" if reverse else "idx"]
 
     def after(self, qs: QuerySet, key: str | None, idx: int, *, reverse: bool = False) -> QuerySet:
@@ -427,8 +448,9 @@ class Sort:
             if missing:  # already among the missing values, which come last
                 return qs.filter(Q(self._is_missing(True)) & idx_q)
             beyond = "<" if self.descending else ">"
-            return qs.filter(Q(self._compare(beyond, key)) | (Q(self._compare("=", key)) & idx_q)
-                             | Q(self._is_missing(True)))
+            return qs.filter(
+                Q(self._compare(beyond, key)) | (Q(self._compare("=", key)) & idx_q) | Q(self._is_missing(True))
+            )
         if missing:
             return qs.filter(Q(self._is_missing(False)) | (Q(self._is_missing(True)) & idx_q))
         before = ">" if self.descending else "<"
@@ -450,6 +472,7 @@ def parse_sort(dataset: Dataset, text: str | None) -> Sort:
 
 # --- sort indexes ---------------------------------------------------------------------------------
 
+
 def sort_index_names(dataset_id: str, field_id: int) -> tuple[str, str]:
     """The two partial indexes behind sorting by a configured field: ascending and descending."""
     return f"sample_sort_{dataset_id}_{field_id}_a", f"sample_sort_{dataset_id}_{field_id}_d"
@@ -458,7 +481,9 @@ def sort_index_names(dataset_id: str, field_id: int) -> tuple[str, str]:
 def _sort_expression(field) -> str:
     """The exact SQL that curation.filters.Sort orders by for this field, with its parameters inlined,
     so the planner matches the index expression to the query's."""
-    template, params = Sort(text=field.path, path=field.path, descending=False, fallback=field.fallback).value().postgresql
+    template, params = (
+        Sort(text=field.path, path=field.path, descending=False, fallback=field.fallback).value().postgresql
+    )
     with connection.cursor() as cursor:
         return cursor.cursor.mogrify(template.replace("{col}", '"metadata"'), params).decode()
 

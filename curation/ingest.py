@@ -74,9 +74,13 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
     if not files:
         raise ValidationError({"files": ["no files in the request: send the images as `files` parts"]})
     if len(files) > settings.WINNOW_MAX_SAMPLES_PER_REQUEST:
-        raise ValidationError({"files": [
-            f"{len(files)} files in one request; at most {settings.WINNOW_MAX_SAMPLES_PER_REQUEST} are allowed"
-        ]})
+        raise ValidationError(
+            {
+                "files": [
+                    f"{len(files)} files in one request; at most {settings.WINNOW_MAX_SAMPLES_PER_REQUEST} are allowed"
+                ]
+            }
+        )
     if file_names is not None:
         if len(file_names) != len(files):
             raise ValidationError({"file_names": [f"has {len(file_names)} entries for {len(files)} files"]})
@@ -94,8 +98,9 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
             outcome.rejected.append({"file_name": raw, "reason": str(exc)})
             continue
         if name in wanted:
-            outcome.rejected.append({"file_name": raw, "reason": f"appears more than once in this upload "
-                                                               f"(files {wanted[name]} and {i})"})
+            outcome.rejected.append(
+                {"file_name": raw, "reason": f"appears more than once in this upload (files {wanted[name]} and {i})"}
+            )
             continue
         wanted[name] = i
     # Metadata for a file rejected by name goes with that file: the rest of the batch still lands.
@@ -119,9 +124,7 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
     written = _write_files(prepared)
     try:
         with transaction.atomic():
-            result = services.add_samples(
-                dataset, [p.row for p in prepared], overwrite=overwrite, creator=request.user
-            )
+            result = services.add_samples(dataset, [p.row for p in prepared], overwrite=overwrite, creator=request.user)
             if result.replaced_old_keys:
                 old_keys = list(result.replaced_old_keys)
                 transaction.on_commit(lambda: storage.delete_keys(old_keys), robust=True)
@@ -210,7 +213,7 @@ def _present(dataset: Dataset, names: list[str]) -> set[str]:
     """The names already in the dataset."""
     found: set[str] = set()
     for start in range(0, len(names), 1000):
-        chunk = names[start:start + 1000]
+        chunk = names[start : start + 1000]
         found.update(Sample.objects.filter(dataset=dataset, file_name__in=chunk).values_list("file_name", flat=True))
     return found
 

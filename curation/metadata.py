@@ -36,6 +36,7 @@ EXAMPLES = 5
 
 # --- dot paths -----------------------------------------------------------------------------------
 
+
 def path_error(path) -> str | None:
     """Why `path` is not a valid dot path (segments [A-Za-z0-9_-]+, depth <= 8), or None."""
     if not isinstance(path, str) or not path:
@@ -74,6 +75,7 @@ def flatten(metadata: dict, prefix: str = "", depth: int = 0):
 
 
 # --- value checks ----------------------------------------------------------------------------------
+
 
 def bad_value(value, where: str = "", depth: int = 0) -> str | None:
     """Where and why a JSON value is not storable (NaN, Infinity, too deep, odd types), or None."""
@@ -125,6 +127,7 @@ def fallback_error(field_type: str, value) -> str | None:
 
 
 # --- upload ----------------------------------------------------------------------------------------
+
 
 def _describe(kind: str, index: int, entry) -> str:
     name = entry.get("file_name") if isinstance(entry, dict) else None
@@ -276,6 +279,7 @@ def upload_metadata(dataset: Dataset, payload) -> dict:
 
 
 # --- proposals for the configurator ---------------------------------------------------------------
+
 
 def _kind(value) -> str | None:
     if isinstance(value, bool):

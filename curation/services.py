@@ -25,6 +25,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 # --- datasets and members ---------------------------------------------------------------------------
 
+
 def clean_dataset_name(name) -> str:
     """The stripped name, or ValueError: a name is a non-empty string of at most 200 characters."""
     if not isinstance(name, str):
@@ -128,8 +129,13 @@ def validate_file_name(name: str) -> str:
     (`a//b`, a trailing `/`), control characters, text that is not valid Unicode and names longer than
     1024 characters.
     """
-    if (isinstance(name, str) and len(name) <= MAX_FILE_NAME_LENGTH and _PLAIN_NAME.fullmatch(name)
-            and not _ODD_SEGMENT.search(name) and not _DRIVE.match(name)):
+    if (
+        isinstance(name, str)
+        and len(name) <= MAX_FILE_NAME_LENGTH
+        and _PLAIN_NAME.fullmatch(name)
+        and not _ODD_SEGMENT.search(name)
+        and not _DRIVE.match(name)
+    ):
         return name  # the common case, in three C-speed scans
     return _validate_file_name_fully(name)
 
@@ -270,8 +276,9 @@ def add_samples(dataset: Dataset, rows: list[dict], *, overwrite: bool = False, 
             if pos in inserted.existing:
                 continue
             values = {key: row[key] for key in SAMPLE_FIELDS if row.get(key) is not None}
-            sample = Sample(id=sample_id, dataset_id=dataset.pk, idx=inserted.start + offset,
-                            file_name=row["file_name"], **values)
+            sample = Sample(
+                id=sample_id, dataset_id=dataset.pk, idx=inserted.start + offset, file_name=row["file_name"], **values
+            )
             sample._state.adding, sample._state.db = False, "default"
             result.created.append(sample)
             offset += 1
@@ -308,7 +315,7 @@ def _existing_by_name(dataset: Dataset, names: list[str]) -> dict[str, Sample]:
     """The dataset's samples among `names`, by file name (in chunks: one IN list per 5,000 names)."""
     found: dict[str, Sample] = {}
     for start in range(0, len(names), 5000):
-        chunk = names[start:start + 5000]
+        chunk = names[start : start + 5000]
         # Only what skipping and replacing need: never the metadata of thousands of rows.
         rows = Sample.objects.filter(dataset_id=dataset.pk, file_name__in=chunk).only(
             "id", "idx", "file_name", "original_key", "thumbnail_key"
@@ -387,12 +394,20 @@ FROM winnow_sample_stage AS st WHERE p.id = st.existing;
 
 
 def _sql(template: str, **parts: str) -> str:
-    return template.format(sample=Sample._meta.db_table, dataset=Dataset._meta.db_table, tag=Tag._meta.db_table,
-                           **parts)
+    return template.format(
+        sample=Sample._meta.db_table, dataset=Dataset._meta.db_table, tag=Tag._meta.db_table, **parts
+    )
 
 
-def _insert_new(dataset: Dataset, rows: list[dict], ids: list[str], source_json: str | None, creator, *,
-                replace_existing: bool = False) -> _Inserted:
+def _insert_new(
+    dataset: Dataset,
+    rows: list[dict],
+    ids: list[str],
+    source_json: str | None,
+    creator,
+    *,
+    replace_existing: bool = False,
+) -> _Inserted:
     """Insert the rows whose file name the dataset does not hold yet, numbered with the next dense idx values.
 
     `rows` hold normalised, checked values; `ids` the new samples' ids. `source_json`, when given, is JSON
@@ -435,7 +450,7 @@ def _insert_new_orm(dataset: Dataset, rows: list[dict], ids: list[str], creator,
     names = [row["file_name"] for row in rows]
     present: dict[str, str] = {}
     for start in range(0, len(names), 500):
-        chunk = names[start:start + 500]
+        chunk = names[start : start + 500]
         present.update(Sample.objects.filter(dataset_id=dataset.pk, file_name__in=chunk).values_list("file_name", "id"))
     existing, created = {}, []
     for pos, row in enumerate(rows):
@@ -443,8 +458,15 @@ def _insert_new_orm(dataset: Dataset, rows: list[dict], ids: list[str], creator,
             existing[pos] = present[row["file_name"]]
             continue
         values = {key: row[key] for key in SAMPLE_FIELDS if row.get(key) is not None}
-        created.append(Sample(id=ids[pos], dataset_id=dataset.pk, idx=locked.next_idx + len(created),
-                              file_name=row["file_name"], **values))
+        created.append(
+            Sample(
+                id=ids[pos],
+                dataset_id=dataset.pk,
+                idx=locked.next_idx + len(created),
+                file_name=row["file_name"],
+                **values,
+            )
+        )
     next_idx = locked.next_idx + len(created)
     if created:
         Sample.objects.bulk_create(created, batch_size=500)
@@ -559,8 +581,9 @@ class Registration:
     ids: list[str] = field(default_factory=list)  # the sample id of every entry, in the entries' order
 
 
-def register_samples(dataset: Dataset, entries, *, overwrite: bool = False, creator=None,
-                     source_json: str | None = None) -> Registration:
+def register_samples(
+    dataset: Dataset, entries, *, overwrite: bool = False, creator=None, source_json: str | None = None
+) -> Registration:
     """Register JSON entries {file_name, width?, height?, size_bytes?, metadata?} in one transaction.
 
     Every entry is checked first (InvalidEntries names each bad one; nothing is written then). A file
@@ -594,4 +617,4 @@ def _new_ids(n: int) -> list[str]:
     """
     head = f"{int(time.time()) & 0xFFFFFFFF:08x}"
     text = secrets.token_hex(8 * n)
-    return [head + text[i:i + 16] for i in range(0, 16 * n, 16)]
+    return [head + text[i : i + 16] for i in range(0, 16 * n, 16)]

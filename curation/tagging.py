@@ -27,6 +27,7 @@ from curation.access import resolve_tag
 from curation.filters import parse_filter, select_samples
 from curation.metadata import bad_value, flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
+
 NAME_MAX = 200
 LOOKUP_BATCH = 5000
 EXPORT_BATCH = 5000
@@ -44,6 +45,7 @@ def _unknown(kind: str, values: list) -> str:
 
 
 # --- names -----------------------------------------------------------------------------------------
+
 
 def name_error(name) -> str | None:
     if not isinstance(name, str):
@@ -70,6 +72,7 @@ def check_name(dataset: Dataset, name) -> str:
 
 
 # --- creating --------------------------------------------------------------------------------------
+
 
 def _to_mask(indices_or_mask) -> bytes:
     if isinstance(indices_or_mask, (bytes, bytearray, memoryview)):
@@ -147,8 +150,13 @@ def _tag_from_lookup(dataset: Dataset, name: str, values, field: str, key: str, 
     if missing:
         raise ValidationError({key: [_unknown(what, missing)]})
     return create_tag(
-        dataset, name, list(found.values()), origin=TagOrigin.SELECTION,
-        origin_detail={"method": key, "count": len(values)}, parent=parent, creator=creator,
+        dataset,
+        name,
+        list(found.values()),
+        origin=TagOrigin.SELECTION,
+        origin_detail={"method": key, "count": len(values)},
+        parent=parent,
+        creator=creator,
     )
 
 
@@ -180,8 +188,13 @@ def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | No
     if parent is None and isinstance(filter_tag, Tag):
         parent = filter_tag
     return create_tag(
-        dataset, name, indices, origin=TagOrigin.FILTER,
-        origin_detail={"filter": filter_obj}, parent=parent, creator=creator,
+        dataset,
+        name,
+        indices,
+        origin=TagOrigin.FILTER,
+        origin_detail={"filter": filter_obj},
+        parent=parent,
+        creator=creator,
     )
 
 
@@ -199,19 +212,29 @@ def tag_from_operation(
     for tag in tags[1:]:
         mask = OPERATIONS[operation](mask, bytes(tag.bitmask))
     return create_tag(
-        dataset, name, mask, origin=TagOrigin.ARITHMETIC,
+        dataset,
+        name,
+        mask,
+        origin=TagOrigin.ARITHMETIC,
         origin_detail={"operation": operation, "tags": [t.pk for t in tags], "tag_names": [t.name for t in tags]},
-        parent=parent or tags[0], creator=creator,
+        parent=parent or tags[0],
+        creator=creator,
     )
 
 
 # --- initial-tag -----------------------------------------------------------------------------------
 
+
 def create_initial_tag(dataset_id: str, size: int, creator=None) -> Tag:
     """`initial-tag` over idx 0..size-1, made by a dataset's first registration (under its row lock)."""
     return Tag.objects.create(
-        dataset_id=dataset_id, name=INITIAL_TAG, bitmask=bitmask.ones(size), count=size,
-        origin=TagOrigin.UPLOAD, origin_detail={}, creator=creator,
+        dataset_id=dataset_id,
+        name=INITIAL_TAG,
+        bitmask=bitmask.ones(size),
+        count=size,
+        origin=TagOrigin.UPLOAD,
+        origin_detail={},
+        creator=creator,
     )
 
 
@@ -237,6 +260,7 @@ def sample_ids_of(dataset: Dataset, tag: Tag) -> list[str]:
 
 
 # --- export ----------------------------------------------------------------------------------------
+
 
 class _InMaskSlice(Func):
     """PostgreSQL: idx is set in a slice of a tag's bitmask that starts at idx `first` (a multiple of 8)."""
@@ -266,7 +290,9 @@ def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
         rows = Sample.objects.filter(dataset=dataset).order_by("idx")
         if postgres:
             first, last = int(chunk[0]) // 8 * 8, int(chunk[-1])
-            rows = rows.filter(idx__gte=first, idx__lte=last).filter(_InMaskSlice(mask[first // 8 : last // 8 + 1], first))
+            rows = rows.filter(idx__gte=first, idx__lte=last).filter(
+                _InMaskSlice(mask[first // 8 : last // 8 + 1], first)
+            )
         else:
             rows = rows.filter(idx__in=chunk.tolist())
         yield from rows.values_list(*fields)
@@ -357,8 +383,15 @@ def _export_json(dataset: Dataset, tag: Tag, base: str, user):
     url = _image_url(dataset, base, user)
     rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
     return _json_list(
-        {"id": sid, "idx": idx, "file_name": name, "width": w, "height": h, "image_url": url(sid, name),
-         "metadata": meta}
+        {
+            "id": sid,
+            "idx": idx,
+            "file_name": name,
+            "width": w,
+            "height": h,
+            "image_url": url(sid, name),
+            "metadata": meta,
+        }
         for sid, idx, name, w, h, meta in rows
     )
 

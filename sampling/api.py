@@ -1,10 +1,10 @@
 """REST API: sampling runs and their importance scores.
 
-    POST /datasets/<id>/sampling-runs                    editor+: check, create, queue -> 202
-    GET  /datasets/<id>/sampling-runs                    newest first
-    GET  /datasets/<id>/sampling-runs/<run_id>           status, progress, error, summary
-    POST /datasets/<id>/sampling-runs/<run_id>/cancel    editor+
-    GET  /datasets/<id>/sampling-runs/<run_id>/scores    cursor-paginated by rank
+POST /datasets/<id>/sampling-runs                    editor+: check, create, queue -> 202
+GET  /datasets/<id>/sampling-runs                    newest first
+GET  /datasets/<id>/sampling-runs/<run_id>           status, progress, error, summary
+POST /datasets/<id>/sampling-runs/<run_id>/cancel    editor+
+GET  /datasets/<id>/sampling-runs/<run_id>/scores    cursor-paginated by rank
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ class SamplingRunCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     embedding = serializers.CharField(max_length=64, required=False, allow_null=True)
     strategy = serializers.CharField(max_length=32, required=False, allow_null=True)
-    strategies = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True,
-                                       min_length=1, max_length=services.MAX_STRATEGIES)
+    strategies = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True, min_length=1, max_length=services.MAX_STRATEGIES
+    )
     n_samples = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     min_distance = serializers.FloatField(required=False, allow_null=True)
     input_tag = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -66,10 +67,31 @@ class SamplingRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SamplingRun
-        fields = ["id", "name", "dataset", "embedding", "strategy", "strategies", "parameters", "n_samples",
-                  "min_distance", "input_tag", "preselected_tag", "query_tag", "status", "progress", "error",
-                  "cancel_requested", "attempts", "score_count", "summary", "creator", "created_at",
-                  "started_at", "finished_at"]
+        fields = [
+            "id",
+            "name",
+            "dataset",
+            "embedding",
+            "strategy",
+            "strategies",
+            "parameters",
+            "n_samples",
+            "min_distance",
+            "input_tag",
+            "preselected_tag",
+            "query_tag",
+            "status",
+            "progress",
+            "error",
+            "cancel_requested",
+            "attempts",
+            "score_count",
+            "summary",
+            "creator",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         read_only_fields = fields
 
     def get_strategies(self, run) -> list[dict]:
@@ -125,11 +147,20 @@ def _run(dataset, run_id: str) -> SamplingRun:
 class RunListView(APIView):
     parser_classes = [JSONParser]
 
-    @extend_schema(responses=inline_serializer("SamplingRunPage", {
-        "count": serializers.IntegerField(), "next": serializers.URLField(allow_null=True),
-        "previous": serializers.URLField(allow_null=True), "results": SamplingRunSerializer(many=True)}),
+    @extend_schema(
+        responses=inline_serializer(
+            "SamplingRunPage",
+            {
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": SamplingRunSerializer(many=True),
+            },
+        ),
         parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="1-200, default 50")],
-        summary="Sampling runs of a dataset, newest first", operation_id="sampling_runs_list")
+        summary="Sampling runs of a dataset, newest first",
+        operation_id="sampling_runs_list",
+    )
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         runs = _runs(dataset).order_by("-created_at", "-id")
@@ -137,8 +168,12 @@ class RunListView(APIView):
         page = paginator.paginate_queryset(runs, request, view=self)
         return paginator.get_paginated_response(SamplingRunSerializer(page, many=True).data)
 
-    @extend_schema(request=SamplingRunCreateSerializer, responses={202: SamplingRunSerializer},
-                   summary="Queue a sampling run", operation_id="sampling_runs_create")
+    @extend_schema(
+        request=SamplingRunCreateSerializer,
+        responses={202: SamplingRunSerializer},
+        summary="Queue a sampling run",
+        operation_id="sampling_runs_create",
+    )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         serializer = SamplingRunCreateSerializer(data=request.data)
@@ -152,16 +187,23 @@ class RunListView(APIView):
 
 
 class RunDetailView(APIView):
-    @extend_schema(responses=SamplingRunSerializer, summary="A sampling run: status, progress 0-100, error",
-                   operation_id="sampling_runs_retrieve")
+    @extend_schema(
+        responses=SamplingRunSerializer,
+        summary="A sampling run: status, progress 0-100, error",
+        operation_id="sampling_runs_retrieve",
+    )
     def get(self, request, dataset_id: str, run_id: str):
         dataset = get_dataset(request.user, dataset_id)
         return Response(SamplingRunSerializer(_run(dataset, run_id)).data)
 
 
 class RunCancelView(APIView):
-    @extend_schema(request=None, responses={200: SamplingRunSerializer, 409: dict}, summary="Cancel a sampling run",
-                   operation_id="sampling_runs_cancel")
+    @extend_schema(
+        request=None,
+        responses={200: SamplingRunSerializer, 409: dict},
+        summary="Cancel a sampling run",
+        operation_id="sampling_runs_cancel",
+    )
     def post(self, request, dataset_id: str, run_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         run = _run(dataset, run_id)
@@ -175,21 +217,34 @@ class RunCancelView(APIView):
 class RunScoresView(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-1000, default 100")],
-        responses={200: inline_serializer("ImportanceScorePage", {
-            "next": serializers.URLField(allow_null=True), "previous": serializers.URLField(allow_null=True),
-            "results": ImportanceScoreSerializer(many=True)}), 409: dict},
-        summary="Importance scores of a run, by rank (1 = most important)", operation_id="sampling_runs_scores",
+        responses={
+            200: inline_serializer(
+                "ImportanceScorePage",
+                {
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": ImportanceScoreSerializer(many=True),
+                },
+            ),
+            409: dict,
+        },
+        summary="Importance scores of a run, by rank (1 = most important)",
+        operation_id="sampling_runs_scores",
     )
     def get(self, request, dataset_id: str, run_id: str):
         dataset = get_dataset(request.user, dataset_id)
         run = _run(dataset, run_id)
         if run.status != RunStatus.SUCCEEDED:
-            return Response({"detail": f"the run has no scores: it is {run.status}", "status": run.status},
-                            status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": f"the run has no scores: it is {run.status}", "status": run.status},
+                status=status.HTTP_409_CONFLICT,
+            )
         # Only the columns a row shows; the sample join is by primary key.
-        scores = (ImportanceScore.objects.filter(run=run)
-                  .annotate(file_name=F("sample__file_name"), idx=F("sample__idx"))
-                  .values("rank", "score", "sample_id", "file_name", "idx"))
+        scores = (
+            ImportanceScore.objects.filter(run=run)
+            .annotate(file_name=F("sample__file_name"), idx=F("sample__idx"))
+            .values("rank", "score", "sample_id", "file_name", "idx")
+        )
         paginator = ScorePagination()
         page = paginator.paginate_queryset(scores, request, view=self)
         return paginator.get_paginated_response(ImportanceScoreSerializer(page, many=True).data)
@@ -198,8 +253,14 @@ class RunScoresView(APIView):
 urlpatterns = [
     path("datasets/<str:dataset_id>/sampling-runs", RunListView.as_view(), name="sampling-runs"),
     path("datasets/<str:dataset_id>/sampling-runs/<str:run_id>", RunDetailView.as_view(), name="sampling-run"),
-    path("datasets/<str:dataset_id>/sampling-runs/<str:run_id>/cancel", RunCancelView.as_view(),
-         name="sampling-run-cancel"),
-    path("datasets/<str:dataset_id>/sampling-runs/<str:run_id>/scores", RunScoresView.as_view(),
-         name="sampling-run-scores"),
+    path(
+        "datasets/<str:dataset_id>/sampling-runs/<str:run_id>/cancel",
+        RunCancelView.as_view(),
+        name="sampling-run-cancel",
+    ),
+    path(
+        "datasets/<str:dataset_id>/sampling-runs/<str:run_id>/scores",
+        RunScoresView.as_view(),
+        name="sampling-run-scores",
+    ),
 ]

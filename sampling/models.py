@@ -67,10 +67,12 @@ class ImportanceScore(models.Model):
     #   trigger (migration 0002, PostgreSQL) refuses to delete a run that still has scores at commit;
     # - sample: the writer takes the ids from the dataset's samples, which only go with their dataset
     #   (whose runs take their scores along).
-    run = models.ForeignKey(SamplingRun, on_delete=models.CASCADE, related_name="scores", db_index=False,
-                            db_constraint=False)
-    sample = models.ForeignKey(Sample, on_delete=models.DO_NOTHING, related_name="+", db_index=False,
-                               db_constraint=False)
+    run = models.ForeignKey(
+        SamplingRun, on_delete=models.CASCADE, related_name="scores", db_index=False, db_constraint=False
+    )
+    sample = models.ForeignKey(
+        Sample, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
     rank = models.PositiveIntegerField()
     score = models.FloatField()
 

@@ -71,8 +71,8 @@ from sampling.samplers.base import Monitor
 from sampling.samplers.kcenter import KCenter
 from sampling.samplers.metadata import OPERATIONS
 from sampling.samplers.similarity import METRICS
-from winnow.values import is_finite_number
 from winnow.celery import task
+from winnow.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class LostClaim(Exception):
 
 
 # ---- the request ---------------------------------------------------------------------------------
+
 
 def _strategy_list(data: dict) -> list[dict]:
     single, many = data.get("strategy"), data.get("strategies")
@@ -161,11 +162,16 @@ def _check_strategy(spec, prefix: str) -> dict:
     if name == "balance":
         target = spec["target"]
         ok = target == "uniform" or (
-            isinstance(target, dict) and target
-            and all(is_finite_number(v) and v >= 0 for v in target.values()) and any(v > 0 for v in target.values()))
+            isinstance(target, dict)
+            and target
+            and all(is_finite_number(v) and v >= 0 for v in target.values())
+            and any(v > 0 for v in target.values())
+        )
         if not ok:
-            raise InvalidRun(_where(prefix, "target"),
-                             "must be 'uniform' or a mapping of category to a non-negative share (not all zero)")
+            raise InvalidRun(
+                _where(prefix, "target"),
+                "must be 'uniform' or a mapping of category to a non-negative share (not all zero)",
+            )
     return dict(spec)
 
 
@@ -209,16 +215,18 @@ def _sample_idx(dataset_id: str) -> np.ndarray:
     return np.fromiter(values.iterator(chunk_size=20_000), dtype=np.int64)
 
 
-def _candidates(existing: np.ndarray, rows: int | None, input_tag: Tag | None,
-                preselected_tag: Tag | None) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    existing: np.ndarray, rows: int | None, input_tag: Tag | None, preselected_tag: Tag | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(candidates, preselected) as sorted idx arrays: existing samples, in the input tag, with an embedding row."""
     cand = existing if rows is None else existing[existing < rows]
     if input_tag is not None:
         cand = np.intersect1d(cand, input_tag.indices(), assume_unique=True)
     pre = np.zeros(0, dtype=np.int64)
     if preselected_tag is not None:
-        pre = np.intersect1d(existing if rows is None else existing[existing < rows], preselected_tag.indices(),
-                             assume_unique=True)
+        pre = np.intersect1d(
+            existing if rows is None else existing[existing < rows], preselected_tag.indices(), assume_unique=True
+        )
     return cand, pre
 
 
@@ -270,8 +278,15 @@ def prepare_run(dataset, data: dict) -> dict:
     cand, pre = _candidates(_sample_idx(dataset.id), rows, input_tag, preselected_tag)
     m = len(np.setdiff1d(cand, pre, assume_unique=True))
     if m == 0:
-        culprit = "input_tag" if input_tag else "preselected_tag" if preselected_tag else \
-            "embedding" if rows is not None else "dataset"
+        culprit = (
+            "input_tag"
+            if input_tag
+            else "preselected_tag"
+            if preselected_tag
+            else "embedding"
+            if rows is not None
+            else "dataset"
+        )
         raise InvalidRun(culprit, "leaves no candidate samples to score")
     if n_samples is not None and not 1 <= n_samples <= m:
         raise InvalidRun("n_samples", f"must be between 1 and {m}, the number of candidate samples")
@@ -348,13 +363,24 @@ def claim_run(run_id: str) -> tuple[str, str | None]:
     changed = (
         SamplingRun.objects.filter(pk=run_id, cancel_requested=False, attempts__lt=settings.WINNOW_RUN_MAX_ATTEMPTS)
         .filter(claimable)
-        .update(status=RunStatus.RUNNING, claim=token, attempts=F("attempts") + 1, heartbeat_at=now,
-                started_at=now, finished_at=None, progress=0, error="")
+        .update(
+            status=RunStatus.RUNNING,
+            claim=token,
+            attempts=F("attempts") + 1,
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            progress=0,
+            error="",
+        )
     )
     if changed == 1:
         return CLAIMED, token
-    run = SamplingRun.objects.filter(pk=run_id).only("status", "claim", "attempts", "cancel_requested",
-                                                      "heartbeat_at").first()
+    run = (
+        SamplingRun.objects.filter(pk=run_id)
+        .only("status", "claim", "attempts", "cancel_requested", "heartbeat_at")
+        .first()
+    )
     if run is None or run.status in FINISHED:
         return DONE, None
     abandoned = run.status == RunStatus.QUEUED or run.heartbeat_at is None or run.heartbeat_at < _stale_cutoff()
@@ -364,9 +390,14 @@ def claim_run(run_id: str) -> tuple[str, str | None]:
     if run.cancel_requested:
         values = {"status": RunStatus.CANCELLED, "finished_at": now}
     else:
-        values = {"status": RunStatus.FAILED, "finished_at": now, "error": (
-            f"Stopped after {run.attempts} attempts: the worker running this run stopped without finishing "
-            "(killed, or out of memory). Try a smaller n_samples or more worker memory.")}
+        values = {
+            "status": RunStatus.FAILED,
+            "finished_at": now,
+            "error": (
+                f"Stopped after {run.attempts} attempts: the worker running this run stopped without finishing "
+                "(killed, or out of memory). Try a smaller n_samples or more worker memory."
+            ),
+        }
     SamplingRun.objects.filter(pk=run_id, claim=run.claim, status=run.status).update(**values)
     return DONE, None
 
@@ -513,7 +544,7 @@ class _IdMapSink:
                 return
             if bytes(buf[:11]) != b"PGCOPY\n\xff\r\n\x00":
                 raise ValueError("sample id map: not a binary COPY stream")
-            del buf[:self.HEADER]
+            del buf[: self.HEADER]
             self.header_done = True
         if self.row is None:
             if len(buf) < 14:
@@ -525,14 +556,15 @@ class _IdMapSink:
             if width < 0:
                 self.irregular = True
                 return
-            self.row = np.dtype([("nfields", ">i2"), ("idx_len", ">i4"), ("idx", ">i4"), ("id_len", ">i4"),
-                                 ("id", f"S{width}")])
+            self.row = np.dtype(
+                [("nfields", ">i2"), ("idx_len", ">i4"), ("idx", ">i4"), ("id_len", ">i4"), ("id", f"S{width}")]
+            )
         size = self.row.itemsize
         whole = len(buf) // size
         if whole == 0:
             return
-        rows = np.frombuffer(bytes(buf[:whole * size]), dtype=self.row)
-        del buf[:whole * size]
+        rows = np.frombuffer(bytes(buf[: whole * size]), dtype=self.row)
+        del buf[: whole * size]
         width = self.row["id"].itemsize
         if not ((rows["nfields"] == 2).all() and (rows["idx_len"] == 4).all() and (rows["id_len"] == width).all()):
             self.irregular = True
@@ -558,8 +590,10 @@ def _copy_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
     table = Sample._meta.db_table
     sink = _IdMapSink()
     with connection.cursor() as cursor:
-        sql = cursor.cursor.mogrify(f"COPY (SELECT idx, id FROM {table} WHERE dataset_id = %s ORDER BY idx) "
-                             "TO STDOUT WITH (FORMAT binary)", [dataset_id])
+        sql = cursor.cursor.mogrify(
+            f"COPY (SELECT idx, id FROM {table} WHERE dataset_id = %s ORDER BY idx) TO STDOUT WITH (FORMAT binary)",
+            [dataset_id],
+        )
         cursor.cursor.copy_expert(sql.decode(), sink, size=1 << 20)
     return sink.finish()
 
@@ -567,8 +601,8 @@ def _copy_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
 @dataclass
 class Inputs:
     selection: SelectionInput
-    eff: np.ndarray            # effective candidates: candidates minus preselected, ascending idx
-    sample_idx: np.ndarray     # every sample's idx, ascending
+    eff: np.ndarray  # effective candidates: candidates minus preselected, ascending idx
+    sample_idx: np.ndarray  # every sample's idx, ascending
     sample_ids: np.ndarray | None  # sample id per entry of sample_idx: fixed-width bytes (public ids) or str
 
 
@@ -619,8 +653,12 @@ def _metadata_column(dataset_id: str, path: str, n: int) -> np.ndarray:
     """One value per idx (None where missing), the configured fallback filled in; object array of length n."""
     fallback = MetadataField.objects.filter(dataset_id=dataset_id, path=path).values_list("fallback", flat=True).first()
     col = np.full(n, fallback, dtype=object)
-    values = (Sample.objects.filter(dataset_id=dataset_id, idx__lt=n).annotate(_v=_json_path(path))
-              .filter(_v__isnull=False).values_list("idx", "_v"))
+    values = (
+        Sample.objects.filter(dataset_id=dataset_id, idx__lt=n)
+        .annotate(_v=_json_path(path))
+        .filter(_v__isnull=False)
+        .values_list("idx", "_v")
+    )
     for idx, value in values.iterator(chunk_size=20_000):
         if value is not None and not isinstance(value, (dict, list)):
             col[idx] = value
@@ -628,6 +666,7 @@ def _metadata_column(dataset_id: str, path: str, n: int) -> np.ndarray:
 
 
 # ---- execution -----------------------------------------------------------------------------------
+
 
 def _plain_coreset(run: SamplingRun) -> bool:
     names = [spec["strategy"] for spec in (run.parameters or {}).get("strategies", [])]
@@ -692,9 +731,15 @@ def _execute(run_id: str, token: str, attempt: Attempt) -> str:
     attach_matrix(run, inputs)
     attempt.progress(1.0)
     attempt.phase(3, 95)
-    scores = select(inputs.selection, run.parameters["strategies"], n_samples=run.n_samples,
-                    min_distance=run.min_distance, seed=run.parameters.get("seed", 0),
-                    progress=attempt.progress, should_stop=attempt.should_stop)
+    scores = select(
+        inputs.selection,
+        run.parameters["strategies"],
+        n_samples=run.n_samples,
+        min_distance=run.min_distance,
+        seed=run.parameters.get("seed", 0),
+        progress=attempt.progress,
+        should_stop=attempt.should_stop,
+    )
     order = ranking(scores, inputs.eff)
     summary = {"candidates": len(inputs.eff), "mode": "single"}
     if _plain_coreset(run):
@@ -723,8 +768,11 @@ def _dispatch_shards(run: SamplingRun, token: str, n_shards: int, attempt: Attem
 
 
 def _claimed(run_id: str, token: str) -> SamplingRun | None:
-    return (SamplingRun.objects.select_related("embedding", "input_tag", "preselected_tag", "query_tag")
-            .filter(pk=run_id, claim=token, status=RunStatus.RUNNING).first())
+    return (
+        SamplingRun.objects.select_related("embedding", "input_tag", "preselected_tag", "query_tag")
+        .filter(pk=run_id, claim=token, status=RunStatus.RUNNING)
+        .first()
+    )
 
 
 def reduce_shard(run_id: str, token: str, shard: int, n_shards: int, *, eager: bool) -> dict | None:
@@ -733,14 +781,18 @@ def reduce_shard(run_id: str, token: str, shard: int, n_shards: int, *, eager: b
     if run is None:
         return None
     with Attempt(run_id, token, heartbeat=not eager) as attempt:
+
         def work():
             if attempt.should_stop():
                 raise Cancelled("cancelled")
             inputs = load_inputs(run, with_ids=False)
             sel = inputs.selection
             rows = shard_split(inputs.eff, n_shards)[shard]
-            picks = shard_centers(sel.embeddings, rows, run.n_samples, sel.preselected,
-                                  seed=run.parameters.get("seed", 0)) if len(rows) else np.zeros(0, np.int64)
+            picks = (
+                shard_centers(sel.embeddings, rows, run.n_samples, sel.preselected, seed=run.parameters.get("seed", 0))
+                if len(rows)
+                else np.zeros(0, np.int64)
+            )
             attempt.add_progress((SHARD_SPAN[1] - SHARD_SPAN[0]) // n_shards, cap=SHARD_SPAN[1])
             return {"shard": shard, "rows": picks.tolist(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
@@ -756,22 +808,35 @@ def merge_shards(results: list, run_id: str, token: str, *, eager: bool) -> str:
     if run is None:
         return DONE
     with Attempt(run_id, token, heartbeat=not eager) as attempt:
+
         def work():
             inputs = load_inputs(run)
             sel = inputs.selection
             union = np.sort(np.concatenate([np.asarray(r["rows"], dtype=np.int64) for r in results]))
             attempt.phase(SHARD_SPAN[1], 95)
             monitor = Monitor(attempt.progress, attempt.should_stop)
-            scores = merge_centers(sel.embeddings, union, run.n_samples, sel.preselected, inputs.eff,
-                                   seed=run.parameters.get("seed", 0), monitor=monitor)
+            scores = merge_centers(
+                sel.embeddings,
+                union,
+                run.n_samples,
+                sel.preselected,
+                inputs.eff,
+                seed=run.parameters.get("seed", 0),
+                monitor=monitor,
+            )
             order = ranking(scores, inputs.eff)
-            top = inputs.eff[order[:run.n_samples]]
+            top = inputs.eff[order[: run.n_samples]]
             centers = np.concatenate([sel.preselected, top])
             # The scores cap the others just below the last pick; the real radius needs their uncapped distances.
             radius = float(KCenter(sel.embeddings, inputs.eff, centers).final_distances().max())
-            summary = {"candidates": len(inputs.eff), "mode": "sharded", "shards": len(results),
-                       "union": len(union), "workers": sorted({r["worker"] for r in results}),
-                       "covering_radius": radius}
+            summary = {
+                "candidates": len(inputs.eff),
+                "mode": "sharded",
+                "shards": len(results),
+                "union": len(union),
+                "workers": sorted({r["worker"] for r in results}),
+                "covering_radius": radius,
+            }
             write_scores(run_id, token, _ids_for(inputs, inputs.eff), scores, order, summary=summary)
             return RunStatus.SUCCEEDED
 
@@ -780,8 +845,16 @@ def merge_shards(results: list, run_id: str, token: str, *, eager: bool) -> str:
 
 # ---- writing scores ------------------------------------------------------------------------------
 
-def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores: np.ndarray,
-                 order: np.ndarray | None = None, *, summary: dict | None = None) -> int:
+
+def write_scores(
+    run_id: str,
+    token: str | None,
+    sample_ids: np.ndarray,
+    scores: np.ndarray,
+    order: np.ndarray | None = None,
+    *,
+    summary: dict | None = None,
+) -> int:
     """Replace the run's scores and mark it succeeded, in one transaction.
 
     `sample_ids[i]` is the sample of `scores[i]`; `order` the ranking (positions, best first).
@@ -792,8 +865,9 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
     bad = np.flatnonzero(~np.isfinite(scores))
     if len(bad):
         # NaN would also break the scores page: strict JSON has no NaN.
-        raise SamplerError(f"scores: {len(bad)} of {len(scores)} are NaN or infinite (first at position {bad[0]}); "
-                           "nothing was written")
+        raise SamplerError(
+            f"scores: {len(bad)} of {len(scores)} are NaN or infinite (first at position {bad[0]}); nothing was written"
+        )
     if order is None:
         order = np.argsort(-scores, kind="stable")
     m = len(scores)
@@ -803,8 +877,13 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
             runs = runs.filter(claim=token, status=RunStatus.RUNNING)
         # The UPDATE first: it locks the run row, so a concurrent cancel waits and then sees "succeeded".
         changed = runs.filter(cancel_requested=False).update(
-            status=RunStatus.SUCCEEDED, progress=100, score_count=m, finished_at=timezone.now(),
-            error="", summary=summary or {})
+            status=RunStatus.SUCCEEDED,
+            progress=100,
+            score_count=m,
+            finished_at=timezone.now(),
+            error="",
+            summary=summary or {},
+        )
         if changed != 1:
             if token is not None and SamplingRun.objects.filter(pk=run_id, claim=token, cancel_requested=True).exists():
                 raise Cancelled("cancelled before the scores were written")
@@ -821,11 +900,17 @@ def write_scores(run_id: str, token: str | None, sample_ids: np.ndarray, scores:
 
 def _bulk_scores(run_id: str, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> None:
     for start in range(0, len(ranked_ids), SCORE_BATCH):
-        ImportanceScore.objects.bulk_create([
-            ImportanceScore(run_id=run_id, sample_id=_as_str(sid), rank=start + i + 1, score=float(score))
-            for i, (sid, score) in enumerate(zip(ranked_ids[start:start + SCORE_BATCH].tolist(),
-                                                 ranked_scores[start:start + SCORE_BATCH].tolist()))
-        ])
+        ImportanceScore.objects.bulk_create(
+            [
+                ImportanceScore(run_id=run_id, sample_id=_as_str(sid), rank=start + i + 1, score=float(score))
+                for i, (sid, score) in enumerate(
+                    zip(
+                        ranked_ids[start : start + SCORE_BATCH].tolist(),
+                        ranked_scores[start : start + SCORE_BATCH].tolist(),
+                    )
+                )
+            ]
+        )
 
 
 def _id_array(sample_ids) -> np.ndarray:
@@ -889,9 +974,19 @@ class _BinaryScoreRows:
 
     def __init__(self, run_id: bytes, id_bytes: np.ndarray, ranked_scores: np.ndarray):
         w = len(run_id)
-        self.row = np.dtype([("nfields", ">i2"), ("run_len", ">i4"), ("run", f"S{w}"), ("sample_len", ">i4"),
-                             ("sample", f"S{w}"), ("rank_len", ">i4"), ("rank", ">i4"), ("score_len", ">i4"),
-                             ("score", ">f8")])
+        self.row = np.dtype(
+            [
+                ("nfields", ">i2"),
+                ("run_len", ">i4"),
+                ("run", f"S{w}"),
+                ("sample_len", ">i4"),
+                ("sample", f"S{w}"),
+                ("rank_len", ">i4"),
+                ("rank", ">i4"),
+                ("score_len", ">i4"),
+                ("score", ">f8"),
+            ]
+        )
         self.run_id, self.ids, self.scores = run_id, id_bytes, ranked_scores
         self.next_row = 0
         self.pending = memoryview(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
@@ -925,6 +1020,8 @@ class _BinaryScoreRows:
 def _text_copy(run_id: str, ids: list[str], ranked_scores: np.ndarray) -> io.StringIO:
     # Public ids never need COPY escaping; other ids are escaped the way COPY's text format wants.
     esc = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-    lines = "".join(f"{run_id.translate(esc)}\t{sid.translate(esc)}\t{rank}\t{score!r}\n"
-                    for rank, (sid, score) in enumerate(zip(ids, ranked_scores.tolist()), 1))
+    lines = "".join(
+        f"{run_id.translate(esc)}\t{sid.translate(esc)}\t{rank}\t{score!r}\n"
+        for rank, (sid, score) in enumerate(zip(ids, ranked_scores.tolist()), 1)
+    )
     return io.StringIO(lines)

@@ -34,9 +34,13 @@ def tag_from_run(dataset: Dataset, run, top_k, name: str, creator=None, *, paren
     if parent is None and run.input_tag_id:
         parent = run.input_tag
     return tagging.create_tag(
-        dataset, name, indices, origin=TagOrigin.SAMPLING,
+        dataset,
+        name,
+        indices,
+        origin=TagOrigin.SAMPLING,
         origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy, "top_k": top_k},
-        parent=parent, creator=creator,
+        parent=parent,
+        creator=creator,
     )
 
 

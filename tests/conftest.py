@@ -71,6 +71,7 @@ def role_fixtures(suffix: str, make, namespace: dict) -> None:
     """Define fixtures `owner_<suffix>`, `editor_<suffix>`, `viewer_<suffix>`, `outsider_<suffix>` in
     `namespace` (a conftest's globals()), each returning `make(<that user>)`."""
     for user_fixture in ROLE_USERS:
+
         def fixture(request, _user_fixture=user_fixture):
             return make(request.getfixturevalue(_user_fixture))
 
@@ -124,6 +125,7 @@ def _stray_db_sessions_ended(django_db_setup, django_db_blocker):
 
 # --- real services -----------------------------------------------------------------------------
 
+
 def pytest_sessionstart(session):
     """Under `scripts/test` (and so in CI) the suite must run on PostgreSQL and Redis, never SQLite."""
     if os.environ.get("WINNOW_REQUIRE_SERVICES") != "1":
@@ -157,15 +159,33 @@ class WorkerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="winnow-worker-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         from winnow.celery import app
 
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "winnow", "worker", "-Q", self.queue,
-             "-c", str(self.concurrency), "-n", f"{self.node}@%h",
-             "--loglevel=INFO", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "winnow",
+                "worker",
+                "-Q",
+                self.queue,
+                "-c",
+                str(self.concurrency),
+                "-n",
+                f"{self.node}@%h",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -198,6 +218,7 @@ class WorkerProcess:
 def worker_env(django_db_setup, django_db_blocker):
     """Environment for a worker process that uses the test database and a queue of this session's own."""
     from django.conf import settings as dj_settings
+
     from winnow.celery import app
 
     if not dj_settings.CELERY_BROKER_URL:
@@ -209,8 +230,13 @@ def worker_env(django_db_setup, django_db_blocker):
     url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     queue = f"test-{uuid.uuid4().hex[:8]}"
     app.conf.task_default_queue = queue
-    env = {**os.environ, "DATABASE_URL": url, "WINNOW_QUEUE": queue, "SECRET_KEY": dj_settings.SECRET_KEY,
-           "CELERY_BROKER_URL": dj_settings.CELERY_BROKER_URL}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "WINNOW_QUEUE": queue,
+        "SECRET_KEY": dj_settings.SECRET_KEY,
+        "CELERY_BROKER_URL": dj_settings.CELERY_BROKER_URL,
+    }
     return env, queue
 
 

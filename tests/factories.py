@@ -8,8 +8,14 @@ def make_samples(dataset, n, metadata=None):
     start = dataset.next_idx
     Sample.objects.bulk_create(
         [
-            Sample(dataset=dataset, idx=start + i, file_name=f"img_{start + i:06d}.jpg", width=640, height=480,
-                   metadata=metadata(start + i) if metadata else {})
+            Sample(
+                dataset=dataset,
+                idx=start + i,
+                file_name=f"img_{start + i:06d}.jpg",
+                width=640,
+                height=480,
+                metadata=metadata(start + i) if metadata else {},
+            )
             for i in range(n)
         ],
         batch_size=5000,

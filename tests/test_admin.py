@@ -24,8 +24,17 @@ def test_non_staff_cannot_reach_admin(client, owner):
 
 @pytest.mark.parametrize(
     "model",
-    ["auth/user", "accounts/apitoken", "curation/dataset", "curation/membership", "curation/tag",
-     "curation/embedding", "curation/metadatafield", "curation/sample", "sampling/samplingrun"],
+    [
+        "auth/user",
+        "accounts/apitoken",
+        "curation/dataset",
+        "curation/membership",
+        "curation/tag",
+        "curation/embedding",
+        "curation/metadatafield",
+        "curation/sample",
+        "sampling/samplingrun",
+    ],
 )
 def test_changelists_load(staff_client, dataset, model):
     assert staff_client.get(f"/admin/{model}/").status_code == 200

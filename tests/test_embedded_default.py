@@ -19,20 +19,36 @@ def _free_port() -> int:
 
 
 def test_server_on_embedded_default(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "AWS_STORAGE_BUCKET_NAME",
-                        "WINNOW_REQUIRE_SERVICES", "DJANGO_SETTINGS_MODULE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "AWS_STORAGE_BUCKET_NAME",
+            "WINNOW_REQUIRE_SERVICES",
+            "DJANGO_SETTINGS_MODULE",
+        }
+    }
     env["WINNOW_VAR_DIR"] = str(tmp_path / "var")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
-    made = subprocess.run([*manage, "createtoken", "demo", "--create-user"], cwd=ROOT, env=env,
-                          check=True, capture_output=True, text=True)
+    made = subprocess.run(
+        [*manage, "createtoken", "demo", "--create-user"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
     key = made.stdout.strip().splitlines()[-1]
     assert (tmp_path / "var" / "winnow.sqlite3").exists()
 
     port = _free_port()
-    server = subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -48,18 +64,24 @@ def test_server_on_embedded_default(tmp_path):
         assert health.json()["broker"] == {"ok": True, "mode": "in-process"}
 
         auth = {"Authorization": f"Token {key}"}
-        created = requests.post(f"{base}/api/v1/datasets", json={"name": "smoke", "upload_mode": "meta"},
-                                headers=auth, timeout=10)
+        created = requests.post(
+            f"{base}/api/v1/datasets", json={"name": "smoke", "upload_mode": "meta"}, headers=auth, timeout=10
+        )
         assert created.status_code == 201, created.text
         listed = requests.get(f"{base}/api/v1/datasets", headers=auth, timeout=10).json()
         names = [d["name"] for d in (listed["results"] if isinstance(listed, dict) else listed)]
         assert names == ["smoke"]
         # Registration on SQLite: dense idx, skips what is there, initial-tag over every sample.
         samples = f"{base}/api/v1/datasets/{created.json()['id']}/samples"
-        first = requests.post(samples, json={"samples": [{"file_name": "a.jpg", "metadata": {"k": 1}},
-                                                         {"file_name": "b.jpg"}]}, headers=auth, timeout=10)
-        again = requests.post(samples, json={"samples": [{"file_name": "b.jpg"}, {"file_name": "c\\d.jpg"}]},
-                              headers=auth, timeout=10)
+        first = requests.post(
+            samples,
+            json={"samples": [{"file_name": "a.jpg", "metadata": {"k": 1}}, {"file_name": "b.jpg"}]},
+            headers=auth,
+            timeout=10,
+        )
+        again = requests.post(
+            samples, json={"samples": [{"file_name": "b.jpg"}, {"file_name": "c\\d.jpg"}]}, headers=auth, timeout=10
+        )
         assert (first.status_code, first.json()["created"]) == (201, 2), first.text
         assert (again.json()["created"], again.json()["skipped"]) == (1, ["b.jpg"]), again.text
         rows = requests.get(samples, headers=auth, timeout=10).json()["results"]

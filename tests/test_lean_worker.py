@@ -26,6 +26,7 @@ def db_ids(dataset) -> list[tuple[int, str]]:
 
 # ---- id map ---------------------------------------------------------------------------------------
 
+
 def test_id_map_is_two_numpy_arrays_in_idx_order(dataset):
     add_samples(dataset, 30)
     Sample.objects.filter(dataset=dataset, idx__in=[0, 7, 29]).delete()  # gaps, first and last included
@@ -40,8 +41,9 @@ def test_id_map_of_an_empty_dataset(dataset):
 
 
 def test_id_map_with_ids_of_other_widths_falls_back_to_str(dataset):
-    Sample.objects.bulk_create([Sample(dataset=dataset, id=f"legacy-{i}", idx=i, file_name=f"{i}.png")
-                                for i in range(12)])
+    Sample.objects.bulk_create(
+        [Sample(dataset=dataset, id=f"legacy-{i}", idx=i, file_name=f"{i}.png") for i in range(12)]
+    )
     idx, ids = services.sample_id_map(dataset.id)
     assert ids.dtype.kind == "U"
     assert list(zip(idx.tolist(), ids.tolist())) == db_ids(dataset)
@@ -61,13 +63,18 @@ def test_id_map_stream_parses_rows_split_anywhere(dataset, piece):
     add_samples(dataset, 40)
     raw = io.BytesIO()
     with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(cursor.cursor.mogrify(
-            "COPY (SELECT idx, id FROM curation_sample WHERE dataset_id = %s ORDER BY idx) TO STDOUT "
-            "WITH (FORMAT binary)", [dataset.id]).decode(), raw)
+        cursor.cursor.copy_expert(
+            cursor.cursor.mogrify(
+                "COPY (SELECT idx, id FROM curation_sample WHERE dataset_id = %s ORDER BY idx) TO STDOUT "
+                "WITH (FORMAT binary)",
+                [dataset.id],
+            ).decode(),
+            raw,
+        )
     data = raw.getvalue()
     sink = services._IdMapSink()
     for s in range(0, len(data), piece):
-        sink.write(data[s:s + piece])
+        sink.write(data[s : s + piece])
         sink._parse()  # as if 4 MiB had arrived at this odd boundary
     idx, ids = sink.finish()
     assert [(int(i), s.decode()) for i, s in zip(idx, ids)] == db_ids(dataset)
@@ -81,6 +88,7 @@ def test_id_map_stream_refuses_something_that_is_not_copy():
 
 
 # ---- memory-mapped matrices -----------------------------------------------------------------------
+
 
 def test_open_matrix_maps_the_local_file_read_only(dataset):
     X = blobs(20)
@@ -126,33 +134,53 @@ def test_open_matrix_leaves_no_partial_copy_when_the_read_fails(dataset, setting
 
 # ---- runs on a mapped matrix ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def mapped(dataset):
     add_samples(dataset, 80)
     X = blobs(80, d=8, seed=2)
     emb = add_embedding(dataset, X)
-    return {"X": X, "embedding": emb, "input": add_tag(dataset, "input", range(3, 70)),
-            "labeled": add_tag(dataset, "labeled", [3, 10, 40, 75])}
+    return {
+        "X": X,
+        "embedding": emb,
+        "input": add_tag(dataset, "input", range(3, 70)),
+        "labeled": add_tag(dataset, "labeled", [3, 10, 40, 75]),
+    }
 
 
-@pytest.mark.parametrize("strategy", [
-    {"strategy": "coreset", "n_samples": 15},
-    {"strategy": "random"},
-    {"strategy": "typicality", "n_samples": 6},
-    {"strategy": "diversity", "min_distance": 2.0},
-])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"strategy": "coreset", "n_samples": 15},
+        {"strategy": "random"},
+        {"strategy": "typicality", "n_samples": 6},
+        {"strategy": "diversity", "min_distance": 2.0},
+    ],
+)
 def test_run_on_the_mapped_matrix_scores_exactly_as_the_sampler_on_an_array(
-        editor_api, dataset, mapped, strategy, django_capture_on_commit_callbacks):
-    body = {"name": "mapped", "embedding": mapped["embedding"].id, "input_tag": mapped["input"].id,
-            "preselected_tag": mapped["labeled"].id, "seed": 5, **strategy}
+    editor_api, dataset, mapped, strategy, django_capture_on_commit_callbacks
+):
+    body = {
+        "name": "mapped",
+        "embedding": mapped["embedding"].id,
+        "input_tag": mapped["input"].id,
+        "preselected_tag": mapped["labeled"].id,
+        "seed": 5,
+        **strategy,
+    }
     response = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks)
     run = SamplingRun.objects.get(pk=response.json()["id"])
     assert run.status == "succeeded", run.error
     params = {k: v for k, v in strategy.items() if k not in ("strategy", "n_samples", "min_distance")}
     # 75 is preselected but not an input: it still counts as selected
     inp = SelectionInput(mapped["X"], np.arange(3, 70), np.array([3, 10, 40, 75]), {})
-    expected = select(inp, [{"strategy": strategy["strategy"], **params}], n_samples=strategy.get("n_samples"),
-                      min_distance=strategy.get("min_distance"), seed=5)
+    expected = select(
+        inp,
+        [{"strategy": strategy["strategy"], **params}],
+        n_samples=strategy.get("n_samples"),
+        min_distance=strategy.get("min_distance"),
+        seed=5,
+    )
     eff = np.setdiff1d(np.arange(3, 70), [3, 10, 40])
     ids = dict(Sample.objects.filter(dataset=dataset).values_list("id", "idx"))
     got = {ids[s]: score for s, score in ImportanceScore.objects.filter(run=run).values_list("sample_id", "score")}
@@ -162,7 +190,8 @@ def test_run_on_the_mapped_matrix_scores_exactly_as_the_sampler_on_an_array(
 
 @pytest.mark.parametrize("strategy", [{"strategy": "random"}, {"strategy": "weights", "field": "car.speed"}])
 def test_runs_without_an_embedding_strategy_never_open_the_matrix(
-        editor_api, dataset, mapped, strategy, monkeypatch, django_capture_on_commit_callbacks):
+    editor_api, dataset, mapped, strategy, monkeypatch, django_capture_on_commit_callbacks
+):
     def untouchable(key):
         raise AssertionError("the matrix was opened")
 
@@ -175,8 +204,9 @@ def test_runs_without_an_embedding_strategy_never_open_the_matrix(
     assert run.score_count == 80
 
 
-def test_a_run_reads_the_matrix_as_a_memory_map(editor_api, dataset, mapped, monkeypatch,
-                                                django_capture_on_commit_callbacks):
+def test_a_run_reads_the_matrix_as_a_memory_map(
+    editor_api, dataset, mapped, monkeypatch, django_capture_on_commit_callbacks
+):
     seen = []
     original = storage.open_matrix
 
@@ -193,6 +223,7 @@ def test_a_run_reads_the_matrix_as_a_memory_map(editor_api, dataset, mapped, mon
 
 
 # ---- score rows -------------------------------------------------------------------------------------
+
 
 def test_scores_from_a_bytes_id_map_stream_in_pieces(dataset, monkeypatch):
     add_samples(dataset, 50)
@@ -217,7 +248,7 @@ def test_score_stream_reads_in_any_size():
 
 
 @pytest.mark.s3
-def test_open_matrix_on_a_real_s3_bucket_maps_a_cached_copy(s3, dataset, settings, tmp_path):  # noqa: F811
+def test_open_matrix_on_a_real_s3_bucket_maps_a_cached_copy(s3, dataset, settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
     X = blobs(40)
     key = storage.save_matrix(f"{dataset.storage_prefix}embeddings/s3.npy", X)

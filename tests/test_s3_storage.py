@@ -58,8 +58,12 @@ def free_ports(count: int) -> list[int]:
 
 def s3_client(endpoint: str):
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        region_name=REGION, config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
 
 
@@ -86,19 +90,43 @@ def s3_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("seaweedfs")
     config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "winnow", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "winnow",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
     (root / "data").mkdir()
     log_path = root / "weed.log"
     command = [
-        binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64", f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        "-volume.max=8", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        binary,
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={root / 'data'}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=8",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         f"-s3.config={config}",
     ]
     with log_path.open("wb") as log:
@@ -137,9 +165,16 @@ def s3(settings, s3_server):
         "default": {
             "BACKEND": "storages.backends.s3.S3Storage",
             "OPTIONS": {
-                "bucket_name": BUCKET, "endpoint_url": s3_server["endpoint"], "region_name": REGION,
-                "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "querystring_expire": 300,
-                "file_overwrite": True, "default_acl": None, "addressing_style": "path", "signature_version": "s3v4",
+                "bucket_name": BUCKET,
+                "endpoint_url": s3_server["endpoint"],
+                "region_name": REGION,
+                "access_key": ACCESS_KEY,
+                "secret_key": SECRET_KEY,
+                "querystring_expire": 300,
+                "file_overwrite": True,
+                "default_acl": None,
+                "addressing_style": "path",
+                "signature_version": "s3v4",
             },
         },
     }
@@ -163,7 +198,9 @@ def keys_under(client, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-def test_full_mode_upload_serves_files_through_presigned_urls(s3, editor_api, full_dataset, django_capture_on_commit_callbacks, small_embedder):  # noqa: F811
+def test_full_mode_upload_serves_files_through_presigned_urls(
+    s3, editor_api, full_dataset, django_capture_on_commit_callbacks, small_embedder
+):
     files = [(f"{i}.jpg", jpeg(i, size=(320, 240))) for i in range(4)] + [("p.png", png(9))]
     with django_capture_on_commit_callbacks(execute=True):
         response = upload(editor_api, full_dataset, files, file_names=[f"s3/{name}" for name, _ in files])
@@ -197,7 +234,7 @@ def test_full_mode_upload_serves_files_through_presigned_urls(s3, editor_api, fu
     assert default.count == 5 and default.matrix_key in keys_under(s3, full_dataset.storage_prefix)
 
 
-def test_an_exported_link_redirects_to_a_presigned_url_without_credentials(s3, editor_api, full_dataset):  # noqa: F811
+def test_an_exported_link_redirects_to_a_presigned_url_without_credentials(s3, editor_api, full_dataset):
     from django.test import Client
 
     upload(editor_api, full_dataset, [("e.jpg", jpeg(5, size=(64, 48)))], embed=False)
@@ -213,7 +250,9 @@ def s3_server_url(client) -> str:
     return client.meta.endpoint_url
 
 
-def test_embedding_matrix_round_trip_and_dataset_delete(s3, owner_api, editor_api, full_dataset, django_capture_on_commit_callbacks):  # noqa: F811
+def test_embedding_matrix_round_trip_and_dataset_delete(
+    s3, owner_api, editor_api, full_dataset, django_capture_on_commit_callbacks
+):
     files = [(f"{i}.jpg", jpeg(i, size=(64, 48))) for i in range(3)]
     upload(editor_api, full_dataset, files, embed=False)
     names = [name for name, _ in files]
@@ -242,8 +281,10 @@ def test_embedding_matrix_round_trip_and_dataset_delete(s3, owner_api, editor_ap
     assert keys_under(s3, other_prefix) == [other_prefix + "keep.txt"]
 
 
-def test_deleting_an_embedding_deletes_its_objects(s3, editor_api, full_dataset, django_capture_on_commit_callbacks):  # noqa: F811
-    upload(editor_api, full_dataset, [("a.jpg", jpeg(1, size=(64, 48))), ("b.jpg", jpeg(2, size=(64, 48)))], embed=False)
+def test_deleting_an_embedding_deletes_its_objects(s3, editor_api, full_dataset, django_capture_on_commit_callbacks):
+    upload(
+        editor_api, full_dataset, [("a.jpg", jpeg(1, size=(64, 48))), ("b.jpg", jpeg(2, size=(64, 48)))], embed=False
+    )
     with django_capture_on_commit_callbacks(execute=True):
         embedding = embeddings.create_from_csv(
             full_dataset, "x", make_csv(["a.jpg", "b.jpg"], np.eye(2, dtype=np.float32))

@@ -11,13 +11,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_settings(tmp_path, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in {
-        "DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG", "AWS_STORAGE_BUCKET_NAME"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG", "AWS_STORAGE_BUCKET_NAME"}
+    }
     clean.update({"WINNOW_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "winnow.settings"})
     clean.update(env)
-    code = ("import django; django.setup(); from django.conf import settings as s; "
-            "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG, "
-            "s.STORAGES['default']['BACKEND'])")
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG, "
+        "s.STORAGES['default']['BACKEND'])"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
 
 
@@ -25,7 +30,11 @@ def test_embedded_default(tmp_path):
     result = _load_settings(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.sqlite3", "True", "False", "django.core.files.storage.FileSystemStorage"]
+        "django.db.backends.sqlite3",
+        "True",
+        "False",
+        "django.core.files.storage.FileSystemStorage",
+    ]
     # The development secret is generated once and kept.
     key_file = tmp_path / "var" / "secret_key"
     first = key_file.read_text()
@@ -35,11 +44,20 @@ def test_embedded_default(tmp_path):
 
 def test_production_configuration(tmp_path):
     result = _load_settings(
-        tmp_path, DATABASE_URL="postgres://u@db:5432/w", CELERY_BROKER_URL="redis://r:6379/0",
-        SECRET_KEY="s" * 50, AWS_STORAGE_BUCKET_NAME="bucket", DEBUG="0")
+        tmp_path,
+        DATABASE_URL="postgres://u@db:5432/w",
+        CELERY_BROKER_URL="redis://r:6379/0",
+        SECRET_KEY="s" * 50,
+        AWS_STORAGE_BUCKET_NAME="bucket",
+        DEBUG="0",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "False", "False", "storages.backends.s3.S3Storage"]
+        "django.db.backends.postgresql",
+        "False",
+        "False",
+        "storages.backends.s3.S3Storage",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -56,10 +74,14 @@ def test_production_configuration(tmp_path):
         ({"WINNOW_DB_CONN_MAX_AGE": "-1"}, "WINNOW_DB_CONN_MAX_AGE=-1 must be at least 0"),
         ({"WINNOW_DB_CONN_HEALTH_CHECKS": "often"}, "WINNOW_DB_CONN_HEALTH_CHECKS='often' is not a boolean"),
         ({"WINNOW_FILE_UPLOAD_MEMORY_BYTES": "2M"}, "WINNOW_FILE_UPLOAD_MEMORY_BYTES='2M' is not an integer"),
-        ({"WINNOW_DB_STATEMENT_TIMEOUT_MS": "-5", "DATABASE_URL": "postgres://u@db/w", "SECRET_KEY": "k"},
-         "WINNOW_DB_STATEMENT_TIMEOUT_MS=-5 must be at least 0"),
-        ({"WINNOW_VISIBILITY_TIMEOUT": "100", "WINNOW_RUN_STALE_SECONDS": "60"},
-         "WINNOW_VISIBILITY_TIMEOUT=100 must be more than twice WINNOW_RUN_STALE_SECONDS=60"),
+        (
+            {"WINNOW_DB_STATEMENT_TIMEOUT_MS": "-5", "DATABASE_URL": "postgres://u@db/w", "SECRET_KEY": "k"},
+            "WINNOW_DB_STATEMENT_TIMEOUT_MS=-5 must be at least 0",
+        ),
+        (
+            {"WINNOW_VISIBILITY_TIMEOUT": "100", "WINNOW_RUN_STALE_SECONDS": "60"},
+            "WINNOW_VISIBILITY_TIMEOUT=100 must be more than twice WINNOW_RUN_STALE_SECONDS=60",
+        ),
     ],
 )
 def test_bad_values_fail_naming_the_variable(tmp_path, env, message):
@@ -79,8 +101,10 @@ def _settings_values(tmp_path, expression: str, argv: list[str] | None = None, *
     """Print repr(expression) evaluated on the settings of a fresh interpreter, with sys.argv = argv."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("WINNOW_DB_", "DATABASE_URL", "SECRET_KEY"))}
     clean.update({"WINNOW_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "winnow.settings"}, **env)
-    code = (f"import sys; sys.argv = {argv or ['manage.py']!r}; import django; django.setup(); "
-            f"from django.conf import settings as s; print(repr({expression}))")
+    code = (
+        f"import sys; sys.argv = {argv or ['manage.py']!r}; import django; django.setup(); "
+        f"from django.conf import settings as s; print(repr({expression}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return eval(result.stdout.strip().splitlines()[-1])  # our own repr of plain values
@@ -92,10 +116,18 @@ DB_OPTIONS = "(s.DATABASES['default']['CONN_MAX_AGE'], s.DATABASES['default']['C
 
 def test_database_connections_are_reused_as_configured(tmp_path):
     assert _settings_values(tmp_path, DB_OPTIONS, **POSTGRES) == (60, True)
-    assert _settings_values(tmp_path, DB_OPTIONS, WINNOW_DB_CONN_MAX_AGE="0", WINNOW_DB_CONN_HEALTH_CHECKS="false",
-                            **POSTGRES) == (0, False)
-    assert _settings_values(tmp_path, "s.DATABASES['default'].get('OPTIONS', {}).get('options')",
-                            WINNOW_DB_STATEMENT_TIMEOUT_MS="30000", **POSTGRES) == "-c statement_timeout=30000"
+    assert _settings_values(
+        tmp_path, DB_OPTIONS, WINNOW_DB_CONN_MAX_AGE="0", WINNOW_DB_CONN_HEALTH_CHECKS="false", **POSTGRES
+    ) == (0, False)
+    assert (
+        _settings_values(
+            tmp_path,
+            "s.DATABASES['default'].get('OPTIONS', {}).get('options')",
+            WINNOW_DB_STATEMENT_TIMEOUT_MS="30000",
+            **POSTGRES,
+        )
+        == "-c statement_timeout=30000"
+    )
 
 
 def test_runserver_closes_its_connection_after_each_request(tmp_path):
@@ -113,9 +145,13 @@ def test_upload_limits_and_temporary_directory(tmp_path):
     assert memory == 4 * 1024 * 1024 and request == 200 * 1024 * 1024
     assert Path(temp_dir) == tmp_path / "var" / "upload-tmp" and Path(temp_dir).is_dir()
     elsewhere = tmp_path / "uploads"
-    assert _settings_values(tmp_path, expression, WINNOW_UPLOAD_TEMP_DIR=str(elsewhere),
-                            WINNOW_FILE_UPLOAD_MEMORY_BYTES="0", WINNOW_MAX_REQUEST_BYTES="65536") == (
-        0, str(elsewhere), 65536)
+    assert _settings_values(
+        tmp_path,
+        expression,
+        WINNOW_UPLOAD_TEMP_DIR=str(elsewhere),
+        WINNOW_FILE_UPLOAD_MEMORY_BYTES="0",
+        WINNOW_MAX_REQUEST_BYTES="65536",
+    ) == (0, str(elsewhere), 65536)
     assert elsewhere.is_dir()
 
 
@@ -127,9 +163,11 @@ GUNICORN_CONF = ROOT / "winnow" / "gunicorn.conf.py"
 def _gunicorn_conf(**env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY", "FORWARDED"))}
     clean.update(env)
-    code = (f"import runpy; c = runpy.run_path({str(GUNICORN_CONF)!r}); "
-            "print(repr({k: c[k] for k in ('worker_class', 'workers', 'threads', 'timeout', 'max_requests', "
-            "'max_requests_jitter', 'forwarded_allow_ips')}))")
+    code = (
+        f"import runpy; c = runpy.run_path({str(GUNICORN_CONF)!r}); "
+        "print(repr({k: c[k] for k in ('worker_class', 'workers', 'threads', 'timeout', 'max_requests', "
+        "'max_requests_jitter', 'forwarded_allow_ips')}))"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
 
 
@@ -137,13 +175,32 @@ def test_gunicorn_configuration_from_the_environment():
     result = _gunicorn_conf()
     assert result.returncode == 0, result.stderr
     defaults = eval(result.stdout)
-    assert defaults == {"worker_class": "gthread", "workers": 3, "threads": 4, "timeout": 120, "max_requests": 2000,
-                        "max_requests_jitter": 200, "forwarded_allow_ips": "127.0.0.1,::1"}
-    result = _gunicorn_conf(WEB_CONCURRENCY="5", GUNICORN_THREADS="8", GUNICORN_TIMEOUT="300",
-                            GUNICORN_MAX_REQUESTS="0", FORWARDED_ALLOW_IPS="*")
+    assert defaults == {
+        "worker_class": "gthread",
+        "workers": 3,
+        "threads": 4,
+        "timeout": 120,
+        "max_requests": 2000,
+        "max_requests_jitter": 200,
+        "forwarded_allow_ips": "127.0.0.1,::1",
+    }
+    result = _gunicorn_conf(
+        WEB_CONCURRENCY="5",
+        GUNICORN_THREADS="8",
+        GUNICORN_TIMEOUT="300",
+        GUNICORN_MAX_REQUESTS="0",
+        FORWARDED_ALLOW_IPS="*",
+    )
     assert result.returncode == 0, result.stderr
-    assert eval(result.stdout) == {**defaults, "workers": 5, "threads": 8, "timeout": 300,
-                                   "max_requests": 0, "max_requests_jitter": 1, "forwarded_allow_ips": "*"}
+    assert eval(result.stdout) == {
+        **defaults,
+        "workers": 5,
+        "threads": 8,
+        "timeout": 300,
+        "max_requests": 0,
+        "max_requests_jitter": 1,
+        "forwarded_allow_ips": "*",
+    }
 
 
 @pytest.mark.parametrize(

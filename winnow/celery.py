@@ -67,12 +67,13 @@ def ping(marker: str) -> str:
 @app.task(name="winnow.thread_pools")
 def thread_pools() -> list[dict]:
     """The BLAS / OpenMP thread pools of the pool process that runs this (threadpoolctl), for operators and tests."""
+    import numpy  # noqa: F401  (its BLAS is the one that matters)
     from threadpoolctl import threadpool_info
 
-    import numpy  # noqa: F401  (its BLAS is the one that matters)
-
-    return [{"user_api": p["user_api"], "internal_api": p["internal_api"], "num_threads": p["num_threads"]}
-            for p in threadpool_info()]
+    return [
+        {"user_api": p["user_api"], "internal_api": p["internal_api"], "num_threads": p["num_threads"]}
+        for p in threadpool_info()
+    ]
 
 
 def task(name: str):

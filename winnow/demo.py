@@ -30,11 +30,25 @@ WIDTH, HEIGHT = 320, 240
 DATASET_NAME = "Street scenes (demo)"
 # scenario -> share of sequences. Rare scenarios are what a curation tool has to find.
 SCENARIOS = {"sunny": 0.44, "cloudy": 0.25, "rainy": 0.13, "night": 0.10, "foggy": 0.05, "snowy": 0.03}
-TEMPERATURE = {"sunny": (16, 33), "cloudy": (6, 22), "rainy": (4, 18), "night": (2, 20), "foggy": (0, 12),
-               "snowy": (-12, 1)}
+TEMPERATURE = {
+    "sunny": (16, 33),
+    "cloudy": (6, 22),
+    "rainy": (4, 18),
+    "night": (2, 20),
+    "foggy": (0, 12),
+    "snowy": (-12, 1),
+}
 CAMERAS = {"front": 0.6, "front-left": 0.2, "front-right": 0.2}
-CAR_COLOURS = [(200, 30, 30), (30, 60, 170), (230, 230, 230), (25, 25, 25), (120, 120, 130), (200, 170, 40),
-               (30, 120, 60), (150, 40, 120)]
+CAR_COLOURS = [
+    (200, 30, 30),
+    (30, 60, 170),
+    (230, 230, 230),
+    (25, 25, 25),
+    (120, 120, 130),
+    (200, 170, 40),
+    (30, 120, 60),
+    (150, 40, 120),
+]
 FIELDS = [
     ("weather.scenario", "categorical_string", "Weather"),
     ("weather.temperature", "float", "Temperature (°C)"),
@@ -59,6 +73,7 @@ class Scene:
 
 
 # --- the dataset ---------------------------------------------------------------------------------
+
 
 def generate(out_dir: str | os.PathLike, n_images: int = 2000, seed: int = 0) -> list[tuple[str, dict]]:
     """Write `n_images` JPEGs under `out_dir` (camera/seqNNNN_fNNN.jpg); return (file name, metadata) pairs.
@@ -123,13 +138,35 @@ def _scene(rng: np.random.Generator) -> Scene:
     n_people = int(rng.poisson(3.0 if busy > 0.6 else 0.4))
     if scenario in ("snowy", "rainy", "night"):
         n_people = int(n_people * 0.5)
-    cars = [(float(rng.uniform(-40, WIDTH)), float(rng.uniform(0.05, 1.0)),
-             CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))], float(rng.uniform(-6, 6))) for _ in range(n_cars)]
-    people = [(float(rng.uniform(0, WIDTH)), float(rng.uniform(0.1, 1.0)),
-               tuple(int(c) for c in rng.integers(20, 230, size=3)), float(rng.uniform(-2, 2)))
-              for _ in range(n_people)]
-    return Scene(scenario, time_of_day, _choice(rng, CAMERAS), float(rng.uniform(low, high)), horizon, buildings,
-                 cars, people, int(rng.integers(2**31)))
+    cars = [
+        (
+            float(rng.uniform(-40, WIDTH)),
+            float(rng.uniform(0.05, 1.0)),
+            CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))],
+            float(rng.uniform(-6, 6)),
+        )
+        for _ in range(n_cars)
+    ]
+    people = [
+        (
+            float(rng.uniform(0, WIDTH)),
+            float(rng.uniform(0.1, 1.0)),
+            tuple(int(c) for c in rng.integers(20, 230, size=3)),
+            float(rng.uniform(-2, 2)),
+        )
+        for _ in range(n_people)
+    ]
+    return Scene(
+        scenario,
+        time_of_day,
+        _choice(rng, CAMERAS),
+        float(rng.uniform(low, high)),
+        horizon,
+        buildings,
+        cars,
+        people,
+        int(rng.integers(2**31)),
+    )
 
 
 def _counts(scene: Scene, frame: int) -> tuple[int, int]:
@@ -187,13 +224,15 @@ def draw_frame(scene: Scene, frame: int) -> Image.Image:
         road = (55, 58, 65)
     vanish = WIDTH // 2 + shift
     draw.rectangle([0, scene.horizon, WIDTH, HEIGHT], fill=(110, 105, 100) if not night else (40, 40, 40))
-    draw.polygon([(vanish - 8, scene.horizon), (vanish + 8, scene.horizon), (WIDTH + 80, HEIGHT), (-80, HEIGHT)],
-                 fill=road)
+    draw.polygon(
+        [(vanish - 8, scene.horizon), (vanish + 8, scene.horizon), (WIDTH + 80, HEIGHT), (-80, HEIGHT)], fill=road
+    )
     if scene.scenario == "snowy":
         snow = (235, 238, 242)
         draw.polygon([(0, scene.horizon), (vanish - 10, scene.horizon), (-60, HEIGHT), (0, HEIGHT)], fill=snow)
-        draw.polygon([(WIDTH, scene.horizon), (vanish + 10, scene.horizon), (WIDTH + 60, HEIGHT), (WIDTH, HEIGHT)],
-                     fill=snow)
+        draw.polygon(
+            [(WIDTH, scene.horizon), (vanish + 10, scene.horizon), (WIDTH + 60, HEIGHT), (WIDTH, HEIGHT)], fill=snow
+        )
     dash_offset = (frame * 9) % 30
     for k in range(10):
         t0 = ((k * 30 + dash_offset) % 300) / 300
@@ -254,6 +293,7 @@ def _person(draw: ImageDraw.ImageDraw, x: float, y: float, scale: float, colour)
 
 
 # --- the server ----------------------------------------------------------------------------------
+
 
 def run(host: str = "127.0.0.1", port: int = 8000, images: int = 2000, seed: int = 0, serve: bool = True) -> int:
     """Migrate, create the demo user and token, start the server, load the dataset, serve until Ctrl-C."""
@@ -338,7 +378,10 @@ def _start_server(base_dir: Path, host: str, port: int, log_path: Path) -> subpr
     log = log_path.open("ab")
     proc = subprocess.Popen(
         [sys.executable, str(base_dir / "manage.py"), "runserver", f"{host}:{port}", "--noreload"],
-        cwd=base_dir, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=base_dir,
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -101,8 +101,11 @@ DB_CONN_MAX_AGE = 0 if _RUNSERVER else env_int("WINNOW_DB_CONN_MAX_AGE", 60, min
 DB_CONN_HEALTH_CHECKS = env_bool("WINNOW_DB_CONN_HEALTH_CHECKS", True)
 if DATABASE_URL:
     try:
-        DATABASES = {"default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=DB_CONN_HEALTH_CHECKS)}
+        DATABASES = {
+            "default": dj_database_url.parse(
+                DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=DB_CONN_HEALTH_CHECKS
+            )
+        }
     except Exception as exc:  # dj-database-url raises several types for a malformed URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     # A statement running longer than this is cancelled (0: no limit), so a runaway query cannot hold a
@@ -232,7 +235,8 @@ WINNOW_RUN_STALE_SECONDS = env_int("WINNOW_RUN_STALE_SECONDS", 60, minimum=2)
 if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= 2 * WINNOW_RUN_STALE_SECONDS:
     raise ImproperlyConfigured(
         f"WINNOW_VISIBILITY_TIMEOUT={CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} must be more than "
-        f"twice WINNOW_RUN_STALE_SECONDS={WINNOW_RUN_STALE_SECONDS}")
+        f"twice WINNOW_RUN_STALE_SECONDS={WINNOW_RUN_STALE_SECONDS}"
+    )
 WINNOW_RUN_MAX_ATTEMPTS = env_int("WINNOW_RUN_MAX_ATTEMPTS", 3, minimum=1)
 
 REST_FRAMEWORK = {

@@ -20,9 +20,9 @@ import json
 import math
 
 import numpy as np
-from django.http import Http404, HttpResponse
 from django.db import connection
 from django.db.models import Case, FloatField, IntegerField, JSONField, Q, TextField, Value, When
+from django.http import Http404, HttpResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -182,8 +182,14 @@ def _numeric_summary(field: MetadataField, stats: dict, groups: dict | None, edg
             b = min(max(int(b), 0), n - 1)
             counts[b] += c
             matched[b] += m
-    return {**out, "min": stats["lo"], "max": stats["hi"], "edges": [float(e) for e in edges],
-            "counts": counts, "matched_counts": matched}
+    return {
+        **out,
+        "min": stats["lo"],
+        "max": stats["hi"],
+        "edges": [float(e) for e in edges],
+        "counts": counts,
+        "matched_counts": matched,
+    }
 
 
 def _categorical_summary(groups: dict) -> dict:
@@ -211,8 +217,11 @@ def _json_at(field: MetadataField) -> MetadataSQL:
 
 def _numeric_pg(field: MetadataField, j: str) -> tuple[str, list]:
     """numeric_value over the extracted JSON column `j` (PostgreSQL): one path lookup instead of three."""
-    return (f"(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j})::float8 "
-            f"WHEN {j} IS NULL OR {j} = 'null'::jsonb THEN %s::float8 END)", [_float_or_none(field.fallback)])
+    return (
+        f"(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j})::float8 "
+        f"WHEN {j} IS NULL OR {j} = 'null'::jsonb THEN %s::float8 END)",
+        [_float_or_none(field.fallback)],
+    )
 
 
 def _typed_pg(field: MetadataField, j: str, edges) -> tuple[str, list]:
@@ -281,7 +290,11 @@ def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
     postgres = connection.vendor == "postgresql"
     bounds = {f.path: indexed_numeric_bounds(f) for f in numeric} if postgres else {}
     unknown = [f for f in numeric if bounds.get(f.path) is None]
-    stats = _totals_and_bounds(everything, [numeric_value(f) for f in unknown], match_q) if unknown or not postgres else None
+    stats = (
+        _totals_and_bounds(everything, [numeric_value(f) for f in unknown], match_q)
+        if unknown or not postgres
+        else None
+    )
     for i, f in enumerate(unknown):
         bounds[f.path] = (stats[i]["lo"], stats[i]["hi"])
     binned, edges_of = [], {}
@@ -309,8 +322,15 @@ def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
             summary = _numeric_summary(f, {"lo": lo, "hi": hi}, group, edges_of.get(f.path), missing)
         else:
             summary = _categorical_summary(groups[column_of[f.path]])
-        out.append({"path": f.path, "display_name": f.display_name or f.path, "type": f.type,
-                    "fallback": f.fallback, **summary})
+        out.append(
+            {
+                "path": f.path,
+                "display_name": f.display_name or f.path,
+                "type": f.type,
+                "fallback": f.fallback,
+                **summary,
+            }
+        )
     return {"total": total, "matched": total if match_q is None else matched, "fields": out}
 
 
@@ -321,7 +341,7 @@ def _filter_param(request) -> dict | None:
     try:
         obj = json.loads(raw)
     except ValueError:
-        raise ValidationError({"filter": ["must be a JSON object such as {\"conditions\": [...]}"]}) from None
+        raise ValidationError({"filter": ['must be a JSON object such as {"conditions": [...]}']}) from None
     return obj
 
 
@@ -341,8 +361,11 @@ def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
 FIELD_SUMMARY = inline_serializer(
     "FieldDistribution",
     {
-        "path": serializers.CharField(), "display_name": serializers.CharField(), "type": serializers.CharField(),
-        "fallback": serializers.JSONField(), "kind": serializers.ChoiceField(choices=["numeric", "categorical"]),
+        "path": serializers.CharField(),
+        "display_name": serializers.CharField(),
+        "type": serializers.CharField(),
+        "fallback": serializers.JSONField(),
+        "kind": serializers.ChoiceField(choices=["numeric", "categorical"]),
     },
 )
 
@@ -351,13 +374,23 @@ class Histograms(APIView):
     @extend_schema(
         summary="Distribution of each configured field, over the dataset and over the samples matching a filter",
         parameters=[
-            OpenApiParameter("filter", str, description='JSON: {"tag", "file_name", "conditions": [{path, op, value}]}'),
-            OpenApiParameter("bins", int, description=f"bins per numeric histogram (1-{MAX_BINS}, default {DEFAULT_BINS})"),
+            OpenApiParameter(
+                "filter", str, description='JSON: {"tag", "file_name", "conditions": [{path, op, value}]}'
+            ),
+            OpenApiParameter(
+                "bins", int, description=f"bins per numeric histogram (1-{MAX_BINS}, default {DEFAULT_BINS})"
+            ),
         ],
-        responses={200: inline_serializer("Histograms", {
-            "total": serializers.IntegerField(), "matched": serializers.IntegerField(),
-            "fields": serializers.ListField(child=FIELD_SUMMARY),
-        })},
+        responses={
+            200: inline_serializer(
+                "Histograms",
+                {
+                    "total": serializers.IntegerField(),
+                    "matched": serializers.IntegerField(),
+                    "fields": serializers.ListField(child=FIELD_SUMMARY),
+                },
+            )
+        },
     )
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
@@ -438,11 +471,18 @@ class Column(APIView):
     @extend_schema(
         summary="One value per sample idx of a configured field (or 0/1 membership of a tag), for the embedding map",
         parameters=[
-            OpenApiParameter("path", str), OpenApiParameter("tag", str),
-            OpenApiParameter("encoding", str, enum=["json", "binary"], description=(
-                "binary: application/octet-stream, a uint32 little-endian length, a JSON legend of that many "
-                "bytes ({kind, size, dtype, categories | min, max}), then `size` little-endian float32 "
-                "(numeric; NaN = no value) or int16 codes (categorical and tag; -1 = no value)")),
+            OpenApiParameter("path", str),
+            OpenApiParameter("tag", str),
+            OpenApiParameter(
+                "encoding",
+                str,
+                enum=["json", "binary"],
+                description=(
+                    "binary: application/octet-stream, a uint32 little-endian length, a JSON legend of that many "
+                    "bytes ({kind, size, dtype, categories | min, max}), then `size` little-endian float32 "
+                    "(numeric; NaN = no value) or int16 codes (categorical and tag; -1 = no value)"
+                ),
+            ),
         ],
         responses={200: dict},
     )
@@ -472,9 +512,12 @@ class Column(APIView):
                 return Response({"kind": "numeric", "size": size, "values": _json_numbers(dataset, field, size)})
             values = _numeric_column(dataset, field, size)
             finite = values[np.isfinite(values)]
-            legend = {"kind": "numeric", "size": size,
-                      "min": float(finite.min()) if finite.size else None,
-                      "max": float(finite.max()) if finite.size else None}
+            legend = {
+                "kind": "numeric",
+                "size": size,
+                "min": float(finite.min()) if finite.size else None,
+                "max": float(finite.max()) if finite.size else None,
+            }
             return HttpResponse(column_binary(legend, values), content_type="application/octet-stream")
         codes, categories = _category_column(dataset, field, size)
         legend = {"kind": "categorical", "size": size, "categories": categories}
@@ -504,12 +547,18 @@ def sample_urls(dataset, sample_id: str, has_thumbnail: bool, has_original: bool
 class SamplesByIdx(APIView):
     @extend_schema(
         summary="The samples at the given idx values (for the embedding map's hover and lasso)",
-        request=inline_serializer("ByIdx", {"idx": serializers.ListField(child=serializers.IntegerField(), required=False),
-                                            "mask": serializers.CharField(required=False, help_text=(
-                                                "base64 bitmask over idx (bit i, least significant first), "
-                                                "for selections of any size")),
-                                            "limit": serializers.IntegerField(required=False),
-                                            "fields": serializers.CharField(required=False)}),
+        request=inline_serializer(
+            "ByIdx",
+            {
+                "idx": serializers.ListField(child=serializers.IntegerField(), required=False),
+                "mask": serializers.CharField(
+                    required=False,
+                    help_text=("base64 bitmask over idx (bit i, least significant first), for selections of any size"),
+                ),
+                "limit": serializers.IntegerField(required=False),
+                "fields": serializers.CharField(required=False),
+            },
+        ),
         responses={200: dict},
     )
     def post(self, request, dataset_id: str):
@@ -542,10 +591,15 @@ class SamplesByIdx(APIView):
             return Response({"count": count, "ids": list(rows.values_list("id", flat=True))})
         keep_pixels = dataset.upload_mode != UploadMode.META
         samples = [
-            {"id": sid, "idx": idx, "file_name": name,
-             **sample_urls(dataset, sid, keep_pixels and bool(thumb), keep_pixels and bool(orig))}
+            {
+                "id": sid,
+                "idx": idx,
+                "file_name": name,
+                **sample_urls(dataset, sid, keep_pixels and bool(thumb), keep_pixels and bool(orig)),
+            }
             for sid, idx, name, thumb, orig in rows[:limit].values_list(
-                "id", "idx", "file_name", "thumbnail_key", "original_key")
+                "id", "idx", "file_name", "thumbnail_key", "original_key"
+            )
         ]
         return Response({"count": count, "samples": samples})
 

@@ -102,7 +102,8 @@ class DatasetList(APIView):
 
     @extend_schema(
         operation_id="datasets_create",
-        request=NewDatasetSerializer, responses={201: DatasetSerializer},
+        request=NewDatasetSerializer,
+        responses={201: DatasetSerializer},
         summary="Create a dataset",
     )
     def post(self, request):
@@ -112,8 +113,9 @@ class DatasetList(APIView):
         if mode not in UploadMode.values:
             raise ValidationError({"upload_mode": [f"{mode!r} is not one of {', '.join(UploadMode.values)}"]})
         dataset = services.create_dataset(request.user, name, mode)
-        return Response(DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class DatasetDetail(APIView):
@@ -124,7 +126,8 @@ class DatasetDetail(APIView):
 
     @extend_schema(
         operation_id="dataset_rename",
-        request=RenameSerializer, responses={200: DatasetSerializer},
+        request=RenameSerializer,
+        responses={200: DatasetSerializer},
         summary="Rename (editor or owner)",
     )
     def patch(self, request, dataset_id: str):
@@ -180,8 +183,9 @@ class MemberList(APIView):
             raise ValidationError({"username": [str(exc)]}) from None
         except ValueError as exc:
             raise ValidationError({"role": [str(exc)]}) from None
-        return Response(MemberSerializer(membership).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            MemberSerializer(membership).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
 
 class MemberDetail(APIView):

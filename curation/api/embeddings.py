@@ -1,24 +1,24 @@
 """REST API: embeddings of a dataset, in Lightly's CSV format, and their 2D projection for the map.
 
-    POST   /datasets/<id>/embeddings                      editor+: multipart `file` + `name`, or a
-                                                         `text/csv` body with `?name=` -> 201; or
-                                                         multipart `matrix` (float32 .npy) + `names`
-                                                         (one a line, or a JSON list) [+ `labels` .npy]
-    POST   /datasets/<id>/embeddings/uploads              editor+: resumable upload session
-                                                         {kind: csv|npy, name, size | sizes} -> 201
-    GET    /datasets/<id>/embeddings/uploads/<up_id>      its status, progress, committed bytes per part
-    PUT    /datasets/<id>/embeddings/uploads/<up_id>/<part>  a chunk (raw body) at `Content-Range:
-                                                         bytes a-b/total` or `?offset=a` -> 200; 409 and
-                                                         the committed offset when a is not it
-    POST   /datasets/<id>/embeddings/uploads/<up_id>/complete  -> 202; a worker parses and stores it
-    DELETE /datasets/<id>/embeddings/uploads/<up_id>      abandon: the chunks go
-    GET    /datasets/<id>/embeddings                      list
-    GET    /datasets/<id>/embeddings/<emb_id>             one
-    DELETE /datasets/<id>/embeddings/<emb_id>             editor+ -> 204, files deleted after commit
-    GET    /datasets/<id>/embeddings/<emb_id>/csv         the same CSV format back
-    GET    /datasets/<id>/embeddings/<emb_id>/projection  float32 little-endian (n x 2), row i = idx i,
-                                                         NaN rows for idx without a sample; 202 while
-                                                         computing, 409 if it failed
+POST   /datasets/<id>/embeddings                      editor+: multipart `file` + `name`, or a
+                                                     `text/csv` body with `?name=` -> 201; or
+                                                     multipart `matrix` (float32 .npy) + `names`
+                                                     (one a line, or a JSON list) [+ `labels` .npy]
+POST   /datasets/<id>/embeddings/uploads              editor+: resumable upload session
+                                                     {kind: csv|npy, name, size | sizes} -> 201
+GET    /datasets/<id>/embeddings/uploads/<up_id>      its status, progress, committed bytes per part
+PUT    /datasets/<id>/embeddings/uploads/<up_id>/<part>  a chunk (raw body) at `Content-Range:
+                                                     bytes a-b/total` or `?offset=a` -> 200; 409 and
+                                                     the committed offset when a is not it
+POST   /datasets/<id>/embeddings/uploads/<up_id>/complete  -> 202; a worker parses and stores it
+DELETE /datasets/<id>/embeddings/uploads/<up_id>      abandon: the chunks go
+GET    /datasets/<id>/embeddings                      list
+GET    /datasets/<id>/embeddings/<emb_id>             one
+DELETE /datasets/<id>/embeddings/<emb_id>             editor+ -> 204, files deleted after commit
+GET    /datasets/<id>/embeddings/<emb_id>/csv         the same CSV format back
+GET    /datasets/<id>/embeddings/<emb_id>/projection  float32 little-endian (n x 2), row i = idx i,
+                                                     NaN rows for idx without a sample; 202 while
+                                                     computing, 409 if it failed
 """
 
 from __future__ import annotations
@@ -62,8 +62,18 @@ class EmbeddingSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Embedding
-        fields = ["id", "dataset", "name", "dimension", "count", "source", "projection_status",
-                  "projection_methods", "creator", "created_at"]
+        fields = [
+            "id",
+            "dataset",
+            "name",
+            "dimension",
+            "count",
+            "source",
+            "projection_status",
+            "projection_methods",
+            "creator",
+            "created_at",
+        ]
         read_only_fields = fields
         extra_kwargs = {"count": {"help_text": "Rows of the matrix: the samples with idx below it."}}
 
@@ -96,9 +106,13 @@ class EmbeddingList(APIView):
 
     @extend_schema(
         request={
-            "multipart/form-data": inline_serializer("EmbeddingUpload", {
-                "name": serializers.CharField(), "file": serializers.FileField(),
-            }),
+            "multipart/form-data": inline_serializer(
+                "EmbeddingUpload",
+                {
+                    "name": serializers.CharField(),
+                    "file": serializers.FileField(),
+                },
+            ),
             "text/csv": OpenApiTypes.BINARY,
         },
         parameters=[OpenApiParameter("name", str, description="The embedding's name (with a text/csv body)")],
@@ -123,8 +137,9 @@ class EmbeddingList(APIView):
                 if not _content_length(request):
                     raise ValidationError({"file": ["the CSV is empty"]})
                 stream = request.data if hasattr(request.data, "read") else io.BytesIO()
-                embedding = embeddings.create_from_csv(dataset, request.query_params.get("name"), stream,
-                                                       creator=request.user)
+                embedding = embeddings.create_from_csv(
+                    dataset, request.query_params.get("name"), stream, creator=request.user
+                )
         except embeddings.EmbeddingError as exc:
             raise ValidationError({exc.field: [str(exc)]}) from None
         return Response(EmbeddingSerializer(embedding).data, status=status.HTTP_201_CREATED)
@@ -134,8 +149,9 @@ class EmbeddingList(APIView):
         for field, part in (("matrix", matrix), ("names", names)):
             if part is None or not part.size:
                 raise ValidationError({field: [f"is required with a binary upload: the {field} file"]})
-        return embeddings.create_from_npy(dataset, name, matrix, names, request.FILES.get("labels"),
-                                          creator=request.user)
+        return embeddings.create_from_npy(
+            dataset, name, matrix, names, request.FILES.get("labels"), creator=request.user
+        )
 
 
 class UploadSerializer(serializers.ModelSerializer):
@@ -144,8 +160,21 @@ class UploadSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EmbeddingUpload
-        fields = ["id", "dataset", "name", "kind", "sizes", "received", "status", "progress", "error",
-                  "error_field", "embedding", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "dataset",
+            "name",
+            "kind",
+            "sizes",
+            "received",
+            "status",
+            "progress",
+            "error",
+            "error_field",
+            "embedding",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -153,8 +182,11 @@ class UploadCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(embedding_uploads.PARTS))
     name = serializers.CharField(max_length=embeddings.MAX_NAME_LENGTH)
     size = serializers.IntegerField(required=False, min_value=1, help_text="Total bytes of a CSV (kind csv)")
-    sizes = serializers.DictField(child=serializers.IntegerField(min_value=1), required=False,
-                                  help_text="Total bytes per part: file (csv); matrix, names, labels (npy)")
+    sizes = serializers.DictField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        help_text="Total bytes per part: file (csv); matrix, names, labels (npy)",
+    )
 
 
 def _content_length(request) -> int:
@@ -176,8 +208,11 @@ def _domain_error(exc: embeddings.EmbeddingError):
 
 
 class UploadList(APIView):
-    @extend_schema(request=UploadCreateSerializer, responses={201: UploadSerializer},
-                   summary="Start a resumable embeddings upload (CSV, or a .npy matrix plus file names)")
+    @extend_schema(
+        request=UploadCreateSerializer,
+        responses={201: UploadSerializer},
+        summary="Start a resumable embeddings upload (CSV, or a .npy matrix plus file names)",
+    )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         body = UploadCreateSerializer(data=request.data)
@@ -186,8 +221,9 @@ class UploadList(APIView):
         if "size" in body.validated_data:
             sizes.setdefault("file" if body.validated_data["kind"] == "csv" else "matrix", body.validated_data["size"])
         try:
-            upload = embedding_uploads.create_upload(dataset, body.validated_data["name"], body.validated_data["kind"],
-                                                     sizes, creator=request.user)
+            upload = embedding_uploads.create_upload(
+                dataset, body.validated_data["name"], body.validated_data["kind"], sizes, creator=request.user
+            )
         except embeddings.EmbeddingError as exc:
             raise _domain_error(exc) from None
         return Response(UploadSerializer(upload).data, status=status.HTTP_201_CREATED)
@@ -225,8 +261,10 @@ class UploadChunk(APIView):
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
         parameters=[OpenApiParameter("offset", int, description="Where the chunk starts (or a Content-Range header)")],
-        responses={200: UploadSerializer, 409: OpenApiResponse(description="Not at the committed offset; "
-                                                                "the body's `offset` says where to continue")},
+        responses={
+            200: UploadSerializer,
+            409: OpenApiResponse(description="Not at the committed offset; the body's `offset` says where to continue"),
+        },
         summary="Send a chunk of a part at its committed offset",
     )
     def put(self, request, dataset_id: str, upload_id: str, part: str):
@@ -266,8 +304,11 @@ class UploadChunk(APIView):
 
 
 class UploadComplete(APIView):
-    @extend_schema(request=None, responses={202: UploadSerializer},
-                   summary="Every part is sent: a worker parses and stores the embedding (poll the upload)")
+    @extend_schema(
+        request=None,
+        responses={202: UploadSerializer},
+        summary="Every part is sent: a worker parses and stores the embedding (poll the upload)",
+    )
     def post(self, request, dataset_id: str, upload_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         upload = _upload(dataset, upload_id)
@@ -319,8 +360,9 @@ class EmbeddingProjection(APIView):
                 description="float32 little-endian, n x 2 row-major; row i = idx i; NaN where no sample. "
                 "Headers X-Projection-Count (n) and X-Projection-Method.",
             ),
-            202: inline_serializer("ProjectionPending", {"detail": serializers.CharField(),
-                                                         "projection_status": serializers.CharField()}),
+            202: inline_serializer(
+                "ProjectionPending", {"detail": serializers.CharField(), "projection_status": serializers.CharField()}
+            ),
             409: OpenApiResponse(description="The projection failed"),
         },
         summary="The 2D projection for the embedding map, as compact binary",
@@ -333,22 +375,32 @@ class EmbeddingProjection(APIView):
             raise ValidationError({"method": [f"must be one of {', '.join(METHODS)}"]})
         state = embedding.projection_status
         if state == Status.FAILED:
-            return Response({"detail": "The projection of this embedding failed; upload it again to retry.",
-                             "projection_status": state}, status=status.HTTP_409_CONFLICT)
+            return Response(
+                {
+                    "detail": "The projection of this embedding failed; upload it again to retry.",
+                    "projection_status": state,
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
         methods = available_methods(embedding)
         chosen = method or (methods[-1] if methods else None)
         if chosen not in methods:
             if state == Status.PENDING or (state == Status.PARTIAL and chosen == "tsne"):
-                return Response({"detail": "The projection is being computed; try again shortly.",
-                                 "projection_status": state}, status=status.HTTP_202_ACCEPTED)
-            raise Http404(f"This embedding has no {chosen} layout: t-SNE is computed only for embeddings of "
-                          "at most WINNOW_TSNE_MAX_POINTS samples.")
+                return Response(
+                    {"detail": "The projection is being computed; try again shortly.", "projection_status": state},
+                    status=status.HTTP_202_ACCEPTED,
+                )
+            raise Http404(
+                f"This embedding has no {chosen} layout: t-SNE is computed only for embeddings of "
+                "at most WINNOW_TSNE_MAX_POINTS samples."
+            )
         try:
             layout = storage.load_matrix(embeddings.layout_key(embedding, chosen))
         except FileNotFoundError:
             raise Http404("The projection file is missing from storage.") from None
-        response = HttpResponse(np.ascontiguousarray(layout, dtype="<f4").tobytes(),
-                                content_type="application/octet-stream")
+        response = HttpResponse(
+            np.ascontiguousarray(layout, dtype="<f4").tobytes(), content_type="application/octet-stream"
+        )
         response["X-Projection-Count"] = str(layout.shape[0])
         response["X-Projection-Method"] = chosen
         response["Cache-Control"] = "private, max-age=60"
@@ -357,17 +409,27 @@ class EmbeddingProjection(APIView):
 
 urlpatterns = [
     path("datasets/<str:dataset_id>/embeddings/uploads", UploadList.as_view(), name="embedding-upload-list"),
-    path("datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>", UploadDetail.as_view(),
-         name="embedding-upload-detail"),
-    path("datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>/complete", UploadComplete.as_view(),
-         name="embedding-upload-complete"),
-    path("datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>/<str:part>", UploadChunk.as_view(),
-         name="embedding-upload-chunk"),
+    path(
+        "datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>",
+        UploadDetail.as_view(),
+        name="embedding-upload-detail",
+    ),
+    path(
+        "datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>/complete",
+        UploadComplete.as_view(),
+        name="embedding-upload-complete",
+    ),
+    path(
+        "datasets/<str:dataset_id>/embeddings/uploads/<str:upload_id>/<str:part>",
+        UploadChunk.as_view(),
+        name="embedding-upload-chunk",
+    ),
     path("datasets/<str:dataset_id>/embeddings", EmbeddingList.as_view(), name="embedding-list"),
-    path("datasets/<str:dataset_id>/embeddings/<str:embedding_id>", EmbeddingDetail.as_view(),
-         name="embedding-detail"),
-    path("datasets/<str:dataset_id>/embeddings/<str:embedding_id>/csv", EmbeddingCsv.as_view(),
-         name="embedding-csv"),
-    path("datasets/<str:dataset_id>/embeddings/<str:embedding_id>/projection", EmbeddingProjection.as_view(),
-         name="embedding-projection"),
+    path("datasets/<str:dataset_id>/embeddings/<str:embedding_id>", EmbeddingDetail.as_view(), name="embedding-detail"),
+    path("datasets/<str:dataset_id>/embeddings/<str:embedding_id>/csv", EmbeddingCsv.as_view(), name="embedding-csv"),
+    path(
+        "datasets/<str:dataset_id>/embeddings/<str:embedding_id>/projection",
+        EmbeddingProjection.as_view(),
+        name="embedding-projection",
+    ),
 ]

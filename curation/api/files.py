@@ -71,7 +71,8 @@ def sample_file(dataset, sample_id: str, kind: str):
     """The response for a sample's `kind` file ("thumbnail" or "image"); 404 naming why there is none."""
     sample = (
         Sample.objects.filter(dataset=dataset, pk=sample_id)
-        .only("id", "file_name", "original_key", "thumbnail_key").first()
+        .only("id", "file_name", "original_key", "thumbnail_key")
+        .first()
     )
     if sample is None:
         raise Http404("No sample with that id in this dataset.")
@@ -82,9 +83,7 @@ def sample_file(dataset, sample_id: str, kind: str):
             raise Http404("This sample has no thumbnail.")
         return serve_key(sample.thumbnail_key, "image/webp")
     if dataset.upload_mode == UploadMode.THUMBNAILS:
-        raise Http404(
-            "This dataset keeps only thumbnails (upload_mode thumbnails): GET .../thumbnail instead."
-        )
+        raise Http404("This dataset keeps only thumbnails (upload_mode thumbnails): GET .../thumbnail instead.")
     if not sample.original_key:
         raise Http404("This sample has no stored image.")
     extension = posixpath.splitext(sample.original_key)[1]
@@ -125,8 +124,14 @@ class SignedSampleFileView(APIView):
     @extend_schema(
         responses={**FILE_RESPONSES, 403: OpenApiResponse(description="Bad or expired signature, or no access")},
         summary="A sample's thumbnail or original image through a signed link",
-        parameters=[OpenApiParameter(name, str, required=True, description=text) for name, text in (
-            ("user", "who signed the link"), ("expires", "unix time"), ("signature", "HMAC-SHA256, hex"))],
+        parameters=[
+            OpenApiParameter(name, str, required=True, description=text)
+            for name, text in (
+                ("user", "who signed the link"),
+                ("expires", "unix time"),
+                ("signature", "HMAC-SHA256, hex"),
+            )
+        ],
         auth=[],
     )
     def get(self, request, dataset_id: str, sample_id: str):

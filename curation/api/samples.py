@@ -73,8 +73,20 @@ class SampleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Sample
-        fields = ["id", "idx", "file_name", "width", "height", "size_bytes", "format", "sha256", "metadata",
-                  "created_at", "thumbnail_url", "image_url"]
+        fields = [
+            "id",
+            "idx",
+            "file_name",
+            "width",
+            "height",
+            "size_bytes",
+            "format",
+            "sha256",
+            "metadata",
+            "created_at",
+            "thumbnail_url",
+            "image_url",
+        ]
         read_only_fields = fields
 
     def get_thumbnail_url(self, sample) -> str | None:
@@ -90,6 +102,7 @@ def _serializer_context(request, dataset) -> dict:
 
 
 # --- cursor pagination ----------------------------------------------------------------------------------
+
 
 def _encode_cursor(sort: filters.Sort, direction: str, sample) -> str:
     data = {"s": sort.text, "d": direction, "i": sample.idx}
@@ -156,6 +169,7 @@ def _page(request, qs, sort: filters.Sort, limit: int) -> tuple[list, str | None
 
 # --- query parameters -------------------------------------------------------------------------------------
 
+
 def _flag(request, name: str) -> bool:
     value = request.query_params.get(name, "false").strip().lower()
     if value in ("1", "true", "yes"):
@@ -197,9 +211,14 @@ def _conditions(request) -> list[filters.Condition]:
 LIST_PARAMETERS = [
     OpenApiParameter("tag", str, description="Only samples in this tag (tag id)."),
     OpenApiParameter("file_name", str, description="Only samples whose file name contains this (any case)."),
-    OpenApiParameter("where", str, many=True, description="A metadata condition `path:op:value` "
-                     "(op: eq, ne, lt, lte, gt, gte, in, exists; value is JSON when it parses, else text). "
-                     "Repeatable."),
+    OpenApiParameter(
+        "where",
+        str,
+        many=True,
+        description="A metadata condition `path:op:value` "
+        "(op: eq, ne, lt, lte, gt, gte, in, exists; value is JSON when it parses, else text). "
+        "Repeatable.",
+    ),
     OpenApiParameter("conditions", str, description='A JSON list of {"path", "op", "value"} conditions.'),
     OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path, or -path; missing values last."),
     OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
@@ -207,41 +226,61 @@ LIST_PARAMETERS = [
     OpenApiParameter("count", bool, description="Also count every matching sample (slower)."),
 ]
 
-SamplePage = inline_serializer("SamplePage", {
-    "results": SampleSerializer(many=True),
-    "next": serializers.URLField(allow_null=True),
-    "previous": serializers.URLField(allow_null=True),
-    "count": serializers.IntegerField(required=False),
-})
+SamplePage = inline_serializer(
+    "SamplePage",
+    {
+        "results": SampleSerializer(many=True),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "count": serializers.IntegerField(required=False),
+    },
+)
 
-RegisterRequest = inline_serializer("SampleRegistration", {
-    "samples": inline_serializer("SampleEntry", {
-        "file_name": serializers.CharField(),
-        "width": serializers.IntegerField(required=False, allow_null=True),
-        "height": serializers.IntegerField(required=False, allow_null=True),
-        "size_bytes": serializers.IntegerField(required=False, allow_null=True),
-        "metadata": serializers.DictField(required=False),
-    }, many=True),
-    "overwrite": serializers.BooleanField(
-        required=False, default=False,
-        help_text="Replace width, height, size_bytes and metadata of file names already present (id and idx "
-                  "stay); else they are skipped.",
-    ),
-})
+RegisterRequest = inline_serializer(
+    "SampleRegistration",
+    {
+        "samples": inline_serializer(
+            "SampleEntry",
+            {
+                "file_name": serializers.CharField(),
+                "width": serializers.IntegerField(required=False, allow_null=True),
+                "height": serializers.IntegerField(required=False, allow_null=True),
+                "size_bytes": serializers.IntegerField(required=False, allow_null=True),
+                "metadata": serializers.DictField(required=False),
+            },
+            many=True,
+        ),
+        "overwrite": serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Replace width, height, size_bytes and metadata of file names already present (id and idx "
+            "stay); else they are skipped.",
+        ),
+    },
+)
 
-RegisterResponse = inline_serializer("SampleRegistrationResult", {
-    "created": serializers.IntegerField(),
-    "replaced": serializers.IntegerField(help_text="Samples already present and replaced (overwrite=true)."),
-    "skipped": serializers.ListField(child=serializers.CharField(), help_text="File names already present."),
-    "ids": serializers.ListField(child=serializers.CharField(), help_text="Sample ids in the order of the entries."),
-})
+RegisterResponse = inline_serializer(
+    "SampleRegistrationResult",
+    {
+        "created": serializers.IntegerField(),
+        "replaced": serializers.IntegerField(help_text="Samples already present and replaced (overwrite=true)."),
+        "skipped": serializers.ListField(child=serializers.CharField(), help_text="File names already present."),
+        "ids": serializers.ListField(
+            child=serializers.CharField(), help_text="Sample ids in the order of the entries."
+        ),
+    },
+)
 
 
 class SampleList(APIView):
     parser_classes = [LenientJSONParser, MultiPartParser]
 
-    @extend_schema(operation_id="samples_list", parameters=LIST_PARAMETERS, responses={200: SamplePage},
-                   summary="List, filter and sort samples")
+    @extend_schema(
+        operation_id="samples_list",
+        parameters=LIST_PARAMETERS,
+        responses={200: SamplePage},
+        summary="List, filter and sort samples",
+    )
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         unknown = sorted(set(request.query_params) - LIST_PARAMS)
@@ -276,16 +315,24 @@ class SampleList(APIView):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         if (request.content_type or "").startswith("multipart/"):
             if dataset.upload_mode == UploadMode.META:
-                raise ValidationError({"upload_mode": [
-                    "this dataset keeps metadata only (meta): it takes no image files; "
-                    "register samples as JSON {\"samples\": [{\"file_name\": ...}]}"
-                ]})
+                raise ValidationError(
+                    {
+                        "upload_mode": [
+                            "this dataset keeps metadata only (meta): it takes no image files; "
+                            'register samples as JSON {"samples": [{"file_name": ...}]}'
+                        ]
+                    }
+                )
             return handle_multipart_upload(request, dataset)
         if dataset.upload_mode != UploadMode.META:
-            raise ValidationError({"upload_mode": [
-                f"this dataset keeps pixels ({dataset.upload_mode}): upload the images as multipart/form-data; "
-                "JSON registration without pixels is for meta datasets"
-            ]})
+            raise ValidationError(
+                {
+                    "upload_mode": [
+                        f"this dataset keeps pixels ({dataset.upload_mode}): upload the images as multipart/form-data; "
+                        "JSON registration without pixels is for meta datasets"
+                    ]
+                }
+            )
         body = request.data
         if not isinstance(body, dict) or "samples" not in body:
             raise ValidationError({"samples": ['is required: send {"samples": [{"file_name": ...}, ...]}']})
@@ -302,8 +349,13 @@ class SampleList(APIView):
         if isinstance(entries, list) and len(entries) > limit:
             raise ValidationError({"samples": [f"{len(entries)} entries; at most {limit} per request"]})
         try:
-            result = services.register_samples(dataset, entries, overwrite=overwrite, creator=request.user,
-                                               source_json=getattr(request, "json_text", None))
+            result = services.register_samples(
+                dataset,
+                entries,
+                overwrite=overwrite,
+                creator=request.user,
+                source_json=getattr(request, "json_text", None),
+            )
         except services.InvalidEntries as exc:
             raise ValidationError({"samples": exc.errors}) from None
         return Response(

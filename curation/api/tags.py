@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import base64
 import binascii
+from collections.abc import Callable
 
 from django.http import Http404
 from django.urls import path
@@ -47,9 +46,13 @@ TAG_CREATE = inline_serializer(
         "parent": serializers.CharField(required=False, help_text="tag id; defaults to the operand / input tag"),
         "sample_ids": serializers.ListField(child=serializers.CharField(), required=False),
         "file_names": serializers.ListField(child=serializers.CharField(), required=False),
-        "bitmask": serializers.CharField(required=False, help_text=(
-            "base64 of a bitmask over sample idx (bit i, least significant first, is idx i), as the map's "
-            "lasso sends; any number of samples")),
+        "bitmask": serializers.CharField(
+            required=False,
+            help_text=(
+                "base64 of a bitmask over sample idx (bit i, least significant first, is idx i), as the map's "
+                "lasso sends; any number of samples"
+            ),
+        ),
         "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
         "operation": serializers.ChoiceField(choices=list(tagging.OPERATIONS), required=False),
         "tags": serializers.ListField(child=serializers.CharField(), required=False),
@@ -69,7 +72,9 @@ def decode_selection(dataset, text, field: str = "bitmask") -> bytes:
         raise ValidationError({field: ["is not valid base64"]}) from None
     size = dataset.next_idx
     if len(mask) > (size + 7) // 8:
-        raise ValidationError({field: [f"has {len(mask)} bytes; the dataset's {size} samples need at most {(size + 7) // 8}"]})
+        raise ValidationError(
+            {field: [f"has {len(mask)} bytes; the dataset's {size} samples need at most {(size + 7) // 8}"]}
+        )
     if size % 8 and len(mask) == (size + 7) // 8 and mask[-1] >> (size % 8):
         raise ValidationError({field: [f"sets bits past the last sample (idx {size - 1})"]})
     return mask
@@ -83,10 +88,12 @@ def create_from_request(dataset, data, creator) -> Tag:
     if len(modes) != 1:
         given = f" (got {', '.join(modes)})" if modes else ""
         raise ValidationError(
-            {"non_field_errors": [
-                "give exactly one of: sample_ids, file_names, bitmask, filter, operation (with tags), "
-                f"sampling_run (with top_k){given}"
-            ]}
+            {
+                "non_field_errors": [
+                    "give exactly one of: sample_ids, file_names, bitmask, filter, operation (with tags), "
+                    f"sampling_run (with top_k){given}"
+                ]
+            }
         )
     mode = modes[0]
     for key, owner in COMPANIONS.items():
@@ -104,8 +111,15 @@ def create_from_request(dataset, data, creator) -> Tag:
         return tagging.tag_from_file_names(dataset, name, data["file_names"], parent=parent, creator=creator)
     if mode == "bitmask":
         mask = decode_selection(dataset, data["bitmask"])
-        return tagging.create_tag(dataset, name, mask, origin=TagOrigin.SELECTION, origin_detail={"method": "bitmask"},
-                                  parent=parent, creator=creator)
+        return tagging.create_tag(
+            dataset,
+            name,
+            mask,
+            origin=TagOrigin.SELECTION,
+            origin_detail={"method": "bitmask"},
+            parent=parent,
+            creator=creator,
+        )
     if mode == "filter":
         return tagging.tag_from_filter(dataset, name, data["filter"], parent=parent, creator=creator)
     if mode == "operation":
@@ -182,8 +196,11 @@ class TagExport(APIView):
     @extend_schema(
         summary="Download a tag's samples",
         parameters=[OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)],
-        responses={(200, "text/plain"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR,
-                   (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "text/plain"): OpenApiTypes.STR,
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
     )
     def get(self, request, dataset_id: str, tag_id: str):
         dataset = get_dataset(request.user, dataset_id)

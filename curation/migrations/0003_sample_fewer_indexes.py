@@ -5,9 +5,8 @@
 varchar primary key serves `LIKE 'abc%'` on sample ids, which nothing asks. PostgreSQL only.
 """
 
-from django.db import migrations, models
-
 import django.db.models.deletion
+from django.db import migrations, models
 
 
 def _id_like_indexes(schema_editor) -> list[str]:
@@ -38,7 +37,9 @@ class Migration(migrations.Migration):
             model_name="sample",
             name="dataset",
             field=models.ForeignKey(
-                db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name="samples",
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="samples",
                 to="curation.dataset",
             ),
         ),

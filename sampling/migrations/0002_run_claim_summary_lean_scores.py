@@ -35,46 +35,59 @@ def drop_guard(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('curation', '0001_initial'),
-        ('sampling', '0001_initial'),
+        ("curation", "0001_initial"),
+        ("sampling", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='importancescore',
-            name='score_unique_sample',
+            model_name="importancescore",
+            name="score_unique_sample",
         ),
         migrations.AddField(
-            model_name='samplingrun',
-            name='claim',
-            field=models.CharField(blank=True, default='', max_length=32),
+            model_name="samplingrun",
+            name="claim",
+            field=models.CharField(blank=True, default="", max_length=32),
         ),
         migrations.AddField(
-            model_name='samplingrun',
-            name='heartbeat_at',
+            model_name="samplingrun",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='samplingrun',
-            name='query_tag',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='curation.tag'),
+            model_name="samplingrun",
+            name="query_tag",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="curation.tag"
+            ),
         ),
         migrations.AddField(
-            model_name='samplingrun',
-            name='summary',
+            model_name="samplingrun",
+            name="summary",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AlterField(
-            model_name='importancescore',
-            name='run',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='sampling.samplingrun'),
+            model_name="importancescore",
+            name="run",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="scores",
+                to="sampling.samplingrun",
+            ),
         ),
         migrations.AlterField(
-            model_name='importancescore',
-            name='sample',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='curation.sample'),
+            model_name="importancescore",
+            name="sample",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="curation.sample",
+            ),
         ),
         migrations.RunPython(add_guard, drop_guard),
     ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import mmap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -41,8 +41,12 @@ def ranking(scores: np.ndarray, candidate_idx: np.ndarray) -> np.ndarray:
 class Monitor:
     """Reports progress at most ~100 times and polls `should_stop` at most every `poll_s` seconds."""
 
-    def __init__(self, progress: Callable[[float], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2):
+    def __init__(
+        self,
+        progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        poll_s: float = 0.2,
+    ):
         self._progress = progress
         self._should_stop = should_stop
         self._poll_s = poll_s
@@ -84,8 +88,7 @@ def step_for(values: np.ndarray) -> float:
     return 1e-12 * (scale if scale > 0 else 1.0)
 
 
-def chain_scores(n: int, picks: np.ndarray, pick_values: np.ndarray,
-                 rest_values: np.ndarray | None) -> np.ndarray:
+def chain_scores(n: int, picks: np.ndarray, pick_values: np.ndarray, rest_values: np.ndarray | None) -> np.ndarray:
     """Scores where the picks rank first, in pick order, and every other position after them.
 
     Pick i gets min(pick_values[i], score of pick i-1 - step): its value, lowered just enough

@@ -36,23 +36,24 @@ _GATHER_ROWS = 16384
 class KCenter:
     """Running min squared distance from each candidate row to the selected set."""
 
-    def __init__(self, X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray | None = None,
-                 monitor: Monitor = NO_MONITOR):
+    def __init__(
+        self, X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray | None = None, monitor: Monitor = NO_MONITOR
+    ):
         rows = np.asarray(rows, dtype=np.int64)
         m, d = len(rows), X.shape[1]
         self.rows, self.d = rows, d
         step = max(1, _CHUNK_ELEMS // max(d, 1))
         total = np.zeros(d)
         for s in range(0, m, step):
-            total += X[rows[s:s + step]].sum(axis=0, dtype=np.float64)
+            total += X[rows[s : s + step]].sum(axis=0, dtype=np.float64)
             drop_pages(X)
         self.mean = (total / max(m, 1)).astype(np.float32)
         self.Xc = np.empty((m, d), dtype=np.float32)
         self.sq = np.empty(m, dtype=np.float32)
         for s in range(0, m, step):
-            block = self.Xc[s:s + step]
-            np.subtract(X[rows[s:s + step]], self.mean, out=block, casting="unsafe")
-            np.einsum("ij,ij->i", block, block, out=self.sq[s:s + step])
+            block = self.Xc[s : s + step]
+            np.subtract(X[rows[s : s + step]], self.mean, out=block, casting="unsafe")
+            np.einsum("ij,ij->i", block, block, out=self.sq[s : s + step])
             drop_pages(X)  # a memory-mapped X: its pages need not stay resident next to the copy
         self._XcT = self.Xc.T  # Fortran-ordered view: BLAS reads it in place, no copy
         self.min_d2 = np.full(m, np.inf, dtype=np.float32)
@@ -92,18 +93,18 @@ class KCenter:
         chunks = -(-n_c // cols) * -(-m // block)
         done = 0
         for s in range(0, n_c, cols):
-            C = X[center_rows[s:s + cols]].astype(np.float32) - self.mean
+            C = X[center_rows[s : s + cols]].astype(np.float32) - self.mean
             c_sq = np.einsum("ij,ij->i", C, C)
             first = self._append_centers(C, c_sq)
             Cm2 = -2.0 * C.T
             for r in range(0, m, block):
-                D = self.Xc[r:r + block] @ Cm2
+                D = self.Xc[r : r + block] @ Cm2
                 D += c_sq
                 nearest = D.argmin(axis=1)
-                d2 = D[np.arange(len(D)), nearest] + self.sq[r:r + block]
-                better = d2 < self.min_d2[r:r + block]
-                self.min_d2[r:r + block][better] = d2[better]
-                self.assign[r:r + block][better] = first + nearest[better]
+                d2 = D[np.arange(len(D)), nearest] + self.sq[r : r + block]
+                better = d2 < self.min_d2[r : r + block]
+                self.min_d2[r : r + block][better] = d2[better]
+                self.assign[r : r + block][better] = first + nearest[better]
                 done += 1
                 monitor.tick(done / chunks)
         # A preselected sample that is also a row here is covered: distance 0 (not float noise).
@@ -147,7 +148,7 @@ class KCenter:
         if idx is not None:
             self.sparse_picks += 1
             for s in range(0, len(idx), _GATHER_ROWS):
-                part = idx[s:s + _GATHER_ROWS]
+                part = idx[s : s + _GATHER_ROWS]
                 d2 = self.Xc[part] @ (-2.0 * c)
                 d2 += self.sq[part]
                 d2 += c_sq
@@ -175,9 +176,16 @@ class KCenter:
         return out
 
 
-def greedy(X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray | None, k: int | None, *,
-           min_distance: float | None = None, seed: int = 0,
-           monitor: Monitor = NO_MONITOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def greedy(
+    X: np.ndarray,
+    rows: np.ndarray,
+    preselected_rows: np.ndarray | None,
+    k: int | None,
+    *,
+    min_distance: float | None = None,
+    seed: int = 0,
+    monitor: Monitor = NO_MONITOR,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy k-center over `rows`.
 
     Returns (pick positions into rows, pick distances, final distance of every row), distances
@@ -222,17 +230,24 @@ def finite_first(dists: np.ndarray, final: np.ndarray) -> np.ndarray:
     return dists
 
 
-def coreset_scores(X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray | None, k: int | None, *,
-                   min_distance: float | None = None, seed: int = 0,
-                   monitor: Monitor = NO_MONITOR) -> np.ndarray:
+def coreset_scores(
+    X: np.ndarray,
+    rows: np.ndarray,
+    preselected_rows: np.ndarray | None,
+    k: int | None,
+    *,
+    min_distance: float | None = None,
+    seed: int = 0,
+    monitor: Monitor = NO_MONITOR,
+) -> np.ndarray:
     """Scores over `rows`: a pick scores its distance to the selected set when picked, the others
     their final distance; chained so the picks rank first, in pick order (see base.chain_scores)."""
-    picks, dists, final = greedy(X, rows, preselected_rows, k, min_distance=min_distance,
-                                 seed=seed, monitor=monitor)
+    picks, dists, final = greedy(X, rows, preselected_rows, k, min_distance=min_distance, seed=seed, monitor=monitor)
     return chain_scores(len(rows), picks, finite_first(dists, final), final)
 
 
 # ---- two-round distributed k-center -------------------------------------------------------------
+
 
 def shard_split(candidates: np.ndarray, n_shards: int) -> list[np.ndarray]:
     """Deterministic strided split of the candidate rows into `n_shards` shards."""
@@ -242,8 +257,9 @@ def shard_split(candidates: np.ndarray, n_shards: int) -> list[np.ndarray]:
     return [candidates[i::n_shards] for i in range(int(n_shards))]
 
 
-def shard_centers(X: np.ndarray, rows: np.ndarray, k: int, preselected_rows: np.ndarray | None = None,
-                  *, seed: int = 0) -> np.ndarray:
+def shard_centers(
+    X: np.ndarray, rows: np.ndarray, k: int, preselected_rows: np.ndarray | None = None, *, seed: int = 0
+) -> np.ndarray:
     """Round one, per shard: greedy k-center picks (sample rows of X, in pick order, at most k)."""
     rows = as_index("rows", rows, len(X))
     pre = as_index("preselected_rows", preselected_rows, len(X))
@@ -254,8 +270,16 @@ def shard_centers(X: np.ndarray, rows: np.ndarray, k: int, preselected_rows: np.
     return rows[picks]
 
 
-def merge_centers(X: np.ndarray, union_rows: np.ndarray, k: int, preselected: np.ndarray,
-                  candidates: np.ndarray, *, seed: int = 0, monitor: Monitor = NO_MONITOR) -> np.ndarray:
+def merge_centers(
+    X: np.ndarray,
+    union_rows: np.ndarray,
+    k: int,
+    preselected: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    seed: int = 0,
+    monitor: Monitor = NO_MONITOR,
+) -> np.ndarray:
     """Round two: greedy k-center over the union of the shards' picks, then score every candidate.
 
     Returns float64 scores aligned with the effective candidates (candidates minus preselected,
@@ -278,8 +302,9 @@ def merge_centers(X: np.ndarray, union_rows: np.ndarray, k: int, preselected: np
     return chain_scores(len(cand), pos, finite_first(dists, final), final)
 
 
-def distributed_coreset(X: np.ndarray, candidates: np.ndarray, preselected: np.ndarray, n_samples: int,
-                        n_shards: int, *, seed: int = 0) -> np.ndarray:
+def distributed_coreset(
+    X: np.ndarray, candidates: np.ndarray, preselected: np.ndarray, n_samples: int, n_shards: int, *, seed: int = 0
+) -> np.ndarray:
     """Both rounds in one process (the Celery chord runs the same two functions)."""
     pre = as_index("preselected", preselected, len(X))
     cand = np.setdiff1d(as_index("candidates", candidates, len(X)), pre)

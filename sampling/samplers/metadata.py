@@ -44,8 +44,9 @@ def is_missing(values: np.ndarray) -> np.ndarray:
         return np.isnan(values)
     if values.dtype.kind in "iub":
         return np.zeros(len(values), dtype=bool)
-    return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in values.tolist()),
-                       dtype=bool, count=len(values))
+    return np.fromiter(
+        (v is None or (isinstance(v, float) and v != v) for v in values.tolist()), dtype=bool, count=len(values)
+    )
 
 
 def weight_values(col: np.ndarray, name: str, where: str) -> np.ndarray:
@@ -89,22 +90,27 @@ def threshold_mask(col: np.ndarray, name: str, where: str, operation, value) -> 
         raise SamplerError(f"{where}.value: a value is required")
     if operation == "eq" and not isinstance(value, numbers.Real):
         missing = is_missing(col)
-        return np.array([(not m) and (v == value or str(v) == str(value))
-                         for v, m in zip(col.tolist(), missing)], dtype=bool)
+        return np.array(
+            [(not m) and (v == value or str(v) == str(value)) for v, m in zip(col.tolist(), missing)], dtype=bool
+        )
     if not is_finite_number(value):
         raise SamplerError(f"{where}.value: must be a finite number for operation {operation!r}")
     x = numeric(col, name, where)
     with np.errstate(invalid="ignore"):
-        return {"gt": np.greater, "ge": np.greater_equal, "lt": np.less,
-                "le": np.less_equal, "eq": np.equal}[operation](x, value) & ~np.isnan(x)
+        return {"gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal, "eq": np.equal}[
+            operation
+        ](x, value) & ~np.isnan(x)
 
 
 def categories(col: np.ndarray) -> tuple[np.ndarray, list]:
     """Integer code per row (-1 for missing) and the category values (as str)."""
     missing = is_missing(col)
     keys = np.array(["" if m else category_key(v) for v, m in zip(col.tolist(), missing)], dtype=object)
-    names, codes = np.unique(keys[~missing].astype(str), return_inverse=True) if (~missing).any() \
+    names, codes = (
+        np.unique(keys[~missing].astype(str), return_inverse=True)
+        if (~missing).any()
         else (np.array([], dtype=str), np.array([], dtype=np.int64))
+    )
     out = np.full(len(col), -1, dtype=np.int64)
     out[~missing] = codes
     return out, [str(s) for s in names]
@@ -132,8 +138,9 @@ def balance_shares(target, names: list, where: str) -> np.ndarray:
     return shares / total
 
 
-def apportion(codes: np.ndarray, shares: np.ndarray, within: np.ndarray,
-              already: np.ndarray | None = None) -> np.ndarray:
+def apportion(
+    codes: np.ndarray, shares: np.ndarray, within: np.ndarray, already: np.ndarray | None = None
+) -> np.ndarray:
     """Balanced order of positions: each prefix is as close to the target shares as possible.
 
     `codes` is the category per position (-1 missing), `within` a per-position key giving the
@@ -165,8 +172,11 @@ class BalanceState:
         self.shares = shares
         self.count = np.bincount(picked_codes[picked_codes >= 0], minlength=len(shares)).astype(np.float64)
         self.left = np.bincount(codes[alive & (codes >= 0)], minlength=len(shares))
-        self.left_other = int(np.sum(alive & ((codes < 0) | (shares[np.maximum(codes, 0)] <= 0)))) \
-            if len(shares) else int(alive.sum())
+        self.left_other = (
+            int(np.sum(alive & ((codes < 0) | (shares[np.maximum(codes, 0)] <= 0))))
+            if len(shares)
+            else int(alive.sum())
+        )
 
     def next_category(self) -> int | None:
         """Category to pick from next (largest deficit); -1: only unshared/missing left; None: none left."""

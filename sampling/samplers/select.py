@@ -39,13 +39,14 @@ by ascending idx, see `ranking`):
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from winnow.values import is_finite_number
 
-from . import kcenter, metadata as meta
+from . import kcenter
+from . import metadata as meta
 from .base import Monitor, SamplerError, SelectionInput, as_index, below, drop_pages
 from .similarity import METRICS, similarity, similarity_factor
 from .typicality import MIN_CLUSTER_SIZE, Typicality
@@ -115,7 +116,7 @@ def _embeddings(inp: SelectionInput) -> np.ndarray:
 def _check_finite(X: np.ndarray, rows: np.ndarray, name: str) -> None:
     step = max(1, (1 << 22) // X.shape[1])
     for s in range(0, len(rows), step):
-        if not np.isfinite(X[rows[s:s + step]]).all():
+        if not np.isfinite(X[rows[s : s + step]]).all():
             raise SamplerError(f"embeddings: NaN or infinite values in rows of {name}")
         drop_pages(X)
 
@@ -127,10 +128,16 @@ def effective_candidates(inp: SelectionInput) -> np.ndarray:
     return np.setdiff1d(cand, pre, assume_unique=True)
 
 
-def select(inp: SelectionInput, strategies: list[dict], *, n_samples: int | None,
-           min_distance: float | None = None, seed: int = 0,
-           progress: Callable[[float], None] | None = None,
-           should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+def select(
+    inp: SelectionInput,
+    strategies: list[dict],
+    *,
+    n_samples: int | None,
+    min_distance: float | None = None,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
     """Return float64 scores aligned with the effective candidates (`effective_candidates(inp)`),
     higher = more important; see the module docstring for what the scores mean and how a list of
     strategies combines. Raises SamplerError (message names the parameter) or Cancelled."""
@@ -246,8 +253,9 @@ def _single(X, rows, pre, query, s, n_samples, seed, monitor) -> np.ndarray:
         scores[np.random.default_rng(seed).permutation(m)] = 1.0 - np.arange(m) / m
         return scores
     if name in ("coreset", "diversity"):
-        return kcenter.coreset_scores(X, rows, pre, n_samples, min_distance=s.get("min_distance"),
-                                      seed=seed, monitor=monitor)
+        return kcenter.coreset_scores(
+            X, rows, pre, n_samples, min_distance=s.get("min_distance"), seed=seed, monitor=monitor
+        )
     if name == "typicality":
         monitor.phase(0.0, 0.9)
         typ = Typicality(X, rows, pre, n_samples, seed, monitor)
@@ -290,7 +298,7 @@ def _combined(X, rows, pre, query, specs, n_samples, seed, monitor) -> np.ndarra
             f = 1.0 - rng.random(m)
         else:
             continue
-        static *= f ** power
+        static *= f**power
     div = by.get("coreset") or by.get("diversity")
     typ_spec = by.get("typicality")
     bal = by.get("balance")
@@ -367,4 +375,3 @@ def _combined(X, rows, pre, query, specs, n_samples, seed, monitor) -> np.ndarra
     if kc is not None and has_centers:
         final *= kc.final_distances() ** dpow
     return _rank_scores(m, np.asarray(picks, dtype=np.int64), final)
-

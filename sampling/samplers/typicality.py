@@ -63,8 +63,9 @@ def fit_rows(n: int, n_clusters: int) -> int:
     return min(n, max(FIT_ROWS, FIT_PER_CLUSTER * n_clusters))
 
 
-def assign(X: np.ndarray, rows: np.ndarray, shift: np.ndarray, centers: np.ndarray,
-           monitor: Monitor = NO_MONITOR) -> np.ndarray:
+def assign(
+    X: np.ndarray, rows: np.ndarray, shift: np.ndarray, centers: np.ndarray, monitor: Monitor = NO_MONITOR
+) -> np.ndarray:
     """Nearest center (squared euclidean) of each row X[rows] - shift, in blocks; ties to the lower center."""
     C = np.ascontiguousarray(centers, dtype=np.float32)
     c_sq = np.einsum("ij,ij->i", C, C)
@@ -72,17 +73,18 @@ def assign(X: np.ndarray, rows: np.ndarray, shift: np.ndarray, centers: np.ndarr
     labels = np.empty(len(rows), dtype=np.int64)
     step = max(1, _CHUNK_ELEMS // max(len(C), 1))
     for s in range(0, len(rows), step):
-        B = X[rows[s:s + step]].astype(np.float32, copy=False) - shift
+        B = X[rows[s : s + step]].astype(np.float32, copy=False) - shift
         D = B @ Cm2
         D += c_sq  # ||b||^2 is the same for every center: argmin without it
-        labels[s:s + step] = D.argmin(axis=1)
+        labels[s : s + step] = D.argmin(axis=1)
         drop_pages(X)
         monitor.tick(min(1.0, (s + step) / max(len(rows), 1)))
     return labels
 
 
-def cluster_rows(X: np.ndarray, rows: np.ndarray, shift: np.ndarray, n_clusters: int, seed: int,
-                 monitor: Monitor = NO_MONITOR) -> np.ndarray:
+def cluster_rows(
+    X: np.ndarray, rows: np.ndarray, shift: np.ndarray, n_clusters: int, seed: int, monitor: Monitor = NO_MONITOR
+) -> np.ndarray:
     """Cluster label of each row X[rows] - shift; KMeans on every row, or on a sample then `assign`."""
     n = len(rows)
     n_clusters = max(1, min(n_clusters, n))
@@ -106,7 +108,7 @@ def _mean(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     total = np.zeros(X.shape[1])
     step = max(1, _CHUNK_ELEMS // max(X.shape[1], 1))
     for s in range(0, len(rows), step):
-        total += X[rows[s:s + step]].sum(axis=0, dtype=np.float64)
+        total += X[rows[s : s + step]].sum(axis=0, dtype=np.float64)
         drop_pages(X)
     return (total / max(len(rows), 1)).astype(np.float32)
 
@@ -125,22 +127,29 @@ def knn_typicality(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarra
     out = np.empty(m)
     rows = max(1, _CHUNK_ELEMS // len(R))
     for s in range(0, m, rows):
-        B = Z[s:s + rows]
+        B = Z[s : s + rows]
         d2 = np.einsum("ij,ij->i", B, B)[:, None] + r_sq[None, :] - 2.0 * (B @ R.T)
         np.maximum(d2, 0.0, out=d2)
-        near = np.sqrt(np.partition(d2, k, axis=1)[:, :k + 1], dtype=np.float64)
+        near = np.sqrt(np.partition(d2, k, axis=1)[:, : k + 1], dtype=np.float64)
         near.sort(axis=1)
         # A row in the reference set finds itself at distance ~0: drop that one, else the farthest.
-        mean = np.where(in_ref[s:s + rows], near[:, 1:].mean(axis=1), near[:, :k].mean(axis=1))
-        out[s:s + rows] = 1.0 / (mean + 1e-12)
+        mean = np.where(in_ref[s : s + rows], near[:, 1:].mean(axis=1), near[:, :k].mean(axis=1))
+        out[s : s + rows] = 1.0 / (mean + 1e-12)
     return out
 
 
 class Typicality:
     """Clusters, per-sample typicality and the TypiClust pick order over candidate positions."""
 
-    def __init__(self, X: np.ndarray, rows: np.ndarray, preselected_rows: np.ndarray, n_samples: int,
-                 seed: int = 0, monitor: Monitor = NO_MONITOR):
+    def __init__(
+        self,
+        X: np.ndarray,
+        rows: np.ndarray,
+        preselected_rows: np.ndarray,
+        n_samples: int,
+        seed: int = 0,
+        monitor: Monitor = NO_MONITOR,
+    ):
         m = len(rows)
         all_rows = np.concatenate([rows, preselected_rows]).astype(np.int64)
         shift = _mean(X, all_rows)  # centered rows keep the float32 distance expansions accurate
@@ -157,7 +166,7 @@ class Typicality:
         bounds = np.searchsorted(self.labels[order], np.arange(n_lab + 1))
         self.members = []  # candidate positions per cluster, most typical first (ties by position)
         for c in range(n_lab):
-            pos = order[bounds[c]:bounds[c + 1]]
+            pos = order[bounds[c] : bounds[c + 1]]
             size = int(self.size[c])
             Z = X[rows[pos]].astype(np.float32, copy=False) - shift  # one cluster at a time
             self.typicality[pos] = knn_typicality(Z, min(K_NN, size // 2), rng)

@@ -24,7 +24,9 @@ def street(dataset):
             weather["scenario"] = scenario
         rows.append({"file_name": f"img_{i:02d}.jpg", "metadata": {"weather": weather, "pedestrians": i % 3}})
     add_samples(dataset, rows)
-    MetadataField.objects.create(dataset=dataset, path="weather.scenario", type="categorical_string", fallback="unknown")
+    MetadataField.objects.create(
+        dataset=dataset, path="weather.scenario", type="categorical_string", fallback="unknown"
+    )
     MetadataField.objects.create(dataset=dataset, path="weather.temperature", type="float")
     MetadataField.objects.create(dataset=dataset, path="pedestrians", type="int")
     return dataset
@@ -70,13 +72,16 @@ def test_histograms_count_the_samples_matching_a_filter(owner_api, street):
     assert r.json()["matched"] == 1
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"filter": "{not json"}, "filter"),
-    ({"filter": json.dumps({"conditions": [{"path": "a..b", "op": "eq", "value": 1}]})}, "filter"),
-    ({"filter": json.dumps({"colour": "red"})}, "filter"),
-    ({"bins": "many"}, "bins"),
-    ({"bins": "0"}, "bins"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"filter": "{not json"}, "filter"),
+        ({"filter": json.dumps({"conditions": [{"path": "a..b", "op": "eq", "value": 1}]})}, "filter"),
+        ({"filter": json.dumps({"colour": "red"})}, "filter"),
+        ({"bins": "many"}, "bins"),
+        ({"bins": "0"}, "bins"),
+    ],
+)
 def test_histograms_reject_bad_input_by_name(owner_api, street, params, field):
     r = owner_api.get(url(street, "metadata/histograms"), params)
     assert r.status_code == 400
@@ -90,8 +95,9 @@ def test_column_of_a_categorical_field_and_of_a_tag(viewer_api, street):
     assert body["size"] == 10 and body["categories"] == ["sunny", "rainy", "snowy", "unknown"]
     names = [body["categories"][c] for c in body["codes"]]
     assert names == [s or "unknown" for s in SCENARIOS]
-    tag = Tag.objects.create(dataset=street, name="two", bitmask=bitmask.from_indices([1, 7]), count=2,
-                             origin=TagOrigin.SELECTION)
+    tag = Tag.objects.create(
+        dataset=street, name="two", bitmask=bitmask.from_indices([1, 7]), count=2, origin=TagOrigin.SELECTION
+    )
     r = viewer_api.get(url(street, "metadata/column"), {"tag": tag.id})
     assert r.json()["codes"] == [0, 1, 0, 0, 0, 0, 0, 1, 0, 0]
 
@@ -129,19 +135,26 @@ def test_malformed_json_body(owner_api, street):
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("method, rest", [("get", "metadata/histograms"), ("get", "metadata/column?path=pedestrians"),
-                                          ("post", "map/samples")])
+@pytest.mark.parametrize(
+    "method, rest",
+    [("get", "metadata/histograms"), ("get", "metadata/column?path=pedestrians"), ("post", "map/samples")],
+)
 def test_outsider_gets_404_and_anonymous_401(outsider_api, anon_api, street, method, rest):
-    assert getattr(outsider_api, method)(url(street, rest), {"idx": [0]} if method == "post" else None,
-                                         format="json").status_code == 404
+    assert (
+        getattr(outsider_api, method)(
+            url(street, rest), {"idx": [0]} if method == "post" else None, format="json"
+        ).status_code
+        == 404
+    )
     assert getattr(anon_api, method)(url(street, rest)).status_code == 401
 
 
 def test_tags_of_a_sample(viewer_api, outsider_api, street):
     from curation.models import Sample
 
-    Tag.objects.create(dataset=street, name="odd", bitmask=bitmask.from_indices([1, 3, 9]), count=3,
-                       origin=TagOrigin.SELECTION)
+    Tag.objects.create(
+        dataset=street, name="odd", bitmask=bitmask.from_indices([1, 3, 9]), count=3, origin=TagOrigin.SELECTION
+    )
     s9 = Sample.objects.get(dataset=street, idx=9)
     r = viewer_api.get(url(street, f"samples/{s9.id}/tags"))
     assert r.status_code == 200

@@ -82,8 +82,9 @@ def _reference_order(descending: bool, fallback=None) -> list[str]:
 @postgres_only
 @pytest.mark.parametrize("fallback", [None, 1.0])
 def test_sort_with_indexes_pages_like_the_reference(weather, viewer_api, fallback):
-    field = MetadataField.objects.create(dataset=weather, path="weather.temperature", type=FieldType.FLOAT,
-                                         fallback=fallback)
+    field = MetadataField.objects.create(
+        dataset=weather, path="weather.temperature", type=FieldType.FLOAT, fallback=fallback
+    )
     assert set(build_sort_indexes(field.pk)) == set(sort_index_names(weather.id, field.pk)) == indexes_of(weather)
     for descending in (False, True):
         sort = ("-" if descending else "") + "weather.temperature"
@@ -116,10 +117,12 @@ def test_the_sort_query_uses_the_index(weather):
 
 @postgres_only
 def test_configuring_a_field_builds_its_sort_indexes_and_removing_it_drops_them(
-        weather, editor_api, django_capture_on_commit_callbacks):
+    weather, editor_api, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        created = editor_api.post(url(weather, "configurator"), {"path": "weather.temperature", "type": "float"},
-                                  format="json")
+        created = editor_api.post(
+            url(weather, "configurator"), {"path": "weather.temperature", "type": "float"}, format="json"
+        )
     assert created.status_code == 201, created.content
     names = set(sort_index_names(weather.id, created.json()["id"]))
     assert indexes_of(weather) == names
@@ -145,6 +148,7 @@ def test_a_refused_field_builds_no_index(weather, editor_api, django_capture_on_
 
 
 # --- histograms ---------------------------------------------------------------------------------------
+
 
 def _numbers(dataset):
     rows = [{"file_name": f"n{i:02d}.jpg", "metadata": {"v": i % 10, "t": ["a", "b", "b"][i % 3]}} for i in range(29)]
@@ -194,6 +198,7 @@ def test_histograms_with_an_empty_tag_match_nothing(dataset, viewer_api):
 
 # --- binary colour columns ----------------------------------------------------------------------------
 
+
 def decode(raw: bytes):
     (length,) = struct.unpack("<I", raw[:4])
     legend = json.loads(raw[4 : 4 + length])
@@ -219,8 +224,15 @@ def test_binary_columns_decode_to_the_json_ones(dataset, viewer_api):
 
 
 def test_binary_numeric_column_marks_missing_values_nan(dataset, viewer_api):
-    add_samples(dataset, [{"file_name": "a.jpg", "metadata": {"x": 1.5}}, {"file_name": "b.jpg", "metadata": {}},
-                          {"file_name": "c.jpg", "metadata": {"x": "text"}}, {"file_name": "d.jpg", "metadata": {"x": 1e300}}])
+    add_samples(
+        dataset,
+        [
+            {"file_name": "a.jpg", "metadata": {"x": 1.5}},
+            {"file_name": "b.jpg", "metadata": {}},
+            {"file_name": "c.jpg", "metadata": {"x": "text"}},
+            {"file_name": "d.jpg", "metadata": {"x": 1e300}},
+        ],
+    )
     MetadataField.objects.create(dataset=dataset, path="x", type=FieldType.FLOAT)
     legend, data = decode(viewer_api.get(url(dataset, "metadata/column"), {"path": "x", "encoding": "binary"}).content)
     assert data[0] == 1.5 and np.isnan(data[1]) and np.isnan(data[2]) and np.isinf(data[3])
@@ -230,7 +242,9 @@ def test_binary_numeric_column_marks_missing_values_nan(dataset, viewer_api):
 def test_binary_tag_column_and_bad_encoding(dataset, viewer_api):
     add_samples(dataset, [{"file_name": f"{i}.jpg"} for i in range(10)])
     tag = tagging.create_tag(dataset, "odd", [1, 3, 9], origin="selection", origin_detail={})
-    legend, data = decode(viewer_api.get(url(dataset, "metadata/column"), {"tag": tag.id, "encoding": "binary"}).content)
+    legend, data = decode(
+        viewer_api.get(url(dataset, "metadata/column"), {"tag": tag.id, "encoding": "binary"}).content
+    )
     assert np.flatnonzero(data).tolist() == [1, 3, 9] and legend["categories"] == ["not in odd", "odd"]
     bad = viewer_api.get(url(dataset, "metadata/column"), {"tag": tag.id, "encoding": "xml"})
     assert bad.status_code == 400 and "encoding" in bad.json()["errors"]
@@ -242,6 +256,7 @@ def test_binary_column_is_404_for_an_outsider(dataset, outsider_api):
 
 
 # --- selections as bitmasks ---------------------------------------------------------------------------
+
 
 def b64(indices, size):
     return base64.b64encode(bitmask.from_indices(indices, size)[: (size + 7) // 8]).decode()
@@ -258,12 +273,15 @@ def test_lasso_mask_lists_samples_and_saves_a_tag(dataset, viewer_api, editor_ap
     assert Tag.objects.get(pk=saved.json()["id"]).indices().tolist() == [2, 5, 19]
 
 
-@pytest.mark.parametrize("mask, message", [
-    ("not base64!", "base64"),
-    (base64.b64encode(b"\x00\x00\x00\x01").decode(), "bytes"),  # 4 bytes for 20 samples (3 at most)
-    (base64.b64encode(b"\x00\x00\x10").decode(), "past the last sample"),  # bit 20
-    (12, "base64 string"),
-])
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ("not base64!", "base64"),
+        (base64.b64encode(b"\x00\x00\x00\x01").decode(), "bytes"),  # 4 bytes for 20 samples (3 at most)
+        (base64.b64encode(b"\x00\x00\x10").decode(), "past the last sample"),  # bit 20
+        (12, "base64 string"),
+    ],
+)
 def test_bad_masks_are_refused_and_store_nothing(dataset, editor_api, mask, message):
     add_samples(dataset, [{"file_name": f"{i:02d}.jpg"} for i in range(20)])
     before = Tag.objects.count()
@@ -282,7 +300,9 @@ def test_an_empty_mask_saves_no_tag(dataset, editor_api):
 
 def test_a_viewer_cannot_save_a_lasso(dataset, viewer_api):
     add_samples(dataset, [{"file_name": "a.jpg"}])
-    assert viewer_api.post(url(dataset, "tags"), {"name": "x", "bitmask": b64([0], 1)}, format="json").status_code == 403
+    assert (
+        viewer_api.post(url(dataset, "tags"), {"name": "x", "bitmask": b64([0], 1)}, format="json").status_code == 403
+    )
 
 
 @postgres_only
@@ -305,6 +325,7 @@ def test_a_lasso_over_150k_samples_is_listed_and_saved(dataset, viewer_api, edit
 
 
 # --- exports ------------------------------------------------------------------------------------------
+
 
 def test_exports_stream_in_blocks_with_every_row_once(dataset, viewer_api, monkeypatch):
     monkeypatch.setattr(tagging, "EXPORT_BLOCK_BYTES", 2048)
@@ -332,6 +353,7 @@ def test_exports_stream_in_blocks_with_every_row_once(dataset, viewer_api, monke
 
 
 # --- dataset list ---------------------------------------------------------------------------------------
+
 
 def test_dataset_list_takes_a_bounded_number_of_queries(owner, owner_api, django_assert_max_num_queries):
     for k in range(6):

@@ -14,7 +14,8 @@ def url(dataset, field_id=None):
 
 def test_create_list_get_patch_delete(dataset, editor_api, viewer_api):
     response = editor_api.post(
-        url(dataset), {"path": "weather.temperature", "type": "float", "display_name": "Temperature", "fallback": 0},
+        url(dataset),
+        {"path": "weather.temperature", "type": "float", "display_name": "Temperature", "fallback": 0},
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -65,8 +66,15 @@ def test_fallback_must_fit_the_type(dataset, editor_api, field_type, fallback):
 
 @pytest.mark.parametrize(
     "field_type, fallback",
-    [("int", -4), ("categorical_int", 2), ("float", 3), ("float", -0.5), ("categorical_string", "sunny"),
-     ("boolean", False), ("int", None)],
+    [
+        ("int", -4),
+        ("categorical_int", 2),
+        ("float", 3),
+        ("float", -0.5),
+        ("categorical_string", "sunny"),
+        ("boolean", False),
+        ("int", None),
+    ],
 )
 def test_fallbacks_that_fit(dataset, editor_api, field_type, fallback):
     response = editor_api.post(url(dataset), {"path": "x", "type": field_type, "fallback": fallback}, format="json")
@@ -74,9 +82,7 @@ def test_fallbacks_that_fit(dataset, editor_api, field_type, fallback):
     assert MetadataField.objects.get().fallback == fallback
 
 
-@pytest.mark.parametrize(
-    "path", ["", "a..b", ".a", "a.", "we ather", "a/b", "a.b.c.d.e.f.g.h.i", "ä", " a", "x" * 301]
-)
+@pytest.mark.parametrize("path", ["", "a..b", ".a", "a.", "we ather", "a/b", "a.b.c.d.e.f.g.h.i", "ä", " a", "x" * 301])
 def test_path_grammar(dataset, editor_api, path):
     response = editor_api.post(url(dataset), {"path": path, "type": "int"}, format="json")
     assert response.status_code == 400, response.content

@@ -20,6 +20,7 @@ def detail(dataset, suffix=""):
 
 # --- create ------------------------------------------------------------------------------------------
 
+
 def test_create_returns_201_with_a_24_hex_id_and_the_caller_as_owner(owner_api, owner):
     response = owner_api.post(LIST, {"name": "  night drive  ", "upload_mode": "thumbnails"}, format="json")
     assert response.status_code == 201, response.content
@@ -38,18 +39,21 @@ def test_create_defaults_to_full_mode(owner_api):
     assert response.json()["upload_mode"] == "full"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "   "}, "name"),
-    ({"name": "x" * 201}, "name"),
-    ({"name": 123}, "name"),
-    ({"name": ["a"]}, "name"),
-    ({"name": "ok\x00"}, "name"),
-    ({"name": "ok", "upload_mode": "video"}, "upload_mode"),
-    ({"name": "ok", "upload_mode": None}, "upload_mode"),
-    (["name", "ok"], "body"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": 123}, "name"),
+        ({"name": ["a"]}, "name"),
+        ({"name": "ok\x00"}, "name"),
+        ({"name": "ok", "upload_mode": "video"}, "upload_mode"),
+        ({"name": "ok", "upload_mode": None}, "upload_mode"),
+        (["name", "ok"], "body"),
+    ],
+)
 def test_create_rejects_bad_input_and_writes_nothing(owner_api, body, field):
     response = owner_api.post(LIST, body, format="json")
     assert response.status_code == 400, response.content
@@ -70,8 +74,10 @@ def test_anonymous_gets_401_everywhere(anon_api, dataset):
     assert anon_api.patch(detail(dataset), {"name": "x"}, format="json").status_code == 401
     assert anon_api.delete(detail(dataset)).status_code == 401
     assert anon_api.get(detail(dataset, "/members")).status_code == 401
-    assert anon_api.post(detail(dataset, "/members"), {"username": "oscar", "role": "viewer"},
-                         format="json").status_code == 401
+    assert (
+        anon_api.post(detail(dataset, "/members"), {"username": "oscar", "role": "viewer"}, format="json").status_code
+        == 401
+    )
     assert anon_api.delete(detail(dataset, "/members/vera")).status_code == 401
     assert Dataset.objects.filter(pk=dataset.pk, name="street scenes").exists()
     assert Membership.objects.filter(dataset=dataset).count() == 3
@@ -86,6 +92,7 @@ def test_a_bad_token_is_401(dataset):
 
 
 # --- list and get --------------------------------------------------------------------------------------
+
 
 def test_list_shows_only_the_callers_datasets_with_counts_and_role(dataset, viewer_api, outsider_api, owner):
     add_samples(dataset, [{"file_name": f"{i}.jpg"} for i in range(5)])  # also makes initial-tag
@@ -111,8 +118,12 @@ def test_outsider_and_unknown_ids_are_404(dataset, outsider_api, owner_api):
         assert call(detail(dataset)).status_code == 404
     assert outsider_api.patch(detail(dataset), {"name": "mine"}, format="json").status_code == 404
     assert outsider_api.get(detail(dataset, "/members")).status_code == 404
-    assert outsider_api.post(detail(dataset, "/members"), {"username": "oscar", "role": "owner"},
-                             format="json").status_code == 404
+    assert (
+        outsider_api.post(
+            detail(dataset, "/members"), {"username": "oscar", "role": "owner"}, format="json"
+        ).status_code
+        == 404
+    )
     assert outsider_api.delete(detail(dataset, "/members/olivia")).status_code == 404
     assert owner_api.get("/api/v1/datasets/" + "0" * 24).status_code == 404
     assert owner_api.get("/api/v1/datasets/not-an-id").status_code == 404
@@ -121,6 +132,7 @@ def test_outsider_and_unknown_ids_are_404(dataset, outsider_api, owner_api):
 
 
 # --- rename --------------------------------------------------------------------------------------------
+
 
 def test_editor_renames(dataset, editor_api):
     response = editor_api.patch(detail(dataset), {"name": " city streets "}, format="json")
@@ -135,14 +147,17 @@ def test_viewer_cannot_rename(dataset, viewer_api):
     assert Dataset.objects.get(pk=dataset.pk).name == "street scenes"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "y" * 201}, "name"),
-    ({"name": 7}, "name"),
-    ({"name": "ok", "upload_mode": "full"}, "upload_mode"),
-    ([1], "body"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "y" * 201}, "name"),
+        ({"name": 7}, "name"),
+        ({"name": "ok", "upload_mode": "full"}, "upload_mode"),
+        ([1], "body"),
+    ],
+)
 def test_rename_rejects_bad_input(dataset, owner_api, body, field):
     response = owner_api.patch(detail(dataset), body, format="json")
     assert response.status_code == 400, response.content
@@ -152,6 +167,7 @@ def test_rename_rejects_bad_input(dataset, owner_api, body, field):
 
 
 # --- delete --------------------------------------------------------------------------------------------
+
 
 def test_owner_deletes_dataset_with_samples_tags_and_files(dataset, owner_api, django_capture_on_commit_callbacks):
     add_samples(dataset, [{"file_name": f"{i}.jpg"} for i in range(3)])
@@ -175,11 +191,15 @@ def test_only_an_owner_deletes(dataset, client, request):
 
 # --- members -------------------------------------------------------------------------------------------
 
+
 def test_members_are_listed_for_any_member(dataset, viewer_api):
     response = viewer_api.get(detail(dataset, "/members"))
     assert response.status_code == 200
     assert {(m["username"], m["role"]) for m in response.json()} == {
-        ("olivia", "owner"), ("ed", "editor"), ("vera", "viewer")}
+        ("olivia", "owner"),
+        ("ed", "editor"),
+        ("vera", "viewer"),
+    }
 
 
 def test_owner_adds_a_member_who_then_sees_the_dataset(dataset, owner_api, outsider_api):
@@ -193,14 +213,17 @@ def test_owner_adds_a_member_who_then_sees_the_dataset(dataset, owner_api, outsi
     assert Membership.objects.get(dataset=dataset, user__username="oscar").role == Role.EDITOR
 
 
-@pytest.mark.parametrize("body, field, text", [
-    ({"username": "nobody", "role": "viewer"}, "username", "nobody"),
-    ({"username": "", "role": "viewer"}, "username", "username"),
-    ({"username": 5, "role": "viewer"}, "username", "username"),
-    ({"username": "oscar", "role": "admin"}, "role", "admin"),
-    ({"username": "oscar"}, "role", "role"),
-    (["oscar"], "body", "object"),
-])
+@pytest.mark.parametrize(
+    "body, field, text",
+    [
+        ({"username": "nobody", "role": "viewer"}, "username", "nobody"),
+        ({"username": "", "role": "viewer"}, "username", "username"),
+        ({"username": 5, "role": "viewer"}, "username", "username"),
+        ({"username": "oscar", "role": "admin"}, "role", "admin"),
+        ({"username": "oscar"}, "role", "role"),
+        (["oscar"], "body", "object"),
+    ],
+)
 def test_add_member_rejects_bad_input(dataset, owner_api, outsider, body, field, text):
     response = owner_api.post(detail(dataset, "/members"), body, format="json")
     assert response.status_code == 400, response.content
@@ -211,8 +234,9 @@ def test_add_member_rejects_bad_input(dataset, owner_api, outsider, body, field,
 @pytest.mark.parametrize("client", ["editor_api", "viewer_api"])
 def test_only_an_owner_manages_members(dataset, outsider, client, request):
     api = request.getfixturevalue(client)
-    assert api.post(detail(dataset, "/members"), {"username": "oscar", "role": "viewer"},
-                    format="json").status_code == 403
+    assert (
+        api.post(detail(dataset, "/members"), {"username": "oscar", "role": "viewer"}, format="json").status_code == 403
+    )
     assert api.delete(detail(dataset, "/members/vera")).status_code == 403
     assert Membership.objects.filter(dataset=dataset).count() == 3
 
@@ -235,8 +259,10 @@ def test_the_last_owner_can_be_neither_removed_nor_demoted(dataset, owner_api):
 
 
 def test_with_a_second_owner_the_first_can_leave_and_ownership_moves(dataset, owner_api, editor_api, editor):
-    assert owner_api.post(detail(dataset, "/members"), {"username": "ed", "role": "owner"},
-                          format="json").status_code == 200
+    assert (
+        owner_api.post(detail(dataset, "/members"), {"username": "ed", "role": "owner"}, format="json").status_code
+        == 200
+    )
     assert owner_api.delete(detail(dataset, "/members/olivia")).status_code == 204
     assert Dataset.objects.get(pk=dataset.pk).owner == editor
     body = editor_api.get(detail(dataset)).json()

@@ -128,15 +128,18 @@ def test_non_finite_values_are_named(registered, media, block, bad):
     nothing_stored(registered, media)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "the CSV is empty"),
-    (b"\xef\xbb\xbf", "the CSV is empty"),
-    (b"filenames,embedding_0,labels\r\n", "header but no rows"),
-    (b"filenames,embedding_0,labels", "header but no rows"),
-    (b"filenames,embedding_0,labels\n\n\n", "header but no rows"),
-    (b"name,embedding_0,labels\nx,1,0\n", "row 1"),
-    (b"filenames,embedding_0,labels\ncam/000.jpg,\xff,0\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "the CSV is empty"),
+        (b"\xef\xbb\xbf", "the CSV is empty"),
+        (b"filenames,embedding_0,labels\r\n", "header but no rows"),
+        (b"filenames,embedding_0,labels", "header but no rows"),
+        (b"filenames,embedding_0,labels\n\n\n", "header but no rows"),
+        (b"name,embedding_0,labels\nx,1,0\n", "row 1"),
+        (b"filenames,embedding_0,labels\ncam/000.jpg,\xff,0\n", "not UTF-8"),
+    ],
+)
 def test_empty_header_only_and_malformed_files(registered, media, block, data, message):
     with pytest.raises(EmbeddingError, match=message):
         create(registered, data)
@@ -147,13 +150,19 @@ def test_unknown_duplicate_and_missing_names_are_refused_as_before(registered, m
     X = vectors(N, D)
     with pytest.raises(EmbeddingError, match=r"row 4 \('cam/001.jpg'\): the file name is also on row 3"):
         create(registered, make_csv([*names(N)[:2], names(N)[1], names(N)[1], *names(N)[3:]], X))
-    with pytest.raises(EmbeddingError, match=r"2 file name\(s\) are not samples of this dataset: row 3 \('x.jpg'\), "
-                                             r"row 5 \('y.jpg'\)"):
+    with pytest.raises(
+        EmbeddingError,
+        match=r"2 file name\(s\) are not samples of this dataset: row 3 \('x.jpg'\), "
+        r"row 5 \('y.jpg'\)",
+    ):
         create(registered, make_csv([names(N)[0], "x.jpg", names(N)[2], "y.jpg", *names(N)[4:]], X))
     with pytest.raises(EmbeddingError, match=r"row 5 \('x.jpg'\): the file name is also on row 3"):
         create(registered, make_csv([names(N)[0], "x.jpg", names(N)[2], "x.jpg", *names(N)[4:]], X))
-    with pytest.raises(EmbeddingError, match=r"must cover every sample; 2 of 12 are missing: 'cam/010.jpg', "
-                                             r"'cam/011.jpg'"):
+    with pytest.raises(
+        EmbeddingError,
+        match=r"must cover every sample; 2 of 12 are missing: 'cam/010.jpg', "
+        r"'cam/011.jpg'",
+    ):
         create(registered, make_csv(names(N)[:10], X[:10]))
     nothing_stored(registered, media)
 
@@ -174,6 +183,7 @@ def test_a_storage_failure_leaves_no_row_and_no_files(registered, media, monkeyp
 
 # --- binary .npy uploads -------------------------------------------------------------------------------
 
+
 def npy_bytes(array) -> bytes:
     out = io.BytesIO()
     np.save(out, array, allow_pickle=False)
@@ -181,7 +191,11 @@ def npy_bytes(array) -> bytes:
 
 
 def post_npy(api, dataset, matrix: bytes, file_names: bytes, labels: bytes | None = None, name="bin"):
-    body = {"name": name, "matrix": SimpleUploadedFile("m.npy", matrix), "names": SimpleUploadedFile("n.txt", file_names)}
+    body = {
+        "name": name,
+        "matrix": SimpleUploadedFile("m.npy", matrix),
+        "names": SimpleUploadedFile("n.txt", file_names),
+    }
     if labels is not None:
         body["labels"] = SimpleUploadedFile("l.npy", labels)
     return api.post(f"/api/v1/datasets/{dataset.id}/embeddings", body, format="multipart")
@@ -205,21 +219,23 @@ def test_npy_upload_with_names_one_a_line_or_json_and_labels(editor_api, registe
     np.testing.assert_array_equal(stored(registered, "json")[0], X)
 
 
-@pytest.mark.parametrize("matrix, file_names, field, message", [
-    (npy_bytes(vectors(N, D).astype(np.float64)), "\n".join(names(N)), "matrix", "must be float32"),
-    (npy_bytes(vectors(N, D)[:, 0]), "\n".join(names(N)), "matrix", "must have 2 dimension"),
-    (npy_bytes(np.asfortranarray(vectors(N, D))), "\n".join(names(N)), "matrix", "C order"),
-    (b"not a npy file at all", "\n".join(names(N)), "matrix", "not a .npy file"),
-    (npy_bytes(vectors(N, D))[:-7], "\n".join(names(N)), "matrix", "cut short"),
-    (npy_bytes(vectors(N, D)), "\n".join(names(N)[:-1]), "names", "12 rows but there are only 11 file names"),
-    (npy_bytes(vectors(N, D)), "\n".join([*names(N), "extra.jpg"]), "names", "13 file names but the matrix has 12"),
-    (npy_bytes(vectors(N, D)), "\n".join([*names(N)[:-1], "zz.jpg"]), "file", r"line 12 \('zz.jpg'\)"),
-    (npy_bytes(vectors(N, D)), "\n".join([*names(N)[:-1], names(N)[0]]), "file", "also on line 1"),
-    (npy_bytes(np.full((N, D), np.nan, dtype=np.float32)), "\n".join(names(N)), "matrix", "finite"),
-    (npy_bytes(vectors(N, D)), '["a", 1]', "names", "list of strings"),
-])
-def test_bad_npy_uploads_are_refused_naming_the_part(editor_api, registered, media, matrix, file_names, field,
-                                                     message):
+@pytest.mark.parametrize(
+    "matrix, file_names, field, message",
+    [
+        (npy_bytes(vectors(N, D).astype(np.float64)), "\n".join(names(N)), "matrix", "must be float32"),
+        (npy_bytes(vectors(N, D)[:, 0]), "\n".join(names(N)), "matrix", "must have 2 dimension"),
+        (npy_bytes(np.asfortranarray(vectors(N, D))), "\n".join(names(N)), "matrix", "C order"),
+        (b"not a npy file at all", "\n".join(names(N)), "matrix", "not a .npy file"),
+        (npy_bytes(vectors(N, D))[:-7], "\n".join(names(N)), "matrix", "cut short"),
+        (npy_bytes(vectors(N, D)), "\n".join(names(N)[:-1]), "names", "12 rows but there are only 11 file names"),
+        (npy_bytes(vectors(N, D)), "\n".join([*names(N), "extra.jpg"]), "names", "13 file names but the matrix has 12"),
+        (npy_bytes(vectors(N, D)), "\n".join([*names(N)[:-1], "zz.jpg"]), "file", r"line 12 \('zz.jpg'\)"),
+        (npy_bytes(vectors(N, D)), "\n".join([*names(N)[:-1], names(N)[0]]), "file", "also on line 1"),
+        (npy_bytes(np.full((N, D), np.nan, dtype=np.float32)), "\n".join(names(N)), "matrix", "finite"),
+        (npy_bytes(vectors(N, D)), '["a", 1]', "names", "list of strings"),
+    ],
+)
+def test_bad_npy_uploads_are_refused_naming_the_part(editor_api, registered, media, matrix, file_names, field, message):
     response = post_npy(editor_api, registered, matrix, file_names.encode())
     assert response.status_code == 400
     errors = response.json()["errors"]
@@ -229,13 +245,15 @@ def test_bad_npy_uploads_are_refused_naming_the_part(editor_api, registered, med
 
 
 def test_npy_labels_of_the_wrong_length_are_refused(editor_api, registered, media):
-    response = post_npy(editor_api, registered, npy_bytes(vectors(N, D)), "\n".join(names(N)).encode(),
-                        npy_bytes(np.arange(N - 1)))
+    response = post_npy(
+        editor_api, registered, npy_bytes(vectors(N, D)), "\n".join(names(N)).encode(), npy_bytes(np.arange(N - 1))
+    )
     assert response.status_code == 400 and "labels" in response.json()["errors"]
     nothing_stored(registered, media)
 
 
 # --- resumable upload sessions -----------------------------------------------------------------------
+
 
 def uploads_url(dataset, rest=""):
     return f"/api/v1/datasets/{dataset.id}/embeddings/uploads{rest}"
@@ -243,10 +261,15 @@ def uploads_url(dataset, rest=""):
 
 def put_chunk(api, dataset, upload_id, part, data: bytes, offset: int, total: int, range_header=True):
     if range_header:
-        return api.put(uploads_url(dataset, f"/{upload_id}/{part}"), data, content_type="application/octet-stream",
-                       HTTP_CONTENT_RANGE=f"bytes {offset}-{offset + len(data) - 1}/{total}")
-    return api.put(uploads_url(dataset, f"/{upload_id}/{part}?offset={offset}"), data,
-                   content_type="application/octet-stream")
+        return api.put(
+            uploads_url(dataset, f"/{upload_id}/{part}"),
+            data,
+            content_type="application/octet-stream",
+            HTTP_CONTENT_RANGE=f"bytes {offset}-{offset + len(data) - 1}/{total}",
+        )
+    return api.put(
+        uploads_url(dataset, f"/{upload_id}/{part}?offset={offset}"), data, content_type="application/octet-stream"
+    )
 
 
 def chunk_files(media, dataset):
@@ -255,10 +278,12 @@ def chunk_files(media, dataset):
 
 
 def test_a_chunked_csv_resumes_after_a_dropped_connection_then_a_worker_stores_it(
-        editor_api, registered, media, django_capture_on_commit_callbacks):
+    editor_api, registered, media, django_capture_on_commit_callbacks
+):
     data, X = ordered_csv("\r\n")
-    response = editor_api.post(uploads_url(registered), {"kind": "csv", "name": "big", "size": len(data)},
-                               format="json")
+    response = editor_api.post(
+        uploads_url(registered), {"kind": "csv", "name": "big", "size": len(data)}, format="json"
+    )
     assert response.status_code == 201, response.json()
     upload = response.json()
     assert upload["status"] == "receiving" and upload["received"] == {"file": 0}
@@ -270,8 +295,12 @@ def test_a_chunked_csv_resumes_after_a_dropped_connection_then_a_worker_stores_i
     assert editor_api.get(uploads_url(registered, f"/{upload['id']}")).json()["received"] == {"file": 100}
     stale = put_chunk(editor_api, registered, upload["id"], "file", data[:100], 0, len(data))
     assert stale.status_code == 409 and stale.json()["offset"] == 100
-    assert put_chunk(editor_api, registered, upload["id"], "file", data[100:300], 100, len(data),
-                     range_header=False).status_code == 200
+    assert (
+        put_chunk(
+            editor_api, registered, upload["id"], "file", data[100:300], 100, len(data), range_header=False
+        ).status_code
+        == 200
+    )
     early = editor_api.post(uploads_url(registered, f"/{upload['id']}/complete"))
     assert early.status_code == 400 and "not complete" in early.json()["errors"]["status"][0]
     past_end = put_chunk(editor_api, registered, upload["id"], "file", data[300:] + b"x", 300, len(data) + 1)
@@ -291,15 +320,21 @@ def test_a_chunked_csv_resumes_after_a_dropped_connection_then_a_worker_stores_i
     assert late.status_code == 400
 
 
-def test_a_chunked_upload_that_fails_names_the_row_and_stores_nothing(editor_api, registered, media,
-                                                                      django_capture_on_commit_callbacks):
+def test_a_chunked_upload_that_fails_names_the_row_and_stores_nothing(
+    editor_api, registered, media, django_capture_on_commit_callbacks
+):
     data, _X = ordered_csv()
     data = data.replace(b"cam/005.jpg", b"nobody.jpg")
-    upload = editor_api.post(uploads_url(registered), {"kind": "csv", "name": "bad", "sizes": {"file": len(data)}},
-                             format="json").json()
+    upload = editor_api.post(
+        uploads_url(registered), {"kind": "csv", "name": "bad", "sizes": {"file": len(data)}}, format="json"
+    ).json()
     for offset in range(0, len(data), 256):
-        assert put_chunk(editor_api, registered, upload["id"], "file", data[offset:offset + 256], offset,
-                         len(data)).status_code == 200
+        assert (
+            put_chunk(
+                editor_api, registered, upload["id"], "file", data[offset : offset + 256], offset, len(data)
+            ).status_code
+            == 200
+        )
     with django_capture_on_commit_callbacks(execute=True):
         assert editor_api.post(uploads_url(registered, f"/{upload['id']}/complete")).status_code == 202
     state = editor_api.get(uploads_url(registered, f"/{upload['id']}")).json()
@@ -312,26 +347,31 @@ def test_a_chunked_upload_that_fails_names_the_row_and_stores_nothing(editor_api
 def test_a_chunked_npy_upload(editor_api, registered, django_capture_on_commit_callbacks):
     X = vectors(N, D)
     parts = {"matrix": npy_bytes(X), "names": "\n".join(names(N)).encode()}
-    upload = editor_api.post(uploads_url(registered), {"kind": "npy", "name": "bin",
-                                                       "sizes": {k: len(v) for k, v in parts.items()}},
-                             format="json").json()
+    upload = editor_api.post(
+        uploads_url(registered),
+        {"kind": "npy", "name": "bin", "sizes": {k: len(v) for k, v in parts.items()}},
+        format="json",
+    ).json()
     for part, data in parts.items():
         for offset in range(0, len(data), 100):
-            put_chunk(editor_api, registered, upload["id"], part, data[offset:offset + 100], offset, len(data))
+            put_chunk(editor_api, registered, upload["id"], part, data[offset : offset + 100], offset, len(data))
     with django_capture_on_commit_callbacks(execute=True):
         editor_api.post(uploads_url(registered, f"/{upload['id']}/complete"))
     assert editor_api.get(uploads_url(registered, f"/{upload['id']}")).json()["status"] == "succeeded"
     np.testing.assert_array_equal(stored(registered, "bin")[0], X)
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"kind": "zip", "name": "x", "size": 10}, "kind"),
-    ({"kind": "csv", "name": "x"}, "sizes"),
-    ({"kind": "csv", "name": "x", "size": 0}, "size"),
-    ({"kind": "npy", "name": "x", "sizes": {"matrix": 10}}, "sizes"),
-    ({"kind": "npy", "name": "x", "sizes": {"matrix": 10, "names": 5, "extra": 1}}, "sizes"),
-    ({"kind": "csv", "name": "", "size": 10}, "name"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"kind": "zip", "name": "x", "size": 10}, "kind"),
+        ({"kind": "csv", "name": "x"}, "sizes"),
+        ({"kind": "csv", "name": "x", "size": 0}, "size"),
+        ({"kind": "npy", "name": "x", "sizes": {"matrix": 10}}, "sizes"),
+        ({"kind": "npy", "name": "x", "sizes": {"matrix": 10, "names": 5, "extra": 1}}, "sizes"),
+        ({"kind": "csv", "name": "", "size": 10}, "name"),
+    ],
+)
 def test_bad_sessions_are_refused(editor_api, registered, body, field):
     response = editor_api.post(uploads_url(registered), body, format="json")
     assert response.status_code == 400 and field in response.json()["errors"], response.json()
@@ -339,10 +379,14 @@ def test_bad_sessions_are_refused(editor_api, registered, body, field):
 
 
 def test_outsiders_and_viewers(outsider_api, viewer_api, editor_api, registered):
-    assert outsider_api.post(uploads_url(registered), {"kind": "csv", "name": "x", "size": 5},
-                             format="json").status_code == 404
-    assert viewer_api.post(uploads_url(registered), {"kind": "csv", "name": "x", "size": 5},
-                           format="json").status_code == 403
+    assert (
+        outsider_api.post(uploads_url(registered), {"kind": "csv", "name": "x", "size": 5}, format="json").status_code
+        == 404
+    )
+    assert (
+        viewer_api.post(uploads_url(registered), {"kind": "csv", "name": "x", "size": 5}, format="json").status_code
+        == 403
+    )
     upload = editor_api.post(uploads_url(registered), {"kind": "csv", "name": "x", "size": 5}, format="json").json()
     assert outsider_api.get(uploads_url(registered, f"/{upload['id']}")).status_code == 404
     assert put_chunk(outsider_api, registered, upload["id"], "file", b"abc", 0, 5).status_code == 404

@@ -74,6 +74,7 @@ def decode_projection(response) -> np.ndarray:
 
 # --- upload and storage -------------------------------------------------------------------------------
 
+
 def test_upload_stores_the_matrix_by_idx_and_a_projection(editor_api, registered, commit):
     X = vectors()
     order = list(reversed(range(N)))  # rows in any order; stored by idx
@@ -142,7 +143,7 @@ def test_idx_gaps_stay_empty_rows(editor_api, registered, commit):
 
 
 def test_quoted_file_names_bom_and_crlf(editor_api, dataset, commit):
-    odd = ['a,b.jpg', 'say "hi".jpg', "plain.jpg"]
+    odd = ["a,b.jpg", 'say "hi".jpg', "plain.jpg"]
     services.add_samples(dataset, [{"file_name": n} for n in odd])
     data = "\ufeff" + make_csv(odd, vectors(n=3)).decode().replace("\r\n", "\n").replace("\n", "\r\n")
     with commit():
@@ -155,6 +156,7 @@ def test_quoted_file_names_bom_and_crlf(editor_api, dataset, commit):
 
 # --- validation: the error names the row, and nothing is written -----------------------------------------------
 
+
 def _rows_with(change):
     X, file_names, labels = vectors(), names(), [0] * N
     lines = make_csv(file_names, X, labels).decode().splitlines()
@@ -165,25 +167,42 @@ def _set_row(row: int, text: str):
     def change(lines):
         lines[row - 1] = text
         return lines
+
     return change
 
 
 BAD = {
-    "header": (lambda: _rows_with(_set_row(1, "file,embedding_0,embedding_1,embedding_2,embedding_3,embedding_4,labels")),
-               "row 1"),
-    "header gap": (lambda: _rows_with(_set_row(1, "filenames,embedding_0,embedding_2,embedding_1,embedding_3,embedding_4,labels")),
-                   "expected 'embedding_1'"),
+    "header": (
+        lambda: _rows_with(_set_row(1, "file,embedding_0,embedding_1,embedding_2,embedding_3,embedding_4,labels")),
+        "row 1",
+    ),
+    "header gap": (
+        lambda: _rows_with(_set_row(1, "filenames,embedding_0,embedding_2,embedding_1,embedding_3,embedding_4,labels")),
+        "expected 'embedding_1'",
+    ),
     "short row": (lambda: _rows_with(_set_row(4, "cam/002.jpg,1,2,3,4,0")), "row 4 ('cam/002.jpg'): has 4"),
     "long row": (lambda: _rows_with(_set_row(5, "cam/003.jpg,1,2,3,4,5,6,0")), "row 5 ('cam/003.jpg'): has 6"),
-    "nan": (lambda: _rows_with(_set_row(3, "cam/001.jpg,1,2,nan,4,5,0")), "row 3 ('cam/001.jpg'): embedding_2 is 'nan'"),
+    "nan": (
+        lambda: _rows_with(_set_row(3, "cam/001.jpg,1,2,nan,4,5,0")),
+        "row 3 ('cam/001.jpg'): embedding_2 is 'nan'",
+    ),
     "inf": (lambda: _rows_with(_set_row(6, "cam/004.jpg,1,2,3,-inf,5,0")), "row 6 ('cam/004.jpg'): embedding_3"),
     "overflow": (lambda: _rows_with(_set_row(6, "cam/004.jpg,1e39,2,3,4,5,0")), "float32 range"),
-    "text": (lambda: _rows_with(_set_row(7, "cam/005.jpg,1,2,3,4,abc,0")), "row 7 ('cam/005.jpg'): embedding_4 is 'abc'"),
+    "text": (
+        lambda: _rows_with(_set_row(7, "cam/005.jpg,1,2,3,4,abc,0")),
+        "row 7 ('cam/005.jpg'): embedding_4 is 'abc'",
+    ),
     "empty value": (lambda: _rows_with(_set_row(7, "cam/005.jpg,1,,3,4,5,0")), "row 7 ('cam/005.jpg')"),
     "label": (lambda: _rows_with(_set_row(8, "cam/006.jpg,1,2,3,4,5,cat")), "row 8 ('cam/006.jpg'): labels is 'cat'"),
-    "duplicate": (lambda: _rows_with(_set_row(9, "cam/000.jpg,1,2,3,4,5,0")), "row 9 ('cam/000.jpg'): the file name is also on row 2"),
+    "duplicate": (
+        lambda: _rows_with(_set_row(9, "cam/000.jpg,1,2,3,4,5,0")),
+        "row 9 ('cam/000.jpg'): the file name is also on row 2",
+    ),
     "unknown": (lambda: _rows_with(_set_row(10, "elsewhere.jpg,1,2,3,4,5,0")), "row 10 ('elsewhere.jpg')"),
-    "missing": (lambda: _rows_with(lambda lines: lines[:-3]), "3 of 12 are missing: 'cam/009.jpg', 'cam/010.jpg', 'cam/011.jpg'"),
+    "missing": (
+        lambda: _rows_with(lambda lines: lines[:-3]),
+        "3 of 12 are missing: 'cam/009.jpg', 'cam/010.jpg', 'cam/011.jpg'",
+    ),
     "header only": (lambda: _rows_with(lambda lines: lines[:1]), "no rows"),
     "not utf-8": (lambda: b"filenames,embedding_0,labels\n\xff\xfe,1,0\n", "not UTF-8"),
     "quotes": (lambda: _rows_with(_set_row(3, '"cam/001.jpg,1,2,3,4,5,0')), "row 3"),
@@ -208,13 +227,16 @@ def test_missing_lists_at_most_ten(editor_api, registered):
     assert "20 of 32 are missing" in detail and detail.count("extra/") == 10 and detail.endswith("...")
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"name": "x"}, "file"),
-    ({"file": SimpleUploadedFile("e.csv", b"", content_type="text/csv"), "name": "x"}, "file"),
-    ({"file": SimpleUploadedFile("e.csv", b"filenames,embedding_0,labels\n", content_type="text/csv")}, "name"),
-    ({"file": SimpleUploadedFile("e.csv", b"x", content_type="text/csv"), "name": "   "}, "name"),
-    ({"file": SimpleUploadedFile("e.csv", b"x", content_type="text/csv"), "name": "n" * 201}, "name"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": "x"}, "file"),
+        ({"file": SimpleUploadedFile("e.csv", b"", content_type="text/csv"), "name": "x"}, "file"),
+        ({"file": SimpleUploadedFile("e.csv", b"filenames,embedding_0,labels\n", content_type="text/csv")}, "name"),
+        ({"file": SimpleUploadedFile("e.csv", b"x", content_type="text/csv"), "name": "   "}, "name"),
+        ({"file": SimpleUploadedFile("e.csv", b"x", content_type="text/csv"), "name": "n" * 201}, "name"),
+    ],
+)
 def test_bad_request_fields(body, field, editor_api, registered, media):
     response = editor_api.post(url(registered), body, format="multipart")
     assert response.status_code == 400
@@ -233,7 +255,10 @@ def test_names_are_unique_in_a_dataset(editor_api, registered, commit, media):
         assert post_csv(editor_api, registered, make_csv(names(), vectors())).status_code == 201
     files = stored_files(media)
     again = post_csv(editor_api, registered, make_csv(names(), vectors(seed=1)))
-    assert again.status_code == 400 and again.json()["detail"] == "name: this dataset already has an embedding named 'mine'"
+    assert (
+        again.status_code == 400
+        and again.json()["detail"] == "name: this dataset already has an embedding named 'mine'"
+    )
     assert Embedding.objects.count() == 1 and stored_files(media) == files
 
 
@@ -242,8 +267,13 @@ def test_a_name_taken_by_a_concurrent_upload_is_a_400_naming_the_name(editor_api
 
     def parse_while_another_upload_lands(stream, *args):
         # The rival commits after this request checked the name and before it inserts.
-        Embedding.objects.create(dataset=registered, name="mine", dimension=D, count=N,
-                                 matrix_key=f"datasets/{registered.id}/embeddings/rival.npy")
+        Embedding.objects.create(
+            dataset=registered,
+            name="mine",
+            dimension=D,
+            count=N,
+            matrix_key=f"datasets/{registered.id}/embeddings/rival.npy",
+        )
         return real_parse(stream, *args)
 
     monkeypatch.setattr(embeddings, "_csv_blocks", parse_while_another_upload_lands)
@@ -251,7 +281,8 @@ def test_a_name_taken_by_a_concurrent_upload_is_a_400_naming_the_name(editor_api
     assert response.status_code == 400
     assert response.json()["detail"] == "name: this dataset already has an embedding named 'mine'"
     assert list(Embedding.objects.values_list("matrix_key", flat=True)) == [
-        f"datasets/{registered.id}/embeddings/rival.npy"]
+        f"datasets/{registered.id}/embeddings/rival.npy"
+    ]
     assert stored_files(media) == []  # the losing upload's files are gone
 
 
@@ -266,6 +297,7 @@ def test_a_failed_database_step_leaves_no_files(editor_api, registered, monkeypa
 
 
 # --- list, get, delete, permissions ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def stored(editor_api, registered, commit):
@@ -322,6 +354,7 @@ def test_an_embedding_of_another_dataset_is_a_404(editor_api, owner, registered,
 
 # --- projection states ----------------------------------------------------------------------------------------
 
+
 def test_projection_is_202_until_computed_then_200(editor_api, registered):
     response = post_csv(editor_api, registered, make_csv(names(), vectors()))  # on-commit work not run
     embedding_id = response.json()["id"]
@@ -356,6 +389,7 @@ def test_projection_answers_whatever_the_client_accepts(editor_api, registered, 
 
 
 # --- parser details ----------------------------------------------------------------------------------------------
+
 
 def test_parser_reads_many_rows_exactly():
     X = vectors(n=20_000, d=16, seed=9)

@@ -32,7 +32,7 @@ def read(key: str) -> bytes:
 
 
 @pytest.fixture
-def photo_sample(editor_api, full_dataset):  # noqa: F811
+def photo_sample(editor_api, full_dataset):
     data = jpeg(1, size=(400, 300))
     upload(editor_api, full_dataset, [("x.jpg", data)], file_names=["day one/x.jpg"], embed=False)
     sample = Sample.objects.get(dataset=full_dataset)
@@ -57,7 +57,7 @@ def test_viewer_gets_the_original(viewer_api, photo_sample):
     assert body(response) == photo_sample.uploaded
 
 
-def test_png_original_keeps_its_type(editor_api, full_dataset):  # noqa: F811
+def test_png_original_keeps_its_type(editor_api, full_dataset):
     upload(editor_api, full_dataset, [("d.png", png(4))], embed=False)
     sample = Sample.objects.get(dataset=full_dataset)
     assert editor_api.get(file_url(sample, "image"))["Content-Type"] == "image/png"
@@ -91,7 +91,7 @@ def test_unknown_sample_or_other_dataset_is_404(viewer_api, owner, photo_sample)
     assert owner_client.get(f"/api/v1/datasets/{other.id}/samples/{photo_sample.id}/image").status_code == 404
 
 
-def test_thumbnails_mode_has_no_original(editor_api, thumbs_dataset):  # noqa: F811
+def test_thumbnails_mode_has_no_original(editor_api, thumbs_dataset):
     upload(editor_api, thumbs_dataset, [("t.jpg", jpeg(2))], embed=False)
     sample = Sample.objects.get(dataset=thumbs_dataset)
     assert editor_api.get(file_url(sample, "thumbnail")).status_code == 200
@@ -143,6 +143,7 @@ def test_delete_prefix_removes_nested_folders_and_keeps_a_folder_with_new_files(
 
 # --- signed links (tag exports) ----------------------------------------------------------------------
 
+
 def exported_links(api, sample, fmt="label-studio"):
     from curation.models import Tag
 
@@ -162,7 +163,7 @@ def test_an_exported_link_opens_without_credentials(viewer_api, photo_sample, fm
     assert body(response) == photo_sample.uploaded
 
 
-def test_an_exported_thumbnail_link_of_a_thumbnails_dataset(editor_api, thumbs_dataset):  # noqa: F811
+def test_an_exported_thumbnail_link_of_a_thumbnails_dataset(editor_api, thumbs_dataset):
     upload(editor_api, thumbs_dataset, [("t.jpg", jpeg(2))], embed=False)
     sample = Sample.objects.get(dataset=thumbs_dataset)
     [link] = exported_links(editor_api, sample)
@@ -180,8 +181,9 @@ def _replace(link: str, key: str, value: str) -> str:
 
 def test_a_tampered_link_is_refused(viewer_api, owner, photo_sample):
     [link] = exported_links(viewer_api, photo_sample)
-    other = services.add_samples(
-        Sample.objects.get(pk=photo_sample.pk).dataset, [{"file_name": "other.jpg"}]).created[0]
+    other = services.add_samples(Sample.objects.get(pk=photo_sample.pk).dataset, [{"file_name": "other.jpg"}]).created[
+        0
+    ]
     tampered = [
         _replace(link, "expires", str(int(time.time()) + 10**8)),  # longer life
         _replace(link, "user", str(owner.pk)),  # someone else's rights

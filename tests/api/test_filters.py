@@ -43,30 +43,33 @@ def where(api, dataset, *conditions, **params):
     return names(api.get(f"/api/v1/datasets/{dataset.id}/samples", {"where": list(conditions), **params}))
 
 
-@pytest.mark.parametrize("condition, expected", [
-    ("weather.temperature:gt:5", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg"]),
-    ("weather.temperature:gte:9", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg"]),
-    ("weather.temperature:lt:10", ["cam0/a.jpg", "CAM3/g.jpg"]),  # 9 < 10 as numbers, not as text
-    ("weather.temperature:lte:9.0", ["cam0/a.jpg", "CAM3/g.jpg"]),
-    ("weather.temperature:eq:9", ["cam0/a.jpg"]),
-    ("weather.temperature:eq:25.5", ["cam1/d.jpg"]),
-    ("weather.temperature:eq:hot", ["cam1/c.jpg"]),
-    ("weather.scenario:eq:rain", ["cam0/a.jpg", "CAM3/g.jpg"]),
-    ("weather.scenario:ne:rain", ["cam0/b.jpg", "cam1/d.jpg"]),  # samples without a scenario do not match
-    ('weather.scenario:in:["rain", "snow"]', ["cam0/a.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
-    ("n:in:[0, 7]", ["cam0/b.jpg", "cam1/c.jpg"]),
-    ("weather.scenario:gte:s", ["cam0/b.jpg", "cam1/d.jpg"]),  # strings compare as strings
-    ("weather.scenario:exists:true", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
-    ("weather.scenario:exists", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
-    ("weather.temperature:exists:false", ["cam2/e.jpg", "cam2/f.jpg"]),  # null counts as missing
-    ("flag:eq:true", ["cam1/d.jpg"]),  # a boolean never equals the number 1
-    ("flag:eq:1", ["CAM3/g.jpg"]),
-    ("n:eq:9", []),  # the string "9" is not the number 9
-    ('n:eq:"9"', ["CAM3/g.jpg"]),
-    ("n:gt:5", ["cam1/c.jpg"]),  # the string "9" never matches a numeric comparison
-    ("weather:exists:true", ["cam0/a.jpg", "cam0/b.jpg", "cam1/c.jpg", "cam1/d.jpg", "cam2/f.jpg", "CAM3/g.jpg"]),
-    ("missing.path:eq:1", []),
-])
+@pytest.mark.parametrize(
+    "condition, expected",
+    [
+        ("weather.temperature:gt:5", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg"]),
+        ("weather.temperature:gte:9", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg"]),
+        ("weather.temperature:lt:10", ["cam0/a.jpg", "CAM3/g.jpg"]),  # 9 < 10 as numbers, not as text
+        ("weather.temperature:lte:9.0", ["cam0/a.jpg", "CAM3/g.jpg"]),
+        ("weather.temperature:eq:9", ["cam0/a.jpg"]),
+        ("weather.temperature:eq:25.5", ["cam1/d.jpg"]),
+        ("weather.temperature:eq:hot", ["cam1/c.jpg"]),
+        ("weather.scenario:eq:rain", ["cam0/a.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:ne:rain", ["cam0/b.jpg", "cam1/d.jpg"]),  # samples without a scenario do not match
+        ('weather.scenario:in:["rain", "snow"]', ["cam0/a.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
+        ("n:in:[0, 7]", ["cam0/b.jpg", "cam1/c.jpg"]),
+        ("weather.scenario:gte:s", ["cam0/b.jpg", "cam1/d.jpg"]),  # strings compare as strings
+        ("weather.scenario:exists:true", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:exists", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
+        ("weather.temperature:exists:false", ["cam2/e.jpg", "cam2/f.jpg"]),  # null counts as missing
+        ("flag:eq:true", ["cam1/d.jpg"]),  # a boolean never equals the number 1
+        ("flag:eq:1", ["CAM3/g.jpg"]),
+        ("n:eq:9", []),  # the string "9" is not the number 9
+        ('n:eq:"9"', ["CAM3/g.jpg"]),
+        ("n:gt:5", ["cam1/c.jpg"]),  # the string "9" never matches a numeric comparison
+        ("weather:exists:true", ["cam0/a.jpg", "cam0/b.jpg", "cam1/c.jpg", "cam1/d.jpg", "cam2/f.jpg", "CAM3/g.jpg"]),
+        ("missing.path:eq:1", []),
+    ],
+)
 def test_each_operator(filled, viewer_api, condition, expected):
     assert where(viewer_api, filled, condition) == expected
 
@@ -78,12 +81,17 @@ def test_a_string_value_never_matches_a_numeric_comparison(filled, viewer_api):
 
 def test_conditions_combine_with_and_and_json_form_equals_where_form(filled, viewer_api):
     by_where = where(viewer_api, filled, "weather.temperature:gt:4", "weather.scenario:eq:rain")
-    conditions = json.dumps([{"path": "weather.temperature", "op": "gt", "value": 4},
-                             {"path": "weather.scenario", "op": "eq", "value": "rain"}])
+    conditions = json.dumps(
+        [
+            {"path": "weather.temperature", "op": "gt", "value": 4},
+            {"path": "weather.scenario", "op": "eq", "value": "rain"},
+        ]
+    )
     by_json = names(listing(viewer_api, filled, conditions=conditions))
     assert by_where == by_json == ["cam0/a.jpg", "CAM3/g.jpg"]
-    mixed = names(viewer_api.get(f"/api/v1/datasets/{filled.id}/samples",
-                                 {"where": "n:lt:5", "conditions": conditions}))
+    mixed = names(
+        viewer_api.get(f"/api/v1/datasets/{filled.id}/samples", {"where": "n:lt:5", "conditions": conditions})
+    )
     assert mixed == ["cam0/a.jpg"]
 
 
@@ -100,10 +108,15 @@ def test_fallback_stands_in_for_missing_values(filled, viewer_api):
 
 
 def test_categorical_fallback_with_in(filled, viewer_api):
-    MetadataField.objects.create(dataset=filled, path="weather.scenario", type=FieldType.CATEGORICAL_STRING,
-                                 fallback="unknown")
+    MetadataField.objects.create(
+        dataset=filled, path="weather.scenario", type=FieldType.CATEGORICAL_STRING, fallback="unknown"
+    )
     assert where(viewer_api, filled, 'weather.scenario:in:["unknown", "sun"]') == [
-        "cam0/b.jpg", "cam1/c.jpg", "cam2/e.jpg", "cam2/f.jpg"]
+        "cam0/b.jpg",
+        "cam1/c.jpg",
+        "cam2/e.jpg",
+        "cam2/f.jpg",
+    ]
 
 
 def test_file_name_substring_ignores_case(filled, viewer_api):
@@ -207,32 +220,35 @@ def test_sort_by_idx_descending(filled, viewer_api):
     assert [n for page in pages for n in page] == list(ROWS)[::-1]
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"where": "weather.temperature:between:3"}, "where[0]"),
-    ({"where": "weather..temperature:eq:3"}, "where[0]"),
-    ({"where": "a b:eq:3"}, "where[0]"),
-    ({"where": "justapath"}, "where[0]"),
-    ({"where": "x:eq"}, "where[0]"),
-    ({"where": "x:in:5"}, "where[0]"),
-    ({"where": "x:gt:true"}, "where[0]"),
-    ({"where": "x:eq:null"}, "where[0]"),
-    ({"where": "x:eq:[1]"}, "where[0]"),
-    ({"where": "x:exists:maybe"}, "where[0]"),
-    ({"where": ".".join(["a"] * 9) + ":eq:1"}, "where[0]"),
-    ({"where": ["x:eq:1"] * 21}, "where"),
-    ({"conditions": "[{"}, "conditions"),
-    ({"conditions": '{"path": "x"}'}, "conditions[0]"),
-    ({"conditions": '[{"path": "x", "op": "eq", "value": 1, "extra": 2}]'}, "conditions[0]"),
-    ({"conditions": '[{"path": "x", "op": "in", "value": [NaN]}]'}, "conditions"),
-    ({"conditions": json.dumps([{"path": "x", "op": "in", "value": list(range(1001))}])}, "conditions[0]"),
-    ({"sort": "weather temperature"}, "sort"),
-    ({"limit": "0"}, "limit"),
-    ({"limit": "1001"}, "limit"),
-    ({"limit": "ten"}, "limit"),
-    ({"count": "maybe"}, "count"),
-    ({"cursor": "not-a-cursor"}, "cursor"),
-    ({"filter": "x"}, "filter"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"where": "weather.temperature:between:3"}, "where[0]"),
+        ({"where": "weather..temperature:eq:3"}, "where[0]"),
+        ({"where": "a b:eq:3"}, "where[0]"),
+        ({"where": "justapath"}, "where[0]"),
+        ({"where": "x:eq"}, "where[0]"),
+        ({"where": "x:in:5"}, "where[0]"),
+        ({"where": "x:gt:true"}, "where[0]"),
+        ({"where": "x:eq:null"}, "where[0]"),
+        ({"where": "x:eq:[1]"}, "where[0]"),
+        ({"where": "x:exists:maybe"}, "where[0]"),
+        ({"where": ".".join(["a"] * 9) + ":eq:1"}, "where[0]"),
+        ({"where": ["x:eq:1"] * 21}, "where"),
+        ({"conditions": "[{"}, "conditions"),
+        ({"conditions": '{"path": "x"}'}, "conditions[0]"),
+        ({"conditions": '[{"path": "x", "op": "eq", "value": 1, "extra": 2}]'}, "conditions[0]"),
+        ({"conditions": '[{"path": "x", "op": "in", "value": [NaN]}]'}, "conditions"),
+        ({"conditions": json.dumps([{"path": "x", "op": "in", "value": list(range(1001))}])}, "conditions[0]"),
+        ({"sort": "weather temperature"}, "sort"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"count": "maybe"}, "count"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"filter": "x"}, "filter"),
+    ],
+)
 def test_bad_list_parameters_are_400_naming_them(filled, viewer_api, params, field):
     response = listing(viewer_api, filled, **params)
     assert response.status_code == 400, response.content
@@ -249,8 +265,11 @@ def test_a_cursor_from_another_sort_is_refused(filled, viewer_api):
 
 def test_parse_conditions_accepts_both_forms_and_names_the_bad_one():
     conditions = parse_conditions(["a.b:gte:3", {"path": "c", "op": "exists", "value": False}, "d:eq:text"])
-    assert [(c.path, c.op, c.value) for c in conditions] == [("a.b", "gte", 3), ("c", "exists", False),
-                                                             ("d", "eq", "text")]
+    assert [(c.path, c.op, c.value) for c in conditions] == [
+        ("a.b", "gte", 3),
+        ("c", "exists", False),
+        ("d", "eq", "text"),
+    ]
     with pytest.raises(ValidationError) as error:
         parse_conditions(["a:eq:1", {"path": "b", "op": "like", "value": 1}])
     assert "conditions[1]" in error.value.detail and "like" in str(error.value.detail)
@@ -258,10 +277,14 @@ def test_parse_conditions_accepts_both_forms_and_names_the_bad_one():
 
 def test_parse_filter_feeds_select_samples(filled):
     tag = make_tag(filled, "some", [0, 1, 3, 6])
-    spec = parse_filter({"tag": tag.id, "file_name": "cam", "conditions": [
-        {"path": "weather.temperature", "op": "gt", "value": 5}]})
+    spec = parse_filter(
+        {"tag": tag.id, "file_name": "cam", "conditions": [{"path": "weather.temperature", "op": "gt", "value": 5}]}
+    )
     assert sorted(select_samples(filled, **spec).values_list("file_name", flat=True)) == [
-        "cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg"]
+        "cam0/a.jpg",
+        "cam0/b.jpg",
+        "cam1/d.jpg",
+    ]
     for bad in ([1], {"tags": "x"}, {"tag": 5}, {"conditions": "x:zz:1"}):
         with pytest.raises(ValidationError):
             parse_filter(bad)

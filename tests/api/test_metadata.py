@@ -33,10 +33,12 @@ def samples(dataset):
 
 def test_upload_replaces_metadata_and_warns_about_samples_left_without(samples, editor_api):
     Sample.objects.filter(dataset=samples, idx=0).update(metadata={"old": 1})
-    body = document({
-        "img_000000.jpg": {"weather": {"temperature": 21.5, "rain": False}, "camera": "front", "tags": ["a", 1]},
-        "img_000001.jpg": {"weather": {"temperature": -3}, "camera": "rear"},
-    })
+    body = document(
+        {
+            "img_000000.jpg": {"weather": {"temperature": 21.5, "rain": False}, "camera": "front", "tags": ["a", 1]},
+            "img_000001.jpg": {"weather": {"temperature": -3}, "camera": "rear"},
+        }
+    )
     response = editor_api.post(url(samples), body, format="json")
     assert response.status_code == 200, response.content
     result = response.json()
@@ -46,8 +48,11 @@ def test_upload_replaces_metadata_and_warns_about_samples_left_without(samples, 
     assert warning["examples"] == ["img_000002.jpg", "img_000003.jpg"]
     stored = metadata_of(samples)
     # Replaced, not merged: the old key is gone, and image_id is not kept.
-    assert stored["img_000000.jpg"] == {"weather": {"temperature": 21.5, "rain": False}, "camera": "front",
-                                        "tags": ["a", 1]}
+    assert stored["img_000000.jpg"] == {
+        "weather": {"temperature": 21.5, "rain": False},
+        "camera": "front",
+        "tags": ["a", 1],
+    }
     assert stored["img_000001.jpg"] == {"weather": {"temperature": -3}, "camera": "rear"}
     assert stored["img_000002.jpg"] == {}
 
@@ -74,19 +79,38 @@ def test_upload_accepts_string_ids_and_a_file(samples, owner_api):
         ({"images": [{"id": 1}], "metadata": []}, "images[0]"),
         ({"images": [{"file_name": "img_000000.jpg", "id": 1.5}], "metadata": []}, "images[0] ('img_000000.jpg')"),
         ({"images": [{"file_name": "img_000000.jpg", "id": True}], "metadata": []}, "'id'"),
-        ({"images": [{"file_name": "img_000000.jpg", "id": 1}, {"file_name": "img_000001.jpg", "id": 1}],
-          "metadata": []}, "images[1] ('img_000001.jpg'): id 1 is used by another image"),
-        ({"images": [{"file_name": "img_000000.jpg", "id": 1}, {"file_name": "img_000000.jpg", "id": 2}],
-          "metadata": []}, "already listed at images[0]"),
-        ({"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"image_id": 2, "a": 1}]},
-         "metadata[0]: image_id 2 is not the id"),
+        (
+            {
+                "images": [{"file_name": "img_000000.jpg", "id": 1}, {"file_name": "img_000001.jpg", "id": 1}],
+                "metadata": [],
+            },
+            "images[1] ('img_000001.jpg'): id 1 is used by another image",
+        ),
+        (
+            {
+                "images": [{"file_name": "img_000000.jpg", "id": 1}, {"file_name": "img_000000.jpg", "id": 2}],
+                "metadata": [],
+            },
+            "already listed at images[0]",
+        ),
+        (
+            {"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"image_id": 2, "a": 1}]},
+            "metadata[0]: image_id 2 is not the id",
+        ),
         ({"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"a": 1}]}, "metadata[0]: 'image_id'"),
-        ({"images": [{"file_name": "img_000000.jpg", "id": 1}],
-          "metadata": [{"image_id": 1, "a": 1}, {"image_id": 1, "a": 2}]}, "already has metadata at metadata[0]"),
+        (
+            {
+                "images": [{"file_name": "img_000000.jpg", "id": 1}],
+                "metadata": [{"image_id": 1, "a": 1}, {"image_id": 1, "a": 2}],
+            },
+            "already has metadata at metadata[0]",
+        ),
         ({"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": ["x"]}, "metadata[0]"),
         ({"images": [{"file_name": "nope.jpg", "id": 1}], "metadata": [{"image_id": 1, "a": 1}]}, "'nope.jpg'"),
-        ({"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"image_id": 1, "a": ["x", "b\x00"]}]},
-         "metadata[0] (image_id 1, file 'img_000000.jpg'): a[1]: text contains a NUL"),
+        (
+            {"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"image_id": 1, "a": ["x", "b\x00"]}]},
+            "metadata[0] (image_id 1, file 'img_000000.jpg'): a[1]: text contains a NUL",
+        ),
     ],
 )
 def test_invalid_documents_name_the_entry_and_write_nothing(samples, editor_api, body, fragment):
@@ -175,6 +199,7 @@ def test_large_upload_is_written_in_bulk(dataset, editor_api, django_assert_max_
 
 
 # --- proposals -----------------------------------------------------------------------------------
+
 
 def test_field_proposals(dataset, viewer_api):
     def meta(i):

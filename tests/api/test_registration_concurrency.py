@@ -79,6 +79,7 @@ def test_parallel_batches_keep_idx_dense_and_names_unique(dataset):
         def target():
             for names in plan:
                 answers.append(services.register_samples(dataset, _entries(names)))
+
         return target
 
     errors = _run_threads([register(plan) for plan in plans])
@@ -106,6 +107,7 @@ def test_failing_batches_leave_no_gap(dataset):
         def target():
             for names in plan:
                 services.register_samples(dataset, _entries(names))
+
         return target
 
     def rejected():
@@ -128,8 +130,7 @@ def test_failing_batches_leave_no_gap(dataset):
             with pytest.raises(IntegrityError):
                 services.add_samples(dataset, rows)
 
-    errors = _run_threads([*(good(plan) for plan in good_plans), rejected, fails_after_numbering,
-                           refused_by_database])
+    errors = _run_threads([*(good(plan) for plan in good_plans), rejected, fails_after_numbering, refused_by_database])
     assert not errors, errors
     assert_dense(dataset, wanted)
     assert not Sample.objects.filter(dataset=dataset, file_name__regex=r"^(bad|lost|refused)/").exists()
@@ -146,8 +147,9 @@ def test_a_name_registered_meanwhile_is_looked_up_again_under_the_lock(dataset, 
         if template is services._INSERT_SQL and not sneaked:
             # Between staging and the lock, another session registers c.jpg.
             sneaked.append(True)
-            other = threading.Thread(target=lambda: (
-                services.register_samples(dataset, _entries(["c.jpg"])), connections.close_all()))
+            other = threading.Thread(
+                target=lambda: (services.register_samples(dataset, _entries(["c.jpg"])), connections.close_all())
+            )
             other.start()
             other.join()
         return text
@@ -168,7 +170,8 @@ def test_the_orm_path_numbers_and_skips_the_same_way(dataset, monkeypatch):
     assert (first.created, again.created, again.skipped) == (2, 1, ["b.jpg"])
     assert again.ids[0] == first.ids[1]
     replaced = services.register_samples(
-        dataset, [{"file_name": "a.jpg", "width": 9, "metadata": {"new": True}}], overwrite=True)
+        dataset, [{"file_name": "a.jpg", "width": 9, "metadata": {"new": True}}], overwrite=True
+    )
     assert (replaced.created, replaced.replaced, replaced.ids) == (0, 1, [first.ids[0]])
     a = Sample.objects.get(dataset=dataset, file_name="a.jpg")
     assert (a.idx, a.width, a.height, a.metadata) == (0, 9, None, {"new": True})

@@ -31,10 +31,16 @@ def nothing_written(dataset):
 
 # --- registration -------------------------------------------------------------------------------------
 
+
 def test_register_creates_samples_with_dense_idx_and_initial_tag(dataset, editor_api):
     entries = [
-        {"file_name": "cam0/0001.jpg", "width": 640, "height": 480, "size_bytes": 1000,
-         "metadata": {"weather": {"temperature": 21.5}, "labels": ["car", 2], "night": False}},
+        {
+            "file_name": "cam0/0001.jpg",
+            "width": 640,
+            "height": 480,
+            "size_bytes": 1000,
+            "metadata": {"weather": {"temperature": 21.5}, "labels": ["car", 2], "night": False},
+        },
         {"file_name": "cam0/0002.jpg"},
         {"file_name": "cam1\\0003.jpg", "metadata": None},
     ]
@@ -61,7 +67,10 @@ def test_registering_again_skips_names_already_present(dataset, editor_api):
     assert body["created"] == 1 and body["skipped"] == ["b.jpg"]
     assert body["ids"][0] == first["ids"][1]
     assert dict(Sample.objects.filter(dataset=dataset).values_list("file_name", "idx")) == {
-        "a.jpg": 0, "b.jpg": 1, "c.jpg": 2}
+        "a.jpg": 0,
+        "b.jpg": 1,
+        "c.jpg": 2,
+    }
     assert Sample.objects.get(dataset=dataset, file_name="b.jpg").metadata == {}  # not overwritten
     initial = Tag.objects.get(dataset=dataset, name="initial-tag")
     assert initial.count == 3 and list(initial.indices()) == [0, 1, 2]  # every sample, as Lightly's
@@ -114,19 +123,22 @@ def test_validate_file_name_normalises_backslashes_and_keeps_plain_paths():
             validate_file_name(name)
 
 
-@pytest.mark.parametrize("entry, text", [
-    ({"file_name": "a.jpg", "width": "640"}, "width must be an integer"),
-    ({"file_name": "a.jpg", "width": 0}, "width must be between"),
-    ({"file_name": "a.jpg", "height": True}, "height must be an integer"),
-    ({"file_name": "a.jpg", "height": 1.5}, "height must be an integer"),
-    ({"file_name": "a.jpg", "size_bytes": -1}, "size_bytes must be between"),
-    ({"file_name": "a.jpg", "metadata": [1, 2]}, "metadata must be a JSON object"),
-    ({"file_name": "a.jpg", "metadata": "x"}, "metadata must be a JSON object"),
-    ({"file_name": "a.jpg", "metadata": {"blob": "x" * 70000}}, "bytes"),
-    ({"file_name": "a.jpg", "meta": {}}, "unknown field 'meta'"),
-    ("a.jpg", "must be an object"),
-    ({"width": 3}, "file_name is required"),
-])
+@pytest.mark.parametrize(
+    "entry, text",
+    [
+        ({"file_name": "a.jpg", "width": "640"}, "width must be an integer"),
+        ({"file_name": "a.jpg", "width": 0}, "width must be between"),
+        ({"file_name": "a.jpg", "height": True}, "height must be an integer"),
+        ({"file_name": "a.jpg", "height": 1.5}, "height must be an integer"),
+        ({"file_name": "a.jpg", "size_bytes": -1}, "size_bytes must be between"),
+        ({"file_name": "a.jpg", "metadata": [1, 2]}, "metadata must be a JSON object"),
+        ({"file_name": "a.jpg", "metadata": "x"}, "metadata must be a JSON object"),
+        ({"file_name": "a.jpg", "metadata": {"blob": "x" * 70000}}, "bytes"),
+        ({"file_name": "a.jpg", "meta": {}}, "unknown field 'meta'"),
+        ("a.jpg", "must be an object"),
+        ({"width": 3}, "file_name is required"),
+    ],
+)
 def test_invalid_entries_are_named_and_nothing_is_written(dataset, editor_api, entry, text):
     response = register(editor_api, dataset, [{"file_name": "ok.jpg"}, entry])
     assert response.status_code == 400, response.content
@@ -152,22 +164,26 @@ def test_every_bad_entry_is_reported(dataset, editor_api):
 
 
 def test_duplicate_names_in_one_batch_are_rejected(dataset, editor_api):
-    response = register(editor_api, dataset, [{"file_name": "a/b.jpg"}, {"file_name": "c.jpg"},
-                                              {"file_name": "a\\b.jpg"}])
+    response = register(
+        editor_api, dataset, [{"file_name": "a/b.jpg"}, {"file_name": "c.jpg"}, {"file_name": "a\\b.jpg"}]
+    )
     assert response.status_code == 400
     assert "entry 2" in response.json()["detail"] and "entry 0" in response.json()["detail"]
     nothing_written(dataset)
 
 
-@pytest.mark.parametrize("body, text", [
-    ({}, "samples"),
-    ({"samples": []}, "empty"),
-    ({"samples": {"file_name": "a.jpg"}}, "list"),
-    ({"samples": "a.jpg"}, "list"),
-    ({"samples": [{"file_name": "a.jpg"}], "overwrite": "yes"}, "overwrite"),
-    ({"samples": [{"file_name": "a.jpg"}], "replace": True}, "replace"),
-    ([{"file_name": "a.jpg"}], "samples"),
-])
+@pytest.mark.parametrize(
+    "body, text",
+    [
+        ({}, "samples"),
+        ({"samples": []}, "empty"),
+        ({"samples": {"file_name": "a.jpg"}}, "list"),
+        ({"samples": "a.jpg"}, "list"),
+        ({"samples": [{"file_name": "a.jpg"}], "overwrite": "yes"}, "overwrite"),
+        ({"samples": [{"file_name": "a.jpg"}], "replace": True}, "replace"),
+        ([{"file_name": "a.jpg"}], "samples"),
+    ],
+)
 def test_wrong_body_shapes_are_400(dataset, editor_api, body, text):
     response = editor_api.post(url(dataset), body, format="json")
     assert response.status_code == 400, response.content
@@ -215,24 +231,34 @@ def test_who_may_register(dataset, viewer_api, outsider_api, anon_api, owner_api
     assert register(viewer_api, dataset, entries).status_code == 403
     assert register(outsider_api, dataset, entries).status_code == 404
     assert register(anon_api, dataset, entries).status_code == 401
-    assert owner_api.post("/api/v1/datasets/" + "a" * 24 + "/samples", {"samples": entries},
-                          format="json").status_code == 404
+    assert (
+        owner_api.post("/api/v1/datasets/" + "a" * 24 + "/samples", {"samples": entries}, format="json").status_code
+        == 404
+    )
     nothing_written(dataset)
 
 
 # --- add_samples, the helper image uploads share --------------------------------------------------------
 
+
 def test_add_samples_overwrite_keeps_id_and_idx_and_reports_old_keys(owner):
     ds = create_dataset(owner, "photos", "full")
-    first = add_samples(ds, [
-        {"file_name": "a.jpg", "original_key": "k/a-1.jpg", "thumbnail_key": "k/a.webp", "width": 10},
-        {"file_name": "b.jpg", "original_key": "k/b.jpg"},
-    ])
+    first = add_samples(
+        ds,
+        [
+            {"file_name": "a.jpg", "original_key": "k/a-1.jpg", "thumbnail_key": "k/a.webp", "width": 10},
+            {"file_name": "b.jpg", "original_key": "k/b.jpg"},
+        ],
+    )
     assert first.initial_tag is not None and first.initial_tag.count == 2
-    result = add_samples(ds, [
-        {"file_name": "a.jpg", "original_key": "k/a-2.jpg", "thumbnail_key": "k/a.webp", "width": 20},
-        {"file_name": "c.jpg", "id": "c" * 24},
-    ], overwrite=True)
+    result = add_samples(
+        ds,
+        [
+            {"file_name": "a.jpg", "original_key": "k/a-2.jpg", "thumbnail_key": "k/a.webp", "width": 20},
+            {"file_name": "c.jpg", "id": "c" * 24},
+        ],
+        overwrite=True,
+    )
     assert [s.file_name for s in result.created] == ["c.jpg"] and result.created[0].id == "c" * 24
     assert [s.file_name for s in result.replaced] == ["a.jpg"]
     assert result.replaced_old_keys == ["k/a-1.jpg"]  # the thumbnail key is reused, so it stays
@@ -260,6 +286,7 @@ def test_idx_is_never_reused(dataset):
 
 # --- listing and one sample -------------------------------------------------------------------------------
 
+
 def test_cursor_pages_cover_every_sample_once(dataset, viewer_api):
     add_samples(dataset, [{"file_name": f"{i:03d}.jpg", "metadata": {"i": i}} for i in range(25)])
     seen, link, pages = [], url(dataset) + "?limit=10", 0
@@ -276,8 +303,20 @@ def test_cursor_pages_cover_every_sample_once(dataset, viewer_api):
 def test_sample_json_has_the_documented_fields(dataset, viewer_api):
     add_samples(dataset, [{"file_name": "a.jpg", "width": 3, "height": 4, "metadata": {"k": "v"}}])
     row = viewer_api.get(url(dataset)).json()["results"][0]
-    assert set(row) == {"id", "idx", "file_name", "width", "height", "size_bytes", "format", "sha256",
-                        "metadata", "created_at", "thumbnail_url", "image_url"}
+    assert set(row) == {
+        "id",
+        "idx",
+        "file_name",
+        "width",
+        "height",
+        "size_bytes",
+        "format",
+        "sha256",
+        "metadata",
+        "created_at",
+        "thumbnail_url",
+        "image_url",
+    }
     assert row["thumbnail_url"] is None and row["image_url"] is None  # a meta dataset keeps no pixels
     one = viewer_api.get(url(dataset, f"/{row['id']}"))
     assert one.status_code == 200 and one.json() == row
@@ -317,8 +356,10 @@ def test_initial_tag_bitmask_matches_samples(dataset):
 def test_overwrite_updates_in_bulk_and_leaves_unnamed_fields_alone(owner, django_assert_max_num_queries):
     ds = create_dataset(owner, "photos", "full")
     add_samples(ds, [{"file_name": f"{i}.jpg", "width": 1, "metadata": {"old": i}} for i in range(60)])
-    rows = [{"file_name": f"{i}.jpg", "width": 2} if i % 2 else {"file_name": f"{i}.jpg", "metadata": {"new": i}}
-            for i in range(60)]
+    rows = [
+        {"file_name": f"{i}.jpg", "width": 2} if i % 2 else {"file_name": f"{i}.jpg", "metadata": {"new": i}}
+        for i in range(60)
+    ]
     with django_assert_max_num_queries(8):
         result = add_samples(ds, rows, overwrite=True)
     assert len(result.replaced) == 60 and not result.created
@@ -329,11 +370,21 @@ def test_overwrite_updates_in_bulk_and_leaves_unnamed_fields_alone(owner, django
 
 # --- registration at scale: overwrite, the fast checks, initial-tag --------------------------------------
 
+
 def test_overwrite_replaces_size_and_metadata_in_place(dataset, editor_api):
-    first = register(editor_api, dataset, [{"file_name": "a.jpg", "width": 1, "height": 2, "metadata": {"v": 1}},
-                                           {"file_name": "b.jpg", "width": 3}]).json()
-    response = editor_api.post(url(dataset), {"samples": [{"file_name": "a.jpg", "width": 5, "metadata": {"v": 2}},
-                                                          {"file_name": "c.jpg"}], "overwrite": True}, format="json")
+    first = register(
+        editor_api,
+        dataset,
+        [{"file_name": "a.jpg", "width": 1, "height": 2, "metadata": {"v": 1}}, {"file_name": "b.jpg", "width": 3}],
+    ).json()
+    response = editor_api.post(
+        url(dataset),
+        {
+            "samples": [{"file_name": "a.jpg", "width": 5, "metadata": {"v": 2}}, {"file_name": "c.jpg"}],
+            "overwrite": True,
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["created"], body["replaced"], body["skipped"]) == (1, 1, [])
@@ -344,13 +395,16 @@ def test_overwrite_replaces_size_and_metadata_in_place(dataset, editor_api):
     assert Sample.objects.get(dataset=dataset, file_name="c.jpg").idx == 2
 
 
-@pytest.mark.parametrize("metadata, text", [
-    ({"deep": json.loads("[" * 34 + "1" + "]" * 34)}, "deeper than"),
-    ({"nul": "a\u0000b"}, "NUL"),
-    ({"half": "\ud800"}, "lone surrogate"),
-    ({"big": 1e400}, "not a finite number"),
-    ({"blob": "é" * 40000}, "bytes as JSON"),
-])
+@pytest.mark.parametrize(
+    "metadata, text",
+    [
+        ({"deep": json.loads("[" * 34 + "1" + "]" * 34)}, "deeper than"),
+        ({"nul": "a\u0000b"}, "NUL"),
+        ({"half": "\ud800"}, "lone surrogate"),
+        ({"big": 1e400}, "not a finite number"),
+        ({"blob": "é" * 40000}, "bytes as JSON"),
+    ],
+)
 def test_metadata_the_quick_check_must_not_let_through(dataset, editor_api, metadata, text):
     # Sent as the raw JSON text a client would send (json.dumps escapes the surrogate and writes 1e400 as inf).
     raw = json.dumps({"samples": [{"file_name": "ok.jpg"}, {"file_name": "x.jpg", "metadata": metadata}]})
@@ -370,7 +424,7 @@ def test_nan_is_named_even_though_the_text_cannot_go_to_the_database_as_is(datas
 
 
 def test_non_ascii_and_escapes_are_stored_as_sent(dataset, editor_api):
-    meta = {"città": "Zürich ☂ 😀", "quote": "a\"b\\c", "tab": "x\ty", "n": -0.0, "big": 12345678901234567890}
+    meta = {"città": "Zürich ☂ 😀", "quote": 'a"b\\c', "tab": "x\ty", "n": -0.0, "big": 12345678901234567890}
     response = register(editor_api, dataset, [{"file_name": "straße/😀.jpg", "metadata": meta}])
     assert response.status_code == 201, response.content
     sample = Sample.objects.get(dataset=dataset)

@@ -26,8 +26,12 @@ WEATHER = ["sunny", "rain", "fog"]
 
 def add_samples(dataset, n: int = N) -> list[Sample]:
     samples = [
-        Sample(dataset=dataset, idx=i, file_name=f"img_{i:03d}.jpg",
-               metadata={"weather": WEATHER[i % 3], "car": {"speed": float(i % 17)}})
+        Sample(
+            dataset=dataset,
+            idx=i,
+            file_name=f"img_{i:03d}.jpg",
+            metadata={"weather": WEATHER[i % 3], "car": {"speed": float(i % 17)}},
+        )
         for i in range(n)
     ]
     Sample.objects.bulk_create(samples)
@@ -43,8 +47,9 @@ def add_embedding(dataset, X: np.ndarray, name: str = "emb") -> Embedding:
 
 def add_tag(dataset, name: str, indices) -> Tag:
     indices = list(indices)
-    return Tag.objects.create(dataset=dataset, name=name, bitmask=bitmask.from_indices(indices),
-                              count=len(indices), origin="selection")
+    return Tag.objects.create(
+        dataset=dataset, name=name, bitmask=bitmask.from_indices(indices), count=len(indices), origin="selection"
+    )
 
 
 def blobs(n: int = N, d: int = 6, seed: int = 0) -> np.ndarray:
@@ -58,10 +63,13 @@ def data(dataset):
     add_samples(dataset)
     X = blobs()
     emb = add_embedding(dataset, X)
-    return {"X": X, "embedding": emb,
-            "input": add_tag(dataset, "first-50", range(50)),
-            "labeled": add_tag(dataset, "labeled", range(5)),
-            "query": add_tag(dataset, "query", [7, 12])}
+    return {
+        "X": X,
+        "embedding": emb,
+        "input": add_tag(dataset, "first-50", range(50)),
+        "labeled": add_tag(dataset, "labeled", range(5)),
+        "query": add_tag(dataset, "query", [7, 12]),
+    }
 
 
 @pytest.fixture
@@ -81,8 +89,15 @@ def run_url(ds, run_id) -> str:
 
 
 def coreset_request(data, **extra) -> dict:
-    body = {"name": "coreset 20", "embedding": data["embedding"].id, "strategy": "coreset", "n_samples": 20,
-            "input_tag": data["input"].id, "preselected_tag": data["labeled"].id, "seed": 3}
+    body = {
+        "name": "coreset 20",
+        "embedding": data["embedding"].id,
+        "strategy": "coreset",
+        "n_samples": 20,
+        "input_tag": data["input"].id,
+        "preselected_tag": data["labeled"].id,
+        "seed": 3,
+    }
     body.update(extra)
     return body
 
@@ -107,6 +122,7 @@ def all_scores(client, ds, run_id, limit=7) -> list[dict]:
 
 
 # ---- the happy path -----------------------------------------------------------------------------
+
 
 def test_coreset_run_scores_every_candidate_by_rank(editor_api, dataset, data, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as queued:
@@ -133,30 +149,37 @@ def test_coreset_run_scores_every_candidate_by_rank(editor_api, dataset, data, d
     assert all(r["sample_id"] == by_idx[r["idx"]].id and r["file_name"] == by_idx[r["idx"]].file_name for r in rows)
 
     # The ranking is the sampler's own: the top 20 are the greedy coreset of size 20.
-    expected = select(SelectionInput(data["X"], np.arange(50), np.arange(5), {}), [{"strategy": "coreset"}],
-                      n_samples=20, seed=3)
+    expected = select(
+        SelectionInput(data["X"], np.arange(50), np.arange(5), {}), [{"strategy": "coreset"}], n_samples=20, seed=3
+    )
     eff = np.arange(5, 50)
     assert [r["idx"] for r in rows] == eff[ranking(expected, eff)].tolist()
     assert run["summary"]["covering_radius"] == pytest.approx(rows[20]["score"])
 
 
 def test_slider_tag_holds_exactly_the_top_k(editor_api, dataset, data, django_capture_on_commit_callbacks):
-    run_id = post_and_run(editor_api, dataset, coreset_request(data, n_samples=30),
-                          django_capture_on_commit_callbacks).json()["id"]
+    run_id = post_and_run(
+        editor_api, dataset, coreset_request(data, n_samples=30), django_capture_on_commit_callbacks
+    ).json()["id"]
     top = [r["idx"] for r in all_scores(editor_api, dataset, run_id, limit=100)[:20]]
 
-    response = editor_api.post(f"/api/v1/datasets/{dataset.id}/tags",
-                               {"name": "label-next", "sampling_run": run_id, "top_k": 20}, format="json")
+    response = editor_api.post(
+        f"/api/v1/datasets/{dataset.id}/tags",
+        {"name": "label-next", "sampling_run": run_id, "top_k": 20},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     tag = Tag.objects.get(dataset=dataset, name="label-next")
     assert tag.indices().tolist() == sorted(top)
 
 
-def test_list_is_newest_first_and_viewer_can_read(editor_api, viewer_api, dataset, data,
-                                                  django_capture_on_commit_callbacks):
+def test_list_is_newest_first_and_viewer_can_read(
+    editor_api, viewer_api, dataset, data, django_capture_on_commit_callbacks
+):
     first = post_and_run(editor_api, dataset, coreset_request(data, name="one"), django_capture_on_commit_callbacks)
-    second = post_and_run(editor_api, dataset, {"name": "two", "strategy": "random", "n_samples": 5},
-                          django_capture_on_commit_callbacks)
+    second = post_and_run(
+        editor_api, dataset, {"name": "two", "strategy": "random", "n_samples": 5}, django_capture_on_commit_callbacks
+    )
     listing = viewer_api.get(runs_url(dataset))
     assert listing.status_code == 200
     assert [r["id"] for r in listing.json()["results"]] == [second.json()["id"], first.json()["id"]]
@@ -167,31 +190,43 @@ def test_list_is_newest_first_and_viewer_can_read(editor_api, viewer_api, datase
 
 def test_combined_metadata_strategies_without_embedding(editor_api, dataset, data, django_capture_on_commit_callbacks):
     MetadataField.objects.create(dataset=dataset, path="car.speed", type="float")
-    body = {"name": "fast in the sun", "strategies": [
-        {"strategy": "threshold", "field": "weather", "operation": "eq", "value": "sunny"},
-        {"strategy": "weights", "field": "car.speed"}]}
+    body = {
+        "name": "fast in the sun",
+        "strategies": [
+            {"strategy": "threshold", "field": "weather", "operation": "eq", "value": "sunny"},
+            {"strategy": "weights", "field": "car.speed"},
+        ],
+    }
     run_id = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks).json()["id"]
     run = editor_api.get(run_url(dataset, run_id)).json()
     assert run["status"] == "succeeded", run["error"]
     rows = all_scores(editor_api, dataset, run_id, limit=100)
     sunny = [r for r in rows if r["idx"] % 3 == 0]
-    assert {r["idx"] for r in rows[:len(sunny)]} == {r["idx"] for r in sunny}  # passing samples first
-    speeds = [float(r["idx"] % 17) for r in rows[:len(sunny)]]
+    assert {r["idx"] for r in rows[: len(sunny)]} == {r["idx"] for r in sunny}  # passing samples first
+    speeds = [float(r["idx"] % 17) for r in rows[: len(sunny)]]
     assert speeds == sorted(speeds, reverse=True)
 
 
-def test_similarity_run_puts_the_query_neighbourhood_first(editor_api, dataset, data,
-                                                           django_capture_on_commit_callbacks):
-    body = {"name": "like these", "embedding": data["embedding"].id, "strategy": "similarity",
-            "metric": "euclidean", "query_tag": data["query"].id, "n_samples": 10}
+def test_similarity_run_puts_the_query_neighbourhood_first(
+    editor_api, dataset, data, django_capture_on_commit_callbacks
+):
+    body = {
+        "name": "like these",
+        "embedding": data["embedding"].id,
+        "strategy": "similarity",
+        "metric": "euclidean",
+        "query_tag": data["query"].id,
+        "n_samples": 10,
+    }
     run_id = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks).json()["id"]
     rows = all_scores(editor_api, dataset, run_id, limit=100)
     # Samples 7 and 12 sit in blobs 2 and 2 (idx % 5): their blob-mates rank first.
     assert all(r["idx"] % 5 == 2 for r in rows[:8])
 
 
-def test_diversity_picks_until_nothing_is_farther_than_min_distance(editor_api, dataset, data,
-                                                                     django_capture_on_commit_callbacks):
+def test_diversity_picks_until_nothing_is_farther_than_min_distance(
+    editor_api, dataset, data, django_capture_on_commit_callbacks
+):
     body = {"name": "diverse", "embedding": data["embedding"].id, "strategy": "diversity", "min_distance": 6.0}
     run_id = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks).json()["id"]
     rows = all_scores(editor_api, dataset, run_id, limit=100)
@@ -201,8 +236,9 @@ def test_diversity_picks_until_nothing_is_farther_than_min_distance(editor_api, 
 
 
 def test_sharded_coreset_matches_two_round_k_center(editor_api, dataset, data, django_capture_on_commit_callbacks):
-    run_id = post_and_run(editor_api, dataset, coreset_request(data, shards=3), django_capture_on_commit_callbacks
-                          ).json()["id"]
+    run_id = post_and_run(
+        editor_api, dataset, coreset_request(data, shards=3), django_capture_on_commit_callbacks
+    ).json()["id"]
     run = editor_api.get(run_url(dataset, run_id)).json()
     assert run["status"] == "succeeded", run["error"]
     assert run["summary"]["mode"] == "sharded" and run["summary"]["shards"] == 3
@@ -213,8 +249,9 @@ def test_sharded_coreset_matches_two_round_k_center(editor_api, dataset, data, d
     assert sorted(r["idx"] for r in rows) == eff.tolist()
 
 
-def test_automatic_sharding_above_the_threshold(editor_api, dataset, data, settings,
-                                                django_capture_on_commit_callbacks):
+def test_automatic_sharding_above_the_threshold(
+    editor_api, dataset, data, settings, django_capture_on_commit_callbacks
+):
     settings.WINNOW_SHARD_THRESHOLD = 40
     settings.WINNOW_SAMPLING_SHARDS = 2
     run_id = post_and_run(editor_api, dataset, coreset_request(data), django_capture_on_commit_callbacks).json()["id"]
@@ -223,6 +260,7 @@ def test_automatic_sharding_above_the_threshold(editor_api, dataset, data, setti
 
 
 # ---- validation: a 400 naming the field, and nothing queued ------------------------------------
+
 
 def bad_requests():
     return {
@@ -239,22 +277,39 @@ def bad_requests():
         "strategy and strategies": ("strategies", lambda d, o: {"strategies": [{"strategy": "random"}]}),
         "strategies not a list": ("strategies", lambda d, o: {"strategy": None, "strategies": "coreset"}),
         "strategy entry not an object": ("strategies", lambda d, o: {"strategy": None, "strategies": ["coreset"]}),
-        "strategy name not a string": ("strategies[0].strategy", lambda d, o: {"strategy": None, "strategies": [
-            {"strategy": ["coreset"]}]}),
-        "two coresets": ("strategies", lambda d, o: {"strategy": None, "strategies": [
-            {"strategy": "coreset"}, {"strategy": "diversity", "min_distance": 1}]}),
-        "unknown parameter": ("strategies[0].radius", lambda d, o: {"strategy": None, "strategies": [
-            {"strategy": "coreset", "radius": 3}]}),
-        "weights without field": ("strategies[1].field", lambda d, o: {"strategy": None, "strategies": [
-            {"strategy": "coreset"}, {"strategy": "weights"}]}),
+        "strategy name not a string": (
+            "strategies[0].strategy",
+            lambda d, o: {"strategy": None, "strategies": [{"strategy": ["coreset"]}]},
+        ),
+        "two coresets": (
+            "strategies",
+            lambda d, o: {
+                "strategy": None,
+                "strategies": [{"strategy": "coreset"}, {"strategy": "diversity", "min_distance": 1}],
+            },
+        ),
+        "unknown parameter": (
+            "strategies[0].radius",
+            lambda d, o: {"strategy": None, "strategies": [{"strategy": "coreset", "radius": 3}]},
+        ),
+        "weights without field": (
+            "strategies[1].field",
+            lambda d, o: {"strategy": None, "strategies": [{"strategy": "coreset"}, {"strategy": "weights"}]},
+        ),
         "field no sample has": ("field", lambda d, o: {"strategy": "weights", "field": "car.colour"}),
         "field path malformed": ("field", lambda d, o: {"strategy": "weights", "field": "car..speed"}),
-        "threshold without operation": ("operation", lambda d, o: {
-            "strategy": "threshold", "field": "car.speed", "value": 3}),
-        "threshold bad operation": ("operation", lambda d, o: {
-            "strategy": "threshold", "field": "car.speed", "operation": "~", "value": 3}),
-        "threshold text value for gt": ("value", lambda d, o: {
-            "strategy": "threshold", "field": "car.speed", "operation": "gt", "value": "fast"}),
+        "threshold without operation": (
+            "operation",
+            lambda d, o: {"strategy": "threshold", "field": "car.speed", "value": 3},
+        ),
+        "threshold bad operation": (
+            "operation",
+            lambda d, o: {"strategy": "threshold", "field": "car.speed", "operation": "~", "value": 3},
+        ),
+        "threshold text value for gt": (
+            "value",
+            lambda d, o: {"strategy": "threshold", "field": "car.speed", "operation": "gt", "value": "fast"},
+        ),
         "balance bad target": ("target", lambda d, o: {"strategy": "balance", "field": "weather", "target": [1]}),
         "diversity without min_distance": ("min_distance", lambda d, o: {"strategy": "diversity"}),
         "negative min_distance": ("min_distance", lambda d, o: {"strategy": "diversity", "min_distance": -1}),
@@ -274,8 +329,9 @@ def bad_requests():
 
 
 @pytest.mark.parametrize("case", list(bad_requests()))
-def test_bad_request_names_the_field_and_queues_nothing(case, editor_api, dataset, data, other,
-                                                        django_capture_on_commit_callbacks):
+def test_bad_request_names_the_field_and_queues_nothing(
+    case, editor_api, dataset, data, other, django_capture_on_commit_callbacks
+):
     field, change = bad_requests()[case]
     body = {k: v for k, v in {**coreset_request(data), **change(data, other)}.items() if v is not None}
     with django_capture_on_commit_callbacks() as queued:
@@ -298,6 +354,7 @@ def test_malformed_body_is_rejected(payload, editor_api, dataset, data, django_c
 
 # ---- access --------------------------------------------------------------------------------------
 
+
 def test_outsider_sees_no_runs(outsider_api, editor_api, dataset, data, django_capture_on_commit_callbacks):
     run_id = post_and_run(editor_api, dataset, coreset_request(data), django_capture_on_commit_callbacks).json()["id"]
     for url in (runs_url(dataset), run_url(dataset, run_id), f"{run_url(dataset, run_id)}/scores"):
@@ -307,10 +364,12 @@ def test_outsider_sees_no_runs(outsider_api, editor_api, dataset, data, django_c
     assert SamplingRun.objects.count() == 1
 
 
-def test_a_run_of_another_dataset_is_not_found(editor_api, dataset, data, outsider_api, other,
-                                               django_capture_on_commit_callbacks):
-    theirs = post_and_run(outsider_api, other["dataset"], {"name": "r", "strategy": "random"},
-                          django_capture_on_commit_callbacks).json()["id"]
+def test_a_run_of_another_dataset_is_not_found(
+    editor_api, dataset, data, outsider_api, other, django_capture_on_commit_callbacks
+):
+    theirs = post_and_run(
+        outsider_api, other["dataset"], {"name": "r", "strategy": "random"}, django_capture_on_commit_callbacks
+    ).json()["id"]
     assert editor_api.get(run_url(dataset, theirs)).status_code == 404
     assert editor_api.get(f"{run_url(dataset, theirs)}/scores").status_code == 404
 
@@ -320,8 +379,9 @@ def test_viewer_cannot_create_or_cancel(viewer_api, dataset, data, django_captur
         response = viewer_api.post(runs_url(dataset), coreset_request(data), format="json")
     assert response.status_code == 403
     assert not queued and not SamplingRun.objects.exists()
-    run = SamplingRun.objects.create(dataset=dataset, name="queued", strategy="random",
-                                     parameters={"strategies": [{"strategy": "random"}]})
+    run = SamplingRun.objects.create(
+        dataset=dataset, name="queued", strategy="random", parameters={"strategies": [{"strategy": "random"}]}
+    )
     assert viewer_api.post(f"{run_url(dataset, run.id)}/cancel").status_code == 403
     assert SamplingRun.objects.get(pk=run.id).status == "queued"
 
@@ -333,6 +393,7 @@ def test_anonymous_is_401(anon_api, dataset, data):
 
 
 # ---- cancel --------------------------------------------------------------------------------------
+
 
 def test_cancel_a_queued_run_at_once(editor_api, dataset, data, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as queued:
@@ -347,8 +408,9 @@ def test_cancel_a_queued_run_at_once(editor_api, dataset, data, django_capture_o
     assert editor_api.get(f"{run_url(dataset, run_id)}/scores").status_code == 409
 
 
-def test_cancel_a_running_run_stops_the_worker_at_its_next_poll(editor_api, dataset, data,
-                                                                 django_capture_on_commit_callbacks):
+def test_cancel_a_running_run_stops_the_worker_at_its_next_poll(
+    editor_api, dataset, data, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks():
         run_id = editor_api.post(runs_url(dataset), coreset_request(data), format="json").json()["id"]
     outcome, token = services.claim_run(run_id)  # a worker took it
@@ -365,8 +427,15 @@ def test_cancel_a_running_run_stops_the_worker_at_its_next_poll(editor_api, data
 
 def test_cancel_an_abandoned_run_at_once(editor_api, dataset, data, settings):
     stale = timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS + 5)
-    run = SamplingRun.objects.create(dataset=dataset, name="orphan", strategy="random", status=RunStatus.RUNNING,
-                                     heartbeat_at=stale, attempts=1, parameters={"strategies": [{"strategy": "random"}]})
+    run = SamplingRun.objects.create(
+        dataset=dataset,
+        name="orphan",
+        strategy="random",
+        status=RunStatus.RUNNING,
+        heartbeat_at=stale,
+        attempts=1,
+        parameters={"strategies": [{"strategy": "random"}]},
+    )
     response = editor_api.post(f"{run_url(dataset, run.id)}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
@@ -385,21 +454,25 @@ def test_cancel_unknown_run_is_404(editor_api, dataset, data):
 
 # ---- failures, retries, claims --------------------------------------------------------------------
 
-def test_bad_embedding_values_fail_with_the_samplers_message(editor_api, dataset, data,
-                                                             django_capture_on_commit_callbacks):
+
+def test_bad_embedding_values_fail_with_the_samplers_message(
+    editor_api, dataset, data, django_capture_on_commit_callbacks
+):
     X = blobs()
     X[17, 2] = np.nan
     emb = add_embedding(dataset, X, "broken")
-    run_id = post_and_run(editor_api, dataset, coreset_request(data, embedding=emb.id),
-                          django_capture_on_commit_callbacks).json()["id"]
+    run_id = post_and_run(
+        editor_api, dataset, coreset_request(data, embedding=emb.id), django_capture_on_commit_callbacks
+    ).json()["id"]
     run = editor_api.get(run_url(dataset, run_id)).json()
     assert run["status"] == "failed"
     assert "NaN" in run["error"] and run["error"].startswith("embeddings:")
     assert run["score_count"] == 0 and not ImportanceScore.objects.filter(run_id=run_id).exists()
 
 
-def test_unexpected_error_is_recorded_readably(editor_api, dataset, data, monkeypatch,
-                                               django_capture_on_commit_callbacks):
+def test_unexpected_error_is_recorded_readably(
+    editor_api, dataset, data, monkeypatch, django_capture_on_commit_callbacks
+):
     def broken(key):
         raise OSError("the bucket is unreachable")
 
@@ -410,8 +483,9 @@ def test_unexpected_error_is_recorded_readably(editor_api, dataset, data, monkey
     assert run["error"] == "Unexpected error: OSError: the bucket is unreachable"
 
 
-def test_deleted_input_tag_fails_the_run_instead_of_widening_it(editor_api, dataset, data,
-                                                                django_capture_on_commit_callbacks):
+def test_deleted_input_tag_fails_the_run_instead_of_widening_it(
+    editor_api, dataset, data, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks() as queued:
         run_id = editor_api.post(runs_url(dataset), coreset_request(data), format="json").json()["id"]
     data["input"].delete()
@@ -422,10 +496,18 @@ def test_deleted_input_tag_fails_the_run_instead_of_widening_it(editor_api, data
 
 def stale_run(dataset, data, settings, attempts: int) -> SamplingRun:
     return SamplingRun.objects.create(
-        dataset=dataset, name="left running", strategy="coreset", embedding=data["embedding"], n_samples=10,
-        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0}, status=RunStatus.RUNNING,
-        attempts=attempts, claim="dead-worker", started_at=timezone.now(),
-        heartbeat_at=timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS + 5))
+        dataset=dataset,
+        name="left running",
+        strategy="coreset",
+        embedding=data["embedding"],
+        n_samples=10,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0},
+        status=RunStatus.RUNNING,
+        attempts=attempts,
+        claim="dead-worker",
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS + 5),
+    )
 
 
 def test_a_run_left_running_by_a_dead_worker_is_reclaimed(dataset, data, settings):
@@ -438,14 +520,27 @@ def test_a_run_left_running_by_a_dead_worker_is_reclaimed(dataset, data, setting
 def test_abandoned_runs_are_sent_out_again(dataset, data, settings):
     dead = stale_run(dataset, data, settings, attempts=1)
     SamplingRun.objects.filter(pk=dead.pk).update(
-        heartbeat_at=timezone.now() - timedelta(seconds=3 * settings.WINNOW_RUN_STALE_SECONDS))
+        heartbeat_at=timezone.now() - timedelta(seconds=3 * settings.WINNOW_RUN_STALE_SECONDS)
+    )
     live = SamplingRun.objects.create(
-        dataset=dataset, name="live", strategy="random", parameters={"strategies": [{"strategy": "random"}]},
-        status=RunStatus.RUNNING, attempts=1, claim="live-worker", heartbeat_at=timezone.now())
+        dataset=dataset,
+        name="live",
+        strategy="random",
+        parameters={"strategies": [{"strategy": "random"}]},
+        status=RunStatus.RUNNING,
+        attempts=1,
+        claim="live-worker",
+        heartbeat_at=timezone.now(),
+    )
     fresh = SamplingRun.objects.create(dataset=dataset, name="just queued", strategy="random")
     lost = SamplingRun.objects.create(
-        dataset=dataset, name="lost message", strategy="coreset", embedding=data["embedding"], n_samples=5,
-        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0})
+        dataset=dataset,
+        name="lost message",
+        strategy="coreset",
+        embedding=data["embedding"],
+        n_samples=5,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0},
+    )
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     SamplingRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=visibility + 5))
 
@@ -468,8 +563,15 @@ def test_a_run_interrupted_too_often_fails_readably(dataset, data, settings):
 
 def test_a_live_attempt_keeps_its_run(dataset, data):
     run = SamplingRun.objects.create(
-        dataset=dataset, name="busy", strategy="random", parameters={"strategies": [{"strategy": "random"}]},
-        status=RunStatus.RUNNING, attempts=1, claim="live-worker", heartbeat_at=timezone.now())
+        dataset=dataset,
+        name="busy",
+        strategy="random",
+        parameters={"strategies": [{"strategy": "random"}]},
+        status=RunStatus.RUNNING,
+        attempts=1,
+        claim="live-worker",
+        heartbeat_at=timezone.now(),
+    )
     assert services.claim_run(run.id) == (services.BUSY, None)
     run.refresh_from_db()
     assert run.claim == "live-worker" and run.attempts == 1
@@ -477,8 +579,9 @@ def test_a_live_attempt_keeps_its_run(dataset, data):
 
 def test_writing_scores_again_replaces_them(dataset, data):
     run = SamplingRun.objects.create(dataset=dataset, name="rerun", strategy="random")
-    ids = np.array(list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)),
-                   dtype=object)
+    ids = np.array(
+        list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)), dtype=object
+    )
     services.write_scores(run.id, None, ids, np.linspace(0, 1, N))
     services.write_scores(run.id, None, ids[:10], np.arange(10.0))
     rows = list(ImportanceScore.objects.filter(run=run).order_by("rank").values_list("rank", "sample_id", "score"))
@@ -490,8 +593,11 @@ def test_a_run_cannot_be_deleted_from_under_its_scores(dataset, data):
     run = SamplingRun.objects.create(dataset=dataset, name="kept", strategy="random")
     ids = np.array(list(Sample.objects.filter(dataset=dataset).values_list("id", flat=True)), dtype=object)
     services.write_scores(run.id, None, ids, np.zeros(N))
-    with pytest.raises(IntegrityError, match="still has importance scores"), transaction.atomic(), \
-            connection.cursor() as cursor:
+    with (
+        pytest.raises(IntegrityError, match="still has importance scores"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("DELETE FROM sampling_samplingrun WHERE id = %s", [run.id])
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what COMMIT would check
     assert ImportanceScore.objects.filter(run=run).count() == N
@@ -504,25 +610,31 @@ def test_a_run_cannot_be_deleted_from_under_its_scores(dataset, data):
 
 
 def test_scores_of_samples_with_other_ids_take_the_text_copy_path(dataset):
-    Sample.objects.bulk_create([Sample(dataset=dataset, id=f"legacy-{i}", idx=i, file_name=f"{i}.png")
-                                for i in range(12)])
+    Sample.objects.bulk_create(
+        [Sample(dataset=dataset, id=f"legacy-{i}", idx=i, file_name=f"{i}.png") for i in range(12)]
+    )
     run = SamplingRun.objects.create(dataset=dataset, name="legacy", strategy="random")
     ids = np.array([f"legacy-{i}" for i in range(12)], dtype=object)
     services.write_scores(run.id, None, ids, np.arange(12.0))
-    assert list(ImportanceScore.objects.filter(run=run).order_by("rank").values_list("sample_id", flat=True)) == \
-        [f"legacy-{i}" for i in reversed(range(12))]
+    assert list(ImportanceScore.objects.filter(run=run).order_by("rank").values_list("sample_id", flat=True)) == [
+        f"legacy-{i}" for i in reversed(range(12))
+    ]
 
 
 def test_bulk_insert_path_writes_the_same_rows(dataset, data):
     run = SamplingRun.objects.create(dataset=dataset, name="sqlite path", strategy="random")
-    ids = np.array(list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)),
-                   dtype=object)
+    ids = np.array(
+        list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)), dtype=object
+    )
     services._bulk_scores(run.id, ids, np.linspace(1, 0, N))
-    assert list(ImportanceScore.objects.filter(run=run).order_by("rank").values_list("sample_id", flat=True)) == \
-        ids.tolist()
+    assert (
+        list(ImportanceScore.objects.filter(run=run).order_by("rank").values_list("sample_id", flat=True))
+        == ids.tolist()
+    )
 
 
 # ---- scores paging ---------------------------------------------------------------------------------
+
 
 def test_scores_paging_rejects_a_bad_limit_and_cursor(editor_api, dataset, data, django_capture_on_commit_callbacks):
     run_id = post_and_run(editor_api, dataset, coreset_request(data), django_capture_on_commit_callbacks).json()["id"]
@@ -547,9 +659,16 @@ def test_run_detail_of_unknown_id_is_404(editor_api, dataset):
 
 
 def test_request_is_recorded_in_parameters(editor_api, dataset, data, django_capture_on_commit_callbacks):
-    body = {"name": "balanced", "strategies": [
-        {"strategy": "balance", "field": "weather", "target": {"sunny": 0.5, "rain": 0.5}},
-        {"strategy": "coreset", "strength": 2}], "embedding": data["embedding"].id, "n_samples": 12, "seed": 9}
+    body = {
+        "name": "balanced",
+        "strategies": [
+            {"strategy": "balance", "field": "weather", "target": {"sunny": 0.5, "rain": 0.5}},
+            {"strategy": "coreset", "strength": 2},
+        ],
+        "embedding": data["embedding"].id,
+        "n_samples": 12,
+        "seed": 9,
+    }
     response = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks)
     run = editor_api.get(run_url(dataset, response.json()["id"])).json()
     assert run["status"] == "succeeded", run["error"]
@@ -563,8 +682,10 @@ def test_request_is_recorded_in_parameters(editor_api, dataset, data, django_cap
 
 # ---- review fixes: what a run does when something goes wrong around it ---------------------------
 
-def test_scores_with_nan_fail_the_run_and_write_nothing(editor_api, dataset, data, monkeypatch,
-                                                        django_capture_on_commit_callbacks):
+
+def test_scores_with_nan_fail_the_run_and_write_nothing(
+    editor_api, dataset, data, monkeypatch, django_capture_on_commit_callbacks
+):
     real_select = services.select
 
     def with_nan(*args, **kwargs):
@@ -582,8 +703,9 @@ def test_scores_with_nan_fail_the_run_and_write_nothing(editor_api, dataset, dat
 
 def test_writing_non_finite_scores_is_refused_before_anything_changes(dataset, data):
     run = SamplingRun.objects.create(dataset=dataset, name="inf", strategy="random")
-    ids = np.array(list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)),
-                   dtype=object)
+    ids = np.array(
+        list(Sample.objects.filter(dataset=dataset).order_by("idx").values_list("id", flat=True)), dtype=object
+    )
     services.write_scores(run.id, None, ids, np.linspace(0, 1, N))
     with pytest.raises(services.SamplerError, match="NaN or infinite"):
         services.write_scores(run.id, None, ids, np.r_[np.inf, np.zeros(N - 1)])
@@ -592,8 +714,13 @@ def test_writing_non_finite_scores_is_refused_before_anything_changes(dataset, d
 
 def test_a_database_error_outside_the_run_is_retried_not_left_queued(dataset, data, monkeypatch):
     run = SamplingRun.objects.create(
-        dataset=dataset, name="blip", strategy="coreset", embedding=data["embedding"], n_samples=10,
-        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0})
+        dataset=dataset,
+        name="blip",
+        strategy="coreset",
+        embedding=data["embedding"],
+        n_samples=10,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0},
+    )
     real_claim, calls = services.claim_run, []
 
     def flaky_claim(run_id):
@@ -611,8 +738,13 @@ def test_a_database_error_outside_the_run_is_retried_not_left_queued(dataset, da
 
 def test_a_shard_delivered_twice_does_not_push_progress_past_its_span(dataset, data):
     run = SamplingRun.objects.create(
-        dataset=dataset, name="sharded", strategy="coreset", embedding=data["embedding"], n_samples=10,
-        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0, "shards": 2})
+        dataset=dataset,
+        name="sharded",
+        strategy="coreset",
+        embedding=data["embedding"],
+        n_samples=10,
+        parameters={"strategies": [{"strategy": "coreset"}], "seed": 0, "shards": 2},
+    )
     outcome, token = services.claim_run(run.id)
     assert outcome == services.CLAIMED
     for _ in range(3):  # shard 0 once, then twice more as if its worker had been killed after it finished
@@ -627,8 +759,14 @@ def test_a_failed_heartbeat_does_not_end_the_heartbeats(dataset, settings, monke
 
     settings.WINNOW_RUN_STALE_SECONDS = 2  # a beat every 0.5 s
     long_ago = timezone.now() - timedelta(hours=1)
-    run = SamplingRun.objects.create(dataset=dataset, name="beating", strategy="random", status=RunStatus.RUNNING,
-                                     claim="mine", heartbeat_at=long_ago)
+    run = SamplingRun.objects.create(
+        dataset=dataset,
+        name="beating",
+        strategy="random",
+        status=RunStatus.RUNNING,
+        claim="mine",
+        heartbeat_at=long_ago,
+    )
     real_mine, beats = services.Attempt._mine, []
 
     def flaky_mine(self):

@@ -59,6 +59,7 @@ def tag_names(dataset):
 
 # --- list and detail -------------------------------------------------------------------------------
 
+
 def test_list_shows_counts_origin_parent_and_creator(ds, viewer_api, editor):
     root = Tag.objects.get(dataset=ds, name="initial-tag")
     make_tag(ds, "even", range(0, 20, 2), parent=root, creator=editor)
@@ -92,6 +93,7 @@ def test_another_datasets_tag_is_a_404(ds, owner, owner_api):
 
 
 # --- create ----------------------------------------------------------------------------------------
+
 
 def test_create_from_sample_ids(ds, editor_api):
     root = Tag.objects.get(dataset=ds, name="initial-tag")
@@ -201,8 +203,13 @@ def run(ds, editor):
     """A succeeded run that scored samples 0..9 (its input tag `first-ten`)."""
     first_ten = make_tag(ds, "first-ten", range(10))
     run = SamplingRun.objects.create(
-        dataset=ds, name="coreset 1", strategy="coreset", status=RunStatus.SUCCEEDED, score_count=10,
-        input_tag=first_ten, creator=editor,
+        dataset=ds,
+        name="coreset 1",
+        strategy="coreset",
+        status=RunStatus.SUCCEEDED,
+        score_count=10,
+        input_tag=first_ten,
+        creator=editor,
     )
     order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # rank 1 is sample idx 7
     samples = {s.idx: s for s in Sample.objects.filter(dataset=ds, idx__lt=10)}
@@ -227,8 +234,9 @@ def test_create_from_a_runs_top_k(ds, editor_api, run):
 
 def test_run_tag_bad_input(ds, owner, editor_api, run):
     other = create_dataset(owner, "other", "meta")
-    foreign_run = SamplingRun.objects.create(dataset=other, name="x", strategy="random",
-                                             status=RunStatus.SUCCEEDED, score_count=1)
+    foreign_run = SamplingRun.objects.create(
+        dataset=other, name="x", strategy="random", status=RunStatus.SUCCEEDED, score_count=1
+    )
     pending = SamplingRun.objects.create(dataset=ds, name="y", strategy="random", status=RunStatus.RUNNING)
     cases = [
         ({"sampling_run": run.id, "top_k": 0}, "top_k:"),
@@ -311,6 +319,7 @@ def test_parent_must_be_a_tag_of_the_dataset(ds, owner, editor_api):
 
 # --- filter ----------------------------------------------------------------------------------------
 
+
 def test_create_from_a_filter(ds, editor_api):
     rear = make_tag(ds, "rear", range(1, 20, 2))
     body = {
@@ -344,6 +353,7 @@ def test_filter_bad_input(ds, editor_api):
 
 # --- delete ----------------------------------------------------------------------------------------
 
+
 def test_delete(ds, editor_api, viewer_api):
     tag = make_tag(ds, "gone", {1, 2})
     child = make_tag(ds, "child", {1}, parent=tag)
@@ -365,6 +375,7 @@ def test_initial_tag_cannot_be_deleted(ds, owner_api):
 
 # --- access ----------------------------------------------------------------------------------------
 
+
 def test_access(ds, viewer_api, outsider_api, anon_api):
     tag = Tag.objects.get(dataset=ds, name="initial-tag")
     body = {"name": "x", "file_names": ["img_000001.jpg"]}
@@ -384,6 +395,7 @@ def test_unknown_dataset_is_a_404(editor_api):
 
 
 # --- export ----------------------------------------------------------------------------------------
+
 
 def export(client, dataset, tag, fmt):
     response = client.get(url(dataset, f"/{tag.id}/export?format={fmt}"))
@@ -433,8 +445,15 @@ def test_export_json(ds, viewer_api):
     items = json.loads(text)
     assert [item["idx"] for item in items] == [4, 5]
     # A meta dataset keeps no pixels: no image link.
-    assert items[0] == {"id": sample_id(ds, 4), "idx": 4, "file_name": "img_000004.jpg", "width": 640,
-                        "height": 480, "image_url": None, "metadata": street_meta(4)}
+    assert items[0] == {
+        "id": sample_id(ds, 4),
+        "idx": 4,
+        "file_name": "img_000004.jpg",
+        "width": 640,
+        "height": 480,
+        "image_url": None,
+        "metadata": street_meta(4),
+    }
 
 
 def test_export_empty_metadata_and_json_of_many_samples_across_batches(dataset, viewer_api):
@@ -468,7 +487,8 @@ def test_export_label_studio_points_at_the_image(owner, owner_api, mode, kind):
     assert 7 * 24 * 3600 - 60 < int(params["expires"]) - time.time() <= 7 * 24 * 3600
     _response, text = export(owner_api, ds, tag, "json")
     assert [item["image_url"].split("?")[0] for item in json.loads(text)] == [
-        f"http://testserver/api/v1/datasets/{ds.id}/samples/{sample_id(ds, i)}/{kind}/signed" for i in (0, 2)]
+        f"http://testserver/api/v1/datasets/{ds.id}/samples/{sample_id(ds, i)}/{kind}/signed" for i in (0, 2)
+    ]
 
 
 def test_export_label_studio_of_a_meta_dataset_names_the_file(ds, viewer_api):
@@ -506,8 +526,15 @@ def test_walkthrough_samples_metadata_filter_tag_export(dataset, editor, editor_
     assert editor_api.post(f"/api/v1/datasets/{dataset.id}/metadata", document, format="json").status_code == 200
     response = editor_api.post(
         url(dataset),
-        {"name": "rainy fast", "filter": {"conditions": [
-            {"path": "weather.rain", "op": "eq", "value": True}, {"path": "speed", "op": "gte", "value": 20}]}},
+        {
+            "name": "rainy fast",
+            "filter": {
+                "conditions": [
+                    {"path": "weather.rain", "op": "eq", "value": True},
+                    {"path": "speed", "op": "gte", "value": 20},
+                ]
+            },
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -516,5 +543,7 @@ def test_walkthrough_samples_metadata_filter_tag_export(dataset, editor, editor_
     _response, text = export(editor_api, dataset, tag, "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["file_name"], r["speed"], r["weather.rain"]) for r in rows] == [
-        ("cam/2.jpg", "20", "true"), ("cam/4.jpg", "40", "true")]
+        ("cam/2.jpg", "20", "true"),
+        ("cam/4.jpg", "40", "true"),
+    ]
     assert root is not None and root.count == 6

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 
 # --- helpers shared with the other test files of this area ---------------------------------------
 
+
 def photo(seed: int = 0, size=(320, 240), color=None) -> np.ndarray:
     """A photo-like RGB array: a gradient, blotches and noise (or one flat colour)."""
     w, h = size
@@ -53,12 +54,17 @@ def png(seed: int = 0, size=(320, 240)) -> bytes:
 
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims width x height pixels (10^10 by default)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4))
+        + chunk(b"IEND", b"")
+    )
 
 
 def samples_url(dataset) -> str:
@@ -127,11 +133,13 @@ def webp_size(data: bytes) -> tuple[int, int]:
 
 # --- modes ------------------------------------------------------------------------------------------
 
+
 def test_full_mode_keeps_original_and_thumbnail(editor_api, full_dataset, media, commit):
     big, small, drawing = jpeg(1, size=(1024, 768)), jpeg(2, size=(120, 90)), png(3, size=(300, 500))
     with commit():
         response = upload(
-            editor_api, full_dataset,
+            editor_api,
+            full_dataset,
             [("a.jpg", big), ("b.jpg", small), ("c.png", drawing)],
             file_names=["cams/front/a.jpg", "cams/back/b.jpg", "c.png"],
             metadata={"cams/front/a.jpg": {"weather": {"scenario": "rain"}}},
@@ -218,6 +226,7 @@ def test_exif_orientation_is_applied(editor_api, full_dataset):
 
 # --- bad files: each fails alone, the rest lands ---------------------------------------------------
 
+
 def _truncated() -> bytes:
     data = jpeg(7, size=(400, 300))
     return data[: len(data) // 2]
@@ -254,7 +263,9 @@ def test_bomb_between_one_and_two_times_the_limit_is_rejected(editor_api, full_d
     # Pillow only warns in that range; we refuse from the limit itself.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     response = upload(
-        editor_api, full_dataset, [("ok.jpg", jpeg(1, size=(90, 90))), ("big.jpg", jpeg(2, size=(120, 100)))],
+        editor_api,
+        full_dataset,
+        [("ok.jpg", jpeg(1, size=(90, 90))), ("big.jpg", jpeg(2, size=(120, 100)))],
         embed=False,
     )
     body = response.json()
@@ -271,15 +282,19 @@ def test_a_file_over_the_size_limit_is_rejected(editor_api, full_dataset, settin
     response = upload(editor_api, full_dataset, [("small.jpg", small), ("large.jpg", large)], embed=False)
     body = response.json()
     assert [c["file_name"] for c in body["created"]] == ["small.jpg"]
-    assert body["rejected"] == [{"file_name": "large.jpg",
-                                 "reason": f"the file is {len(large)} bytes; the limit is {len(small) + 10} bytes"}]
+    assert body["rejected"] == [
+        {"file_name": "large.jpg", "reason": f"the file is {len(large)} bytes; the limit is {len(small) + 10} bytes"}
+    ]
     assert len(stored_files(media)) == 2
 
 
 @pytest.mark.parametrize("name", ["../escape.jpg", "/etc/passwd.jpg", "a/../../b.jpg", "C:\\x.jpg", "a\x00b.jpg", ""])
 def test_unsafe_file_names_are_rejected(name, editor_api, full_dataset, media):
     response = upload(
-        editor_api, full_dataset, [("x.jpg", jpeg(1)), ("y.jpg", jpeg(2))], file_names=["fine/x.jpg", name],
+        editor_api,
+        full_dataset,
+        [("x.jpg", jpeg(1)), ("y.jpg", jpeg(2))],
+        file_names=["fine/x.jpg", name],
         embed=False,
     )
     body = response.json()
@@ -306,6 +321,7 @@ def test_a_name_twice_in_one_upload_keeps_the_first(editor_api, full_dataset, me
 
 
 # --- resume and overwrite ------------------------------------------------------------------------------
+
 
 def test_an_interrupted_upload_resumes(editor_api, full_dataset, media):
     files = [(f"img_{i:02d}.jpg", jpeg(i, size=(160, 120))) for i in range(8)]
@@ -365,7 +381,9 @@ def test_a_failed_database_step_leaves_no_files(editor_api, full_dataset, monkey
 def test_metadata_of_a_file_rejected_by_name_does_not_sink_the_batch(editor_api, full_dataset, media, commit):
     with commit():
         response = upload(
-            editor_api, full_dataset, [("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))],
+            editor_api,
+            full_dataset,
+            [("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))],
             file_names=["ok/a.jpg", "../b.jpg"],
             metadata={"ok/a.jpg": {"n": 1}, "../b.jpg": {"n": 2}},
             embed=False,
@@ -379,18 +397,22 @@ def test_metadata_of_a_file_rejected_by_name_does_not_sink_the_batch(editor_api,
 
 # --- request-level bad input: nothing is written ---------------------------------------------------------
 
-@pytest.mark.parametrize("fields, field", [
-    ({"file_names": "not json"}, "file_names"),
-    ({"file_names": json.dumps({"a": 1})}, "file_names"),
-    ({"file_names": json.dumps(["a.jpg"])}, "file_names"),  # two files, one name
-    ({"file_names": json.dumps(["a.jpg", 7])}, "file_names"),
-    ({"metadata": "[1, 2]"}, "metadata"),
-    ({"metadata": "{bad"}, "metadata"),
-    ({"metadata": json.dumps({"missing.jpg": {"a": 1}})}, "metadata"),
-    ({"metadata": json.dumps({"a.jpg": 5})}, "metadata"),
-    ({"overwrite": "perhaps"}, "overwrite"),
-    ({"embed": "2"}, "embed"),
-])
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"file_names": "not json"}, "file_names"),
+        ({"file_names": json.dumps({"a": 1})}, "file_names"),
+        ({"file_names": json.dumps(["a.jpg"])}, "file_names"),  # two files, one name
+        ({"file_names": json.dumps(["a.jpg", 7])}, "file_names"),
+        ({"metadata": "[1, 2]"}, "metadata"),
+        ({"metadata": "{bad"}, "metadata"),
+        ({"metadata": json.dumps({"missing.jpg": {"a": 1}})}, "metadata"),
+        ({"metadata": json.dumps({"a.jpg": 5})}, "metadata"),
+        ({"overwrite": "perhaps"}, "overwrite"),
+        ({"embed": "2"}, "embed"),
+    ],
+)
 def test_bad_request_fields_write_nothing(fields, field, editor_api, full_dataset, media):
     response = upload(editor_api, full_dataset, [("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))], **fields)
     assert response.status_code == 400, response.json()
@@ -414,6 +436,7 @@ def test_too_many_files_is_a_400(editor_api, full_dataset, settings, media):
 
 # --- who may upload ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("client, code", [("outsider_api", 404), ("viewer_api", 403), ("anon_api", 401)])
 def test_only_editors_upload(client, code, request, full_dataset, media):
     response = upload(request.getfixturevalue(client), full_dataset, [("a.jpg", jpeg(1))])
@@ -427,6 +450,7 @@ def test_owner_uploads_too(owner_api, full_dataset):
 
 
 # --- the built-in embedder after an upload ---------------------------------------------------------------------
+
 
 def test_an_upload_gives_the_dataset_a_default_embedding(editor_api, full_dataset, commit, small_embedder):
     files = [(f"{i}.jpg", jpeg(i, size=(96, 72))) for i in range(12)]
@@ -486,7 +510,9 @@ def test_an_uploaded_default_embedding_is_not_overwritten(full_dataset, editor_a
     upload(editor_api, full_dataset, [(f"{i}.jpg", jpeg(i, size=(64, 48))) for i in range(3)], embed=False)
     rows = "\n".join(f"{i}.jpg,{i},1,0" for i in range(3))
     with commit():
-        mine = embeddings.create_from_csv(full_dataset, "default", f"filenames,embedding_0,embedding_1,labels\n{rows}\n".encode())
+        mine = embeddings.create_from_csv(
+            full_dataset, "default", f"filenames,embedding_0,embedding_1,labels\n{rows}\n".encode()
+        )
     assert embeddings.embed_dataset(full_dataset.id) is None
     assert Embedding.objects.get(dataset=full_dataset, name="default").pk == mine.pk
 

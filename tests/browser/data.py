@@ -30,11 +30,15 @@ def street_scenes(n: int, seed: int = 7):
     names = [f"scene_{i:04d}.jpg" for i in range(n)]
     metadata = []
     for i in range(n):
-        metadata.append({
-            "weather": {"scenario": SCENARIOS[scenario[i]],
-                        "temperature": round(float(rng.normal([24, 15, 9, -3][scenario[i]], 3)), 1)},
-            "number_of_pedestrians": int(rng.poisson(3)),
-        })
+        metadata.append(
+            {
+                "weather": {
+                    "scenario": SCENARIOS[scenario[i]],
+                    "temperature": round(float(rng.normal([24, 15, 9, -3][scenario[i]], 3)), 1),
+                },
+                "number_of_pedestrians": int(rng.poisson(3)),
+            }
+        )
     centers = rng.normal(0, 6, size=(len(SCENARIOS), 16))
     embedding = (centers[scenario] + rng.normal(0, 1, size=(n, 16))).astype(np.float32)
     return names, metadata, embedding
@@ -43,8 +47,10 @@ def street_scenes(n: int, seed: int = 7):
 def load_street_scenes(api: Api, dataset_id: str, n: int = 300):
     names, metadata, embedding = street_scenes(n)
     api.call("POST", f"/datasets/{dataset_id}/samples", json={"samples": [{"file_name": f} for f in names]})
-    doc = {"images": [{"file_name": f, "id": i} for i, f in enumerate(names)],
-           "metadata": [{"image_id": i, **m} for i, m in enumerate(metadata)]}
+    doc = {
+        "images": [{"file_name": f, "id": i} for i, f in enumerate(names)],
+        "metadata": [{"image_id": i, **m} for i, m in enumerate(metadata)],
+    }
     api.call("POST", f"/datasets/{dataset_id}/metadata", json=doc)
     return names, metadata, embedding
 

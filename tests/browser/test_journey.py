@@ -8,8 +8,8 @@ import pytest
 from playwright.sync_api import expect
 
 from curation.models import Dataset, Tag
-from tests.browser.conftest import sign_in
 from sampling.models import ImportanceScore, SamplingRun
+from tests.browser.conftest import sign_in
 from tests.browser.data import Api, embeddings_csv, load_street_scenes
 from winnow.accounts.models import ApiToken
 
@@ -30,7 +30,9 @@ def test_curator_journey(page, live_server, shot, owner):
     expect(page.get_by_test_id("dataset-name")).to_have_text("street scenes")
     dataset = Dataset.objects.get(name="street scenes")
     expect(page.get_by_test_id("dataset-id")).to_have_text(dataset.id)
-    expect(page.get_by_test_id("magic-command")).to_contain_text(f"winnow magic --dataset-id {dataset.id} --input-dir ./images")
+    expect(page.get_by_test_id("magic-command")).to_contain_text(
+        f"winnow magic --dataset-id {dataset.id} --input-dir ./images"
+    )
 
     # Data arrives through the API, as the CLI would send it.
     _token, key = ApiToken.issue(owner, "cli")
@@ -54,7 +56,9 @@ def test_curator_journey(page, live_server, shot, owner):
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_text("All changes saved.")).to_be_visible()
     assert sorted(dataset.metadata_fields.values_list("path", "type")) == [
-        ("weather.scenario", "categorical_string"), ("weather.temperature", "float")]
+        ("weather.scenario", "categorical_string"),
+        ("weather.temperature", "float"),
+    ]
     shot(page, "04-configurator")
 
     # Explore: filter by scenario, select a few, save as tag.
@@ -102,8 +106,12 @@ def test_curator_journey(page, live_server, shot, owner):
     shot(page, "07-analyze-brushed")
 
     # Sampling: upload an embedding through the API, run a coreset, follow its progress, keep the top 20.
-    api.call("POST", f"/datasets/{dataset.id}/embeddings", data={"name": "scene-embedding"},
-             files={"file": ("embeddings.csv", embeddings_csv(names, _embedding), "text/csv")})
+    api.call(
+        "POST",
+        f"/datasets/{dataset.id}/embeddings",
+        data={"name": "scene-embedding"},
+        files={"file": ("embeddings.csv", embeddings_csv(names, _embedding), "text/csv")},
+    )
     polls = {"n": 0}
 
     def pretend_running(route):

@@ -33,8 +33,14 @@ def _map_dataset(owner):
     centers = np.array([[-8, -8], [-8, 4], [4, -8]])
     rest = np.flatnonzero(~target)
     layout[rest] = centers[rest % 3] + rng.normal(0, 1.5, size=(rest.size, 2))
-    embedding = Embedding.objects.create(dataset=dataset, name="pixels-pca", dimension=2, count=N, matrix_key="x",
-                                         projection_status=emb_service.Status.READY)
+    embedding = Embedding.objects.create(
+        dataset=dataset,
+        name="pixels-pca",
+        dimension=2,
+        count=N,
+        matrix_key="x",
+        projection_status=emb_service.Status.READY,
+    )
     embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
     storage.save_matrix(embedding.matrix_key, layout)
     embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)
@@ -67,8 +73,10 @@ def test_map_draws_120k_points_and_the_lasso_selects_one_cluster(page, live_serv
 
     # Lasso around the cluster at (10, 10): a circle of radius 3 in data units.
     page.get_by_role("button", name="Lasso").click()
-    ring = [page.evaluate(f"() => winnowMap.toScreen({10 + 3 * np.cos(t)}, {10 + 3 * np.sin(t)})")
-            for t in np.linspace(0, 2 * np.pi, 24)]
+    ring = [
+        page.evaluate(f"() => winnowMap.toScreen({10 + 3 * np.cos(t)}, {10 + 3 * np.sin(t)})")
+        for t in np.linspace(0, 2 * np.pi, 24)
+    ]
     page.mouse.move(box["x"] + ring[0][0], box["y"] + ring[0][1])
     page.mouse.down()
     for x, y in ring[1:]:
@@ -91,7 +99,17 @@ def test_map_draws_120k_points_and_the_lasso_selects_one_cluster(page, live_serv
     # A lasso around everything: 120,000 points, past the 100,000 an idx list could carry.
     # The view fits every point: a lasso along the canvas's edges holds them all.
     w, h = box["width"], box["height"]
-    ring = [(2, 2), (w / 2, 1), (w - 2, 2), (w - 1, h / 2), (w - 2, h - 2), (w / 2, h - 1), (2, h - 2), (1, h / 2), (2, 3)]
+    ring = [
+        (2, 2),
+        (w / 2, 1),
+        (w - 2, 2),
+        (w - 1, h / 2),
+        (w - 2, h - 2),
+        (w / 2, h - 1),
+        (2, h - 2),
+        (1, h / 2),
+        (2, 3),
+    ]
     page.mouse.move(box["x"] + ring[0][0], box["y"] + ring[0][1])
     page.mouse.down()
     for x, y in ring[1:]:
@@ -108,8 +126,9 @@ def test_map_falls_back_to_a_2d_canvas(page, live_server, shot, owner):
     dataset = create_dataset(owner, "small map", "meta")
     add_samples(dataset, [{"file_name": f"s{i}.jpg"} for i in range(500)])
     layout = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
-    embedding = Embedding.objects.create(dataset=dataset, name="e", dimension=2, count=500, matrix_key="x",
-                                         projection_status=emb_service.Status.READY)
+    embedding = Embedding.objects.create(
+        dataset=dataset, name="e", dimension=2, count=500, matrix_key="x", projection_status=emb_service.Status.READY
+    )
     embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
     storage.save_matrix(embedding.matrix_key, layout)
     embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)

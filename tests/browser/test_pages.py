@@ -101,10 +101,16 @@ def _dialogs(page):
 
 
 def test_file_names_and_metadata_show_as_text(page, live_server, shot, dataset):
-    add_samples(dataset, [
-        {"file_name": XSS_NAME, "metadata": {"note": "<script>alert(2)</script>", "weather": {"scenario": "<b>rainy</b>"}}},
-        {"file_name": "plain.jpg", "metadata": {"note": "fine", "weather": {"scenario": "sunny"}}},
-    ])
+    add_samples(
+        dataset,
+        [
+            {
+                "file_name": XSS_NAME,
+                "metadata": {"note": "<script>alert(2)</script>", "weather": {"scenario": "<b>rainy</b>"}},
+            },
+            {"file_name": "plain.jpg", "metadata": {"note": "fine", "weather": {"scenario": "sunny"}}},
+        ],
+    )
     MetadataField.objects.create(dataset=dataset, path="weather.scenario", type="categorical_string")
     dialogs = _dialogs(page)
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
@@ -143,11 +149,15 @@ def test_a_full_dataset_shows_its_thumbnails_and_images(page, live_server, shot,
     card = page.get_by_test_id("dataset-card")
     expect(card).to_contain_text("6 samples")
     expect(card.locator("img")).to_have_count(4)
-    page.wait_for_function("() => [...document.querySelectorAll('.card img')].every((i) => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.card img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
     shot(page, "datasets-with-thumbnails")
     page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
     expect(page.get_by_test_id("tile")).to_have_count(6)
-    page.wait_for_function("() => [...document.querySelectorAll('.tile img')].length === 6 && [...document.querySelectorAll('.tile img')].every((i) => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.tile img')].length === 6 && [...document.querySelectorAll('.tile img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
     page.get_by_role("button", name="View img_2.png").click()
     image = page.get_by_test_id("sample-view").locator("img")
     expect(image).to_be_visible()
@@ -240,7 +250,9 @@ def test_explore_at_laptop_and_large_widths(browser, live_server, shot, dataset,
     expect(pg.get_by_test_id("match-count")).to_have_text("60 samples")
     expect(pg.get_by_test_id("tile").first).to_contain_text("f000.jpg")
     # The grid fills the width: more columns on the wide screen, none overflowing.
-    columns = pg.evaluate("() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length")
+    columns = pg.evaluate(
+        "() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length"
+    )
     assert columns >= (7 if width < 2000 else 14)
     assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     shot(pg, f"explore-{width}")
@@ -256,8 +268,9 @@ def test_a_failed_run_shows_its_error(page, live_server, shot, dataset, owner, m
     add_samples(dataset, [{"file_name": n} for n in names])
     _token, key = ApiToken.issue(owner, "cli")
     csv = embeddings_csv(names, np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32))
-    Api(live_server.url, key).call("POST", f"/datasets/{dataset.id}/embeddings", data={"name": "e"},
-                                   files={"file": ("e.csv", csv, "text/csv")})
+    Api(live_server.url, key).call(
+        "POST", f"/datasets/{dataset.id}/embeddings", data={"name": "e"}, files={"file": ("e.csv", csv, "text/csv")}
+    )
 
     def broken_matrix(run, inputs):
         raise SamplerError("the embedding matrix could not be read: row 7 holds NaN")
@@ -269,7 +282,9 @@ def test_a_failed_run_shows_its_error(page, live_server, shot, dataset, owner, m
     page.get_by_label("Name").fill("doomed")
     page.get_by_label("Samples to score").fill("10")
     page.get_by_role("button", name="Process").click()
-    expect(page.get_by_test_id("run-error")).to_contain_text("The run failed: the embedding matrix could not be read: row 7 holds NaN")
+    expect(page.get_by_test_id("run-error")).to_contain_text(
+        "The run failed: the embedding matrix could not be read: row 7 holds NaN"
+    )
     expect(page.get_by_test_id("run-status").first).to_have_text("failed")
     shot(page, "sampling-failed")
     # A bad request is refused in words, naming the field (the browser logs the 400; expected here).
@@ -280,7 +295,10 @@ def test_a_failed_run_shows_its_error(page, live_server, shot, dataset, owner, m
 
 
 def test_configurator_edits_and_deletes_entries_and_explains_a_bad_fallback(page, live_server, shot, dataset):
-    add_samples(dataset, [{"file_name": f"f{i}.jpg", "metadata": {"speed": i * 1.5, "road": ["a", "b"][i % 2]}} for i in range(10)])
+    add_samples(
+        dataset,
+        [{"file_name": f"f{i}.jpg", "metadata": {"speed": i * 1.5, "road": ["a", "b"][i % 2]}} for i in range(10)],
+    )
     MetadataField.objects.create(dataset=dataset, path="road", type="categorical_string")
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/configurator")
@@ -317,8 +335,9 @@ def test_tags_intersection_and_delete(page, live_server, dataset):
 
     add_samples(dataset, [{"file_name": f"f{i}.jpg"} for i in range(10)])
     for name, idx in [("low", [0, 1, 2, 3, 4]), ("even", [0, 2, 4, 6, 8])]:
-        Tag.objects.create(dataset=dataset, name=name, bitmask=bitmask.from_indices(idx), count=len(idx),
-                           origin=TagOrigin.SELECTION)
+        Tag.objects.create(
+            dataset=dataset, name=name, bitmask=bitmask.from_indices(idx), count=len(idx), origin=TagOrigin.SELECTION
+        )
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/tags")
     page.get_by_label("Select even").check()

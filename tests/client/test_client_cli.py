@@ -55,8 +55,13 @@ def photos(tmp_path) -> tuple[Path, Path, list[str]]:
         names.append(name)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (folder / "notes.txt").write_text("not an image")
-    pairs = [(name, {"weather": {"scenario": ["sunny", "rainy"][i % 2], "temperature": 10.5 + i},
-                     "number_of_pedestrians": i}) for i, name in enumerate(names)]
+    pairs = [
+        (
+            name,
+            {"weather": {"scenario": ["sunny", "rainy"][i % 2], "temperature": 10.5 + i}, "number_of_pedestrians": i},
+        )
+        for i, name in enumerate(names)
+    ]
     pairs.append(("broken.jpg", {"weather": {"scenario": "foggy", "temperature": 1.0}, "number_of_pedestrians": 0}))
     metadata = tmp_path / "metadata.json"
     save_custom_metadata(metadata, pairs)
@@ -78,15 +83,31 @@ def winnow(live_server, token, *args: str) -> subprocess.CompletedProcess:
     """Run the `winnow` CLI in a process of its own, as a user would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_")}
     env.update({"WINNOW_TOKEN": token, "WINNOW_SERVER": live_server.url})
-    return subprocess.run([sys.executable, "-m", "winnow.client.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "winnow.client.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @live
 def test_magic_uploads_images_metadata_and_embeds(live_server, token, client, photos):
     folder, metadata, names = photos
-    result = winnow(live_server, token, "magic", "--input-dir", str(folder), "--new-dataset-name", "holiday",
-                    "--custom-metadata", str(metadata), "--quiet")
+    result = winnow(
+        live_server,
+        token,
+        "magic",
+        "--input-dir",
+        str(folder),
+        "--new-dataset-name",
+        "holiday",
+        "--custom-metadata",
+        str(metadata),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     # The corrupt file is named with its reason; the rest landed.
     rejected = [line for line in result.stderr.splitlines() if line.startswith("rejected ")]
@@ -102,8 +123,10 @@ def test_magic_uploads_images_metadata_and_embeds(live_server, token, client, ph
     assert dataset["name"] == "holiday" and dataset["upload_mode"] == "full" and dataset["sample_count"] == 8
     samples = {s["file_name"]: s for s in client.list_samples()}
     assert sorted(samples) == names
-    assert samples["img_1.jpg"]["metadata"] == {"weather": {"scenario": "rainy", "temperature": 11.5},
-                                               "number_of_pedestrians": 1}
+    assert samples["img_1.jpg"]["metadata"] == {
+        "weather": {"scenario": "rainy", "temperature": 11.5},
+        "number_of_pedestrians": 1,
+    }
     assert samples["city/img_3.png"]["width"] == 88 and samples["city/img_3.png"]["height"] == 48
     assert samples["img_1.jpg"]["thumbnail_url"] and samples["img_1.jpg"]["image_url"]
     # The server's built-in embedder ran once the upload was complete.
@@ -114,8 +137,20 @@ def test_magic_uploads_images_metadata_and_embeds(live_server, token, client, ph
 @live
 def test_magic_meta_mode_sends_no_pixels_and_embeds_locally(live_server, token, client, photos):
     folder, metadata, names = photos
-    result = winnow(live_server, token, "magic", "--input-dir", str(folder), "--new-dataset-name", "private",
-                    "--mode", "meta", "--custom-metadata", str(metadata), "--quiet")
+    result = winnow(
+        live_server,
+        token,
+        "magic",
+        "--input-dir",
+        str(folder),
+        "--new-dataset-name",
+        "private",
+        "--mode",
+        "meta",
+        "--custom-metadata",
+        str(metadata),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "rejected broken.jpg: not a readable image" in result.stderr
     dataset_id = result.stdout.strip().splitlines()[-1].rsplit("/", 1)[1]
@@ -140,14 +175,36 @@ def test_magic_with_embeddings_of_ones_own_skips_the_built_in_embedder(live_serv
     folder, _metadata, names = photos
     own = tmp_path / "own.csv"
     save_embeddings(own, np.random.default_rng(0).normal(size=(8, 4)), list(range(8)), names)
-    result = winnow(live_server, token, "magic", "--input-dir", str(folder), "--new-dataset-name", "own",
-                    "--mode", "thumbnails", "--embeddings", str(own), "--quiet")
+    result = winnow(
+        live_server,
+        token,
+        "magic",
+        "--input-dir",
+        str(folder),
+        "--new-dataset-name",
+        "own",
+        "--mode",
+        "thumbnails",
+        "--embeddings",
+        str(own),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     client.dataset_id = result.stdout.strip().splitlines()[-1].rsplit("/", 1)[1]
     assert [(e["name"], e["source"], e["dimension"]) for e in client.list_embeddings()] == [("default", "csv", 4)]
 
-    again = winnow(live_server, token, "magic", "--input-dir", str(folder), "--dataset-id", client.dataset_id,
-                   "--embeddings", str(own), "--quiet")
+    again = winnow(
+        live_server,
+        token,
+        "magic",
+        "--input-dir",
+        str(folder),
+        "--dataset-id",
+        client.dataset_id,
+        "--embeddings",
+        str(own),
+        "--quiet",
+    )
     assert again.returncode == 0, again.stderr
     assert "embedding 'default' already exists" in again.stdout
     assert len(client.list_embeddings()) == 1
@@ -185,14 +242,26 @@ def test_cli_upload_then_export_a_tag(live_server, token, client, photos, tmp_pa
     assert "rejected broken.jpg" in result.stderr
 
     client.create_tag_from_filenames("picked", names[:3])
-    exported = winnow(live_server, token, "export", "--dataset-id", dataset_id, "--tag", "picked",
-                      "--format", "filenames")
+    exported = winnow(
+        live_server, token, "export", "--dataset-id", dataset_id, "--tag", "picked", "--format", "filenames"
+    )
     assert exported.returncode == 0, exported.stderr
     assert sorted(exported.stdout.splitlines()) == sorted(names[:3])
 
     out = tmp_path / "picked.csv"
-    exported = winnow(live_server, token, "export", "--dataset-id", dataset_id, "--tag", "picked", "--format", "csv",
-                      "--output", str(out))
+    exported = winnow(
+        live_server,
+        token,
+        "export",
+        "--dataset-id",
+        dataset_id,
+        "--tag",
+        "picked",
+        "--format",
+        "csv",
+        "--output",
+        str(out),
+    )
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert sorted(row["file_name"] for row in rows) == sorted(names[:3])
@@ -299,6 +368,7 @@ def test_a_local_file_that_cannot_be_written_is_an_error_line_not_a_traceback(ph
 
 # --- the demo ----------------------------------------------------------------------------------------
 
+
 def test_demo_generator_is_reproducible_with_lightly_shaped_metadata(tmp_path):
     from winnow.demo import SCENARIOS, generate
 
@@ -326,9 +396,12 @@ def test_demo_runs_on_the_embedded_default_and_reuses_its_dataset(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WINNOW_REQUIRE_SERVICES")
-           and not k.startswith("AWS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WINNOW_REQUIRE_SERVICES")
+        and not k.startswith("AWS_")
+    }
     env["WINNOW_VAR_DIR"] = str(tmp_path / "var")
     command = [sys.executable, "-m", "winnow.client.cli", "demo", "--images", "40", "--port", str(port), "--no-serve"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)

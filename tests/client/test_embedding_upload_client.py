@@ -55,8 +55,7 @@ def test_a_chunked_csv_upload_resumes_after_dropped_connections(client, meta, tm
         return real(method, url, **kwargs)
 
     client.session.request = flaky
-    embedding = client.upload_embeddings(path, "big", dataset_id=meta.id, chunked=True, chunk_bytes=700,
-                                         progress=False)
+    embedding = client.upload_embeddings(path, "big", dataset_id=meta.id, chunked=True, chunk_bytes=700, progress=False)
     assert calls["put"] > 5
     assert embedding["name"] == "big" and embedding["dimension"] == D
     np.testing.assert_allclose(stored("big"), X, rtol=1e-6)
@@ -68,8 +67,16 @@ def test_an_array_with_file_names_and_labels_single_and_chunked(client, meta):
     X = matrix(1)
     single = client.upload_embeddings(X, "small", dataset_id=meta.id, file_names=file_names(), progress=False)
     assert single["dimension"] == D
-    chunked = client.upload_embeddings(X[::-1], "chunks", dataset_id=meta.id, file_names=file_names()[::-1],
-                                       labels=np.arange(N), chunked=True, chunk_bytes=256, progress=False)
+    chunked = client.upload_embeddings(
+        X[::-1],
+        "chunks",
+        dataset_id=meta.id,
+        file_names=file_names()[::-1],
+        labels=np.arange(N),
+        chunked=True,
+        chunk_bytes=256,
+        progress=False,
+    )
     assert chunked["name"] == "chunks"
     np.testing.assert_array_equal(stored("small"), X)
     np.testing.assert_array_equal(stored("chunks"), X)
@@ -83,8 +90,9 @@ def test_no_wait_returns_the_upload_and_a_refused_file_raises_its_row(client, me
     with pytest.raises(WinnowError, match=r"line 6 \('nobody.jpg'\)"):
         client.upload_embeddings(X, "bad", dataset_id=meta.id, file_names=names, chunked=True, progress=False)
     assert not Embedding.objects.exists()
-    upload = client.upload_embeddings(X, "later", dataset_id=meta.id, file_names=file_names(), chunked=True,
-                                      progress=False, wait=False)
+    upload = client.upload_embeddings(
+        X, "later", dataset_id=meta.id, file_names=file_names(), chunked=True, progress=False, wait=False
+    )
     assert upload["status"] in ("queued", "processing", "succeeded")
     assert client.wait_for_embedding_upload(upload["id"], meta.id, progress=False)["name"] == "later"
     with pytest.raises(WinnowError, match="11 file names"):
@@ -92,15 +100,28 @@ def test_no_wait_returns_the_upload_and_a_refused_file_raises_its_row(client, me
 
 
 @live
-def test_cli_uploads_a_npy_with_a_names_file(live_server, token, meta, tmp_path):  # noqa: F811
+def test_cli_uploads_a_npy_with_a_names_file(live_server, token, meta, tmp_path):
     X = matrix(3)
     np.save(tmp_path / "m.npy", X)
     (tmp_path / "names.txt").write_text("\n".join(file_names()) + "\n")
-    result = winnow(live_server, token, "embeddings", "--dataset-id", meta.id, "--file", str(tmp_path / "m.npy"),
-                    "--file-names", str(tmp_path / "names.txt"), "--name", "cli", "--quiet")
+    result = winnow(
+        live_server,
+        token,
+        "embeddings",
+        "--dataset-id",
+        meta.id,
+        "--file",
+        str(tmp_path / "m.npy"),
+        "--file-names",
+        str(tmp_path / "names.txt"),
+        "--name",
+        "cli",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "uploaded embedding 'cli' (8 dimensions" in result.stdout
     np.testing.assert_array_equal(stored("cli"), X)
-    missing = winnow(live_server, token, "embeddings", "--dataset-id", meta.id, "--file", str(tmp_path / "m.npy"),
-                     "--quiet")
+    missing = winnow(
+        live_server, token, "embeddings", "--dataset-id", meta.id, "--file", str(tmp_path / "m.npy"), "--quiet"
+    )
     assert missing.returncode == 1 and "file names of its rows" in missing.stderr

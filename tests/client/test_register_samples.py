@@ -28,8 +28,13 @@ def entries(n: int, start: int = 0, pulled: list | None = None):
     for i in range(start, start + n):
         if pulled is not None:
             pulled.append(i)
-        yield {"file_name": f"cam{i % 3}/{i:05d}.jpg", "width": 640, "height": 480, "size_bytes": 1000 + i,
-               "metadata": {"weather": {"scenario": ["sun", "rain"][i % 2], "temperature": i / 10}, "night": i % 5 == 0}}
+        yield {
+            "file_name": f"cam{i % 3}/{i:05d}.jpg",
+            "width": 640,
+            "height": 480,
+            "size_bytes": 1000 + i,
+            "metadata": {"weather": {"scenario": ["sun", "rain"][i % 2], "temperature": i / 10}, "night": i % 5 == 0},
+        }
 
 
 def dense(dataset_id: str, n: int) -> None:
@@ -45,8 +50,9 @@ def test_registers_a_stream_in_parallel_batches_and_resumes(client):
         if not seen_at_first_answer:
             seen_at_first_answer.append(len(pulled))
 
-    done = client.register_samples(entries(1234, pulled=pulled), batch_size=100, workers=3, progress=False,
-                                   on_batch=on_batch)
+    done = client.register_samples(
+        entries(1234, pulled=pulled), batch_size=100, workers=3, progress=False, on_batch=on_batch
+    )
     assert done == {"dataset_id": client.dataset_id, "created": 1234, "replaced": 0, "skipped": 0, "batches": 13}
     dense(client.dataset_id, 1234)
     # Streamed: the entries are read a few batches ahead of the answers, not all at once.
@@ -60,7 +66,8 @@ def test_registers_a_stream_in_parallel_batches_and_resumes(client):
     dense(client.dataset_id, 1400)
 
     replaced = client.register_samples(
-        [{"file_name": "cam1/00007.jpg", "width": 10, "metadata": {"fixed": True}}], overwrite=True, progress=False)
+        [{"file_name": "cam1/00007.jpg", "width": 10, "metadata": {"fixed": True}}], overwrite=True, progress=False
+    )
     assert (replaced["created"], replaced["replaced"]) == (0, 1)
     sample.refresh_from_db()
     assert (sample.idx, sample.width, sample.height, sample.metadata) == (7, 10, None, {"fixed": True})

@@ -12,8 +12,8 @@ import pytest
 
 os.environ["LIGHTLY_DID_VERSION_CHECK"] = "True"
 
-from tests.conftest import role_fixtures  # noqa: E402
-from winnow.accounts.models import ApiToken  # noqa: E402
+from tests.conftest import role_fixtures
+from winnow.accounts.models import ApiToken
 
 PROXY_VARIABLES = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy")
 

@@ -17,11 +17,13 @@ def register_samples(client, names: list[str], sizes: list[int] | None = None) -
     for i, name in enumerate(names):
         size = sizes[i] if sizes else 1000 + i
         request = SampleCreateRequest(file_name=name, meta_data=SampleMetaData(size_in_bytes=size))
-        ids.append(samples_api.create_sample_by_dataset_id(dataset_id=client.dataset_id,
-                                                           sample_create_request=request).id)
+        ids.append(
+            samples_api.create_sample_by_dataset_id(dataset_id=client.dataset_id, sample_create_request=request).id
+        )
     if not any(tag.name == "initial-tag" for tag in tags_api.get_tags_by_dataset_id(client.dataset_id)):
         tags_api.create_initial_tag_by_dataset_id(
-            dataset_id=client.dataset_id, initial_tag_create_request=InitialTagCreateRequest(img_type="meta"))
+            dataset_id=client.dataset_id, initial_tag_create_request=InitialTagCreateRequest(img_type="meta")
+        )
     return ids
 
 

@@ -45,6 +45,7 @@ def read_csv(text: str) -> dict[str, list[float]]:
 
 # --- a. client and datasets ------------------------------------------------------------------------
 
+
 def test_datasets_create_find_list_exist_and_delete(lightly_client, owner, outsider, owner_api):
     client = lightly_client(owner)
     client.create_dataset("street-scenes")
@@ -112,9 +113,9 @@ def test_samples_initial_tag_tags_and_exports(lightly_client, owner, owner_api):
     assert client.get_filenames() == NAMES  # mapping order = idx order = upload order
 
     partial = SamplesApi(client.api_client).get_samples_partial_by_dataset_id(
-        dataset_id=dataset_id, mode="full", page_size=25000, page_offset=0)
-    assert [(s.file_name, s.meta_data.size_in_bytes) for s in partial] == \
-        [(n, 1000 + i) for i, n in enumerate(NAMES)]
+        dataset_id=dataset_id, mode="full", page_size=25000, page_offset=0
+    )
+    assert [(s.file_name, s.meta_data.size_in_bytes) for s in partial] == [(n, 1000 + i) for i, n in enumerate(NAMES)]
 
     every_third = NAMES[::3]
     created = client.create_tag_from_filenames(every_third, "every-third")
@@ -190,6 +191,7 @@ def test_read_urls_of_a_full_dataset_serve_its_images(lightly_client, owner, own
 
 # --- b. upload_embeddings and f. read-back -----------------------------------------------------------
 
+
 def test_upload_embeddings_then_read_them_back(lightly_client, owner, owner_api, tmp_path):
     client = lightly_client(owner)
     client.create_dataset("embedding-demo")
@@ -232,8 +234,11 @@ def test_upload_embeddings_then_read_them_back(lightly_client, owner, owner_api,
     assert client.get_embedding_data_by_name("default").id == first
     client.set_embedding_id_to_latest()
     assert client.embedding_id == second
-    merged = read_csv(b"".join(owner_api.get(
-        f"/api/v1/datasets/{client.dataset_id}/embeddings/{second}/csv").streaming_content).decode())
+    merged = read_csv(
+        b"".join(
+            owner_api.get(f"/api/v1/datasets/{client.dataset_id}/embeddings/{second}/csv").streaming_content
+        ).decode()
+    )
     assert merged == {n: (newer[i] if i < 4 else vectors[i]).tolist() for i, n in enumerate(names)}
 
     by_id = tmp_path / "by_id.csv"
@@ -243,6 +248,7 @@ def test_upload_embeddings_then_read_them_back(lightly_client, owner, owner_api,
 
 
 # --- c. upload_custom_metadata -----------------------------------------------------------------------
+
 
 def test_upload_custom_metadata_eight_in_parallel(lightly_client, owner, owner_api):
     client = lightly_client(owner)
@@ -254,34 +260,42 @@ def test_upload_custom_metadata_eight_in_parallel(lightly_client, owner, owner_a
         "metadata": [
             {"image_id": i, "weather": {"temperature": 10 + i / 4, "rain": i % 2 == 0}, "camera": f"cam{i % 3}"}
             for i in range(36)
-        ] + [{"image_id": 999, "weather": {"temperature": 0.0}}],
+        ]
+        + [{"image_id": 999, "weather": {"temperature": 0.0}}],
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the client warns about gone.jpg, which the server does not have
         client.upload_custom_metadata(document, max_workers=8)
 
-    expected = {names[m["image_id"]]: {k: v for k, v in m.items() if k != "image_id"}
-                for m in document["metadata"] if m["image_id"] != 999}
+    expected = {
+        names[m["image_id"]]: {k: v for k, v in m.items() if k != "image_id"}
+        for m in document["metadata"]
+        if m["image_id"] != 999
+    }
     native = {s["file_name"]: s["metadata"] for s in api_samples(owner_api, client.dataset_id)}
     assert native == {n: expected.get(n, {}) for n in names}
 
     from lightly.openapi_generated.swagger_client.api import SamplesApi
 
     full = SamplesApi(client.api_client).get_samples_partial_by_dataset_id(
-        dataset_id=client.dataset_id, mode="full", page_size=25000, page_offset=0)
+        dataset_id=client.dataset_id, mode="full", page_size=25000, page_offset=0
+    )
     assert {s.file_name: s.custom_meta_data for s in full} == native
 
     # The same document through Winnow's own upload gives the same metadata.
     twin = services.create_dataset(owner, "metadata-twin", "meta")
     services.add_samples(twin, [{"file_name": n} for n in names])
-    response = owner_api.post(f"/api/v1/datasets/{twin.id}/metadata",
-                              {**document, "images": document["images"][:-1], "metadata": document["metadata"][:-1]},
-                              format="json")
+    response = owner_api.post(
+        f"/api/v1/datasets/{twin.id}/metadata",
+        {**document, "images": document["images"][:-1], "metadata": document["metadata"][:-1]},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     assert {s["file_name"]: s["metadata"] for s in api_samples(owner_api, twin.id)} == native
 
 
 # --- access -------------------------------------------------------------------------------------------
+
 
 def test_another_users_token_gets_the_access_error_not_the_data(lightly_client, owner, outsider, viewer):
     from lightly.api.retry_utils import DatasetNotFoundError

@@ -52,8 +52,10 @@ def test_selection_random_and_coreset_through_the_worker(celery_worker, lightly_
 
     # Winnow's own API shows the same runs, tags and scores.
     runs = owner_api.get(f"/api/v1/datasets/{dataset_id}/sampling-runs").json()["results"]
-    assert sorted((r["name"], r["strategy"], r["status"]) for r in runs) == \
-        [("coreset-4", "coreset", "succeeded"), ("random-10", "random", "succeeded")]
+    assert sorted((r["name"], r["strategy"], r["status"]) for r in runs) == [
+        ("coreset-4", "coreset", "succeeded"),
+        ("random-10", "random", "succeeded"),
+    ]
     samples = owner_api.get(f"/api/v1/datasets/{dataset_id}/samples?limit=1000").json()["results"]
     name_of = {s["id"]: s["file_name"] for s in samples}
     for tag, picked in ((random_tag, picked_random), (coreset_tag, picked_coreset)):

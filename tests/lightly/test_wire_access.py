@@ -22,11 +22,14 @@ ENDPOINTS = [
     ("put", "datasets/{ds}/samples/{sample}", {"customMetaData": {"x": 1}}, True),
     ("get", "datasets/{ds}/samples/{sample}/readurl", None, False),
     ("get", "datasets/{ds}/tags", None, False),
-    ("post", "datasets/{ds}/tags", {"name": "new-tag", "prevTagId": "{tag}", "bitMaskData": "0x1", "totSize": 2},
-     True),
+    ("post", "datasets/{ds}/tags", {"name": "new-tag", "prevTagId": "{tag}", "bitMaskData": "0x1", "totSize": 2}, True),
     ("post", "datasets/{ds}/tags/initial", {"imgType": "meta"}, True),
-    ("post", "datasets/{ds}/tags/arithmetics/bitmask", {"tagId1": "{tag}", "tagId2": "{tag}", "operation": "UNION"},
-     False),
+    (
+        "post",
+        "datasets/{ds}/tags/arithmetics/bitmask",
+        {"tagId1": "{tag}", "tagId2": "{tag}", "operation": "UNION"},
+        False,
+    ),
     ("get", "datasets/{ds}/tags/{tag}", None, False),
     ("delete", "datasets/{ds}/tags/{tag}", None, True),
     ("get", "datasets/{ds}/tags/{tag}/export/basic/filenames", None, False),
@@ -36,8 +39,12 @@ ENDPOINTS = [
     ("get", "datasets/{ds}/embeddings/{emb}/readCSVUrl", None, False),
     ("post", "datasets/{ds}/embeddings/{emb}/trigger2dEmbeddingsJob", {"dimensionalityReductionMethod": "PCA"}, True),
     ("delete", "datasets/{ds}/embeddings/{emb}", None, True),
-    ("post", "datasets/{ds}/embeddings/{emb}/sampling",
-     {"newTagName": "picked", "method": "RANDOM", "config": {"stoppingCondition": {"nSamples": 1}}}, True),
+    (
+        "post",
+        "datasets/{ds}/embeddings/{emb}/sampling",
+        {"newTagName": "picked", "method": "RANDOM", "config": {"stoppingCondition": {"nSamples": 1}}},
+        True,
+    ),
 ]
 
 

@@ -30,6 +30,7 @@ def error(response, status: int, code: str) -> str:
 
 # --- authentication and versions -------------------------------------------------------------------
 
+
 def test_versions_need_no_token(anon_v1):
     for which in ("latest", "minimum"):
         response = anon_v1.get(f"versions/pip/{which}", currentVersion="1.5.26")
@@ -62,6 +63,7 @@ def test_revoked_token_is_refused(owner, dataset):
 
 # --- datasets ----------------------------------------------------------------------------------------
 
+
 def test_create_dataset_answers_201_with_an_id(owner_v1, owner):
     response = owner_v1.post("datasets", {"name": "new set_1", "type": "Images", "creator": "USER_PIP"})
     assert response.status_code == 201
@@ -74,15 +76,18 @@ def test_create_dataset_answers_201_with_an_id(owner_v1, owner):
     assert Dataset.objects.get(pk=full.json()["id"]).upload_mode == "full"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"name": "ab"}, "name"),
-    ({"name": "a.b.c"}, "name"),
-    ({"name": "-leading"}, "name"),
-    ({"name": 12345}, "name"),
-    ({"name": "videos", "type": "Videos"}, "type"),
-    ({"name": "weird", "imgType": "raw"}, "imgType"),
-    ({"name": "child", "parentDatasetId": "a" * 24}, "parentDatasetId"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": "ab"}, "name"),
+        ({"name": "a.b.c"}, "name"),
+        ({"name": "-leading"}, "name"),
+        ({"name": 12345}, "name"),
+        ({"name": "videos", "type": "Videos"}, "type"),
+        ({"name": "weird", "imgType": "raw"}, "imgType"),
+        ({"name": "child", "parentDatasetId": "a" * 24}, "parentDatasetId"),
+    ],
+)
 def test_create_dataset_refuses_bad_input_and_writes_nothing(owner_v1, body, field):
     message = owner_v1.post("datasets", body).json()["error"]
     assert field in message
@@ -100,8 +105,13 @@ def test_dataset_data_matches_lightlys_model(owner_v1, dataset):
     services.add_samples(dataset, [{"file_name": "a.jpg", "size_bytes": 10}, {"file_name": "b.jpg", "size_bytes": 32}])
     body = owner_v1.get(f"datasets/{dataset.id}").json()
     data = lightly_model("DatasetData", body)
-    assert (data.id, data.name, data.n_samples, data.size_in_bytes, data.img_type) == \
-        (dataset.id, "street scenes", 2, 42, "meta")
+    assert (data.id, data.name, data.n_samples, data.size_in_bytes, data.img_type) == (
+        dataset.id,
+        "street scenes",
+        2,
+        42,
+        "meta",
+    )
     assert isinstance(body["createdAt"], int) and body["createdAt"] == int(dataset.created_at.timestamp() * 1000)
     assert body["userId"] == "olivia" and body["accessType"] == "WRITE"
 
@@ -122,8 +132,9 @@ def test_dataset_lists_own_shared_and_team(owner_v1, viewer_v1, dataset, outside
     assert ids(viewer_v1, shared="False") == []
     assert ids(viewer_v1, shared="True") == [dataset.id]
     assert "accessType" not in viewer_v1.get(f"datasets/{dataset.id}").json()  # a viewer cannot write
-    assert ids(owner_v1, getAssetsOfTeamInclusiveSelf="True", pageSize=1, pageOffset=1) != \
-        ids(owner_v1, getAssetsOfTeamInclusiveSelf="True", pageSize=1, pageOffset=0)
+    assert ids(owner_v1, getAssetsOfTeamInclusiveSelf="True", pageSize=1, pageOffset=1) != ids(
+        owner_v1, getAssetsOfTeamInclusiveSelf="True", pageSize=1, pageOffset=0
+    )
     error(owner_v1.get("datasets", shared="maybe"), 422, "BAD_REQUEST")  # retried on 400 by the client
     error(owner_v1.get("datasets", pageSize="0"), 422, "BAD_REQUEST")
 
@@ -162,14 +173,25 @@ def test_delete_dataset_needs_the_owner(owner_v1, editor_v1, dataset):
 
 # --- samples -----------------------------------------------------------------------------------------
 
+
 def test_register_samples_builds_and_grows_initial_tag(editor_v1, dataset):
-    first = editor_v1.post(f"datasets/{dataset.id}/samples",
-                           {"fileName": "cam0/a.jpg", "metaData": {"sizeInBytes": 1000, "shape": [480, 640, 3]},
-                            "customMetaData": {"weather": "rain"}})
+    first = editor_v1.post(
+        f"datasets/{dataset.id}/samples",
+        {
+            "fileName": "cam0/a.jpg",
+            "metaData": {"sizeInBytes": 1000, "shape": [480, 640, 3]},
+            "customMetaData": {"weather": "rain"},
+        },
+    )
     assert first.status_code == 201 and HEX24.fullmatch(first.json()["id"])
     sample = Sample.objects.get(pk=first.json()["id"])
-    assert (sample.file_name, sample.size_bytes, sample.width, sample.height, sample.metadata) == \
-        ("cam0/a.jpg", 1000, 640, 480, {"weather": "rain"})
+    assert (sample.file_name, sample.size_bytes, sample.width, sample.height, sample.metadata) == (
+        "cam0/a.jpg",
+        1000,
+        640,
+        480,
+        {"weather": "rain"},
+    )
     second = editor_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "cam0/b.jpg"})
     again = editor_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "cam0/a.jpg"})
     assert again.status_code == 201 and again.json()["id"] == first.json()["id"]  # idempotent by file name
@@ -182,16 +204,19 @@ def test_register_samples_builds_and_grows_initial_tag(editor_v1, dataset):
     assert response.status_code == 201 and response.json()["id"] == initial.id
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"fileName": "../escape.jpg"}, "fileName"),
-    ({"fileName": "/abs.jpg"}, "fileName"),
-    ({}, "fileName"),
-    ({"fileName": "a.jpg", "metaData": {"sizeInBytes": -1}}, "sizeInBytes"),
-    ({"fileName": "a.jpg", "metaData": {"shape": [0, 3]}}, "shape"),
-    ({"fileName": "a.jpg", "customMetaData": "text"}, "customMetaData"),
-    ({"fileName": "a.jpg", "videoFrameData": {"sourceVideo": "v.mp4"}}, "videoFrameData"),
-    ({"fileName": "a.jpg", "color": "red"}, "color"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"fileName": "../escape.jpg"}, "fileName"),
+        ({"fileName": "/abs.jpg"}, "fileName"),
+        ({}, "fileName"),
+        ({"fileName": "a.jpg", "metaData": {"sizeInBytes": -1}}, "sizeInBytes"),
+        ({"fileName": "a.jpg", "metaData": {"shape": [0, 3]}}, "shape"),
+        ({"fileName": "a.jpg", "customMetaData": "text"}, "customMetaData"),
+        ({"fileName": "a.jpg", "videoFrameData": {"sourceVideo": "v.mp4"}}, "videoFrameData"),
+        ({"fileName": "a.jpg", "color": "red"}, "color"),
+    ],
+)
 def test_register_sample_refuses_bad_input_and_writes_nothing(editor_v1, dataset, body, field):
     response = editor_v1.post(f"datasets/{dataset.id}/samples", body)
     assert response.status_code == 400 and field in response.json()["error"], response.content
@@ -199,13 +224,17 @@ def test_register_sample_refuses_bad_input_and_writes_nothing(editor_v1, dataset
 
 
 def test_register_sample_refuses_nan_and_roles(editor_v1, viewer_v1, outsider_v1, owner, dataset):
-    error(editor_v1.post(f"datasets/{dataset.id}/samples", raw=b'{"fileName": "a.jpg", "customMetaData": {"x": NaN}}'),
-          400, "MALFORMED_REQUEST")
+    error(
+        editor_v1.post(f"datasets/{dataset.id}/samples", raw=b'{"fileName": "a.jpg", "customMetaData": {"x": NaN}}'),
+        400,
+        "MALFORMED_REQUEST",
+    )
     error(viewer_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "a.jpg"}), 403, "FORBIDDEN")
     error(outsider_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "a.jpg"}), 404, "DATASET_UNKNOWN")
     full = services.create_dataset(owner, "pixels here", "full")
-    Membership.objects.create(dataset=full, user=Membership.objects.get(dataset=dataset, role="editor").user,
-                              role=Role.EDITOR)
+    Membership.objects.create(
+        dataset=full, user=Membership.objects.get(dataset=dataset, role="editor").user, role=Role.EDITOR
+    )
     assert "pixels" in editor_v1.post(f"datasets/{full.id}/samples", {"fileName": "a.jpg"}).json()["error"]
     assert not Sample.objects.exists()
 
@@ -236,23 +265,27 @@ def test_samples_partial_modes_and_paging(viewer_v1, dataset):
 def test_put_custom_metadata(editor_v1, dataset):
     add(dataset, ["a.jpg", "b.jpg"])
     sample = Sample.objects.get(dataset=dataset, file_name="a.jpg")
-    response = editor_v1.put(f"datasets/{dataset.id}/samples/{sample.id}",
-                             {"customMetaData": {"image_id": 4, "weather": {"temp": 3.5}}})
+    response = editor_v1.put(
+        f"datasets/{dataset.id}/samples/{sample.id}", {"customMetaData": {"image_id": 4, "weather": {"temp": 3.5}}}
+    )
     assert response.status_code == 204
     sample.refresh_from_db()
     assert sample.metadata == {"weather": {"temp": 3.5}}  # image_id only links the entry to its image
     assert Sample.objects.get(file_name="b.jpg").metadata == {}
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"customMetaData": {"x": NaN}}',
-    b'{"customMetaData": "text"}',
-    b'{"customMetaData": {"x": "\\u0000"}}',
-    b'{"fileName": "renamed.jpg", "customMetaData": {}}',
-    b'{"other": 1}',
-    b"{}",
-    b"not json",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"customMetaData": {"x": NaN}}',
+        b'{"customMetaData": "text"}',
+        b'{"customMetaData": {"x": "\\u0000"}}',
+        b'{"fileName": "renamed.jpg", "customMetaData": {}}',
+        b'{"other": 1}',
+        b"{}",
+        b"not json",
+    ],
+)
 def test_put_custom_metadata_refuses_bad_input_with_422(editor_v1, dataset, raw):
     add(dataset, ["a.jpg"])
     sample = Sample.objects.get(dataset=dataset)

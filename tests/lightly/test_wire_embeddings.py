@@ -48,6 +48,7 @@ def put_csv(client, path: str, data: bytes):
 
 # --- embeddings ------------------------------------------------------------------------------------
 
+
 def test_signed_upload_stores_the_embedding_under_the_promised_id(editor_v1, viewer_v1, samples, client, editor):
     path, embedding_id = write_url(editor_v1, samples)
     assert "token" not in path and not Embedding.objects.exists()  # nothing before the PUT
@@ -81,13 +82,16 @@ def test_signed_upload_refuses_tampering_expiry_and_lost_access(editor_v1, sampl
     assert not Embedding.objects.exists()
 
 
-@pytest.mark.parametrize("data, message", [
-    (csv_bytes(NAMES[:-1], VECTORS[:-1]), "missing"),
-    (csv_bytes(extra_row="ghost.jpg,1,2,3,4,0\r\n"), "not samples"),
-    (csv_bytes(vectors=np.where(np.arange(4) == 2, np.nan, VECTORS)), "finite"),
-    (b"filenames,labels\r\n", "header"),
-    (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (csv_bytes(NAMES[:-1], VECTORS[:-1]), "missing"),
+        (csv_bytes(extra_row="ghost.jpg,1,2,3,4,0\r\n"), "not samples"),
+        (csv_bytes(vectors=np.where(np.arange(4) == 2, np.nan, VECTORS)), "finite"),
+        (b"filenames,labels\r\n", "header"),
+        (b"", "empty"),
+    ],
+)
 def test_signed_upload_validates_like_the_native_upload(editor_v1, samples, client, data, message):
     path, embedding_id = write_url(editor_v1, samples)
     response = put_csv(client, path, data)
@@ -119,8 +123,9 @@ def test_read_url_serves_the_csv_uncompressed(viewer_v1, outsider_v1, samples, c
     assert np.array_equal(np.array([[np.float32(v) for v in r[1:-1]] for r in rows[1:]]), VECTORS)
     assert client.generic("PUT", path_of(url), csv_bytes()).status_code == 403  # a read URL does not write
     assert outsider_v1.get(f"datasets/{samples.id}/embeddings/{embedding.id}/readCSVUrl").status_code == 404
-    assert viewer_v1.get(f"datasets/{samples.id}/embeddings/{'0' * 24}/readCSVUrl").json()["code"] == \
-        "EMBEDDING_UNKNOWN"
+    assert (
+        viewer_v1.get(f"datasets/{samples.id}/embeddings/{'0' * 24}/readCSVUrl").json()["code"] == "EMBEDDING_UNKNOWN"
+    )
 
 
 def test_embeddings_are_listed_newest_first(viewer_v1, samples):
@@ -137,8 +142,9 @@ def test_trigger_2d_and_delete(editor_v1, viewer_v1, samples):
         assert editor_v1.post(url, {"dimensionalityReductionMethod": method}).status_code == 204
     assert editor_v1.post(url, {"dimensionalityReductionMethod": "LDA"}).status_code == 400
     assert viewer_v1.post(url, {"dimensionalityReductionMethod": "PCA"}).status_code == 403
-    unknown = editor_v1.post(f"datasets/{samples.id}/embeddings/{'0' * 24}/trigger2dEmbeddingsJob",
-                             {"dimensionalityReductionMethod": "PCA"})
+    unknown = editor_v1.post(
+        f"datasets/{samples.id}/embeddings/{'0' * 24}/trigger2dEmbeddingsJob", {"dimensionalityReductionMethod": "PCA"}
+    )
     assert unknown.json()["code"] == "EMBEDDING_UNKNOWN"
     assert viewer_v1.delete(f"datasets/{samples.id}/embeddings/{embedding.id}").status_code == 403
     assert editor_v1.delete(f"datasets/{samples.id}/embeddings/{embedding.id}").status_code == 204
@@ -147,15 +153,19 @@ def test_trigger_2d_and_delete(editor_v1, viewer_v1, samples):
 
 # --- selection and jobs (tasks run in-process here; tests/lightly/test_client_selection.py uses a worker) ---
 
+
 @pytest.fixture
 def embedded(samples):
     return embeddings.create_from_csv(samples, "default", csv_bytes())
 
 
 def select(v1, dataset, embedding, **body):
-    request = {"newTagName": "picked", "method": "RANDOM", "config": {"stoppingCondition": {"nSamples": 5,
-                                                                                             "minDistance": -1}},
-               "rowCount": 20} | body
+    request = {
+        "newTagName": "picked",
+        "method": "RANDOM",
+        "config": {"stoppingCondition": {"nSamples": 5, "minDistance": -1}},
+        "rowCount": 20,
+    } | body
     return v1.post(f"datasets/{dataset.id}/embeddings/{embedding.id}/sampling", request)
 
 
@@ -176,44 +186,66 @@ def test_random_selection_makes_the_tag(editor_v1, samples, embedded, django_cap
     tag = Tag.objects.get(pk=status["result"]["data"])
     assert (tag.name, tag.count, tag.parent.name, tag.origin) == ("picked", 5, "initial-tag", "sampling")
     run = SamplingRun.objects.get(pk=status["id"])
-    assert (run.strategy, run.n_samples, run.embedding_id, run.parameters["lightly"]["result_tag"]) == \
-        ("random", 5, embedded.id, tag.id)
+    assert (run.strategy, run.n_samples, run.embedding_id, run.parameters["lightly"]["result_tag"]) == (
+        "random",
+        5,
+        embedded.id,
+        tag.id,
+    )
     again = editor_v1.get(f"jobs/{run.id}").json()  # polling again finds the same tag
     assert again["result"]["data"] == tag.id and Tag.objects.filter(name="picked").count() == 1
 
 
-def test_coreset_with_preselected_counts_them_in_n_samples(editor_v1, samples, embedded,
-                                                          django_capture_on_commit_callbacks):
-    labeled = Tag.objects.create(dataset=samples, name="labeled", bitmask=bitmask.from_indices([0, 1, 2]), count=3,
-                                 origin="selection")
-    status = run_to_end(editor_v1, samples, embedded, django_capture_on_commit_callbacks, method="CORESET",
-                        preselectedTagId=labeled.id,
-                        config={"stoppingCondition": {"nSamples": 8, "minDistance": -1}})
+def test_coreset_with_preselected_counts_them_in_n_samples(
+    editor_v1, samples, embedded, django_capture_on_commit_callbacks
+):
+    labeled = Tag.objects.create(
+        dataset=samples, name="labeled", bitmask=bitmask.from_indices([0, 1, 2]), count=3, origin="selection"
+    )
+    status = run_to_end(
+        editor_v1,
+        samples,
+        embedded,
+        django_capture_on_commit_callbacks,
+        method="CORESET",
+        preselectedTagId=labeled.id,
+        config={"stoppingCondition": {"nSamples": 8, "minDistance": -1}},
+    )
     tag = Tag.objects.get(pk=status["result"]["data"])
     assert tag.count == 8 and {0, 1, 2} <= set(tag.indices().tolist()) and tag.parent_id == labeled.id
     assert SamplingRun.objects.get(pk=status["id"]).n_samples == 5
 
 
 def test_fraction_of_the_query_tag(editor_v1, samples, embedded, django_capture_on_commit_callbacks):
-    half = Tag.objects.create(dataset=samples, name="second-half", bitmask=bitmask.from_indices(range(10, 20)),
-                              count=10, origin="selection")
-    status = run_to_end(editor_v1, samples, embedded, django_capture_on_commit_callbacks, queryTagId=half.id,
-                        config={"stoppingCondition": {"nSamples": 0.3, "minDistance": -1}})
+    half = Tag.objects.create(
+        dataset=samples, name="second-half", bitmask=bitmask.from_indices(range(10, 20)), count=10, origin="selection"
+    )
+    status = run_to_end(
+        editor_v1,
+        samples,
+        embedded,
+        django_capture_on_commit_callbacks,
+        queryTagId=half.id,
+        config={"stoppingCondition": {"nSamples": 0.3, "minDistance": -1}},
+    )
     tag = Tag.objects.get(pk=status["result"]["data"])
     assert tag.count == 3 and set(tag.indices().tolist()) <= set(range(10, 20))
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"method": "CORAL"}, "CORAL"),
-    ({"method": "ACTIVE_LEARNING"}, "ACTIVE_LEARNING"),
-    ({"config": {"stoppingCondition": {"nSamples": 5, "minDistance": 0.5}}}, "minDistance"),
-    ({"config": {"stoppingCondition": {"nSamples": 0}}}, "nSamples"),
-    ({"config": {"stoppingCondition": {"nSamples": "5"}}}, "nSamples"),
-    ({"newTagName": "ab"}, "newTagName"),
-    ({"newTagName": "initial-tag"}, "already exists"),
-    ({"preselectedTagId": "0" * 24}, "preselectedTagId"),
-    ({"queryTagId": "0" * 24}, "queryTagId"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"method": "CORAL"}, "CORAL"),
+        ({"method": "ACTIVE_LEARNING"}, "ACTIVE_LEARNING"),
+        ({"config": {"stoppingCondition": {"nSamples": 5, "minDistance": 0.5}}}, "minDistance"),
+        ({"config": {"stoppingCondition": {"nSamples": 0}}}, "nSamples"),
+        ({"config": {"stoppingCondition": {"nSamples": "5"}}}, "nSamples"),
+        ({"newTagName": "ab"}, "newTagName"),
+        ({"newTagName": "initial-tag"}, "already exists"),
+        ({"preselectedTagId": "0" * 24}, "preselectedTagId"),
+        ({"queryTagId": "0" * 24}, "queryTagId"),
+    ],
+)
 def test_selection_refuses_bad_requests_and_queues_nothing(editor_v1, samples, embedded, body, field):
     response = select(editor_v1, samples, embedded, **body)
     assert response.status_code == 400 and field in response.json()["error"], response.content
@@ -223,11 +255,14 @@ def test_selection_refuses_bad_requests_and_queues_nothing(editor_v1, samples, e
 def test_selection_roles_and_unknown_embedding(viewer_v1, outsider_v1, editor_v1, samples, embedded):
     assert select(viewer_v1, samples, embedded).status_code == 403
     assert select(outsider_v1, samples, embedded).status_code == 404
-    unknown = editor_v1.post(f"datasets/{samples.id}/embeddings/{'0' * 24}/sampling",
-                             {"newTagName": "picked", "method": "RANDOM", "config": {}})
+    unknown = editor_v1.post(
+        f"datasets/{samples.id}/embeddings/{'0' * 24}/sampling",
+        {"newTagName": "picked", "method": "RANDOM", "config": {}},
+    )
     assert unknown.json()["code"] == "EMBEDDING_UNKNOWN"
-    everything = Tag.objects.create(dataset=samples, name="all-labeled", bitmask=bitmask.from_indices(range(20)),
-                                    count=20, origin="selection")
+    everything = Tag.objects.create(
+        dataset=samples, name="all-labeled", bitmask=bitmask.from_indices(range(20)), count=20, origin="selection"
+    )
     nothing_left = select(editor_v1, samples, embedded, preselectedTagId=everything.id)
     assert nothing_left.status_code == 400 and "nothing to select" in nothing_left.json()["error"]
     assert not SamplingRun.objects.exists()
@@ -250,8 +285,7 @@ def test_job_states_and_access(editor_v1, outsider_v1, samples, embedded, django
 
     from sampling import services as sampling
 
-    native = sampling.create_run(samples, {"name": "native run", "strategy": "random", "n_samples": 3},
-                                 samples.owner)
+    native = sampling.create_run(samples, {"name": "native run", "strategy": "random", "n_samples": 3}, samples.owner)
     assert editor_v1.get(f"jobs/{native.id}").json()["code"] == "JOB_UNKNOWN"  # not a /v1/ selection
 
 

@@ -24,8 +24,13 @@ def initial(dataset) -> Tag:
 
 
 def new_tag(editor_v1, dataset, name, mask_hex, prev=None, tot=10):
-    body = {"name": name, "prevTagId": prev or initial(dataset).id, "bitMaskData": mask_hex, "totSize": tot,
-            "creator": "USER_PIP"}
+    body = {
+        "name": name,
+        "prevTagId": prev or initial(dataset).id,
+        "bitMaskData": mask_hex,
+        "totSize": tot,
+        "creator": "USER_PIP",
+    }
     return editor_v1.post(f"datasets/{dataset.id}/tags", body)
 
 
@@ -42,23 +47,30 @@ def test_create_tag_from_a_bitmask(editor_v1, samples):
     response = new_tag(editor_v1, samples, "odd-ones", hex(0b1010101010))
     assert response.status_code == 201
     tag = Tag.objects.get(pk=lightly_model("CreateEntityResponse", response.json()).id)
-    assert (tag.name, tag.count, list(tag.indices()), tag.parent_id) == \
-        ("odd-ones", 5, [1, 3, 5, 7, 9], initial(samples).id)
+    assert (tag.name, tag.count, list(tag.indices()), tag.parent_id) == (
+        "odd-ones",
+        5,
+        [1, 3, 5, 7, 9],
+        initial(samples).id,
+    )
     listed = editor_v1.get(f"datasets/{samples.id}/tags").json()
     assert [t["name"] for t in listed] == ["odd-ones", "initial-tag"]  # newest first
     assert listed[0]["bitMaskData"] == "0x2aa" and listed[0]["prevTagId"] == initial(samples).id
 
 
-@pytest.mark.parametrize("name, mask, tot, field", [
-    ("ok-name", "0x400", 10, "bit 10"),  # past the last sample
-    ("ok-name", "0x0", 10, "empty"),
-    ("ok-name", "ff", 10, "bitMaskData"),
-    ("ok-name", "0xzz", 10, "bitMaskData"),
-    ("ok-name", "0x1", 9, "totSize"),
-    ("no", "0x1", 10, "name"),
-    ("a/b", "0x1", 10, "name"),
-    ("initial-tag", "0x1", 10, "already exists"),
-])
+@pytest.mark.parametrize(
+    "name, mask, tot, field",
+    [
+        ("ok-name", "0x400", 10, "bit 10"),  # past the last sample
+        ("ok-name", "0x0", 10, "empty"),
+        ("ok-name", "ff", 10, "bitMaskData"),
+        ("ok-name", "0xzz", 10, "bitMaskData"),
+        ("ok-name", "0x1", 9, "totSize"),
+        ("no", "0x1", 10, "name"),
+        ("a/b", "0x1", 10, "name"),
+        ("initial-tag", "0x1", 10, "already exists"),
+    ],
+)
 def test_create_tag_refuses_bad_input_and_writes_nothing(editor_v1, samples, name, mask, tot, field):
     response = new_tag(editor_v1, samples, name, mask, tot=tot)
     assert response.status_code == 400 and field in response.json()["error"], response.content
@@ -78,16 +90,22 @@ def test_create_tag_refuses_unknown_parent_and_roles(editor_v1, viewer_v1, outsi
 
 
 def test_tags_with_names_the_client_rejects_stay_off_v1(viewer_v1, samples):
-    odd = Tag.objects.create(dataset=samples, name="a.b/c", bitmask=bitmask.from_indices([1]), count=1,
-                             origin="selection", parent=initial(samples))
-    two = Tag.objects.create(dataset=samples, name="ok", bitmask=bitmask.from_indices([2]), count=1,
-                             origin="selection")
+    odd = Tag.objects.create(
+        dataset=samples,
+        name="a.b/c",
+        bitmask=bitmask.from_indices([1]),
+        count=1,
+        origin="selection",
+        parent=initial(samples),
+    )
+    two = Tag.objects.create(dataset=samples, name="ok", bitmask=bitmask.from_indices([2]), count=1, origin="selection")
     assert [t["name"] for t in viewer_v1.get(f"datasets/{samples.id}/tags").json()] == ["initial-tag"]
     for tag in (odd, two):
         assert viewer_v1.get(f"datasets/{samples.id}/tags/{tag.id}").json()["code"] == "TAG_UNKNOWN"
     # Named as an operand it still works: the answer carries no name.
-    response = viewer_v1.post(f"datasets/{samples.id}/tags/arithmetics/bitmask",
-                              {"tagId1": odd.id, "tagId2": two.id, "operation": "UNION"})
+    response = viewer_v1.post(
+        f"datasets/{samples.id}/tags/arithmetics/bitmask", {"tagId1": odd.id, "tagId2": two.id, "operation": "UNION"}
+    )
     assert response.json() == {"bitMaskData": "0x6"}
 
 
@@ -147,8 +165,13 @@ def test_export_read_urls_of_a_full_dataset_are_signed(owner_v1, owner, client):
 
     storage.save_bytes(f"{dataset.storage_prefix}a.png", b"\x89PNG fake bytes")
     tag = initial(dataset)
-    [url] = owner_v1.get(f"datasets/{dataset.id}/tags/{tag.id}/export/basic/filenames",
-                         fileNameFormat="REDIRECTED_READ_URL").json().split("\n")
+    [url] = (
+        owner_v1.get(
+            f"datasets/{dataset.id}/tags/{tag.id}/export/basic/filenames", fileNameFormat="REDIRECTED_READ_URL"
+        )
+        .json()
+        .split("\n")
+    )
     assert url.startswith("http://testserver/v1/datasets/") and "token" not in url
     path = url.removeprefix("http://testserver")
     response = client.get(path)  # no token, no cookie: the URL is the credential

@@ -111,8 +111,9 @@ def test_module_level_graph_has_no_cycles():
     }
     # A package's __init__ importing its own submodules is how a package exposes its API, not a circle.
     for module in graph:
-        graph[module] = {t for t in graph[module] if not (MODULES[module].name == "__init__.py"
-                                                          and t.startswith(module + "."))}
+        graph[module] = {
+            t for t in graph[module] if not (MODULES[module].name == "__init__.py" and t.startswith(module + "."))
+        }
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles = []
@@ -122,7 +123,7 @@ def test_module_level_graph_has_no_cycles():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

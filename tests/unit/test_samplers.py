@@ -6,7 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sampling.samplers import (
@@ -29,8 +30,13 @@ EMPTY = np.zeros(0, dtype=np.int64)
 def make_input(X, candidates=None, preselected=EMPTY, metadata=None, query=None):
     n = len(X) if X is not None else len(next(iter(metadata.values())))
     cand = np.arange(n, dtype=np.int64) if candidates is None else np.asarray(candidates, dtype=np.int64)
-    return SelectionInput(embeddings=X, candidates=cand, preselected=np.asarray(preselected, dtype=np.int64),
-                          metadata=metadata or {}, query=query)
+    return SelectionInput(
+        embeddings=X,
+        candidates=cand,
+        preselected=np.asarray(preselected, dtype=np.int64),
+        metadata=metadata or {},
+        query=query,
+    )
 
 
 def top(scores, idx, k):
@@ -59,10 +65,11 @@ def covering_radius(X, centers, points=None):
     X = X.astype(np.float64)
     P = X if points is None else X[points]
     diff = P[:, None, :] - X[list(centers)][None, :, :]
-    return float(np.sqrt((diff ** 2).sum(-1)).min(axis=1).max())
+    return float(np.sqrt((diff**2).sum(-1)).min(axis=1).max())
 
 
 # ---- coreset ------------------------------------------------------------------------------------
+
 
 def test_coreset_top_k_is_the_greedy_coreset_for_every_k():
     X = gaussian(300, 8)
@@ -115,8 +122,9 @@ def test_coreset_pruning_keeps_the_same_picks(monkeypatch):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    points=hnp.arrays(np.float32, st.tuples(st.integers(4, 12), st.integers(1, 3)),
-                      elements=st.integers(-20, 20).map(float)),
+    points=hnp.arrays(
+        np.float32, st.tuples(st.integers(4, 12), st.integers(1, 3)), elements=st.integers(-20, 20).map(float)
+    ),
     k=st.integers(1, 4),
     seed=st.integers(0, 5),
 )
@@ -135,8 +143,10 @@ def test_coreset_is_deterministic_for_a_seed():
     a = select(make_input(X), [{"strategy": "coreset"}], n_samples=40, seed=7)
     b = select(make_input(X), [{"strategy": "coreset"}], n_samples=40, seed=7)
     assert np.array_equal(a, b)
-    firsts = {int(top(select(make_input(X), [{"strategy": "coreset"}], n_samples=1, seed=s), np.arange(500), 1)[0])
-              for s in range(5)}
+    firsts = {
+        int(top(select(make_input(X), [{"strategy": "coreset"}], n_samples=1, seed=s), np.arange(500), 1)[0])
+        for s in range(5)
+    }
     assert len(firsts) > 1  # the seed decides the first pick
 
 
@@ -177,6 +187,7 @@ def test_coreset_only_scores_the_input_tag():
 
 # ---- diversity ----------------------------------------------------------------------------------
 
+
 def test_diversity_stops_once_every_sample_is_within_min_distance():
     X = gaussian(600, 3, seed=5)
     md = 1.0
@@ -194,6 +205,7 @@ def test_diversity_stops_once_every_sample_is_within_min_distance():
 
 
 # ---- typicality ---------------------------------------------------------------------------------
+
 
 def long_tail_mixture():
     rng = np.random.default_rng(0)
@@ -280,14 +292,18 @@ def test_typicality_counts_preselected_samples_on_the_sampled_path(sampled_clust
 
 # ---- memory-mapped matrices ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("strategies,kw", [
-    ([{"strategy": "coreset"}], {"n_samples": 40}),
-    ([{"strategy": "diversity", "min_distance": 2.5}], {"n_samples": None}),
-    ([{"strategy": "typicality"}], {"n_samples": 8}),
-    ([{"strategy": "similarity", "metric": "euclidean"}], {"n_samples": None}),
-    ([{"strategy": "random"}], {"n_samples": None}),
-    ([{"strategy": "coreset"}, {"strategy": "typicality"}], {"n_samples": 10}),
-])
+
+@pytest.mark.parametrize(
+    "strategies,kw",
+    [
+        ([{"strategy": "coreset"}], {"n_samples": 40}),
+        ([{"strategy": "diversity", "min_distance": 2.5}], {"n_samples": None}),
+        ([{"strategy": "typicality"}], {"n_samples": 8}),
+        ([{"strategy": "similarity", "metric": "euclidean"}], {"n_samples": None}),
+        ([{"strategy": "random"}], {"n_samples": None}),
+        ([{"strategy": "coreset"}, {"strategy": "typicality"}], {"n_samples": 10}),
+    ],
+)
 def test_a_read_only_memory_map_gives_exactly_the_scores_of_the_array(tmp_path, strategies, kw, monkeypatch):
     from sampling.samplers import typicality
 
@@ -315,13 +331,15 @@ def test_drop_pages_is_harmless_on_arrays_maps_and_views(tmp_path):
 
 # ---- similarity ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_similarity_ranks_the_query_neighbours_first(metric):
     X = gaussian(300, 5, seed=8) + 3.0
     query = np.array([10, 20])
     cand = np.setdiff1d(np.arange(300), query)
-    scores = select(make_input(X, candidates=cand, query=query), [{"strategy": "similarity", "metric": metric}],
-                    n_samples=None)
+    scores = select(
+        make_input(X, candidates=cand, query=query), [{"strategy": "similarity", "metric": metric}], n_samples=None
+    )
     X64 = X.astype(np.float64)
     if metric == "cosine":
         U = X64 / np.linalg.norm(X64, axis=1, keepdims=True)
@@ -332,6 +350,7 @@ def test_similarity_ranks_the_query_neighbours_first(metric):
 
 
 # ---- metadata strategies ------------------------------------------------------------------------
+
 
 def weather(n=400, seed=0):
     rng = np.random.default_rng(seed)
@@ -362,17 +381,24 @@ def test_balance_counts_the_preselected_samples():
     kinds = weather()
     pre = np.flatnonzero(kinds == "rainy")[:20]
     inp = make_input(None, preselected=pre, metadata={"s": kinds})
-    scores = select(inp, [{"strategy": "balance", "field": "s", "target": {"rainy": 0.5, "sunny": 0.5}}],
-                    n_samples=None)
+    scores = select(
+        inp, [{"strategy": "balance", "field": "s", "target": {"rainy": 0.5, "sunny": 0.5}}], n_samples=None
+    )
     eff = effective_candidates(inp)
     first = list(kinds[top(scores, eff, 20)])
     assert first.count("sunny") == 20  # sunny catches up with the 20 rainy already selected
 
 
-@pytest.mark.parametrize("operation,value,expected", [
-    ("gt", 0.5, lambda v: v > 0.5), ("ge", 0.5, lambda v: v >= 0.5), ("lt", 0.25, lambda v: v < 0.25),
-    ("le", 0.25, lambda v: v <= 0.25), ("eq", 1.0, lambda v: v == 1.0),
-])
+@pytest.mark.parametrize(
+    "operation,value,expected",
+    [
+        ("gt", 0.5, lambda v: v > 0.5),
+        ("ge", 0.5, lambda v: v >= 0.5),
+        ("lt", 0.25, lambda v: v < 0.25),
+        ("le", 0.25, lambda v: v <= 0.25),
+        ("eq", 1.0, lambda v: v == 1.0),
+    ],
+)
 def test_threshold_filters_the_candidates(operation, value, expected):
     v = np.round(np.random.default_rng(3).random(300) * 4) / 4
     v[7] = np.nan
@@ -391,9 +417,14 @@ def test_threshold_eq_on_a_category_and_weights_order():
     w = np.linspace(0, 1, 400)
     w[kinds == None] = np.nan  # noqa: E711 (object array comparison)
     md = {"s": kinds, "w": w}
-    scores = select(make_input(None, metadata=md),
-                    [{"strategy": "threshold", "field": "s", "operation": "eq", "value": "foggy"},
-                     {"strategy": "weights", "field": "w"}], n_samples=None)
+    scores = select(
+        make_input(None, metadata=md),
+        [
+            {"strategy": "threshold", "field": "s", "operation": "eq", "value": "foggy"},
+            {"strategy": "weights", "field": "w"},
+        ],
+        n_samples=None,
+    )
     idx = np.arange(400)
     foggy = np.flatnonzero(kinds == "foggy")
     assert list(top(scores, idx, 40)) == list(foggy[::-1])
@@ -412,12 +443,17 @@ def test_random_is_a_seeded_permutation():
 
 # ---- combinations ------------------------------------------------------------------------------
 
+
 def test_coreset_with_weights_prefers_heavy_samples_among_far_ones():
     X = gaussian(300, 2, seed=4)
     w = np.ones(300)
     w[:150] = 0.01
-    scores = select(make_input(X, metadata={"w": w}), [{"strategy": "coreset"}, {"strategy": "weights", "field": "w"}],
-                    n_samples=20, seed=0)
+    scores = select(
+        make_input(X, metadata={"w": w}),
+        [{"strategy": "coreset"}, {"strategy": "weights", "field": "w"}],
+        n_samples=20,
+        seed=0,
+    )
     picks = top(scores, np.arange(300), 20)
     assert np.sum(picks >= 150) >= 18
     assert scores[picks].min() > np.delete(scores, picks).max()
@@ -428,13 +464,18 @@ def test_typicality_with_similarity_stays_near_the_query():
     query = np.flatnonzero(labels == 3)[:2]
     inp = make_input(X, candidates=np.setdiff1d(np.arange(len(X)), query), query=query)
     eff = effective_candidates(inp)
-    scores = select(inp, [{"strategy": "typicality"}, {"strategy": "similarity", "metric": "euclidean", "strength": 4}],
-                    n_samples=10, seed=0)
+    scores = select(
+        inp,
+        [{"strategy": "typicality"}, {"strategy": "similarity", "metric": "euclidean", "strength": 4}],
+        n_samples=10,
+        seed=0,
+    )
     assert len(scores) == len(eff) and np.isfinite(scores).all()
     assert len(set(labels[top(scores, eff, 10)])) >= 6  # typicality still spreads over the clusters
 
 
 # ---- sharded coreset ---------------------------------------------------------------------------
+
 
 def test_sharded_coreset_covers_nearly_as_well_as_one_run():
     X = gaussian(2000, 4, seed=9)
@@ -461,34 +502,37 @@ X_SMALL = gaussian(20, 3)
 MD = {"x": np.arange(20, dtype=float), "s": np.array(["a", "b"] * 10, dtype=object)}
 
 
-@pytest.mark.parametrize("inp,strategies,kwargs,names", [
-    (dict(), [{"strategy": "nope"}], {}, "strategies[0].strategy"),
-    (dict(), [], {}, "strategies"),
-    (dict(), [{"strategy": "coreset", "k": 3}], {}, "strategies[0].k"),
-    (dict(), [{"strategy": "weights"}], {}, "strategies[0].field"),
-    (dict(), [{"strategy": "weights", "field": "missing"}], {}, "strategies[0].field"),
-    (dict(), [{"strategy": "weights", "field": "s"}], {}, "strategies[0].field"),
-    (dict(), [{"strategy": "coreset"}], {"n_samples": 0}, "n_samples"),
-    (dict(), [{"strategy": "coreset"}], {"n_samples": 21}, "n_samples"),
-    (dict(), [{"strategy": "coreset"}], {"n_samples": None}, "n_samples"),
-    (dict(embeddings=None), [{"strategy": "coreset"}], {}, "embeddings"),
-    (dict(nan=True), [{"strategy": "coreset"}], {}, "embeddings"),
-    (dict(), [{"strategy": "diversity"}], {}, "min_distance"),
-    (dict(), [{"strategy": "diversity", "min_distance": -1}], {}, "min_distance"),
-    (dict(), [{"strategy": "similarity"}], {}, "query"),
-    (dict(), [{"strategy": "similarity", "metric": "manhattan"}], {"query": True}, "metric"),
-    (dict(), [{"strategy": "threshold", "field": "x", "operation": "ne", "value": 1}], {}, "operation"),
-    (dict(), [{"strategy": "threshold", "field": "x", "operation": "gt", "value": "a"}], {}, "value"),
-    (dict(), [{"strategy": "balance", "field": "s", "target": "skewed"}], {}, "target"),
-    (dict(), [{"strategy": "balance", "field": "s", "target": {"a": -1}}], {}, "target"),
-    (dict(), [{"strategy": "coreset", "strength": 0}], {}, "strength"),
-    (dict(), [{"strategy": "coreset"}, {"strategy": "diversity", "min_distance": 1}], {}, "strategies"),
-    (dict(candidates=[3, 1]), [{"strategy": "random"}], {}, "candidates"),
-    (dict(candidates=[1, 99]), [{"strategy": "random"}], {}, "candidates"),
-    (dict(preselected=list(range(20))), [{"strategy": "random"}], {}, "candidates"),
-    (dict(preselected=[-1]), [{"strategy": "random"}], {}, "preselected"),
-    (dict(), [{"strategy": "random"}], {"seed": 1.5}, "seed"),
-])
+@pytest.mark.parametrize(
+    "inp,strategies,kwargs,names",
+    [
+        (dict(), [{"strategy": "nope"}], {}, "strategies[0].strategy"),
+        (dict(), [], {}, "strategies"),
+        (dict(), [{"strategy": "coreset", "k": 3}], {}, "strategies[0].k"),
+        (dict(), [{"strategy": "weights"}], {}, "strategies[0].field"),
+        (dict(), [{"strategy": "weights", "field": "missing"}], {}, "strategies[0].field"),
+        (dict(), [{"strategy": "weights", "field": "s"}], {}, "strategies[0].field"),
+        (dict(), [{"strategy": "coreset"}], {"n_samples": 0}, "n_samples"),
+        (dict(), [{"strategy": "coreset"}], {"n_samples": 21}, "n_samples"),
+        (dict(), [{"strategy": "coreset"}], {"n_samples": None}, "n_samples"),
+        (dict(embeddings=None), [{"strategy": "coreset"}], {}, "embeddings"),
+        (dict(nan=True), [{"strategy": "coreset"}], {}, "embeddings"),
+        (dict(), [{"strategy": "diversity"}], {}, "min_distance"),
+        (dict(), [{"strategy": "diversity", "min_distance": -1}], {}, "min_distance"),
+        (dict(), [{"strategy": "similarity"}], {}, "query"),
+        (dict(), [{"strategy": "similarity", "metric": "manhattan"}], {"query": True}, "metric"),
+        (dict(), [{"strategy": "threshold", "field": "x", "operation": "ne", "value": 1}], {}, "operation"),
+        (dict(), [{"strategy": "threshold", "field": "x", "operation": "gt", "value": "a"}], {}, "value"),
+        (dict(), [{"strategy": "balance", "field": "s", "target": "skewed"}], {}, "target"),
+        (dict(), [{"strategy": "balance", "field": "s", "target": {"a": -1}}], {}, "target"),
+        (dict(), [{"strategy": "coreset", "strength": 0}], {}, "strength"),
+        (dict(), [{"strategy": "coreset"}, {"strategy": "diversity", "min_distance": 1}], {}, "strategies"),
+        (dict(candidates=[3, 1]), [{"strategy": "random"}], {}, "candidates"),
+        (dict(candidates=[1, 99]), [{"strategy": "random"}], {}, "candidates"),
+        (dict(preselected=list(range(20))), [{"strategy": "random"}], {}, "candidates"),
+        (dict(preselected=[-1]), [{"strategy": "random"}], {}, "preselected"),
+        (dict(), [{"strategy": "random"}], {"seed": 1.5}, "seed"),
+    ],
+)
 def test_bad_parameters_raise_a_sampler_error_naming_the_parameter(inp, strategies, kwargs, names):
     X = X_SMALL.copy()
     if inp.pop("nan", False):
@@ -531,5 +575,13 @@ def test_ranking_breaks_ties_by_ascending_idx():
 
 
 def test_strategies_lists_every_strategy():
-    assert set(STRATEGIES) == {"random", "coreset", "diversity", "typicality", "similarity", "weights",
-                               "threshold", "balance"}
+    assert set(STRATEGIES) == {
+        "random",
+        "coreset",
+        "diversity",
+        "typicality",
+        "similarity",
+        "weights",
+        "threshold",
+        "balance",
+    }

@@ -35,13 +35,18 @@ def wait_until_done(api, url: str, timeout: float = 90) -> dict:
 
 def send(api, dataset, kind: str, parts: dict[str, bytes], chunk: int = 20_000) -> str:
     base = f"/api/v1/datasets/{dataset.id}/embeddings/uploads"
-    upload = api.post(base, {"kind": kind, "name": f"w-{kind}", "sizes": {p: len(b) for p, b in parts.items()}},
-                      format="json").json()
+    upload = api.post(
+        base, {"kind": kind, "name": f"w-{kind}", "sizes": {p: len(b) for p, b in parts.items()}}, format="json"
+    ).json()
     for part, data in parts.items():
         for offset in range(0, len(data), chunk):
-            piece = data[offset:offset + chunk]
-            response = api.put(f"{base}/{upload['id']}/{part}", piece, content_type="application/octet-stream",
-                               HTTP_CONTENT_RANGE=f"bytes {offset}-{offset + len(piece) - 1}/{len(data)}")
+            piece = data[offset : offset + chunk]
+            response = api.put(
+                f"{base}/{upload['id']}/{part}",
+                piece,
+                content_type="application/octet-stream",
+                HTTP_CONTENT_RANGE=f"bytes {offset}-{offset + len(piece) - 1}/{len(data)}",
+            )
             assert response.status_code == 200, response.content
     assert api.post(f"{base}/{upload['id']}/complete").status_code == 202
     return f"{base}/{upload['id']}"
@@ -62,11 +67,16 @@ def test_a_completed_upload_is_stored_by_a_worker(celery_worker, editor_api, dat
 
     matrix = io.BytesIO()
     np.save(matrix, X[:10])
-    state = wait_until_done(editor_api, send(editor_api, dataset, "npy", {
-        "matrix": matrix.getvalue(), "names": "\n".join(names[:10]).encode()}))
+    state = wait_until_done(
+        editor_api,
+        send(editor_api, dataset, "npy", {"matrix": matrix.getvalue(), "names": "\n".join(names[:10]).encode()}),
+    )
     assert state["status"] == "failed" and "2990 of 3000 are missing" in state["error"]
     assert Embedding.objects.filter(dataset=dataset).count() == 1
     assert EmbeddingUpload.objects.filter(status="succeeded").count() == 1
-    _dirs, files = storage.default_storage.listdir(f"{dataset.storage_prefix}uploads") \
-        if storage.default_storage.exists(f"{dataset.storage_prefix}uploads") else ([], [])
+    _dirs, files = (
+        storage.default_storage.listdir(f"{dataset.storage_prefix}uploads")
+        if storage.default_storage.exists(f"{dataset.storage_prefix}uploads")
+        else ([], [])
+    )
     assert files == []

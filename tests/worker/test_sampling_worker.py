@@ -32,7 +32,8 @@ def _media_root(dataset):
 
 def make_dataset(dataset, n: int = N, d: int = D, seed: int = 0) -> np.ndarray:
     Sample.objects.bulk_create(
-        (Sample(dataset=dataset, idx=i, file_name=f"frame_{i:06d}.jpg") for i in range(n)), batch_size=5000)
+        (Sample(dataset=dataset, idx=i, file_name=f"frame_{i:06d}.jpg") for i in range(n)), batch_size=5000
+    )
     dataset.next_idx = n
     dataset.save(update_fields=["next_idx"])
     rng = np.random.default_rng(seed)
@@ -58,8 +59,9 @@ def picks_for(X: np.ndarray, seconds: float = RUN_SECONDS) -> int:
 
 def add_tag(dataset, name: str, indices) -> Tag:
     indices = np.asarray(indices)
-    return Tag.objects.create(dataset=dataset, name=name, bitmask=bitmask.from_indices(indices),
-                              count=len(indices), origin="selection")
+    return Tag.objects.create(
+        dataset=dataset, name=name, bitmask=bitmask.from_indices(indices), count=len(indices), origin="selection"
+    )
 
 
 def start_run(client, dataset, n_samples: int, **body) -> str:
@@ -100,14 +102,17 @@ def test_a_run_reports_progress_and_its_top_k_becomes_a_tag(celery_worker, edito
     assert final["progress"] == 100 and final["score_count"] == N and final["attempts"] == 1
     statuses = [s["status"] for s in seen]
     assert statuses.index("running") < statuses.index("succeeded")
-    assert "queued" not in statuses[statuses.index("running"):]
+    assert "queued" not in statuses[statuses.index("running") :]
     progress = [s["progress"] for s in seen if s["status"] == "running"]
     assert any(0 < p < 100 for p in progress), progress
     assert progress == sorted(progress)
 
     # The slider: keep the top 20 as a tag.
-    response = editor_api.post(f"/api/v1/datasets/{dataset.id}/tags",
-                               {"name": "label-next", "sampling_run": run_id, "top_k": 20}, format="json")
+    response = editor_api.post(
+        f"/api/v1/datasets/{dataset.id}/tags",
+        {"name": "label-next", "sampling_run": run_id, "top_k": 20},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     tag = Tag.objects.get(dataset=dataset, name="label-next")
     page = editor_api.get(f"/api/v1/datasets/{dataset.id}/sampling-runs/{run_id}/scores?limit=20").json()
@@ -118,8 +123,9 @@ def test_a_run_reports_progress_and_its_top_k_becomes_a_tag(celery_worker, edito
 def test_cancelling_a_running_run_stops_its_worker(celery_worker, editor_api, dataset):
     X = make_dataset(dataset)
     run_id = start_run(editor_api, dataset, picks_for(X))
-    watch(editor_api, dataset, run_id, lambda r: r["status"] == "running" and r["progress"] >= 5,
-          workers=[celery_worker])
+    watch(
+        editor_api, dataset, run_id, lambda r: r["status"] == "running" and r["progress"] >= 5, workers=[celery_worker]
+    )
     response = editor_api.post(f"/api/v1/datasets/{dataset.id}/sampling-runs/{run_id}/cancel")
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
     final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=[celery_worker])[-1]
@@ -156,8 +162,10 @@ def blocked_shard_writes() -> int:
     """Backends of this database waiting on a lock in a shard's progress write (`progress + points`)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction the view is a snapshot otherwise
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%progress%+%'")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%progress%+%'"
+        )
         return cursor.fetchone()[0]
 
 
@@ -182,8 +190,9 @@ def test_scale_out_over_two_workers_gives_a_two_round_k_center(fresh_worker, edi
         held = SamplingRun.objects.select_for_update().get(pk=run_id)
         assert held.progress == 5, "a shard finished before the test held the run; give the shards more work"
         while blocked_shard_writes() < 2:
-            assert time.monotonic() < deadline, "both shards never waited at once:\n" + \
-                "\n".join(w.log() for w in workers)
+            assert time.monotonic() < deadline, "both shards never waited at once:\n" + "\n".join(
+                w.log() for w in workers
+            )
             time.sleep(0.05)
     final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=workers)[-1]
     assert final["status"] == "succeeded", final["error"]

@@ -1,12 +1,11 @@
 """REST API: the caller's own API tokens (list, create, revoke)."""
 
 from django.shortcuts import get_object_or_404
+from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
-
-from django.urls import path
 
 from winnow.accounts.models import TOKEN_MARK, ApiToken
 

@@ -46,7 +46,7 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
     @classmethod
-    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
         """Create a token; return it with its secret key, which is never stored and never shown again."""
         while True:
             prefix = secrets.token_hex(PREFIX_LENGTH // 2)
@@ -57,7 +57,7 @@ class ApiToken(models.Model):
         return token, key
 
     @classmethod
-    def authenticate(cls, key: str) -> "ApiToken | None":
+    def authenticate(cls, key: str) -> ApiToken | None:
         if not key.startswith(TOKEN_MARK) or len(key) < len(TOKEN_MARK) + PREFIX_LENGTH + 20:
             return None
         prefix = key[len(TOKEN_MARK) : len(TOKEN_MARK) + PREFIX_LENGTH]

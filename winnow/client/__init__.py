@@ -3,5 +3,11 @@
 from winnow.client.api import Client, WinnowError
 from winnow.client.formats import format_custom_metadata, load_embeddings, save_custom_metadata, save_embeddings
 
-__all__ = ["Client", "WinnowError", "format_custom_metadata", "load_embeddings", "save_custom_metadata",
-           "save_embeddings"]
+__all__ = [
+    "Client",
+    "WinnowError",
+    "format_custom_metadata",
+    "load_embeddings",
+    "save_custom_metadata",
+    "save_embeddings",
+]

@@ -42,8 +42,15 @@ RETRY_STATUSES = (502, 503, 504)
 # Embedding files above this go up in a resumable session of chunks of EMBEDDING_CHUNK_BYTES.
 EMBEDDING_SINGLE_BYTES = 32 * 1024 * 1024
 EMBEDDING_CHUNK_BYTES = 16 * 1024 * 1024
-_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                  ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}
 
 
 class WinnowError(Exception):
@@ -72,8 +79,15 @@ class UploadSummary:
     rejected: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"dataset_id": self.dataset_id, "mode": self.mode, "found": self.found, "created": self.created,
-                "replaced": self.replaced, "skipped": self.skipped, "rejected": list(self.rejected)}
+        return {
+            "dataset_id": self.dataset_id,
+            "mode": self.mode,
+            "found": self.found,
+            "created": self.created,
+            "replaced": self.replaced,
+            "skipped": self.skipped,
+            "rejected": list(self.rejected),
+        }
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -110,8 +124,13 @@ class Client:
         # Idempotent calls retry on connection errors and gateway errors; POSTs are retried only
         # where the server makes them idempotent (uploads, by file name).
         retry = Retry(
-            total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
-            status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            backoff_factor=0.5,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
             raise_on_status=False,
         )
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32)
@@ -125,7 +144,7 @@ class Client:
         """Close the pooled connections."""
         self.session.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,8 +265,11 @@ class Client:
         if mode is not None and mode != dataset_mode:
             raise WinnowError(None, f"the dataset's upload mode is {dataset_mode!r}, not {mode!r}")
         if overwrite and dataset_mode == "meta":
-            raise WinnowError(None, "overwrite is not available for meta datasets (no pixels to replace); "
-                                    "replace metadata with upload_custom_metadata")
+            raise WinnowError(
+                None,
+                "overwrite is not available for meta datasets (no pixels to replace); "
+                "replace metadata with upload_custom_metadata",
+            )
         root = Path(input_dir)
         try:
             names = find_images(root)
@@ -276,14 +298,16 @@ class Client:
             if dataset_mode == "meta":
                 self._register_meta(dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers)
             else:
-                self._upload_files(dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock,
-                                   workers, batch_files, embed)
+                self._upload_files(
+                    dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers, batch_files, embed
+                )
         finally:
             bar.close()
         return summary.as_dict()
 
-    def _upload_files(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers,
-                      batch_files, embed) -> None:
+    def _upload_files(
+        self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers, batch_files, embed
+    ) -> None:
         batches = _batches(root, todo, batch_files)
         if not batches:
             return
@@ -305,8 +329,11 @@ class Client:
         send(last, embed)
 
     def _post_files(self, dataset_id, root: Path, batch: list[str], per_file, overwrite: bool, embed: bool) -> dict:
-        data = {"file_names": json.dumps(batch), "overwrite": "true" if overwrite else "false",
-                "embed": "true" if embed else "false"}
+        data = {
+            "file_names": json.dumps(batch),
+            "overwrite": "true" if overwrite else "false",
+            "embed": "true" if embed else "false",
+        }
         batch_metadata = {name: per_file[name] for name in batch if name in per_file}
         if batch_metadata:
             data["metadata"] = json.dumps(batch_metadata)
@@ -328,8 +355,7 @@ class Client:
         # Safe to repeat: a file name that landed on the first try is skipped on the next.
         return _with_retries(attempt, self.retries)
 
-    def _register_meta(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock,
-                       workers) -> None:
+    def _register_meta(self, dataset_id, root, todo, per_file, overwrite, summary, reject, bar, lock, workers) -> None:
         def entries() -> Iterator[dict]:
             for name in todo:
                 try:
@@ -338,14 +364,19 @@ class Client:
                     reject({"file_name": name, "reason": f"not a readable image: {exc}"})
                     bar.update(1)
                     continue
-                row = {"file_name": name, "width": width, "height": height,
-                       "size_bytes": (root / name).stat().st_size}
+                row = {"file_name": name, "width": width, "height": height, "size_bytes": (root / name).stat().st_size}
                 if name in per_file:
                     row["metadata"] = per_file[name]
                 yield row
 
-        done = self.register_samples(entries(), dataset_id, batch_size=META_BATCH_ROWS, workers=workers,
-                                     progress=False, on_batch=lambda body, size: bar.update(size))
+        done = self.register_samples(
+            entries(),
+            dataset_id,
+            batch_size=META_BATCH_ROWS,
+            workers=workers,
+            progress=False,
+            on_batch=lambda body, size: bar.update(size),
+        )
         with lock:
             summary.created += done["created"]
             summary.skipped += done["skipped"]
@@ -445,8 +476,9 @@ class Client:
 
         def attempt() -> dict:
             try:
-                response = self.session.post(url, data=data, timeout=self.timeout,
-                                             headers={"Content-Type": "application/json"})
+                response = self.session.post(
+                    url, data=data, timeout=self.timeout, headers={"Content-Type": "application/json"}
+                )
             except requests.RequestException as exc:
                 raise WinnowError(None, f"cannot register samples at {self.server}: {_root_cause(exc)}") from exc
             if response.status_code >= 400:
@@ -465,10 +497,21 @@ class Client:
 
     # --- embeddings ------------------------------------------------------------------------------
 
-    def upload_embeddings(self, source, name: str = "default", dataset_id: str | None = None, *,
-                          file_names=None, labels=None, chunked: bool | None = None,
-                          chunk_bytes: int = EMBEDDING_CHUNK_BYTES, progress: bool = True, wait: bool = True,
-                          upload_id: str | None = None, timeout: float = 3600) -> dict:
+    def upload_embeddings(
+        self,
+        source,
+        name: str = "default",
+        dataset_id: str | None = None,
+        *,
+        file_names=None,
+        labels=None,
+        chunked: bool | None = None,
+        chunk_bytes: int = EMBEDDING_CHUNK_BYTES,
+        progress: bool = True,
+        wait: bool = True,
+        upload_id: str | None = None,
+        timeout: float = 3600,
+    ) -> dict:
         """Upload embeddings under `name`: a Lightly CSV path, or a float32 matrix with its file names.
 
         Args:
@@ -500,19 +543,32 @@ class Client:
     def _post_embeddings(self, dataset_id: str, name: str, kind: str, parts: dict[str, Path]) -> dict:
         handles = {part: path.open("rb") for part, path in parts.items()}
         try:
-            files = {part: (path.name, handles[part], "text/csv" if kind == "csv" else "application/octet-stream")
-                     for part, path in parts.items()}
+            files = {
+                part: (path.name, handles[part], "text/csv" if kind == "csv" else "application/octet-stream")
+                for part, path in parts.items()
+            }
             return self._json("POST", f"datasets/{dataset_id}/embeddings", data={"name": name}, files=files)
         finally:
             for handle in handles.values():
                 handle.close()
 
-    def _send_upload(self, dataset_id: str, name: str, kind: str, parts: dict[str, Path], chunk_bytes: int,
-                     progress: bool, upload_id: str | None) -> dict:
+    def _send_upload(
+        self,
+        dataset_id: str,
+        name: str,
+        kind: str,
+        parts: dict[str, Path],
+        chunk_bytes: int,
+        progress: bool,
+        upload_id: str | None,
+    ) -> dict:
         base = f"datasets/{dataset_id}/embeddings/uploads"
         if upload_id is None:
-            upload = self._json("POST", base, json={
-                "kind": kind, "name": name, "sizes": {part: path.stat().st_size for part, path in parts.items()}})
+            upload = self._json(
+                "POST",
+                base,
+                json={"kind": kind, "name": name, "sizes": {part: path.stat().st_size for part, path in parts.items()}},
+            )
         else:
             upload = self.get_embedding_upload(upload_id, dataset_id)
         total = sum(upload["sizes"].values())
@@ -530,9 +586,14 @@ class Client:
                         data = handle.read(chunk_bytes)
                         try:
                             upload = self._json(
-                                "PUT", f"{base}/{upload['id']}/{part}", data=data,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{size}"})
+                                "PUT",
+                                f"{base}/{upload['id']}/{part}",
+                                data=data,
+                                headers={
+                                    "Content-Type": "application/octet-stream",
+                                    "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/{size}",
+                                },
+                            )
                             failures = 0
                         except WinnowError as exc:
                             transient = exc.status is None or exc.status in RETRY_STATUSES or exc.status in (409, 500)
@@ -554,8 +615,15 @@ class Client:
         """A resumable embeddings upload: sizes, received bytes per part, status, progress, error, embedding."""
         return self._json("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/uploads/{upload_id}")
 
-    def wait_for_embedding_upload(self, upload_id: str, dataset_id: str | None = None, *, progress: bool = True,
-                                  timeout: float = 3600, poll: float = 1.0) -> dict:
+    def wait_for_embedding_upload(
+        self,
+        upload_id: str,
+        dataset_id: str | None = None,
+        *,
+        progress: bool = True,
+        timeout: float = 3600,
+        poll: float = 1.0,
+    ) -> dict:
         """Wait until the server has stored a completed upload; return the embedding. A refused file raises."""
         dataset_id = self._dataset(dataset_id)
         deadline = time.monotonic() + timeout
@@ -585,8 +653,9 @@ class Client:
                 return embedding
         raise WinnowError(404, f"no embedding named or with id {name_or_id!r} in this dataset")
 
-    def wait_for_embedding(self, name: str = "default", dataset_id: str | None = None, timeout: float = 600,
-                           poll: float = 2.0) -> dict:
+    def wait_for_embedding(
+        self, name: str = "default", dataset_id: str | None = None, timeout: float = 600, poll: float = 2.0
+    ) -> dict:
         """Wait until an embedding of that name exists (the server's built-in embedder makes "default")."""
         deadline = time.monotonic() + timeout
         while True:
@@ -605,8 +674,9 @@ class Client:
     def download_embeddings(self, name_or_id: str, path: str | os.PathLike, dataset_id: str | None = None) -> None:
         """Save an embedding as Lightly's CSV at `path`."""
         embedding = self.get_embedding(name_or_id, dataset_id)
-        response = self._request("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}/csv",
-                                 stream=True)
+        response = self._request(
+            "GET", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}/csv", stream=True
+        )
         with open(path, "wb") as handle:
             for chunk in response.iter_content(1 << 16):
                 handle.write(chunk)
@@ -634,8 +704,9 @@ class Client:
         """Metadata paths found in the dataset, with proposed types and examples."""
         return self._json("GET", f"datasets/{self._dataset(dataset_id)}/metadata/fields")
 
-    def configure_field(self, path: str, type: str, display_name: str | None = None, fallback: Any = None,
-                        dataset_id: str | None = None) -> dict:
+    def configure_field(
+        self, path: str, type: str, display_name: str | None = None, fallback: Any = None, dataset_id: str | None = None
+    ) -> dict:
         """Show metadata `path` (e.g. "weather.temperature") as `type`: int, float, categorical_string,
         categorical_int or boolean."""
         body: dict[str, Any] = {"path": path, "type": type}
@@ -660,14 +731,18 @@ class Client:
 
     def create_tag_from_filenames(self, name: str, file_names: Iterable[str], dataset_id: str | None = None) -> dict:
         """A tag holding the samples with these file names."""
-        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
-                          json={"name": name, "file_names": list(file_names)})
+        return self._json(
+            "POST", f"datasets/{self._dataset(dataset_id)}/tags", json={"name": name, "file_names": list(file_names)}
+        )
 
     def tag_arithmetic(self, name: str, operation: str, tag_a: str, tag_b: str, dataset_id: str | None = None) -> dict:
         """A tag from `union`, `intersection` or `difference` of two tags (names or ids)."""
         a, b = self.get_tag(tag_a, dataset_id)["id"], self.get_tag(tag_b, dataset_id)["id"]
-        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
-                          json={"name": name, "operation": operation, "tags": [a, b]})
+        return self._json(
+            "POST",
+            f"datasets/{self._dataset(dataset_id)}/tags",
+            json={"name": name, "operation": operation, "tags": [a, b]},
+        )
 
     def export_tag(self, tag: str, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False):
         """A tag's samples: `filenames` -> list of names; `csv` -> text; `json`/`label-studio` -> parsed JSON.
@@ -675,8 +750,9 @@ class Client:
         With raw=True every format comes back as the text the server sent.
         """
         tag_id = self.get_tag(tag, dataset_id)["id"]
-        response = self._request("GET", f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export",
-                                 params={"format": format})
+        response = self._request(
+            "GET", f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export", params={"format": format}
+        )
         response.encoding = "utf-8"
         text = response.text
         if raw or format == "csv":
@@ -687,8 +763,15 @@ class Client:
 
     # --- sampling --------------------------------------------------------------------------------
 
-    def create_sampling_run(self, name: str, embedding: str | None, strategy: str, n_samples: int | None = None,
-                            dataset_id: str | None = None, **params) -> dict:
+    def create_sampling_run(
+        self,
+        name: str,
+        embedding: str | None,
+        strategy: str,
+        n_samples: int | None = None,
+        dataset_id: str | None = None,
+        **params,
+    ) -> dict:
         """Queue a sampling run (coreset, diversity, random, typicality, ...); returns the run (202).
 
         `embedding` is a name or id; `params` are the strategy's other fields (min_distance,
@@ -705,8 +788,14 @@ class Client:
         """A sampling run: status, progress (0-100), error."""
         return self._json("GET", f"datasets/{self._dataset(dataset_id)}/sampling-runs/{run_id}")
 
-    def wait_for_run(self, run_id: str, progress: bool = True, dataset_id: str | None = None,
-                     poll: float = 1.0, timeout: float | None = None) -> dict:
+    def wait_for_run(
+        self,
+        run_id: str,
+        progress: bool = True,
+        dataset_id: str | None = None,
+        poll: float = 1.0,
+        timeout: float | None = None,
+    ) -> dict:
         """Poll a run until it finishes; return it when it succeeded, raise WinnowError otherwise."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = progress_bar(100, "sampling", progress)
@@ -718,8 +807,9 @@ class Client:
                     bar.update(100 - bar.n)
                     return run
                 if run["status"] in ("failed", "cancelled"):
-                    raise WinnowError(None, f"sampling run {run_id} {run['status']}: {run.get('error') or 'no detail'}",
-                                      run)
+                    raise WinnowError(
+                        None, f"sampling run {run_id} {run['status']}: {run.get('error') or 'no detail'}", run
+                    )
                 if deadline is not None and time.monotonic() > deadline:
                     raise WinnowError(None, f"sampling run {run_id} is still {run['status']} after {timeout} s")
                 time.sleep(poll)
@@ -728,16 +818,19 @@ class Client:
 
     def get_scores(self, run_id: str, dataset_id: str | None = None) -> Iterator[dict]:
         """A succeeded run's scores by rank: {rank, score, sample_id, file_name, idx}."""
-        yield from self._pages(f"datasets/{self._dataset(dataset_id)}/sampling-runs/{run_id}/scores",
-                               {"limit": 1000})
+        yield from self._pages(f"datasets/{self._dataset(dataset_id)}/sampling-runs/{run_id}/scores", {"limit": 1000})
 
     def create_tag_from_run(self, name: str, run_id: str, top_k: int, dataset_id: str | None = None) -> dict:
         """A tag with the `top_k` most important samples of a succeeded run."""
-        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/tags",
-                          json={"name": name, "sampling_run": run_id, "top_k": top_k})
+        return self._json(
+            "POST",
+            f"datasets/{self._dataset(dataset_id)}/tags",
+            json={"name": name, "sampling_run": run_id, "top_k": top_k},
+        )
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def _error_from(response: requests.Response) -> WinnowError:
     body: Any = None
@@ -860,8 +953,9 @@ def _byte_bar(total: int, description: str, enabled: bool, initial: int = 0):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, initial=initial, desc=description, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True
+    )
 
 
 def _metadata_mapping(metadata) -> dict[str, dict]:
@@ -892,5 +986,10 @@ def progress_bar(total: int, description: str, enabled: bool = True, initial: in
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=description, unit="img" if description != "sampling" else "%",
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=description,
+        unit="img" if description != "sampling" else "%",
+        dynamic_ncols=True,
+    )

@@ -70,17 +70,28 @@ def _parser() -> argparse.ArgumentParser:
     target = magic.add_mutually_exclusive_group(required=True)
     target.add_argument("--new-dataset-name", help="create a dataset with this name")
     target.add_argument("--dataset-id", help="add to this existing dataset")
-    magic.add_argument("--mode", choices=UPLOAD_MODES, default=None,
-                       help="upload mode of a new dataset (default full); meta keeps pixels on this machine")
+    magic.add_argument(
+        "--mode",
+        choices=UPLOAD_MODES,
+        default=None,
+        help="upload mode of a new dataset (default full); meta keeps pixels on this machine",
+    )
     magic.add_argument("--custom-metadata", type=Path, help="Lightly-style custom metadata JSON")
-    magic.add_argument("--embeddings", type=Path,
-                       help="embeddings CSV (Lightly format), or a float32 .npy matrix with --embedding-file-names, "
-                            "instead of the built-in embedder")
-    magic.add_argument("--embedding-file-names", type=Path,
-                       help="with a .npy --embeddings: the file name of each row, one a line (or a JSON list)")
+    magic.add_argument(
+        "--embeddings",
+        type=Path,
+        help="embeddings CSV (Lightly format), or a float32 .npy matrix with --embedding-file-names, "
+        "instead of the built-in embedder",
+    )
+    magic.add_argument(
+        "--embedding-file-names",
+        type=Path,
+        help="with a .npy --embeddings: the file name of each row, one a line (or a JSON list)",
+    )
     magic.add_argument("--embedding-name", default="default", help="name of the embedding (default: default)")
-    magic.add_argument("--wait", action="store_true",
-                       help="wait for the server's built-in embedding (full and thumbnails modes)")
+    magic.add_argument(
+        "--wait", action="store_true", help="wait for the server's built-in embedding (full and thumbnails modes)"
+    )
     magic.add_argument("--workers", type=int, default=4, help="parallel upload requests (default 4)")
     magic.set_defaults(handler=cmd_magic)
 
@@ -169,6 +180,7 @@ def _print_summary(summary: dict) -> None:
 
 # --- commands ------------------------------------------------------------------------------------
 
+
 def cmd_magic(args) -> int:
     _check_dir(args.input_dir)
     per_file = _load_metadata(args.custom_metadata)
@@ -191,7 +203,11 @@ def cmd_magic(args) -> int:
     # With a CSV of their own, the server's built-in embedder is not wanted.
     server_embeds = mode != "meta" and args.embeddings is None
     summary = client.upload_dataset(
-        args.input_dir, metadata=per_file, workers=args.workers, progress=progress, on_rejected=_print_rejected,
+        args.input_dir,
+        metadata=per_file,
+        workers=args.workers,
+        progress=progress,
+        on_rejected=_print_rejected,
         embed=server_embeds,
     )
     _print_summary(summary)
@@ -206,12 +222,15 @@ def cmd_magic(args) -> int:
     if per_file:
         unknown = sorted(set(per_file) - present)
         if unknown:
-            print(f"note: {len(unknown)} metadata entries name files that are not in the dataset "
-                  f"(e.g. {unknown[0]!r})", file=sys.stderr)
+            print(
+                f"note: {len(unknown)} metadata entries name files that are not in the dataset (e.g. {unknown[0]!r})",
+                file=sys.stderr,
+            )
 
     if args.embeddings is not None:
-        _upload_embedding_once(client, args.embeddings, args.embedding_name, summary, args.embedding_file_names,
-                               progress)
+        _upload_embedding_once(
+            client, args.embeddings, args.embedding_name, summary, args.embedding_file_names, progress
+        )
     elif mode == "meta":
         _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress)
     elif args.wait:
@@ -239,8 +258,9 @@ def _check_embedding_files(path: Path, file_names: Path | None) -> None:
         raise CommandError("file names go with a .npy matrix; a CSV names its own rows")
 
 
-def _upload_embedding_once(client: Client, path: Path, name: str, summary: dict, file_names: Path | None = None,
-                           progress: bool = True) -> None:
+def _upload_embedding_once(
+    client: Client, path: Path, name: str, summary: dict, file_names: Path | None = None, progress: bool = True
+) -> None:
     if _existing_embedding(client, name) is not None:
         print(f"embedding {name!r} already exists; pass --embedding-name to upload another")
         return
@@ -248,8 +268,9 @@ def _upload_embedding_once(client: Client, path: Path, name: str, summary: dict,
     print(f"uploaded embedding {embedding['name']!r} ({embedding['dimension']} dimensions)")
 
 
-def _embed_locally(client: Client, input_dir: Path, present: set[str], name: str, summary: dict,
-                   progress: bool) -> None:
+def _embed_locally(
+    client: Client, input_dir: Path, present: set[str], name: str, summary: dict, progress: bool
+) -> None:
     """meta mode: the pixels stay here, so the built-in embedder runs here and only vectors go up."""
     from winnow.client.embedder import embed_folder
 
@@ -260,8 +281,9 @@ def _embed_locally(client: Client, input_dir: Path, present: set[str], name: str
     names = [n for n in formats.find_images(input_dir) if n in present]
     missing = len(present) - len(names)
     if missing:
-        raise CommandError(f"{missing} samples of the dataset are not in {input_dir}; "
-                           "the embedding must cover every sample")
+        raise CommandError(
+            f"{missing} samples of the dataset are not in {input_dir}; the embedding must cover every sample"
+        )
     bar = _bar(2 * len(names), "embed", progress)
     try:
         kept, vectors = embed_folder(input_dir, names, progress=bar.update, on_error=_print_embed_error)
@@ -277,8 +299,10 @@ def _embed_locally(client: Client, input_dir: Path, present: set[str], name: str
             client.delete_embedding(existing["id"])
             print(f"replacing embedding {name!r}: {summary['created']} new samples")
         embedding = client.upload_embeddings(csv_path, name)
-    print(f"embedded {len(kept)} images locally; uploaded embedding {embedding['name']!r} "
-          f"({embedding['dimension']} dimensions)")
+    print(
+        f"embedded {len(kept)} images locally; uploaded embedding {embedding['name']!r} "
+        f"({embedding['dimension']} dimensions)"
+    )
 
 
 def _print_embed_error(path: str, exc: Exception) -> None:
@@ -289,8 +313,15 @@ def cmd_upload(args) -> int:
     _check_dir(args.input_dir)
     per_file = _load_metadata(args.custom_metadata)
     client = _client(args, args.dataset_id)
-    summary = client.upload_dataset(args.input_dir, mode=args.mode, overwrite=args.overwrite, workers=args.workers,
-                                    progress=not args.quiet, metadata=per_file, on_rejected=_print_rejected)
+    summary = client.upload_dataset(
+        args.input_dir,
+        mode=args.mode,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.quiet,
+        metadata=per_file,
+        on_rejected=_print_rejected,
+    )
     _print_summary(summary)
     return 1 if summary["rejected"] and not summary["created"] and not summary["skipped"] else 0
 
@@ -304,8 +335,9 @@ def cmd_embed(args) -> int:
         raise CommandError(f"{args.input_dir} holds {len(names)} images; the embedder needs at least 2")
     bar = _bar(2 * len(names), "embed", not args.quiet)
     try:
-        kept, vectors = embed_folder(args.input_dir, names, seed=args.seed, progress=bar.update,
-                                     on_error=_print_embed_error)
+        kept, vectors = embed_folder(
+            args.input_dir, names, seed=args.seed, progress=bar.update, on_error=_print_embed_error
+        )
     finally:
         bar.close()
     formats.save_embeddings(args.output, vectors, [0] * len(kept), kept)
@@ -321,11 +353,19 @@ def cmd_embeddings(args) -> int:
     if args.labels is not None:
         labels = np.load(args.labels, allow_pickle=False)
     client = _client(args, args.dataset_id)
-    result = client.upload_embeddings(args.file, args.name, file_names=args.file_names, labels=labels,
-                                      progress=not args.quiet, wait=not args.no_wait, upload_id=args.resume)
+    result = client.upload_embeddings(
+        args.file,
+        args.name,
+        file_names=args.file_names,
+        labels=labels,
+        progress=not args.quiet,
+        wait=not args.no_wait,
+        upload_id=args.resume,
+    )
     if args.no_wait and "status" in result:
-        print(f"upload {result['id']} is {result['status']}; the server stores embedding {args.name!r} in the "
-              "background")
+        print(
+            f"upload {result['id']} is {result['status']}; the server stores embedding {args.name!r} in the background"
+        )
     else:
         print(f"uploaded embedding {result['name']!r} ({result['dimension']} dimensions, id {result['id']})")
     return 0
@@ -358,8 +398,7 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     # The only command that needs the server's code (and so Django): imported here, never at the top.
     if importlib.util.find_spec("django") is None:
-        raise CommandError("winnow demo runs the server, which this installation lacks: "
-                           "pip install 'winnow[server]'")
+        raise CommandError("winnow demo runs the server, which this installation lacks: pip install 'winnow[server]'")
     from winnow import demo
 
     if args.images < 2:

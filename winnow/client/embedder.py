@@ -98,8 +98,10 @@ def _as_array(images, image_size: int) -> np.ndarray:
         if images.shape[1:3] != (image_size, image_size):
             return np.stack([to_array(Image.fromarray(np.asarray(im, dtype=np.uint8)), image_size) for im in images])
         return images
-    return np.stack([to_array(img, image_size) for img in images]) if len(images) else np.empty(
-        (0, image_size, image_size, 3), dtype=np.uint8
+    return (
+        np.stack([to_array(img, image_size) for img in images])
+        if len(images)
+        else np.empty((0, image_size, image_size, 3), dtype=np.uint8)
     )
 
 
@@ -335,8 +337,9 @@ def embed_folder(
     root = Path(input_dir)
     names = list(file_names) if file_names is not None else find_images(root)
     embedder = PatchEmbedder(seed=seed, **options)
-    arrays, kept = load_images([root / name for name in names], embedder.image_size, workers=workers,
-                               progress=progress, on_error=on_error)
+    arrays, kept = load_images(
+        [root / name for name in names], embedder.image_size, workers=workers, progress=progress, on_error=on_error
+    )
     kept_names = [names[i] for i in kept]
     if len(kept_names) < 2:
         raise ValueError(f"the embedder needs at least 2 readable images; found {len(kept_names)}")

@@ -141,6 +141,7 @@ class LightlyView(View):
 
     def json_body(self, request) -> dict:
         """The JSON object of the body; NaN and Infinity are refused (JSON has no such numbers)."""
+
         def constant(name):
             raise ValueError(f"{name} is not a JSON number")
 
@@ -183,7 +184,7 @@ class LightlyView(View):
 
 
 def paged(items: list, offset: int, size: int | None) -> list:
-    return items[offset:] if size is None else items[offset:offset + size]
+    return items[offset:] if size is None else items[offset : offset + size]
 
 
 class Versions(LightlyView):

@@ -13,8 +13,8 @@ from django.http import JsonResponse
 
 from curation import services
 from curation.access import datasets_for
-from winnow.lightly.base import ApiError, LightlyView, dataset_name_ok, ms, no_content, paged
 from curation.models import Dataset, Membership, Role, Sample, UploadMode
+from winnow.lightly.base import ApiError, LightlyView, dataset_name_ok, ms, no_content, paged
 
 IMG_TYPES = {UploadMode.FULL: "full", UploadMode.THUMBNAILS: "thumbnail", UploadMode.META: "meta"}
 UPLOAD_MODES = {value: mode for mode, value in IMG_TYPES.items()}
@@ -90,14 +90,16 @@ class DatasetListView(_DatasetLists):
             raise self.invalid(f"name {exc}") from None
         kind = body.get("type", "Images")
         if kind != "Images":
-            raise self.invalid(f"type {kind!r} is not supported: Winnow datasets hold images (type Images).",
-                               "DATASET_NOT_SUPPORTED")
+            raise self.invalid(
+                f"type {kind!r} is not supported: Winnow datasets hold images (type Images).", "DATASET_NOT_SUPPORTED"
+            )
         img_type = body.get("imgType") or "meta"  # the client cannot upload pixels: default to metadata only
         if img_type not in UPLOAD_MODES:
             raise self.invalid(f"imgType must be one of full, thumbnail, meta (got {img_type!r}).")
         if body.get("parentDatasetId"):
-            raise self.invalid("parentDatasetId is not supported: Winnow datasets have no parent.",
-                               "DATASET_NOT_SUPPORTED")
+            raise self.invalid(
+                "parentDatasetId is not supported: Winnow datasets have no parent.", "DATASET_NOT_SUPPORTED"
+            )
         dataset = services.create_dataset(request.user, name, UPLOAD_MODES[img_type])
         return JsonResponse({"id": dataset.id}, status=201)
 

@@ -18,8 +18,8 @@ from django.urls import reverse
 
 from curation import embeddings, signing
 from curation.access import get_dataset
-from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from curation.models import Dataset, Embedding, Role, new_public_id
+from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 
 PROJECTION_METHODS = ("PCA", "TSNE", "UMAP")
 

@@ -55,7 +55,7 @@ class Positions:
             if size is not None:
                 bounds["idx__lt"] = offset + size
             return bounds
-        chosen = self.idx[offset:] if size is None else self.idx[offset:offset + size]
+        chosen = self.idx[offset:] if size is None else self.idx[offset : offset + size]
         if not chosen.size:
             return {"idx__in": []}
         return {"idx__gte": int(chosen[0]), "idx__lte": int(chosen[-1])}

@@ -19,9 +19,9 @@ from curation import bitmask, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
 from curation.images import CONTENT_TYPES
+from curation.models import Dataset, Role, Sample, Tag, TagOrigin, UploadMode
 from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from winnow.lightly.positions import Positions
-from curation.models import Dataset, Role, Sample, Tag, TagOrigin, UploadMode
 
 CREATE_KEYS = {"fileName", "thumbName", "exif", "metaData", "customMetaData", "videoFrameData", "cropData"}
 UPDATE_KEYS = {"fileName", "thumbName", "exif", "metaData", "customMetaData"}
@@ -29,6 +29,7 @@ FULL_FIELDS = ("id", "idx", "file_name", "size_bytes", "width", "height", "metad
 
 
 # --- serialising -------------------------------------------------------------------------------------
+
 
 def meta_data(sample: Sample) -> dict:
     """Lightly's SampleMetaData from what Winnow knows of the file."""
@@ -56,6 +57,7 @@ def sample_data(sample: Sample, dataset_id: str) -> dict:
 
 # --- initial-tag -------------------------------------------------------------------------------------
 
+
 def refresh_initial_tag(dataset: Dataset, creator=None) -> Tag:
     """Make `initial-tag` hold every sample of the dataset, as Lightly's does; call inside the write's transaction."""
     positions = Positions(dataset)
@@ -63,8 +65,12 @@ def refresh_initial_tag(dataset: Dataset, creator=None) -> Tag:
     tag = Tag.objects.select_for_update().filter(dataset=dataset, name=services.INITIAL_TAG).first()
     if tag is None:
         return tagging.create_tag(
-            dataset, services.INITIAL_TAG, mask, origin=TagOrigin.UPLOAD,
-            origin_detail={"samples": positions.size, "via": "lightly"}, creator=creator,
+            dataset,
+            services.INITIAL_TAG,
+            mask,
+            origin=TagOrigin.UPLOAD,
+            origin_detail={"samples": positions.size, "via": "lightly"},
+            creator=creator,
         )
     if tag.count != positions.size:
         Tag.objects.filter(pk=tag.pk).update(bitmask=mask, count=positions.size)
@@ -73,14 +79,17 @@ def refresh_initial_tag(dataset: Dataset, creator=None) -> Tag:
 
 # --- views -------------------------------------------------------------------------------------------
 
+
 def _row(view: LightlyView, body: dict) -> dict:
     """The add_samples row of a SampleCreateRequest; 400 naming the key at fault."""
     unknown = sorted(set(body) - CREATE_KEYS)
     if unknown:
         raise view.invalid(f"unknown key {unknown[0]!r}; a sample has {', '.join(sorted(CREATE_KEYS))}")
     if body.get("videoFrameData") is not None or body.get("cropData") is not None:
-        raise view.invalid("videoFrameData and cropData are not supported: Winnow samples are images.",
-                           "SAMPLE_CREATE_REQUEST_INVALID_FORMAT")
+        raise view.invalid(
+            "videoFrameData and cropData are not supported: Winnow samples are images.",
+            "SAMPLE_CREATE_REQUEST_INVALID_FORMAT",
+        )
     name = body.get("fileName")
     if not isinstance(name, str):
         raise view.invalid("fileName is required: the sample's path relative to the dataset's root.")
@@ -95,8 +104,11 @@ def _row(view: LightlyView, body: dict) -> dict:
         row["size_bytes"] = size
     shape = meta.get("shape")
     if shape is not None:
-        if (not isinstance(shape, list) or len(shape) not in (2, 3)
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) not in (2, 3)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)
+        ):
             raise view.invalid(f"metaData.shape must be [height, width, channels] of positive integers, not {shape!r}.")
         row["height"], row["width"] = shape[0], shape[1]
     try:
@@ -200,6 +212,7 @@ class MappingsView(LightlyView):
 
 # --- read URLs ---------------------------------------------------------------------------------------
 
+
 def pixel_kind(dataset: Dataset) -> str | None:
     """Which file a read URL serves: the original (full), the thumbnail (thumbnails), none (meta)."""
     return {UploadMode.FULL: "full", UploadMode.THUMBNAILS: "thumbnail"}.get(dataset.upload_mode)
@@ -234,8 +247,11 @@ class SampleReadRedirectView(LightlyView):
             dataset = get_dataset(user, dataset_id)
         except (Http404, PermissionDenied):  # not a member any more, or the dataset is gone
             raise ApiError(403, "FORBIDDEN", "The user who asked for this URL cannot read this dataset.") from None
-        sample = Sample.objects.filter(dataset=dataset, pk=sample_id).only(
-            "id", "file_name", "original_key", "thumbnail_key").first()
+        sample = (
+            Sample.objects.filter(dataset=dataset, pk=sample_id)
+            .only("id", "file_name", "original_key", "thumbnail_key")
+            .first()
+        )
         if sample is None:
             raise not_found("SAMPLE_UNKNOWN", f"No sample with id {sample_id!r} in this dataset.")
         if params.get("type") == "thumbnail":
@@ -245,6 +261,8 @@ class SampleReadRedirectView(LightlyView):
         if not sample.original_key:
             raise not_found("NOT_FOUND", "This sample has no stored image.")
         extension = posixpath.splitext(sample.original_key)[1]
-        return serve_key(sample.original_key, CONTENT_TYPES.get(extension, "application/octet-stream"),
-                         download_name=posixpath.basename(sample.file_name))
-
+        return serve_key(
+            sample.original_key,
+            CONTENT_TYPES.get(extension, "application/octet-stream"),
+            download_name=posixpath.basename(sample.file_name),
+        )

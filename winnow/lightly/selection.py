@@ -20,14 +20,14 @@ from django.http import JsonResponse
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, tagging
-from winnow.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
-from winnow.lightly.embeddings import dataset_embedding
-from winnow.lightly.positions import Positions
-from winnow.lightly.tags import any_tag
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
 from sampling import tagging as sampling_tags
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from winnow.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
+from winnow.lightly.embeddings import dataset_embedding
+from winnow.lightly.positions import Positions
+from winnow.lightly.tags import any_tag
 from winnow.values import is_finite_number
 
 STRATEGIES = {"RANDOM": "random", "CORESET": "coreset"}
@@ -56,8 +56,10 @@ class SamplingView(LightlyView):
         body = self.json_body(request)
         name = body.get("newTagName")
         if not isinstance(name, str) or not tag_name_ok(name):
-            raise self.invalid("newTagName must be at least 3 characters: a letter or digit, then letters, "
-                               "digits, space or . : ; = @ _ -")
+            raise self.invalid(
+                "newTagName must be at least 3 characters: a letter or digit, then letters, "
+                "digits, space or . : ; = @ _ -"
+            )
         try:
             tagging.check_name(dataset, name)
         except ValidationError as exc:
@@ -73,17 +75,28 @@ class SamplingView(LightlyView):
         n_samples = _number(self, stop.get("nSamples"), "config.stoppingCondition.nSamples")
         min_distance = _number(self, stop.get("minDistance"), "config.stoppingCondition.minDistance")
         if min_distance is not None and min_distance > 0:
-            raise self.invalid("config.stoppingCondition.minDistance is not supported here (use -1); Winnow's "
-                               "diversity strategy (/api/v1/ sampling runs) stops at a minimum distance.")
-        query = any_tag(self, dataset, body["queryTagId"], "queryTagId", "TAG_QUERYTAG_NOT_IN_DATASET") \
-            if body.get("queryTagId") else None
-        preselected = any_tag(self, dataset, body["preselectedTagId"], "preselectedTagId",
-                              "TAG_PRESELECTEDTAG_NOT_IN_DATASET") if body.get("preselectedTagId") else None
+            raise self.invalid(
+                "config.stoppingCondition.minDistance is not supported here (use -1); Winnow's "
+                "diversity strategy (/api/v1/ sampling runs) stops at a minimum distance."
+            )
+        query = (
+            any_tag(self, dataset, body["queryTagId"], "queryTagId", "TAG_QUERYTAG_NOT_IN_DATASET")
+            if body.get("queryTagId")
+            else None
+        )
+        preselected = (
+            any_tag(self, dataset, body["preselectedTagId"], "preselectedTagId", "TAG_PRESELECTEDTAG_NOT_IN_DATASET")
+            if body.get("preselectedTagId")
+            else None
+        )
 
         # Candidates as the run will see them: in the query tag, with an embedding row, not preselected.
         rows = int(embedding.count)
-        pool = bitmask.to_bool(bytes(query.bitmask), rows) if query else \
-            bitmask.to_bool(bitmask.from_indices(Positions(dataset).idx), rows)
+        pool = (
+            bitmask.to_bool(bytes(query.bitmask), rows)
+            if query
+            else bitmask.to_bool(bitmask.from_indices(Positions(dataset).idx), rows)
+        )
         fresh = pool & ~bitmask.to_bool(bytes(preselected.bitmask), rows) if preselected else pool
         available = int(fresh.sum())
         already = preselected.count if preselected else 0
@@ -103,8 +116,12 @@ class SamplingView(LightlyView):
             )
 
         request_data = {
-            "name": name, "embedding": embedding.id, "strategy": STRATEGIES[method], "n_samples": new,
-            "seed": secrets.randbelow(2**31), "input_tag": query.id if query else None,
+            "name": name,
+            "embedding": embedding.id,
+            "strategy": STRATEGIES[method],
+            "n_samples": new,
+            "seed": secrets.randbelow(2**31),
+            "input_tag": query.id if query else None,
             "preselected_tag": preselected.id if preselected else None,
         }
         with transaction.atomic():  # the run is enqueued when this commits, so the marker is there first
@@ -126,18 +143,30 @@ def _result_tag(run: SamplingRun) -> Tag:
     picked = ImportanceScore.objects.filter(run=run, rank__lte=run.n_samples).values_list("sample__idx", flat=True)
     mask = bitmask.union(bitmask.from_indices(list(picked)), bytes(run.preselected_tag.bitmask))
     return tagging.create_tag(
-        dataset, run.name, mask, origin=TagOrigin.SAMPLING,
-        origin_detail={"sampling_run": run.pk, "run_name": run.name, "strategy": run.strategy,
-                       "top_k": run.n_samples, "preselected_tag": run.preselected_tag_id},
-        parent=parent, creator=run.creator,
+        dataset,
+        run.name,
+        mask,
+        origin=TagOrigin.SAMPLING,
+        origin_detail={
+            "sampling_run": run.pk,
+            "run_name": run.name,
+            "strategy": run.strategy,
+            "top_k": run.n_samples,
+            "preselected_tag": run.preselected_tag_id,
+        },
+        parent=parent,
+        creator=run.creator,
     )
 
 
 def finish_selection(run_id: str) -> tuple[SamplingRun, dict]:
     """Make the result tag of a succeeded run once (the row lock serialises concurrent polls)."""
     with transaction.atomic():
-        run = (SamplingRun.objects.select_for_update(of=("self",))
-               .select_related("dataset", "preselected_tag", "creator").get(pk=run_id))
+        run = (
+            SamplingRun.objects.select_for_update(of=("self",))
+            .select_related("dataset", "preselected_tag", "creator")
+            .get(pk=run_id)
+        )
         marker = dict(run.parameters.get("lightly") or {})
         if marker.get("result_tag") or marker.get("error"):
             return run, marker

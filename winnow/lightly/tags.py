@@ -13,10 +13,10 @@ from django.db import transaction
 from django.http import JsonResponse
 
 from curation import bitmask, signing, tagging
+from curation.models import Dataset, Role, Sample, Tag, TagOrigin
 from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found, tag_name_ok
 from winnow.lightly.positions import Positions
 from winnow.lightly.samples import pixel_kind, read_url, refresh_initial_tag
-from curation.models import Dataset, Role, Sample, Tag, TagOrigin
 
 HEX = re.compile(r"0x[0-9a-fA-F]+")
 OPERATIONS = {"UNION": bitmask.union, "INTERSECTION": bitmask.intersection, "DIFFERENCE": bitmask.difference}
@@ -52,8 +52,11 @@ def listed_tag(dataset: Dataset, tag_id: str) -> Tag:
     if tag is None:
         raise not_found("TAG_UNKNOWN", f"No tag with id {tag_id!r} in this dataset.")
     if not tag_name_ok(tag.name):
-        raise not_found("TAG_UNKNOWN", f"The tag's name {tag.name!r} is not valid for the Lightly client; "
-                        "rename or recreate it in Winnow to use it through /v1/.")
+        raise not_found(
+            "TAG_UNKNOWN",
+            f"The tag's name {tag.name!r} is not valid for the Lightly client; "
+            "rename or recreate it in Winnow to use it through /v1/.",
+        )
     return tag
 
 
@@ -71,8 +74,9 @@ class TagListView(LightlyView):
         body = self.json_body(request)
         name = body.get("name")
         if not isinstance(name, str) or not tag_name_ok(name):
-            raise self.invalid("name must be at least 3 characters: a letter or digit, then letters, digits, "
-                               "space or . : ; = @ _ -")
+            raise self.invalid(
+                "name must be at least 3 characters: a letter or digit, then letters, digits, space or . : ; = @ _ -"
+            )
         parent = any_tag(self, dataset, body.get("prevTagId"), "prevTagId", "TAG_PREVTAG_NOT_IN_DATASET")
         mask_text = body.get("bitMaskData")
         if not isinstance(mask_text, str) or not HEX.fullmatch(mask_text):
@@ -80,15 +84,22 @@ class TagListView(LightlyView):
         positions = Positions(dataset)
         total = body.get("totSize")
         if total is not None and total != positions.size:
-            raise self.invalid(f"totSize is {total!r} but the dataset has {positions.size} samples: "
-                               "the samples changed, fetch the mappings again")
+            raise self.invalid(
+                f"totSize is {total!r} but the dataset has {positions.size} samples: "
+                "the samples changed, fetch the mappings again"
+            )
         try:
             mask = positions.from_hex(mask_text)
         except ValueError as exc:
             raise self.invalid(f"bitMaskData {exc}") from None
         tag = tagging.create_tag(
-            dataset, name, mask, origin=TagOrigin.SELECTION,
-            origin_detail={"method": "bitmask", "via": "lightly"}, parent=parent, creator=request.user,
+            dataset,
+            name,
+            mask,
+            origin=TagOrigin.SELECTION,
+            origin_detail={"method": "bitmask", "via": "lightly"},
+            parent=parent,
+            creator=request.user,
         )
         return JsonResponse({"id": tag.id}, status=201)
 
@@ -137,15 +148,17 @@ class TagArithmeticsBitmaskView(LightlyView):
 
 # --- exports -----------------------------------------------------------------------------------------
 
+
 def tag_samples(dataset: Dataset, tag: Tag, offset: int, size: int | None) -> list[tuple[str, str, int]]:
     """(sample id, file name, idx) of the tag's samples offset..offset+size, in idx order."""
     indices = tag.indices()
-    chosen = indices[offset:] if size is None else indices[offset:offset + size]
+    chosen = indices[offset:] if size is None else indices[offset : offset + size]
     rows: list[tuple[str, str, int]] = []
     for start in range(0, len(chosen), LOOKUP_BATCH):
-        batch = chosen[start:start + LOOKUP_BATCH].tolist()
-        rows.extend(Sample.objects.filter(dataset=dataset, idx__in=batch).order_by("idx")
-                    .values_list("id", "file_name", "idx"))
+        batch = chosen[start : start + LOOKUP_BATCH].tolist()
+        rows.extend(
+            Sample.objects.filter(dataset=dataset, idx__in=batch).order_by("idx").values_list("id", "file_name", "idx")
+        )
     return rows
 
 
