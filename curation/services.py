@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 
-from curation import storage, tagging
+from curation import filters, storage, tagging
 from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
 from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
 
@@ -49,10 +49,14 @@ def create_dataset(owner, name: str, upload_mode: str) -> Dataset:
 
 def delete_dataset(dataset: Dataset) -> None:
     """Delete the dataset's rows, then its files (rows first: a failure leaves orphan files, never dangling rows)."""
-    prefix = dataset.storage_prefix
+    prefix, dataset_id = dataset.storage_prefix, dataset.pk
+    field_ids = list(dataset.metadata_fields.values_list("pk", flat=True))
     with transaction.atomic():
         dataset.delete()
     transaction.on_commit(lambda: storage.delete_prefix(prefix))
+    # The fields' partial sort indexes name the dataset; with its rows gone they only slow every insert.
+    for field_id in field_ids:
+        transaction.on_commit(lambda field_id=field_id: filters.drop_sort_indexes(dataset_id, field_id))
 
 
 def _keep_an_owner(dataset: Dataset, leaving_user_id: int) -> None:

@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from curation import bitmask, tagging
@@ -138,6 +139,28 @@ def test_configuring_a_field_builds_its_sort_indexes_and_removing_it_drops_them(
         gone = editor_api.delete(url(weather, f"configurator/{created.json()['id']}"))
     assert gone.status_code == 204
     assert indexes_of(weather) == set()
+
+
+@postgres_only
+def test_deleting_a_dataset_drops_its_sort_indexes(weather, owner_api, django_capture_on_commit_callbacks):
+    field = MetadataField.objects.create(dataset=weather, path="weather.temperature", type=FieldType.FLOAT)
+    build_sort_indexes(field.pk)
+    assert indexes_of(weather) == set(sort_index_names(weather.id, field.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert owner_api.delete(f"/api/v1/datasets/{weather.id}").status_code == 204
+    assert indexes_of(weather) == set()
+
+
+@postgres_only
+def test_sync_sort_indexes_builds_what_older_fields_lack(weather):
+    field = MetadataField.objects.create(dataset=weather, path="weather.temperature", type=FieldType.FLOAT)
+    assert indexes_of(weather) == set()  # configured without the API: no index yet
+    out = io.StringIO()
+    call_command("sync_sort_indexes", "--dataset", weather.id, stdout=out)
+    assert indexes_of(weather) == set(sort_index_names(weather.id, field.pk))
+    assert "weather.temperature" in out.getvalue()
+    with pytest.raises(CommandError, match="no dataset"):
+        call_command("sync_sort_indexes", "--dataset", "f" * 24)
 
 
 def test_a_refused_field_builds_no_index(weather, editor_api, django_capture_on_commit_callbacks):
