@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from curation import embeddings, storage
@@ -163,19 +164,38 @@ class _Chunks:
             self.handle.close()
 
 
+# Processing reports progress every 2% of the file; one that has said nothing for this long died with its worker.
+STALE_AFTER_RUN_STALENESS = 10
+BUSY = "busy"
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS * STALE_AFTER_RUN_STALENESS)
+
+
 def process(upload_id: str) -> str | None:
-    """Parse and store a completed upload (on a worker); returns the final status. The chunks go either way."""
-    if not EmbeddingUpload.objects.filter(pk=upload_id, status=Upload.QUEUED).update(
-        status=Upload.PROCESSING, progress=0.0
+    """Parse and store a completed upload (on a worker); returns the final status. The chunks go either way.
+
+    A queued upload is claimed; so is one whose processing went silent (its worker died: the broker hands the
+    task out again). BUSY: another worker is processing it and reported progress lately (the task retries).
+    """
+    now = timezone.now()
+    claimable = Q(status=Upload.QUEUED) | Q(status=Upload.PROCESSING, updated_at__lt=_stale_before())
+    if not EmbeddingUpload.objects.filter(claimable, pk=upload_id).update(
+        status=Upload.PROCESSING, progress=0.0, updated_at=now
     ):
-        return None  # claimed by another worker, or not complete
+        if EmbeddingUpload.objects.filter(pk=upload_id, status=Upload.PROCESSING).exists():
+            return BUSY
+        return None  # finished, or not complete
     upload = EmbeddingUpload.objects.select_related("dataset", "creator").get(pk=upload_id)
     last = [0.0]
 
     def progress(fraction: float) -> None:
         if fraction - last[0] >= 0.02:
             last[0] = fraction
-            EmbeddingUpload.objects.filter(pk=upload_id).update(progress=round(fraction * 0.95, 3))
+            EmbeddingUpload.objects.filter(pk=upload_id).update(
+                progress=round(fraction * 0.95, 3), updated_at=timezone.now()
+            )
 
     streams = {part: _Chunks(upload, part) for part in upload.sizes}
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from curation import embedding_uploads, embeddings, filters
 
@@ -32,7 +33,11 @@ def sync_sort_indexes(dataset_id: str, field_id: int) -> list[str]:
     return built
 
 
-@shared_task(name="curation.process_embedding_upload")
-def process_embedding_upload(upload_id: str) -> str | None:
+@shared_task(bind=True, name="curation.process_embedding_upload", max_retries=None)
+def process_embedding_upload(self, upload_id: str) -> str | None:
     """Parse and store a completed resumable embeddings upload (curation.embedding_uploads)."""
-    return embedding_uploads.process(upload_id)
+    outcome = embedding_uploads.process(upload_id)
+    if outcome == embedding_uploads.BUSY and not self.request.is_eager:
+        # Another worker holds it: look again later, and take over once it has gone silent (its worker died).
+        raise self.retry(countdown=settings.WINNOW_RUN_STALE_SECONDS)
+    return outcome

@@ -6,12 +6,14 @@ import io
 import json
 import os
 import re
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
-from curation import embeddings, services, storage
+from curation import embedding_uploads, embeddings, services, storage
 from curation.embedding_uploads import expire_uploads
 from curation.embeddings import EmbeddingError
 from curation.models import Embedding, EmbeddingUpload
@@ -415,3 +417,21 @@ def test_spool_is_clean_after_success(registered):
     create(registered, ordered_csv()[0])
     assert not any(storage.spool_dir().iterdir())
     assert os.path.exists(storage.spool_dir())
+
+
+def test_an_upload_whose_worker_died_is_taken_over_and_a_live_one_is_left_alone(editor_api, registered, settings):
+    """A worker killed while processing leaves the upload 'processing'; the broker hands the task out again."""
+    data, X = ordered_csv()
+    upload = editor_api.post(uploads_url(registered), {"kind": "csv", "name": "big", "size": len(data)}, format="json")
+    upload_id = upload.json()["id"]
+    assert put_chunk(editor_api, registered, upload_id, "file", data, 0, len(data)).status_code == 200
+    silent_since = timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS * 5)
+    EmbeddingUpload.objects.filter(pk=upload_id).update(status="processing", updated_at=silent_since)
+    assert embedding_uploads.process(upload_id) == embedding_uploads.BUSY  # may still be alive: left alone
+    assert not Embedding.objects.filter(name="big").exists()
+
+    dead_since = timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS * 11)
+    EmbeddingUpload.objects.filter(pk=upload_id).update(status="processing", updated_at=dead_since)
+    assert embedding_uploads.process(upload_id) == "succeeded"
+    np.testing.assert_array_equal(stored(registered, "big")[0], X)
+    assert embedding_uploads.process(upload_id) is None  # done: a late duplicate of the task does nothing
