@@ -79,4 +79,7 @@ def thread_pools() -> list[dict]:
 def task(name: str):
     """The registered task called `name`. Services enqueue through it, so a service module never imports the
     tasks module that wraps it (tasks import services, never the reverse)."""
+    if name not in app.tasks:
+        # The tasks modules load when a worker starts; elsewhere (web, shell) on first use, as the worker would.
+        app.loader.import_default_modules()
     return app.tasks[name]

@@ -7,6 +7,10 @@ a function-level import of a project module is how a circle hides, so there are 
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +159,20 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path):
     assert ("sampling.models", True, 1) in found
     assert ("curation.storage", False, 4) in found
     assert LAYERS[_owner("sampling.models")] > LAYERS[_owner("curation.probe")]
+
+
+def test_every_task_a_service_enqueues_by_name_resolves_in_a_fresh_process():
+    """Services name their tasks (winnow.celery.task); a web process that never imported a tasks module finds them."""
+    names = sorted(
+        {name for path in MODULES.values() for name in re.findall(r'\btask\("([\w.]+)"\)', path.read_text())}
+    )
+    assert {"sampling.run_sampling", "curation.compute_projection"} <= set(names)
+    code = (
+        "import django; django.setup()\n"
+        "from winnow.celery import task\n"
+        f"print(sorted(task(name).name for name in {names!r}))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "winnow.settings"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == repr(names)
