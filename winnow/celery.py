@@ -79,4 +79,8 @@ def thread_pools() -> list[dict]:
 def task(name: str):
     """The registered task called `name`. Services enqueue through it, so a service module never imports the
     tasks module that wraps it (tasks import services, never the reverse)."""
+    if name not in app.tasks:
+        # autodiscover_tasks() imports the apps' tasks modules only when a worker starts: in the web process a
+        # task whose module nothing has imported yet (sampling.run_sampling) is not registered until this.
+        app.loader.import_default_modules()
     return app.tasks[name]
