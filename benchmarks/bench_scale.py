@@ -9,32 +9,41 @@ issue names for 10M (registration, embedding upload, a coreset run, histograms) 
 Writes the "Scale" section of benchmarks/BENCHMARKS.md: what, N, measured, same-run reference, ratio, target.
 Generated files go under var/bench/scale/; every process started here is ended on exit.
 
-Each section is one function (base_url, token, dataset_id, n, ctx) -> list of rows, listed in SECTIONS: the
-fallbacks below use today's API directly; swap in the benchmarks/scale_*.py helpers' functions there.
+Each section is one function (base_url, token, dataset_id, n, ctx) -> list of rows, listed in SECTIONS, built on
+the helpers in benchmarks/scale_registration.py, scale_embeddings.py, scale_analytics.py and scale_workers.py.
+The worker's concurrency and BLAS threads are explicit (--worker-concurrency 1, --blas-threads 2 by default).
+Generated files, logs and the database are removed on exit unless --keep.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import base64
 import os
+import shutil
+import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import scale_analytics
+import scale_embeddings
+import scale_registration
+import scale_workers
 from _report import write_section
 from scale_common import (
     ROOT,
     PeakRss,
-    best_of,
     connect,
+    descendants,
     fresh_database,
     mib,
+    rss_bytes,
     session,
     start,
     stop,
@@ -46,8 +55,8 @@ DATABASE_URL = "postgres://postgres@127.0.0.1:5432/winnow_scale_bench"
 BROKER_URL = "redis://127.0.0.1:6379/7"
 WORK = ROOT / "var" / "bench" / "scale"
 PYTHON = sys.executable
-SCENARIOS = np.array(["sunny", "cloudy", "rainy", "foggy", "snowy", "night"])
 DIM = 64
+EXPORT_FORMATS = ("csv", "filenames", "json", "label-studio")
 
 
 @dataclass
@@ -64,8 +73,16 @@ class Row:
 class Context:
     http: object
     rss: PeakRss
-    seed: int = 0
-    state: dict = field(default_factory=dict)  # what one section leaves for the next (embedding id, tag id)
+    web_pid: int  # gunicorn's master
+    worker_pid: int  # the Celery worker's main process
+    state: dict = field(default_factory=dict)  # what one section leaves for the next (the embedding id)
+
+    def pids(self) -> tuple[list[int], list[int]]:
+        """The gunicorn workers, and the Celery main process with its pool processes."""
+        return (
+            scale_embeddings.children(self.web_pid),
+            [self.worker_pid, *scale_embeddings.children(self.worker_pid)],
+        )
 
 
 def _ratio(measured: float, reference: float) -> str:
@@ -81,402 +98,352 @@ def _check(response, *expected: int):
 
 
 def _peak(ctx: Context, name: str) -> int:
-    return ctx.rss.peaks()[name]["process"]
+    """The largest single process of the tree since the last reset; its RSS now when a request ended before the
+    sampler's first tick."""
+    peak = ctx.rss.peaks()[name]["process"]
+    return peak or max(rss_bytes(pid) for pid in descendants(ctx.rss.roots[name]))
 
 
-def synthetic_metadata(start: int, stop: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng([seed, start])
-    count = stop - start
-    scenario = SCENARIOS[rng.choice(len(SCENARIOS), size=count, p=[0.5, 0.25, 0.1, 0.07, 0.05, 0.03])]
-    temperature = rng.normal(15, 10, size=count).round(1)
-    pedestrians = rng.poisson(3, size=count)
-    return [
-        {
-            "weather": {"scenario": str(scenario[i]), "temperature": float(temperature[i])},
-            "number_of_pedestrians": int(pedestrians[i]),
-        }
-        for i in range(count)
-    ]
+# --- sections: the benchmarks/scale_*.py helpers ------------------------------------------------------------------
 
 
-# --- sections: fallbacks on today's API ----------------------------------------------------------------------------
+def registration_names(idx: np.ndarray) -> list[str]:
+    """The file names scale_registration.synthetic_entries gives sample i, so the embedding files match them."""
+    return [f"cam{i % 50:02d}/{i // 50:07d}.jpg" for i in idx.tolist()]
+
+
+def _rss_rows(what: str, n: int, peak: float, matrix_bytes: int) -> Row:
+    """A peak RSS line with the matrix size and the issue's limit (1.5 x matrix + 300 MB) next to it."""
+    limit = 1.5 * matrix_bytes + 300 * 2**20
+    return Row(
+        what,
+        n,
+        mib(peak),
+        f"matrix {mib(matrix_bytes)}",
+        f"{peak / matrix_bytes:.1f}x matrix",
+        f"< {mib(limit)} (1.5 x matrix + 300 MiB){'' if peak < limit else ' MISSED'}",
+    )
 
 
 def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """JSON batches of 500 with metadata, 4 in parallel; the rate in the first and the last 10%."""
-    http, batch = ctx.http, 500
-    url = f"{base_url}/api/v1/datasets/{dataset_id}/samples"
-    starts = list(range(0, n, batch))
-    done_at: list[tuple[int, float]] = []
-    failures: list[str] = []
-
-    def send(lo: int):
-        hi = min(n, lo + batch)
-        samples = [
-            {"file_name": f"frames/{i:08d}.jpg", "width": 640, "height": 480, "metadata": meta}
-            for i, meta in zip(range(lo, hi), synthetic_metadata(lo, hi, ctx.seed), strict=True)
-        ]
-        for attempt in range(3):
-            response = http.post(url, json={"samples": samples}, timeout=600)
-            if response.status_code in (200, 201):
-                done_at.append((hi - lo, time.perf_counter()))
-                return
-            if attempt == 2:
-                failures.append(f"HTTP {response.status_code}: {response.text[:120]}")
-            time.sleep(1)
-
+    """The client's register_samples (JSON batches of 500, 4 in parallel) against a raw COPY of the same rows."""
     ctx.rss.reset()
-    with timed() as elapsed, ThreadPoolExecutor(4) as pool:
-        begin = time.perf_counter()
-        list(pool.map(send, starts))
-    seconds = elapsed()
-    if failures:
-        print(f"registration: {len(failures)} batches failed, e.g. {failures[0]}")
-    done_at.sort(key=lambda item: item[1])
-    times = np.array([t for _, t in done_at]) - begin
-    counts = np.cumsum([c for c, _ in done_at])
-    tenth = max(1, len(times) // 10)
-    first_rate = counts[tenth - 1] / times[tenth - 1]
-    last_rate = (counts[-1] - counts[-tenth - 1]) / (times[-1] - times[-tenth - 1]) if len(times) > tenth else 0
-    reference = _copy_reference(n, ctx.seed)
-    rate = n / seconds
+    got = scale_registration.register_through_http(base_url, token, dataset_id, n, batch_size=500, workers=4)
+    web_peak = _peak(ctx, "web")
+    copy = scale_registration.copy_reference(DATABASE_URL, n)
+    reference = copy["copy_indexed_rate"]
     return [
         Row(
-            "registration, JSON batches of 500 x 4 threads (samples/s)",
+            "registration, client JSON batches of 500 x 4 workers (samples/s)",
             n,
-            f"{rate:,.0f}/s",
-            f"{reference:,.0f}/s (COPY)",
-            _ratio(reference, rate) + " slower",
-            ">= 20,000/s",
+            f"{got['rate']:,}/s ({got['seconds']:.1f} s)",
+            f"{reference:,}/s (COPY into a table shaped like curation_sample; bare {copy['copy_bare_rate']:,}/s)",
+            f"{reference / got['rate']:.1f}x slower",
+            ">= 20,000/s at 1M",
         ),
-        Row("registration rate, first 10% / last 10%", n, f"{first_rate:,.0f} / {last_rate:,.0f}", target="flat"),
         Row(
-            "registration: failed batches / web peak RSS", n, f"{len(failures)} / {mib(_peak(ctx, 'web'))}", target="0"
+            "registration rate, first 10% / last 10%",
+            n,
+            f"{got['rate_first_10pct']:,}/s / {got['rate_last_10pct']:,}/s",
+            "-",
+            f"last/first {got['rate_last_10pct'] / got['rate_first_10pct']:.2f}",
+            "flat",
+        ),
+        Row(
+            "registration: created / skipped, web peak RSS",
+            n,
+            f"{got['created']:,} / {got['skipped']:,}, {mib(web_peak)}",
+            target=f"{n:,} / 0",
         ),
     ]
 
 
-def _copy_reference(n: int, seed: int) -> float:
-    """Samples/s of a raw COPY of the same rows (file name, size, metadata JSON) into an unlogged table."""
-    import io
-
-    conn = connect(DATABASE_URL)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "CREATE UNLOGGED TABLE IF NOT EXISTS bench_copy (idx bigint, file_name text, width int, "
-                "height int, metadata jsonb)"
-            )
-            cur.execute("TRUNCATE bench_copy")
-            start_time = time.perf_counter()
-            for lo in range(0, n, 100_000):
-                hi = min(n, lo + 100_000)
-                buffer = io.StringIO()
-                for i, meta in zip(range(lo, hi), synthetic_metadata(lo, hi, seed), strict=True):
-                    buffer.write(f"{i}\tframes/{i:08d}.jpg\t640\t480\t{json.dumps(meta)}\n")
-                buffer.seek(0)
-                cur.copy_expert("COPY bench_copy FROM STDIN", buffer)
-            conn.commit()
-            seconds = time.perf_counter() - start_time
-            cur.execute("DROP TABLE bench_copy")
-        conn.commit()
-    finally:
-        conn.close()
-    return n / seconds
-
-
-def embeddings_upload(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """A Lightly CSV of n x 64 float32 values posted as one multipart file; reference: numpy parsing it."""
-    path = WORK / f"embeddings-{n}.csv"
+def embeddings(base_url: str, token: str, dataset_id: str, n: int, ctx: Context, *, npy: bool = True) -> list[Row]:
+    """A Lightly CSV (chunked, through the client), then the same matrix as .npy + names; numpy parse reference."""
     matrix_bytes = n * DIM * 4
-    if not path.exists():
-        rng = np.random.default_rng(ctx.seed)
-        with path.open("w") as out:
-            out.write("filenames," + ",".join(f"embedding_{j}" for j in range(DIM)) + ",labels\n")
-            for lo in range(0, n, 50_000):
-                hi = min(n, lo + 50_000)
-                block = rng.normal(size=(hi - lo, DIM)).astype(np.float32)
-                lines = [
-                    f"frames/{i:08d}.jpg," + ",".join(f"{v:.6g}" for v in row) + ",0"
-                    for i, row in zip(range(lo, hi), block.tolist(), strict=True)
-                ]
-                out.write("\n".join(lines) + "\n")
-    ctx.rss.reset()
-    with timed() as elapsed, path.open("rb") as handle:
-        response = ctx.http.post(
-            f"{base_url}/api/v1/datasets/{dataset_id}/embeddings",
-            data={"name": "default"},
-            files={"file": (path.name, handle, "text/csv")},
-            timeout=3600,
-        )
-    seconds = elapsed()
-    _check(response, 200, 201, 202)
-    ctx.state["embedding"] = response.json()["id"]
-    web_peak = _peak(ctx, "web")
-    # The upload queues the 2D projection for the map on the worker: wait for it, so the runs start on an idle worker.
-    ctx.rss.reset()
-    with timed() as projection:
-        url = f"{base_url}/api/v1/datasets/{dataset_id}/embeddings/{ctx.state['embedding']}"
-        deadline = time.monotonic() + 1800
-        while (state := _check(ctx.http.get(url)).json()["projection_status"]) not in ("ready", "failed"):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    worker_peak = _peak(ctx, "worker")
-    with timed() as parse:
-        np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, DIM + 1), dtype=np.float32)
-    budget = 1.5 * matrix_bytes + 300 * 2**20
-    return [
+    csv_path = WORK / f"embeddings-{n}.csv"
+    size = scale_embeddings.write_csv(csv_path, n, DIM, names=registration_names)
+    web, worker = ctx.pids()
+    got = scale_embeddings.upload(
+        base_url, token, dataset_id, csv_path, "csv", web_pids=web, worker_pids=worker, chunked=True
+    )
+    ctx.state["embedding"] = got["embedding"]
+    projection = scale_embeddings.wait_projection(base_url, token, dataset_id, got["embedding"], worker, 3600)
+    final = _wait_projection_done(base_url, dataset_id, got["embedding"], ctx)
+    parse = scale_embeddings.numpy_reference(csv_path, DIM)["numpy_loadtxt_seconds"]
+    csv_path.unlink()
+    worker_peak = max(got["worker_peak_rss_mb"], projection["projection_worker_peak_rss_mb"]) * 2**20
+    rows = [
         Row(
-            f"embeddings CSV upload ({mib(path.stat().st_size)})",
+            f"embeddings CSV upload, chunked ({mib(size)}, d={DIM})",
             n,
-            f"{seconds:.1f} s",
-            f"{parse():.1f} s (numpy loadtxt)",
-            _ratio(seconds, parse()),
+            f"{got['seconds']:.1f} s",
+            f"{parse:.1f} s (numpy loadtxt of the same CSV)",
+            _ratio(got["seconds"], parse),
             "< 30 s at 1M",
         ),
+        _rss_rows("embeddings CSV upload: web peak RSS", n, got["web_peak_rss_mb"] * 2**20, matrix_bytes),
+        _rss_rows("embeddings CSV upload + 2D projection: worker peak RSS", n, worker_peak, matrix_bytes),
         Row(
-            "embeddings upload: web peak RSS",
+            f"2D projection after the upload (worker): PCA layout, then {final}",
             n,
-            mib(web_peak),
-            f"{mib(matrix_bytes)} matrix",
-            f"{web_peak / matrix_bytes:.1f}x",
-            f"< {mib(budget)}",
-        ),
-        Row(f"2D projection for the map after the upload (worker): {state}", n, f"{projection():.1f} s"),
-        Row(
-            "2D projection: worker peak RSS",
-            n,
-            mib(worker_peak),
-            f"{mib(matrix_bytes)} matrix",
-            f"{worker_peak / matrix_bytes:.1f}x",
-            f"< {mib(budget)}",
+            f"{projection['projection_seconds']:.1f} s",
         ),
     ]
+    if npy:
+        folder = WORK / f"npy-{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        matrix, names = scale_embeddings.write_npy(folder, n, DIM, names=registration_names)
+        got = scale_embeddings.upload(
+            base_url, token, dataset_id, matrix, "npy", file_names_path=names, web_pids=web, worker_pids=worker
+        )
+        _wait_projection_done(base_url, dataset_id, got["embedding"], ctx)
+        shutil.rmtree(folder)
+        rows += [
+            Row(f"embeddings .npy upload + names ({mib(matrix_bytes)})", n, f"{got['seconds']:.1f} s"),
+            _rss_rows("embeddings .npy upload: web peak RSS", n, got["web_peak_rss_mb"] * 2**20, matrix_bytes),
+        ]
+    return rows
+
+
+def _wait_projection_done(base_url: str, dataset_id: str, embedding_id: str, ctx: Context) -> str:
+    """Wait until the worker has finished the embedding's layouts (t-SNE too, below its size limit), so the next
+    section starts on an idle worker; the final status."""
+    url = f"{base_url}/api/v1/datasets/{dataset_id}/embeddings/{embedding_id}"
+    deadline = time.monotonic() + 3600
+    while (state := _check(ctx.http.get(url)).json()["projection_status"]) not in ("ready", "failed"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return state
+
+
+FIELDS = [  # the configured fields: (path, type, fallback); sorting by weather.temperature needs its sort index
+    ("weather.temperature", "float", 0),
+    ("weather.scenario", "categorical_string", "unknown"),
+    ("camera.id", "int", 0),
+]
+RAIN = {
+    "conditions": [
+        {"path": "weather.scenario", "op": "eq", "value": "rain"},
+        {"path": "weather.temperature", "op": "gt", "value": 15},
+    ]
+}
+
+
+def configure_fields(base_url: str, dataset_id: str, ctx: Context, timeout: float = 3600) -> float:
+    """Configure FIELDS and wait for the worker's curation.sync_sort_indexes to build their sort indexes."""
+    api = f"{base_url}/api/v1/datasets/{dataset_id}"
+    existing = {f["path"]: f["id"] for f in _check(ctx.http.get(f"{api}/configurator")).json()}
+    ids = []
+    for path, kind, fallback in FIELDS:
+        if path in existing:
+            ids.append(existing[path])
+            continue
+        body = {"path": path, "type": kind, "fallback": fallback}
+        ids.append(_check(ctx.http.post(f"{api}/configurator", json=body), 201).json()["id"])
+    wanted = {f"sample_sort_{dataset_id}_{i}_{end}" for i in ids for end in "ad"}
+    conn = connect(DATABASE_URL)
+    conn.autocommit = True
+    try:
+        with timed() as elapsed, conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)", [sorted(wanted)])
+                if {row[0] for row in cur.fetchall()} >= wanted:
+                    return elapsed()
+                if elapsed() > timeout:
+                    raise RuntimeError(f"sort indexes {sorted(wanted)} not built within {timeout} s")
+                time.sleep(0.5)
+    finally:
+        conn.close()
+
+
+def histograms(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
+    """Analyze histograms without and with a filter, against the raw SQL aggregates over the same rows."""
+    sql = scale_analytics.sql_references(DATABASE_URL, dataset_id)
+    floor = sql["group_by_category_s"] + sql["min_max_number_s"]
+    rows = []
+    for what, filter_obj, target in [
+        ("Analyze histograms", None, "< 1.5 s at 1M"),
+        ("Analyze histograms with a filter (rain and > 15)", RAIN, "< 2.5 s at 1M"),
+    ]:
+        got = scale_analytics.histograms(base_url, token, dataset_id, filter_obj)
+        rows.append(
+            Row(
+                f"{what} ({got['fields']} fields, {got['matched']:,} matched)",
+                n,
+                f"{got['seconds']:.2f} s",
+                f"{floor:.2f} s (SQL GROUP BY category + MIN/MAX number)",
+                _ratio(got["seconds"], floor),
+                target,
+            )
+        )
+    return rows
 
 
 def analytics(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """Histograms (with and without a filter), sort by a field, filters with counts, the map's colour column,
-    a lasso over every point, dataset list and detail."""
-    http, api = ctx.http, f"{base_url}/api/v1/datasets/{dataset_id}"
-    for path, kind, fallback in [
-        ("weather.temperature", "float", 15),
-        ("weather.scenario", "categorical_string", "unknown"),
-        ("number_of_pedestrians", "integer", 0),
-    ]:
-        response = http.post(f"{api}/configurator", json={"path": path, "type": kind, "fallback": fallback})
-        _check(response, 200, 201, 400)  # 400: configured on an earlier run of this section
-    rainy = {"conditions": [{"path": "weather.scenario", "op": "eq", "value": "rainy"}]}
-
-    def get(url, **params):
-        return lambda: _check(http.get(url, params=params, timeout=600))
-
-    rows = []
-    reference = _scan_reference(dataset_id)
-    cases = [
-        ("Analyze histograms", get(f"{api}/metadata/histograms"), "< 1.5 s", reference),
-        (
-            "Analyze histograms with a filter",
-            get(f"{api}/metadata/histograms", filter=json.dumps(rainy)),
-            "< 2.5 s",
-            reference,
-        ),
-        (
-            "sample list sorted by a metadata field (a page)",
-            get(f"{api}/samples", sort="weather.temperature", limit=100),
-            "< 0.3 s",
-            None,
-        ),
-        (
-            "filter with count (rainy and > 20 degrees)",
-            get(
-                f"{api}/samples",
-                limit=100,
-                count="true",
-                where=["weather.scenario:eq:rainy", "weather.temperature:gt:20"],
-            ),
-            "< 1 s",
-            None,
-        ),
-        ("map colour column (numeric)", get(f"{api}/metadata/column", path="weather.temperature"), "< 1 s", None),
-        ("dataset list", get(f"{base_url}/api/v1/datasets"), "-", None),
-        ("dataset detail", get(api), "-", None),
-    ]
-    for what, call, target, ref in cases:
-        ctx.rss.reset()
-        seconds, _ = best_of(call, repeat=3)
+    """Sorted pages, filtered counts, binary colour columns, lasso + save by bitmask, exports of a 100k tag,
+    dataset list and detail; histograms after the fields are configured."""
+    a = scale_analytics
+    index_s = configure_fields(base_url, dataset_id, ctx)
+    sql = a.sql_references(DATABASE_URL, dataset_id)
+    rows = [Row("sort indexes of 3 configured fields built (worker task)", n, f"{index_s:.1f} s")]
+    rows += histograms(base_url, token, dataset_id, n, ctx)
+    for sort in ("weather.temperature", "-weather.temperature", "camera.id"):
+        got = a.sorted_pages(base_url, token, dataset_id, sort)
         rows.append(
             Row(
-                what,
+                f"sample list sorted by {sort}: first page / next pages (50 a page)",
                 n,
-                f"{seconds:.2f} s",
-                f"{ref:.2f} s (one SQL scan)" if ref else "-",
-                _ratio(seconds, ref) if ref else "-",
-                target,
+                f"{got['first_page_s']:.3f} s / {got['next_page_s_max']:.3f} s",
+                target="< 0.3 s",
             )
         )
+    got = a.filtered_count(base_url, token, dataset_id, ["weather.scenario:eq:rain", "camera.id:lt:10"])
+    rows.append(
+        Row(
+            f"filter with count (rain and camera < 10: {got['count']:,})",
+            n,
+            f"{got['seconds']:.2f} s",
+            f"{sql['count_s']:.2f} s (SQL COUNT of the dataset)",
+            _ratio(got["seconds"], sql["count_s"]),
+            "< 1 s",
+        )
+    )
+    for what, path, ref in [
+        ("numeric", "weather.temperature", sql["min_max_number_s"]),
+        ("categorical", "weather.scenario", sql["group_by_category_s"]),
+    ]:
+        got = a.colour_column(base_url, token, dataset_id, path=path)
+        rows.append(
+            Row(
+                f"map colour column, {what} ({path}, binary, {mib(got['bytes'])})",
+                n,
+                f"{got['seconds']:.2f} s",
+                f"{ref:.2f} s (SQL scan of the field)",
+                _ratio(got["seconds"], ref),
+                "< 1 s",
+            )
+        )
+    selected = min(300_000, n)
     ctx.rss.reset()
-    with timed() as lasso:
-        response = http.post(
-            f"{base_url}/api/v1/datasets/{dataset_id}/map/samples",
-            json={"idx": list(range(n)), "fields": "id"},
-            timeout=600,
+    got = a.lasso_save(base_url, token, dataset_id, n, selected, f"lasso-{time.time():.0f}")
+    rows.append(
+        Row(
+            f"lasso of {selected:,} points: grid page / saved as a tag ({got['count']:,})",
+            n,
+            f"{got['grid_s']:.2f} s / {got['save_s']:.2f} s",
+            target="works for any N",
         )
-    outcome = f"{lasso():.2f} s" if response.status_code == 200 else f"refused (HTTP {response.status_code})"
-    rows.append(Row("lasso over every point (ids)", n, outcome, target="works for any N"))
-    return rows
-
-
-def _scan_reference(dataset_id: str) -> float:
-    """Seconds of one SQL pass computing min, max and a 20-bin histogram of a field over the dataset."""
-    conn = connect(DATABASE_URL)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT id FROM curation_dataset WHERE id = %s", [dataset_id])
-            start_time = time.perf_counter()
-            cur.execute(
-                "WITH v AS (SELECT (metadata->'weather'->>'temperature')::float AS t FROM curation_sample "
-                "WHERE dataset_id = %s), r AS (SELECT min(t) lo, max(t) hi FROM v) "
-                "SELECT width_bucket(t, lo, hi + 1e-9, 20), count(*) FROM v, r GROUP BY 1",
-                [dataset_id],
+    )
+    tag_size = min(100_000, n)
+    bits = np.zeros(n, dtype=bool)
+    bits[:tag_size] = True
+    mask = base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
+    tag = _check(
+        ctx.http.post(f"{base_url}/api/v1/datasets/{dataset_id}/tags", json={"name": "export-100k", "bitmask": mask}),
+        201,
+    ).json()
+    got = a.colour_column(base_url, token, dataset_id, tag=tag["id"])
+    rows.append(Row("map colour column, a tag (binary)", n, f"{got['seconds']:.2f} s", target="< 1 s"))
+    for fmt in EXPORT_FORMATS:
+        ctx.rss.reset()
+        got = a.export(base_url, token, dataset_id, tag["id"], fmt)
+        rows.append(
+            Row(
+                f"export of a {tag['count']:,}-sample tag, {fmt} ({mib(got['bytes'])}); web peak RSS",
+                n,
+                f"{got['seconds']:.2f} s; {mib(_peak(ctx, 'web'))}",
+                target="< 3 s (CSV), constant memory",
             )
-            cur.fetchall()
-            return time.perf_counter() - start_time
-    finally:
-        conn.close()
+        )
+    got = a.dataset_list_detail(base_url, token, dataset_id)
+    rows.append(
+        Row(
+            f"dataset list / detail ({got['sample_count']:,} samples)",
+            n,
+            f"{got['list_s']:.3f} s / {got['detail_s']:.3f} s",
+            f"{sql['count_s']:.3f} s (SQL COUNT)",
+            f"{_ratio(got['list_s'], sql['count_s'])} / {_ratio(got['detail_s'], sql['count_s'])}",
+        )
+    )
+    return rows
 
 
 def sampling(
-    base_url: str, token: str, dataset_id: str, n: int, ctx: Context, *, strategies=("coreset", "typicality", "random")
+    base_url: str,
+    token: str,
+    dataset_id: str,
+    n: int,
+    ctx: Context,
+    *,
+    strategies=("random", "coreset", "typicality"),
 ) -> list[Row]:
-    """Sampling runs through the API and the worker; coreset against a one-matvec-per-pick numpy floor."""
-    http, api = ctx.http, f"{base_url}/api/v1/datasets/{dataset_id}"
-    rows = []
+    """Runs through the API and the worker (wall time, worker CPU and peak RSS); references on the same rows:
+    the numpy k-center floor for coreset, scikit-learn's KMeans for typicality's clustering."""
+    w = scale_workers
     matrix_bytes = n * DIM * 4
+    x = np.empty((n, DIM), dtype=np.float32)  # the uploaded rows (in idx order), built in blocks
+    for lo in range(0, n, 1_000_000):
+        x[lo : lo + 1_000_000] = scale_embeddings.matrix_rows(np.arange(lo, min(n, lo + 1_000_000)), DIM)
+    rows = []
     for strategy in strategies:
-        # Typicality clusters into as many clusters as picks: 100 keeps it a clustering of N, not of N x picks.
-        picks = 100 if strategy == "typicality" else 1000
-        ctx.rss.reset()
-        with timed() as elapsed:
-            response = _check(
-                http.post(
-                    f"{api}/sampling-runs",
-                    json={
-                        "name": f"{strategy}-{n}-{time.time():.0f}",
-                        "embedding": ctx.state["embedding"],
-                        "strategy": strategy,
-                        "n_samples": picks,
-                    },
-                ),
-                200,
-                201,
-                202,
-            )
-            run_id = response.json()["id"]
-            while True:
-                run = _check(http.get(f"{api}/sampling-runs/{run_id}")).json()
-                if run["status"] in ("succeeded", "failed", "cancelled"):
-                    break
-                time.sleep(0.5)
-        seconds = elapsed()
-        if run["status"] != "succeeded":
-            rows.append(Row(f"{strategy} run, {picks} picks", n, f"{run['status']}: {run.get('error')}"))
+        body = {"name": f"{strategy}-{n}", "embedding": ctx.state["embedding"], **w.STRATEGY_BODIES[strategy]}
+        got = w.run_via_http(base_url, token, dataset_id, body, ctx.worker_pid, timeout_s=3600)
+        if got["status"] != "succeeded":
+            rows.append(Row(f"{strategy} run", n, f"{got['status']}: {got['error']}"))
             continue
-        ctx.state[f"run_{strategy}"] = run_id
-        worker_peak = _peak(ctx, "worker")
-        reference, ref_text = None, "-"
+        picks = body.get("n_samples")
+        reference, target = "-", "-"
+        ratio = "-"
         if strategy == "coreset":
-            reference = _kcenter_floor(n, picks, ctx.seed)
-            ref_text = f"{reference:.1f} s (numpy k-center)"
-        target = {"typicality": "< 40 s at 1M", "coreset": "-"}.get(strategy, "-")
+            floor = w.kcenter_floor(x, picks)["kcenter_floor_s"]
+            reference, ratio = f"{floor:.1f} s (numpy k-center, one matvec a pick)", _ratio(got["wall_s"], floor)
+            target = "within 1.5x of the floor"
+        elif strategy == "typicality":
+            # k-means++ seeding of 1000 centres costs more than the Lloyd iterations: random seeding keeps the
+            # reference to what typicality replaces, full-batch Lloyd over every row.
+            kmeans = w.kmeans_reference(x, picks, max_iter=20, init="random")["full_kmeans_s"]
+            reference = f"{kmeans:.1f} s (sklearn KMeans k={picks}, all rows, random init, 20 iterations)"
+            ratio = _ratio(got["wall_s"], kmeans)
+            target = "< 40 s at 1M"
         rows.append(
             Row(
-                f"{strategy} run, {picks} picks (queued to scores written)",
+                f"{strategy} run{f', k={picks}' if picks else ''} (request to scores written; "
+                f"worker CPU {got['worker_cpu_s']:.1f} s)",
                 n,
-                f"{seconds:.1f} s",
-                ref_text,
-                _ratio(seconds, reference) if reference else "-",
+                f"{got['wall_s']:.1f} s",
+                reference,
+                ratio,
                 target,
             )
         )
-        rows.append(
-            Row(
-                f"{strategy} run: worker peak RSS",
-                n,
-                mib(worker_peak),
-                f"{mib(matrix_bytes)} matrix",
-                f"{worker_peak / matrix_bytes:.1f}x",
-                f"< {mib(1.5 * matrix_bytes + 300 * 2**20)}",
-            )
-        )
+        rows.append(_rss_rows(f"{strategy} run: worker peak RSS", n, got["peak_rss_mib"] * 2**20, matrix_bytes))
     return rows
 
 
-def _kcenter_floor(n: int, picks: int, seed: int) -> float:
-    """Greedy k-center over the same matrix with one matrix-vector product per pick (the floor)."""
-    rng = np.random.default_rng(seed)
-    x = np.empty((n, DIM), dtype=np.float32)
-    for lo in range(0, n, 50_000):  # the rows the CSV holds (same generator, same blocks)
-        hi = min(n, lo + 50_000)
-        x[lo:hi] = rng.normal(size=(hi - lo, DIM)).astype(np.float32)
-    sq = np.einsum("ij,ij->i", x, x)
-    start_time = time.perf_counter()
-    dist = np.full(n, np.inf, dtype=np.float32)
-    pick = 0
-    for _ in range(picks):
-        d = sq - 2.0 * (x @ x[pick]) + sq[pick]
-        np.minimum(dist, d, out=dist)
-        pick = int(dist.argmax())
-    return time.perf_counter() - start_time
-
-
-def export(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """A tag of the first 100,000 samples (random run's top k) exported as CSV."""
-    http, api = ctx.http, f"{base_url}/api/v1/datasets/{dataset_id}"
-    run_id = ctx.state.get("run_random")
-    if run_id is None:
-        return [Row("export of a 100k tag (CSV)", n, "skipped: no random run")]
-    size = min(100_000, n)
-    # n_samples of the random run is 1000; its ranks past that still order every candidate.
-    response = _check(
-        http.post(f"{api}/tags", json={"name": f"export-{time.time():.0f}", "sampling_run": run_id, "top_k": size}),
-        200,
-        201,
-    )
-    tag = response.json()
-    ctx.rss.reset()
-
-    def download():
-        return len(_check(http.get(f"{api}/tags/{tag['id']}/export", params={"format": "csv"}, timeout=600)).content)
-
-    seconds, length = best_of(download, repeat=2)
-    return [
-        Row(f"export of a {tag['count']:,}-sample tag (CSV, {mib(length)})", n, f"{seconds:.2f} s", target="< 3 s"),
-        Row("export: web peak RSS", n, mib(_peak(ctx, "web")), target="constant"),
-    ]
-
-
-# The sections in order; the lead swaps a fallback for the scale_*.py helper's function of the same shape.
 SECTIONS = {
-    "registration": registration,  # -> benchmarks/scale_registration.py
-    "embeddings": embeddings_upload,  # -> benchmarks/scale_embeddings.py
-    "analytics": analytics,  # -> benchmarks/scale_analytics.py
-    "sampling": sampling,  # -> benchmarks/scale_workers.py
-    "export": export,  # -> benchmarks/scale_analytics.py
+    "registration": registration,  # benchmarks/scale_registration.py
+    "embeddings": embeddings,  # benchmarks/scale_embeddings.py
+    "analytics": analytics,  # benchmarks/scale_analytics.py
+    "sampling": sampling,  # benchmarks/scale_workers.py
 }
 # What runs again at --n-large (issue 9: registration, embedding upload, a coreset run, histograms).
 LARGE = {
     "registration": registration,
-    "embeddings": embeddings_upload,
+    "embeddings": lambda b, t, d, n, ctx: embeddings(b, t, d, n, ctx, npy=False),
     "sampling": lambda b, t, d, n, ctx: sampling(b, t, d, n, ctx, strategies=("coreset",)),
-    "histograms": lambda b, t, d, n, ctx: [r for r in analytics(b, t, d, n, ctx) if "histograms" in r.what],
+    "histograms": lambda b, t, d, n, ctx: [
+        Row("sort indexes of 3 configured fields built (worker task)", n, f"{configure_fields(b, d, ctx):.1f} s"),
+        *histograms(b, t, d, n, ctx),
+    ],
 }
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def environment(port: int) -> dict[str, str]:
+def environment(port: int, blas_threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
     env.update(
         {
@@ -493,6 +460,8 @@ def environment(port: int) -> dict[str, str]:
             "GUNICORN_ACCESS_LOG": "",
             "WINNOW_MAX_REQUEST_BYTES": str(4 * 2**30),
             "LOG_LEVEL": "WARNING",
+            # The worker's BLAS/OpenMP threads, on purpose (winnow/celery.py applies them in each pool process).
+            "WINNOW_BLAS_THREADS": str(blas_threads),
         }
     )
     return env
@@ -509,14 +478,12 @@ def _free_port() -> int:
 def run(args) -> list[Row]:
     WORK.mkdir(parents=True, exist_ok=True)
     args.port = args.port or _free_port()
-    env = environment(args.port)
+    env = environment(args.port, args.blas_threads)
     fresh_database(DATABASE_URL)
     import redis
 
     redis.Redis.from_url(BROKER_URL).flushdb()
     manage = [PYTHON, "manage.py"]
-    import subprocess
-
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     token = (
         subprocess.run(
@@ -549,7 +516,7 @@ def run(args) -> list[Row]:
                 "-Q",
                 env.get("WINNOW_QUEUE", "winnow"),
                 "--concurrency",
-                "1",
+                str(args.worker_concurrency),
                 "--loglevel",
                 "WARNING",
             ],
@@ -560,7 +527,12 @@ def run(args) -> list[Row]:
         wait_for_http(f"{base_url}/api/v1/health", web)
         rss = PeakRss({"web": web.pid, "worker": worker.pid})
         http = session(token)
-        ctx = Context(http=http, rss=rss)
+        ctx = Context(http=http, rss=rss, web_pid=web.pid, worker_pid=worker.pid)
+        print(
+            f"gunicorn {env['WEB_CONCURRENCY']} workers x {env['GUNICORN_THREADS']} threads; Celery worker "
+            f"concurrency {args.worker_concurrency}, BLAS threads {args.blas_threads} a pool process",
+            flush=True,
+        )
         plans = [(args.n, SECTIONS)] + ([(args.n_large, LARGE)] if args.n_large else [])
         for n, sections in plans:
             dataset = _check(
@@ -580,12 +552,37 @@ def run(args) -> list[Row]:
                     )
                 print(f"  ({time.perf_counter() - start_time:.0f} s)", flush=True)
                 rows.extend(new_rows)
+    except BaseException:
+        for log in ("web.log", "worker.log"):
+            if (WORK / log).exists():
+                print(f"--- tail of {WORK / log}:\n" + "\n".join((WORK / log).read_text().splitlines()[-30:]))
+        raise
     finally:
         if rss is not None:
             rss.close()
         stop(worker, grace=20)
         stop(web)
+        if not args.keep:  # generated files, stored matrices, logs; the database and the broker's db 7
+            shutil.rmtree(WORK, ignore_errors=True)
+            if WORK.parent.is_dir() and not any(WORK.parent.iterdir()):
+                WORK.parent.rmdir()  # var/bench, when nothing else is in it
+            redis.Redis.from_url(BROKER_URL).flushdb()
+            drop_database(DATABASE_URL)
     return rows
+
+
+def drop_database(url: str) -> None:
+    import dj_database_url
+    import psycopg2
+
+    cfg = dj_database_url.parse(url)
+    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}" WITH (FORCE)')
+    finally:
+        conn.close()
 
 
 def report(rows: list[Row], args) -> str:
@@ -616,6 +613,11 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=0, help="gunicorn's port (0: a free one)")
     parser.add_argument("--no-report", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--worker-concurrency", type=int, default=1, help="the Celery worker's pool processes")
+    parser.add_argument(
+        "--blas-threads", type=int, default=2, help="BLAS/OpenMP threads per worker pool process (WINNOW_BLAS_THREADS)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep var/bench/scale/ and the database afterwards")
     args = parser.parse_args()
     rows = run(args)
     text = report(rows, args)

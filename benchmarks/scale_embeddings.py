@@ -59,8 +59,8 @@ def matrix_rows(idx: np.ndarray, d: int) -> np.ndarray:
     return (np.sin(idx[:, None].astype(np.float32) * 0.001 + np.arange(d, dtype=np.float32)) + base).astype(np.float32)
 
 
-def write_csv(path: str | Path, n: int, d: int, seed: int = 0) -> int:
-    """Lightly's CSV, rows in a shuffled idx order; returns its size in bytes."""
+def write_csv(path: str | Path, n: int, d: int, seed: int = 0, names=file_names) -> int:
+    """Lightly's CSV, rows in a shuffled idx order (`names`: idx array -> file names); returns its size in bytes."""
     order = shuffled(n, seed)
     row_format = "%s," + ",".join(["%.8g"] * d) + ",%d\n"
     with open(path, "w", newline="") as handle:
@@ -71,13 +71,13 @@ def write_csv(path: str | Path, n: int, d: int, seed: int = 0) -> int:
             handle.write(
                 "".join(
                     row_format % (name, *row, label)
-                    for name, row, label in zip(file_names(idx), X.tolist(), (idx % 10).tolist())
+                    for name, row, label in zip(names(idx), X.tolist(), (idx % 10).tolist())
                 )
             )
     return Path(path).stat().st_size
 
 
-def write_npy(folder: str | Path, n: int, d: int, seed: int = 0) -> tuple[Path, Path]:
+def write_npy(folder: str | Path, n: int, d: int, seed: int = 0, names=file_names) -> tuple[Path, Path]:
     """(matrix.npy, names.txt) in a shuffled idx order."""
     folder = Path(folder)
     order = shuffled(n, seed)
@@ -88,7 +88,7 @@ def write_npy(folder: str | Path, n: int, d: int, seed: int = 0) -> tuple[Path, 
     del matrix
     with open(folder / "names.txt", "w") as handle:
         for start in range(0, n, 100_000):
-            handle.write("\n".join(file_names(order[start : start + 100_000])) + "\n")
+            handle.write("\n".join(names(order[start : start + 100_000])) + "\n")
     return folder / "matrix.npy", folder / "names.txt"
 
 

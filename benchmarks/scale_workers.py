@@ -170,12 +170,14 @@ def kcenter_floor(X: np.ndarray, k: int, seed: int = 0) -> dict:
     return {"kcenter_floor_s": time.perf_counter() - t0}
 
 
-def kmeans_reference(X: np.ndarray, n_clusters: int, seed: int = 0, max_iter: int = 100) -> dict:
+def kmeans_reference(
+    X: np.ndarray, n_clusters: int, seed: int = 0, max_iter: int = 100, init: str = "k-means++"
+) -> dict:
     """scikit-learn's full KMeans (one init, Lloyd) over every row: what typicality's clustering replaces."""
     from sklearn.cluster import KMeans
 
     t0 = time.perf_counter()
-    KMeans(n_clusters=n_clusters, n_init=1, random_state=seed, max_iter=max_iter).fit(X)
+    KMeans(n_clusters=n_clusters, n_init=1, random_state=seed, max_iter=max_iter, init=init).fit(X)
     return {"full_kmeans_s": time.perf_counter() - t0}
 
 
