@@ -831,38 +831,27 @@ def _store(
     creator=None,
     embedding_id: str | None = None,
 ) -> Embedding:
-    """Write matrix and rows files, then the row (inside the caller's transaction); files go if it fails."""
-    if embedding_id and Embedding.objects.filter(pk=embedding_id).exists():
-        # Checked before any file is written: the keys below would be the existing embedding's files.
-        raise IntegrityError(f"embedding id {embedding_id} is already taken")
+    """Vectors held in memory (the built-in embedder's, one per thumbnail) stored as an upload's are."""
     order = np.argsort(idx, kind="stable")
     idx, vectors, labels = idx[order], vectors[order], labels[order]
-    n = max(int(dataset.next_idx), int(idx[-1]) + 1 if idx.size else 0)
-    matrix = np.zeros((n, vectors.shape[1]), dtype=np.float32)
+    matrix = np.zeros((int(dataset.next_idx), vectors.shape[1]), dtype=np.float32)
     matrix[idx] = vectors
-    embedding = Embedding(
-        id=embedding_id or new_public_id(),
-        dataset_id=dataset.pk,
-        name=name,
-        dimension=int(vectors.shape[1]),
-        count=n,
-        source=source,
-        creator=creator,
-        projection_status=Status.PENDING,
-    )
-    embedding.matrix_key = matrix_key(dataset.pk, embedding.id)
-    buffer = io.BytesIO()
-    np.savez(buffer, idx=idx, labels=labels)
-    written = []
+    path = storage.spool_path(".npy")
     try:
-        written.append(storage.save_matrix(embedding.matrix_key, matrix))
-        written.append(storage.save_bytes(rows_key(embedding), buffer.getvalue()))
-        embedding.save(force_insert=True)
-    except BaseException:
-        storage.delete_keys(written)
-        raise
-    transaction.on_commit(lambda: _enqueue_projection(embedding.pk), robust=True)
-    return embedding
+        np.save(path, matrix, allow_pickle=False)
+        return _store_files(
+            dataset,
+            name,
+            path,
+            idx,
+            labels,
+            vectors.shape[1],
+            source=source,
+            creator=creator,
+            embedding_id=embedding_id,
+        )
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _enqueue_projection(embedding_id: str) -> None:

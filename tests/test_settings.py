@@ -229,10 +229,17 @@ def test_connection_budget_arithmetic():
     assert "PostgreSQL allows 97" in message
 
 
-def test_gunicorn_refuses_to_start_when_connections_would_not_fit():
+def test_gunicorn_refuses_to_start_when_connections_would_not_fit(django_db_setup, monkeypatch):
     """Against the test database: a budget larger than its max_connections stops gunicorn before it serves."""
     import runpy
 
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":  # the test database pytest made, not DATABASE_URL's (may not exist)
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+        monkeypatch.setenv("DATABASE_URL", f"postgres://{auth}@{host}/{db['NAME']}")
     conf = runpy.run_path(str(GUNICORN_CONF))
     limits = conf["_database_limits"]()
     if limits is None:

@@ -397,7 +397,11 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     # The only command that needs the server's code (and so Django): imported here, never at the top.
-    if importlib.util.find_spec("django") is None:
+    try:
+        has_server = importlib.util.find_spec("django") is not None
+    except ImportError:
+        has_server = False
+    if not has_server:
         raise CommandError("winnow demo runs the server, which this installation lacks: pip install 'winnow[server]'")
     from winnow import demo
 
