@@ -256,3 +256,16 @@ def test_open_matrix_on_a_real_s3_bucket_maps_a_cached_copy(s3, dataset, setting
     assert isinstance(M, np.memmap) and np.array_equal(M, X)
     assert [p.suffix for p in storage.matrix_cache_dir().iterdir()] == [".npy"]
     storage.delete_prefix(dataset.storage_prefix)
+
+
+def test_a_pool_process_gives_freed_heap_back_after_each_task(monkeypatch):
+    """After a task, glibc's malloc_trim runs, so the next task's peak does not stand on the last one's heap."""
+    from celery.signals import task_postrun
+
+    from winnow import celery as winnow_celery
+
+    calls = []
+    monkeypatch.setattr(winnow_celery, "_malloc_trim", lambda pad: calls.append(pad) or 1)
+    task_postrun.send(sender=None, task_id="t", task=None, args=(), kwargs={}, retval=None, state="SUCCESS")
+    assert calls == [0]
+    assert winnow_celery._libc_malloc_trim() is not None  # glibc here: the real function is found

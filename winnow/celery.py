@@ -5,10 +5,12 @@ WINNOW_BLAS_THREADS threads (default: the machine's cores // N, at least 1), so 
 doing matrix work at once do not start N x cores threads that fight over the cores.
 """
 
+import ctypes
+import ctypes.util
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
 
@@ -74,6 +76,27 @@ def thread_pools() -> list[dict]:
         {"user_api": p["user_api"], "internal_api": p["internal_api"], "num_threads": p["num_threads"]}
         for p in threadpool_info()
     ]
+
+
+def _libc_malloc_trim():
+    """glibc's malloc_trim, or None on another C library."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
+@task_postrun.connect
+def _give_memory_back(**_kwargs):
+    """A pool process runs one large task after another (a 10M-row upload, then a coreset). glibc keeps the heap
+    a finished task freed and raises its mmap threshold after large frees, so without this each process would stay
+    at the size of the largest task it ever ran, and the next task's peak would stand on top of it."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def task(name: str):
