@@ -73,12 +73,18 @@ class _Clock:
     def rates(self) -> dict:
         end = self.marks.get(10, time.perf_counter())
         tenth = self.n / 10
+        rate = round(self.n / (end - self.start))
+
+        def tenth_rate(span: float) -> int:
+            # A tenth shorter than one batch ends with the batch before it: its own rate is not resolved.
+            return round(tenth / span) if span > 0 else rate
+
         return {
             "samples": self.n,
             "seconds": round(end - self.start, 2),
-            "rate": round(self.n / (end - self.start)),
-            "rate_first_10pct": round(tenth / (self.marks[1] - self.start)),
-            "rate_last_10pct": round(tenth / (end - self.marks[9])),
+            "rate": rate,
+            "rate_first_10pct": tenth_rate(self.marks[1] - self.start),
+            "rate_last_10pct": tenth_rate(end - self.marks[9]),
         }
 
 
