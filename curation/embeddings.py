@@ -99,8 +99,9 @@ def all_keys(embedding: Embedding) -> list[str]:
 
 
 def load(embedding: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(matrix by idx (n, d) float32, covered idx ascending, labels aligned with the idx)."""
-    matrix = storage.load_matrix(embedding.matrix_key)
+    """(matrix by idx (n, d) float32, memory-mapped: a download reads it a block at a time; covered idx ascending,
+    labels aligned with the idx)."""
+    matrix = storage.open_matrix(embedding.matrix_key)
     with np.load(io.BytesIO(storage.read_bytes(rows_key(embedding))), allow_pickle=False) as rows:
         return matrix, rows["idx"], rows["labels"]
 
