@@ -29,6 +29,8 @@ function messageFor(status, body) {
 }
 
 // Call the API. `path` is relative to /api/v1 unless it is an absolute URL (a cursor's `next`).
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export async function api(path, { method = "GET", body, raw = false, params } = {}) {
   let url = /^https?:/.test(path) ? path : apiRoot + path;
   if (params) {
@@ -47,11 +49,18 @@ export async function api(path, { method = "GET", body, raw = false, params } = 
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify(body);
   }
+  // A GET changes nothing, so a dropped connection or a busy gateway is tried again, twice, with a pause.
+  const tries = method === "GET" ? 3 : 1;
   let response;
-  try {
-    response = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
-  } catch (err) {
-    throw new ApiError("Could not reach the server: " + err.message, 0, null);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      response = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+    } catch (err) {
+      if (attempt < tries) { await sleep(400 * attempt); continue; }
+      throw new ApiError("Could not reach the server: " + err.message, 0, null);
+    }
+    if (attempt < tries && [502, 503, 504].includes(response.status)) { await sleep(400 * attempt); continue; }
+    break;
   }
   if (!response.ok) {
     let data = null;

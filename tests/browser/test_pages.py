@@ -219,7 +219,9 @@ def test_explore_keeps_only_rows_near_the_viewport_and_selection_survives_scroll
     page.locator('[data-idx="7"] .pick').click(modifiers=["Shift"])
     expect(page.get_by_test_id("selection-count")).to_have_text("5 selected")
     # Scroll through all 25 pages: the grid never holds more than a few screens of tiles.
-    page.wait_for_function(SCROLL_TO_END, arg='[data-idx="2999"]', polling=100, timeout=60_000)
+    # Stops early on an error box, so a failed page load is reported in words rather than as a timeout.
+    page.wait_for_function(SCROLL_TO_END, arg='[data-idx="2999"], [role="alert"]', polling=100, timeout=120_000)
+    expect(page.get_by_role("alert")).to_have_count(0)
     max_tiles = page.evaluate("() => window.maxTiles")
     assert 0 < max_tiles <= 400, max_tiles
     assert page.get_by_test_id("tile").count() <= 400

@@ -127,8 +127,11 @@ async function loadMore() {
     }
   } catch (err) {
     if (mine !== generation) return true;
-    results.prepend(errorBox(err));
-    matchCount.textContent = "";
+    // The page that failed is asked for again (same cursor) when the curator says so.
+    const box = errorBox(err);
+    box.append(" ", el("button", { type: "button", class: "secondary", onclick: () => { box.remove(); scroller.restart(); } }, "Try again"));
+    results.prepend(box);
+    if (total === null) matchCount.textContent = "";
     return false;
   }
   if (mine !== generation) return true; // the filter changed meanwhile: this page is dropped, the new filter loads
