@@ -51,8 +51,9 @@ from scale_common import (
     wait_for_http,
 )
 
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/winnow_scale_bench"
-BROKER_URL = "redis://127.0.0.1:6379/7"
+# Two runs side by side (say, in two checkouts) each name their own database, broker db and work folder.
+DATABASE_URL = os.environ.get("WINNOW_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_scale_bench")
+BROKER_URL = os.environ.get("WINNOW_SCALE_BROKER_URL", "redis://127.0.0.1:6379/7")
 WORK = ROOT / "var" / "bench" / "scale"
 PYTHON = sys.executable
 DIM = 64
