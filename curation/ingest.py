@@ -33,7 +33,7 @@ from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from curation import services, storage
+from curation import columns, services, storage
 from curation.images import ImageRejected, process_image
 from curation.models import Dataset, Sample, UploadMode, new_public_id
 from winnow.celery import task
@@ -130,6 +130,10 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
                 transaction.on_commit(lambda: storage.delete_keys(old_keys), robust=True)
             if embed and (result.created or result.replaced):
                 _enqueue_embedding(dataset.pk)
+            if result.replaced:
+                columns.metadata_changed(dataset.pk)
+            elif result.created:
+                columns.samples_added(dataset.pk)
     except BaseException:
         storage.delete_keys(written)
         raise

@@ -48,6 +48,9 @@ class Dataset(models.Model):
     upload_mode = models.CharField(max_length=16, choices=UploadMode.choices, default=UploadMode.FULL)
     # idx of the next sample: samples get 0..N-1 in upload order and an idx is never reused.
     next_idx = models.PositiveIntegerField(default=0, editable=False)
+    # Bumped by every write that changes existing samples' metadata (new samples move next_idx instead):
+    # the metadata column store (curation.columns) is fresh while it was built at this version and next_idx.
+    metadata_version = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -222,6 +225,28 @@ class MetadataField(models.Model):
 
     def __str__(self) -> str:
         return self.display_name or self.path
+
+
+class MetadataColumns(models.Model):
+    """The dataset's metadata column store (curation.columns): one typed .npy column per configured field,
+    derived from the samples' metadata at `version` (Dataset.metadata_version) over idx 0..size-1.
+
+    `fields` maps a field's path to what was built for it: {type, kind, keys, categories_key, odd}.
+    `status`: idle, queued or building; `queued_at` lets a request enqueue a build once, not once per request.
+    """
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="columns")
+    version = models.PositiveBigIntegerField(null=True, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    fields = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, default="idle")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    built_at = models.DateTimeField(null=True, blank=True)
+    build_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"columns of {self.dataset_id} (v{self.version}, {self.size})"
 
 
 class EmbeddingUpload(models.Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from curation import embedding_uploads, embeddings, filters
+from curation import columns, embedding_uploads, embeddings, filters
 
 
 @shared_task(name="curation.compute_projection")
@@ -31,6 +31,12 @@ def sync_sort_indexes(dataset_id: str, field_id: int) -> list[str]:
     if not built:
         filters.drop_sort_indexes(dataset_id, field_id)
     return built
+
+
+@shared_task(name="curation.build_metadata_columns")
+def build_metadata_columns(dataset_id: str) -> dict | None:
+    """(Re)build the dataset's metadata column store (curation.columns) from its samples."""
+    return columns.build(dataset_id)
 
 
 @shared_task(bind=True, name="curation.process_embedding_upload", max_retries=None)

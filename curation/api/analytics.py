@@ -16,13 +16,14 @@ walks samples one by one in Python.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import numpy as np
 from django.db import connection
 from django.db.models import Case, FloatField, IntegerField, JSONField, Q, TextField, Value, When
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -30,11 +31,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import bitmask
+from curation import bitmask, columns
 from curation.access import get_dataset
 from curation.api.tags import decode_selection
 from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
-from curation.models import FieldType, MetadataField, Sample, Tag, UploadMode
+from curation.models import FieldType, MetadataField, Role, Sample, Tag, UploadMode
 
 DEFAULT_BINS = 24
 MAX_BINS = 200
@@ -272,19 +273,72 @@ def _grouped_counts_pg(everything, binned: list[tuple[MetadataField, object]], m
     return out, total, matched
 
 
-def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
+def _histograms_from_columns(dataset, store: columns.Store, parsed: dict | None, bins: int) -> dict | None:
+    """histograms() read from the metadata column store, or None when a field has no column there."""
+    fields = list(dataset.metadata_fields.order_by("path"))
+    if not store.usable(f.path for f in fields):
+        return None
+    found = None if parsed is None else columns.match(dataset, store, **parsed)
+    specs, summaries = [], {}
+    for f in fields:
+        if f.type in NUMERIC:
+            fallback = _float_or_none(f.fallback)
+            lo, hi = columns.numeric_bounds(store, f.path, fallback)
+            if lo is None:  # no numbers at all: every sample is missing
+                summaries[f.path] = _numeric_summary(f, {"lo": None, "hi": None}, {}, None, store.size)
+                continue
+            edges = _bin_edges(lo, hi, bins, f.type == FieldType.INT)
+            specs.append(columns.Spec(f.path, fallback, edges))
+            summaries[f.path] = (lo, hi, edges)
+        else:
+            specs.append(columns.Spec(f.path, f.fallback))
+    groups, matched = columns.grouped_counts(store, specs, found)
+    by_path = {spec.path: g for spec, g in zip(specs, groups)}
+    out = []
+    for f in fields:
+        if f.type in NUMERIC:
+            summary = summaries[f.path]
+            if isinstance(summary, tuple):
+                lo, hi, edges = summary
+                group = by_path[f.path]
+                summary = _numeric_summary(f, {"lo": lo, "hi": hi}, group, edges, group.get(None, (0, 0))[0])
+        else:
+            summary = _categorical_summary(by_path[f.path])
+        out.append(
+            {
+                "path": f.path,
+                "display_name": f.display_name or f.path,
+                "type": f.type,
+                "fallback": f.fallback,
+                **summary,
+            }
+        )
+    return {"total": store.size, "matched": matched, "fields": out}
+
+
+def histograms(dataset, filter_obj: dict | None, bins: int, *, use_columns: bool = True) -> dict:
     """Every configured field's distribution over the dataset and over the filter's matches.
+
+    From the metadata column store when it is fresh (curation.columns); else, as below, in SQL.
 
     PostgreSQL: numeric bounds from the fields' sort indexes (two index probes each; a scan when an
     index is missing), then one scan that counts every field's bins and categories, matched beside
     all. SQLite: the bounds in one scan, then one GROUP BY per field.
     """
+    parsed = parse_filter(filter_obj) if filter_obj else None
+    store = columns.fresh_store(dataset) if use_columns else None
+    if store is not None:
+        from_columns = _histograms_from_columns(dataset, store, parsed, bins)
+        if from_columns is not None:
+            return from_columns
     everything = Sample.objects.filter(dataset=dataset).order_by()
     match_q = None
-    if filter_obj:
-        match_q = sample_filter(dataset, **parse_filter(filter_obj))
+    if parsed is not None:
+        match_q = sample_filter(dataset, **parsed)
         if match_q is None:  # an empty tag: nothing matches
             match_q = Q(idx__lt=0)  # never true (idx >= 0), and compiles where an empty IN would not
+        elif not match_q:  # a filter without a condition matches everything (an empty Q is no CASE WHEN)
+            match_q = Q(idx__gte=0)
     fields = list(dataset.metadata_fields.order_by("path"))
     numeric = [f for f in fields if f.type in NUMERIC]
     postgres = connection.vendor == "postgresql"
@@ -308,8 +362,8 @@ def histograms(dataset, filter_obj: dict | None, bins: int) -> dict:
     if postgres:
         groups, total, matched = _grouped_counts_pg(everything, binned, match_q)
     else:
-        columns = [_bucket(numeric_value(f), e) if f.type in NUMERIC else category_key(f) for f, e in binned]
-        groups = _grouped_counts(everything, columns, match_q)
+        exprs = [_bucket(numeric_value(f), e) if f.type in NUMERIC else category_key(f) for f, e in binned]
+        groups = _grouped_counts(everything, exprs, match_q)
         total, matched = stats["total"], stats["matched"]
     column_of = {f.path: i for i, (f, _e) in enumerate(binned)}
     out = []
@@ -507,6 +561,10 @@ class Column(APIView):
         field = dataset.metadata_fields.filter(path=field_path).first()
         if field is None:
             raise ValidationError({"path": [f"{field_path!r} is not a configured field of this dataset"]})
+        if encoding == "binary":
+            store = columns.fresh_store(dataset)
+            if store is not None and store.usable([field.path]):
+                return _column_from_store(store, field)
         if field.type in NUMERIC:
             if encoding == "json":
                 return Response({"kind": "numeric", "size": size, "values": _json_numbers(dataset, field, size)})
@@ -526,6 +584,27 @@ class Column(APIView):
         return Response({**legend, "codes": codes.tolist()})
 
 
+def _column_from_store(store: columns.Store, field: MetadataField) -> StreamingHttpResponse:
+    """The binary colour column read from the column store and streamed block by block (the same bytes as the
+    SQL path's), so the web process holds one block, not the whole column."""
+    if field.type in NUMERIC:
+        lo, hi, blocks = columns.numeric_column_blocks(store, field.path, _float_or_none(field.fallback))
+        legend = {"kind": "numeric", "size": store.size, "min": lo, "max": hi, "dtype": "float32"}
+        itemsize = 4
+    else:
+        categories, blocks = columns.category_column_blocks(store, field.path, field.fallback, MAX_COLUMN_CATEGORIES)
+        legend = {"kind": "categorical", "size": store.size, "categories": categories, "dtype": "int16"}
+        itemsize = 2
+    head = column_binary(legend, np.zeros(0, dtype=np.float32 if itemsize == 4 else np.int16))
+    little = np.dtype("<f4") if itemsize == 4 else np.dtype("<i2")
+    response = StreamingHttpResponse(
+        itertools.chain([head], (b.astype(little, copy=False).tobytes() for b in blocks)),
+        content_type="application/octet-stream",
+    )
+    response["Content-Length"] = str(len(head) + store.size * itemsize)
+    return response
+
+
 def _json_numbers(dataset, field: MetadataField, size: int) -> list:
     """The JSON column keeps exact float64 values (the binary one is float32); for small datasets and old clients."""
     values: list = [None] * size
@@ -542,6 +621,26 @@ def sample_urls(dataset, sample_id: str, has_thumbnail: bool, has_original: bool
         "thumbnail_url": f"{prefix}/thumbnail" if has_thumbnail else None,
         "image_url": f"{prefix}/image" if has_original else None,
     }
+
+
+class ColumnStore(APIView):
+    @extend_schema(
+        summary="The metadata column store behind histograms, filter counts and colour columns: fresh or not",
+        responses={200: dict},
+    )
+    def get(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        return Response(columns.status(dataset))
+
+    @extend_schema(summary="Queue a rebuild of the metadata column store (202)", request=None, responses={202: dict})
+    def post(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        if not columns.supported():
+            raise ValidationError(
+                {"dataset": ["the metadata column store needs PostgreSQL; this server uses SQL only"]}
+            )
+        queued = columns.request_build(dataset.pk)
+        return Response({"queued": queued}, status=202)
 
 
 class SamplesByIdx(APIView):
@@ -626,5 +725,6 @@ urlpatterns = [
     path("datasets/<str:dataset_id>/samples/<str:sample_id>/tags", SampleTags.as_view(), name="sample-tags"),
     path("datasets/<str:dataset_id>/metadata/histograms", Histograms.as_view(), name="metadata-histograms"),
     path("datasets/<str:dataset_id>/metadata/column", Column.as_view(), name="metadata-column"),
+    path("datasets/<str:dataset_id>/metadata/columns", ColumnStore.as_view(), name="metadata-column-store"),
     path("datasets/<str:dataset_id>/map/samples", SamplesByIdx.as_view(), name="map-samples"),
 ]

@@ -13,8 +13,8 @@ from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from curation import columns, tasks
 from curation import metadata as services
-from curation import tasks
 from curation.access import get_dataset
 from curation.models import FieldType, MetadataField, Role
 
@@ -64,7 +64,9 @@ class MetadataUpload(APIView):
     )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
-        return Response(services.upload_metadata(dataset, _payload(request)))
+        result = services.upload_metadata(dataset, _payload(request))
+        columns.metadata_changed(dataset.pk)  # after the commit: a build meanwhile is left stale, never wrong
+        return Response(result)
 
 
 class FieldProposals(APIView):
@@ -124,6 +126,7 @@ def _sync_sort_indexes(field: MetadataField) -> None:
     takes a minute, longer than a request should."""
     dataset_id, field_id = field.dataset_id, field.pk
     transaction.on_commit(lambda: tasks.sync_sort_indexes.delay(dataset_id, field_id), robust=True)
+    columns.fields_changed(dataset_id)
 
 
 class ConfiguratorList(APIView):
@@ -167,11 +170,14 @@ class ConfiguratorDetail(APIView):
     def patch(self, request, dataset_id: str, field_id: int):
         dataset, field = self._field(request, dataset_id, field_id, Role.EDITOR)
         before = (field.path, field.fallback)
+        kind = field.type
         serializer = MetadataFieldSerializer(field, data=request.data, partial=True, context={"dataset": dataset})
         serializer.is_valid(raise_exception=True)
         field = serializer.save()
         if (field.path, field.fallback) != before:  # the sort expression changed: its index must too
             _sync_sort_indexes(field)
+        elif field.type != kind:  # another kind of column (numeric or categorical)
+            columns.fields_changed(dataset.pk)
         return Response(serializer.data)
 
     @extend_schema(summary="Remove a configured metadata field (the samples' metadata stays)", responses={204: None})

@@ -26,7 +26,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import filters, services
+from curation import columns, filters, services
 from curation.access import get_dataset
 from curation.ingest import handle_multipart_upload
 from curation.models import Role, Sample, UploadMode
@@ -292,9 +292,12 @@ class SampleList(APIView):
         if file_name and len(file_name) > filters.MAX_FILE_NAME_FILTER:
             raise ValidationError({"file_name": [f"at most {filters.MAX_FILE_NAME_FILTER} characters"]})
         sort = filters.parse_sort(dataset, request.query_params.get("sort"))
-        qs = filters.select_samples(
-            dataset, tag=request.query_params.get("tag") or None, file_name=file_name, conditions=_conditions(request)
-        )
+        where = {
+            "tag": request.query_params.get("tag") or None,
+            "file_name": file_name,
+            "conditions": _conditions(request),
+        }
+        qs = filters.select_samples(dataset, **where)
         rows, next_link, previous_link = _page(request, qs, sort, limit)
         body = {
             "results": SampleSerializer(rows, many=True, context=_serializer_context(request, dataset)).data,
@@ -302,7 +305,9 @@ class SampleList(APIView):
             "previous": previous_link,
         }
         if count:
-            body["count"] = qs.count()
+            # The metadata column store answers conditions on configured fields without reading JSONB.
+            counted = columns.count(dataset, **where)
+            body["count"] = qs.count() if counted is None else counted
         return Response(body)
 
     @extend_schema(
@@ -358,6 +363,10 @@ class SampleList(APIView):
             )
         except services.InvalidEntries as exc:
             raise ValidationError({"samples": exc.errors}) from None
+        if result.replaced:
+            columns.metadata_changed(dataset.pk)
+        elif result.created:
+            columns.samples_added(dataset.pk)
         return Response(
             {"created": result.created, "replaced": result.replaced, "skipped": result.skipped, "ids": result.ids},
             status=status.HTTP_201_CREATED if result.created or result.replaced else status.HTTP_200_OK,

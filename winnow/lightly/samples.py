@@ -15,7 +15,7 @@ from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.urls import reverse
 
-from curation import bitmask, services, signing, tagging
+from curation import bitmask, columns, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
 from curation.images import CONTENT_TYPES
@@ -131,6 +131,8 @@ class SampleListView(LightlyView):
             with transaction.atomic():
                 result = services.add_samples(dataset, [row], creator=request.user)
                 refresh_initial_tag(dataset, request.user)
+                if result.created:
+                    columns.samples_added(dataset.pk)
         except ValueError as exc:
             raise self.invalid(f"fileName: {exc}") from None
         # A file name already present is the same sample: registering is idempotent by file name.
@@ -191,6 +193,7 @@ class SampleDetailView(LightlyView):
             raise self.invalid(f"customMetaData: {exc}") from None
         if not Sample.objects.filter(dataset=dataset, pk=sample_id).update(metadata=metadata):
             raise not_found("SAMPLE_UNKNOWN", f"No sample with id {sample_id!r} in this dataset.")
+        columns.metadata_changed(dataset.pk)
         return no_content()
 
 

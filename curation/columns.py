@@ -1,0 +1,628 @@
+"""The metadata column store: each configured field as a typed column over sample idx, for Analyze and Filter.
+
+PostgreSQL stays the system of record. A worker derives, per configured field, one .npy column per dataset
+(in storage, under `datasets/<id>/columns/<build>/`), and the web process memory-maps them and reads them in
+fixed blocks of BLOCK samples, so a request's memory does not grow with the dataset:
+
+- numeric fields (int, float): `values` float64 (the JSON number, NaN otherwise) and `state` int8
+  (0 a number, 1 missing: absent or JSON null, 2 another JSON type);
+- other fields (categorical, boolean): `codes` int32 into a list of the distinct values as PostgreSQL
+  prints them (`"rain"`, `3`, `true`), -1 missing. A field with more than MAX_CATEGORIES distinct values
+  gets no column (its histograms stay in SQL).
+
+Values are stored without the configured fallback, which applies at read time with the SQL path's rules
+(a missing value takes the fallback; a value of another type does not). The store is fresh while it was built
+at the dataset's `metadata_version` (bumped by every write to existing samples' metadata) and `next_idx`
+(moved by every registration) and covers every configured field with its type; otherwise callers take the
+SQL path and a rebuild is queued (once, however many requests find it stale). PostgreSQL only: on SQLite
+(the embedded demo) everything stays in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+
+import numpy as np
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from curation import bitmask, storage
+from curation.access import resolve_tag
+from curation.filters import Condition, condition_expression, fallbacks, select_samples
+from curation.models import Dataset, FieldType, MetadataColumns, MetadataField, Sample
+from winnow.celery import task
+
+BLOCK = 1 << 20  # samples read at a time; a multiple of 8, so a block starts on a bitmask byte
+MAX_CATEGORIES = 65_536
+NUMERIC = {FieldType.INT, FieldType.FLOAT}
+NUMBER, MISSING, OTHER = 0, 1, 2
+# A build queued this long ago and not finished (its worker died, the broker lost it) may be queued again.
+REQUEUE_AFTER = timedelta(minutes=10)
+# Registration comes in many batches: a build it asks for waits this long, so a burst is read once.
+REGISTRATION_DELAY_S = 30
+
+
+def supported() -> bool:
+    return connection.vendor == "postgresql"
+
+
+# --- freshness and queueing ------------------------------------------------------------------------------
+
+
+def request_build(dataset_id: str, *, countdown: float = 0) -> bool:
+    """Queue a build of the dataset's columns after the commit, unless one is queued or running already."""
+    if not supported():
+        return False
+    try:
+        with transaction.atomic():
+            MetadataColumns.objects.get_or_create(dataset_id=dataset_id)
+    except IntegrityError:  # created by a parallel request, or the dataset is gone
+        pass
+    now = timezone.now()
+    claimed = (
+        MetadataColumns.objects.filter(pk=dataset_id)
+        .filter(Q(status="idle") | Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
+        .update(status="queued", queued_at=now)
+    )
+    if claimed:
+        transaction.on_commit(
+            lambda: task("curation.build_metadata_columns").apply_async((dataset_id,), countdown=countdown or None),
+            robust=True,
+        )
+    return bool(claimed)
+
+
+def metadata_changed(dataset_id: str) -> None:
+    """Existing samples' metadata changed: the store is stale from now on; queue its rebuild."""
+    Dataset.objects.filter(pk=dataset_id).update(metadata_version=F("metadata_version") + 1)
+    if (
+        MetadataColumns.objects.filter(pk=dataset_id).exists()
+        or MetadataField.objects.filter(dataset_id=dataset_id).exists()
+    ):
+        request_build(dataset_id)
+
+
+def fields_changed(dataset_id: str) -> None:
+    """A field was configured, changed or removed: build the columns it needs (nothing to do for a removal)."""
+    if MetadataField.objects.filter(dataset_id=dataset_id).exists():
+        request_build(dataset_id)
+
+
+def samples_added(dataset_id: str) -> None:
+    """New samples: the store is stale (next_idx moved); build once the burst of batches has passed."""
+    if MetadataField.objects.filter(dataset_id=dataset_id).exists():
+        request_build(dataset_id, countdown=REGISTRATION_DELAY_S)
+
+
+@dataclass
+class Store:
+    """A fresh column store: where each field's columns are, and the dataset size they cover."""
+
+    size: int
+    fields: dict = field(default_factory=dict)
+    _mapped: dict = field(default_factory=dict, repr=False)
+
+    def array(self, key: str) -> np.ndarray:
+        """The column as a read-only memory map (opened once per request)."""
+        if key not in self._mapped:
+            self._mapped[key] = storage.open_matrix(key)
+        return self._mapped[key]
+
+    def categories(self, path: str) -> list[str]:
+        return _categories(self.fields[path]["categories_key"])
+
+    def usable(self, paths) -> bool:
+        """Whether every one of `paths` has a column."""
+        return all(self.fields.get(p, {}).get("kind") for p in paths)
+
+
+@lru_cache(maxsize=256)  # keys are unique per build, so a cached list is never out of date
+def _categories(key: str) -> list[str]:
+    return json.loads(storage.read_bytes(key))
+
+
+def status(dataset: Dataset) -> dict:
+    """What the store holds and whether it is fresh (for the API and the benchmark)."""
+    row = MetadataColumns.objects.filter(pk=dataset.pk).first()
+    configured = list(dataset.metadata_fields.values_list("path", "type"))
+    fresh = _fresh(dataset, row, configured) is not None
+    return {
+        "supported": supported(),
+        "fresh": fresh,
+        "status": row.status if row else "none",
+        "version": row.version if row else None,
+        "dataset_version": dataset.metadata_version,
+        "size": row.size if row else 0,
+        "sample_count": dataset.next_idx,
+        "built_at": row.built_at if row else None,
+        "build_seconds": row.build_seconds if row else None,
+        "error": row.error if row else "",
+        "fields": {
+            path: {"type": t, "column": bool(row and row.fields.get(path, {}).get("kind"))} for path, t in configured
+        },
+    }
+
+
+def _fresh(dataset: Dataset, row, configured: list[tuple[str, str]]) -> Store | None:
+    if row is None or row.version != dataset.metadata_version or row.size != dataset.next_idx:
+        return None
+    for path, field_type in configured:
+        entry = row.fields.get(path)
+        # An entry without a kind is a field the build gave no column (too many values): fresh, not usable.
+        if not entry or entry.get("type") != field_type:
+            return None
+    return Store(size=row.size, fields={path: row.fields[path] for path, _t in configured})
+
+
+def fresh_store(dataset: Dataset, *, queue: bool = True) -> Store | None:
+    """The store when it is fresh for every configured field; else None (and, with `queue`, a rebuild is queued)."""
+    if not supported():
+        return None
+    # The dataset as it is now: the caller's instance may predate a registration or an upload.
+    current = Dataset.objects.filter(pk=dataset.pk).values("next_idx", "metadata_version").first()
+    if current is None:
+        return None
+    dataset.next_idx, dataset.metadata_version = current["next_idx"], current["metadata_version"]
+    configured = list(dataset.metadata_fields.values_list("path", "type"))
+    if not configured:
+        return None
+    store = _fresh(dataset, MetadataColumns.objects.filter(pk=dataset.pk).first(), configured)
+    if store is None and queue:
+        request_build(dataset.pk)
+    return store
+
+
+# --- building (worker) -------------------------------------------------------------------------------------
+
+
+def _packed(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _range_sql(field: MetadataField) -> tuple[str, list]:
+    """The field's JSON per sample of the dataset in an idx range (the unique (dataset, idx) index serves it)."""
+    table = connection.ops.quote_name(Sample._meta.db_table)
+    return (
+        f"SELECT idx, metadata #> %s AS j FROM {table} WHERE dataset_id = %s AND idx >= %s AND idx < %s OFFSET 0",
+        [field.path.split(".")],
+    )
+
+
+def _numeric_block(field: MetadataField, dataset_id: str, lo: int, hi: int, values, state, seen) -> int:
+    inner, params = _range_sql(field)
+    ((idx, nums, states, odd),) = _packed(
+        "SELECT string_agg(int4send(idx::int), ''::bytea), "
+        "string_agg(float8send(CASE WHEN jsonb_typeof(j) = 'number' THEN j::float8 ELSE 'NaN'::float8 END), "
+        "''::bytea), "
+        "string_agg(int2send((CASE WHEN jsonb_typeof(j) = 'number' THEN 0 "
+        "WHEN j IS NULL OR j = 'null'::jsonb THEN 1 ELSE 2 END)::int2), ''::bytea), "
+        "count(*) FILTER (WHERE jsonb_typeof(j) NOT IN ('number', 'null')) "
+        f"FROM ({inner}) AS s",
+        [*params, dataset_id, lo, hi],
+    )
+    if idx is None:
+        return 0
+    at = np.frombuffer(bytes(idx), dtype=">i4").astype(np.int64) - lo
+    values[at] = np.frombuffer(bytes(nums), dtype=">f8")
+    state[at] = np.frombuffer(bytes(states), dtype=">i2").astype(np.int8)
+    seen[at] = True
+    return int(odd)
+
+
+def _category_block(field: MetadataField, dataset_id: str, lo: int, hi: int, codes, seen, known: dict) -> bool:
+    """Fill codes[lo:hi]; False when the field has more than MAX_CATEGORIES distinct values."""
+    inner, params = _range_sql(field)
+    rows = _packed(
+        f"SELECT (NULLIF(j, 'null'::jsonb))::text AS k, string_agg(int4send(idx::int), ''::bytea) "
+        f"FROM ({inner}) AS s GROUP BY k",
+        [*params, dataset_id, lo, hi],
+    )
+    for key, packed in rows:
+        at = np.frombuffer(bytes(packed), dtype=">i4").astype(np.int64) - lo
+        seen[at] = True
+        if key is None:
+            continue
+        code = known.setdefault(key, len(known))
+        if len(known) > MAX_CATEGORIES:
+            return False
+        codes[at] = code
+    return True
+
+
+def _spooled(size: int, dtype, fill) -> tuple:
+    path = storage.spool_path(".npy")
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(size,))
+    array[:] = fill
+    return path, array
+
+
+def _build_field(field: MetadataField, dataset_id: str, size: int, folder: str, seen_all: np.ndarray) -> dict:
+    """Write one field's columns to storage; return its manifest entry (no `kind` when it gets none)."""
+    entry: dict = {"type": field.type, "field_id": field.pk}
+    spooled = []
+    try:
+        if field.type in NUMERIC:
+            vpath, values = _spooled(size, np.float64, np.nan)
+            spath, state = _spooled(size, np.int8, MISSING)
+            spooled += [vpath, spath]
+            odd = 0
+            for lo in range(0, size, BLOCK):
+                hi = min(size, lo + BLOCK)
+                seen = np.zeros(hi - lo, dtype=bool)
+                odd += _numeric_block(field, dataset_id, lo, hi, values[lo:hi], state[lo:hi], seen)
+                seen_all[lo:hi] &= seen
+            values.flush()
+            state.flush()
+            del values, state
+            entry.update(
+                kind="numeric",
+                odd=odd,
+                values_key=storage.save_file(f"{folder}{field.pk}-values.npy", vpath),
+                state_key=storage.save_file(f"{folder}{field.pk}-state.npy", spath),
+            )
+            return entry
+        cpath, codes = _spooled(size, np.int32, -1)
+        spooled.append(cpath)
+        known: dict[str, int] = {}
+        for lo in range(0, size, BLOCK):
+            hi = min(size, lo + BLOCK)
+            seen = np.zeros(hi - lo, dtype=bool)
+            if not _category_block(field, dataset_id, lo, hi, codes[lo:hi], seen, known):
+                entry["skipped"] = f"more than {MAX_CATEGORIES} distinct values"
+                return entry
+            seen_all[lo:hi] &= seen
+        codes.flush()
+        del codes
+        categories = sorted(known, key=known.get)
+        entry.update(
+            kind="categorical",
+            codes_key=storage.save_file(f"{folder}{field.pk}-codes.npy", cpath),
+            categories_key=storage.save_bytes(f"{folder}{field.pk}-categories.json", json.dumps(categories).encode()),
+        )
+        return entry
+    finally:
+        for path in spooled:
+            path.unlink(missing_ok=True)
+
+
+def build(dataset_id: str) -> dict | None:
+    """(Re)build the dataset's column store from its samples; returns what was recorded, None when not applicable.
+
+    The version is read before the scans, so a write during the build leaves the store stale (rebuilt
+    again) rather than wrongly fresh. A gap in idx (a registration not yet committed) shortens the size the
+    store records, which keeps it stale until a later build sees every sample.
+    """
+    if not supported():
+        return None
+    current = Dataset.objects.filter(pk=dataset_id).values("next_idx", "metadata_version").first()
+    if current is None:
+        return None
+    MetadataColumns.objects.get_or_create(dataset_id=dataset_id)
+    MetadataColumns.objects.filter(pk=dataset_id).update(status="building", error="")
+    started = time.perf_counter()
+    size, version = current["next_idx"], current["metadata_version"]
+    folder = f"datasets/{dataset_id}/columns/{secrets.token_hex(6)}/"
+    try:
+        seen_all = np.ones(size, dtype=bool)
+        built = {
+            f.path: _build_field(f, dataset_id, size, folder, seen_all)
+            for f in MetadataField.objects.filter(dataset_id=dataset_id).order_by("path")
+        }
+    except Exception as exc:
+        MetadataColumns.objects.filter(pk=dataset_id).update(status="idle", queued_at=None, error=str(exc)[:2000])
+        storage.delete_prefix(folder)
+        raise
+    gaps = np.flatnonzero(~seen_all)
+    complete = int(gaps[0]) if gaps.size else size
+    old = MetadataColumns.objects.filter(pk=dataset_id).values_list("fields", flat=True).first() or {}
+    changed = MetadataColumns.objects.filter(pk=dataset_id).update(
+        version=version,
+        size=complete,
+        fields=built,
+        status="idle",
+        queued_at=None,
+        built_at=timezone.now(),
+        build_seconds=time.perf_counter() - started,
+    )
+    # The previous build's files go (a reader that mapped them keeps its pages until it is done).
+    previous = {_folder_of(entry) for entry in old.values()} - {folder, None}
+    for prefix in previous:
+        storage.delete_prefix(prefix)
+    if not changed:  # the dataset went meanwhile
+        storage.delete_prefix(folder)
+        return None
+    return {"version": version, "size": complete, "fields": sorted(built)}
+
+
+def _folder_of(entry: dict) -> str | None:
+    key = entry.get("values_key") or entry.get("codes_key")
+    return key.rsplit("/", 1)[0] + "/" if key else None
+
+
+# --- reading: filters over the columns ----------------------------------------------------------------------
+
+
+def _numeric_condition(cond: Condition, fallback, odd: int):
+    """fn(values, state) -> bool mask for a condition on a numeric column, or None when the column cannot
+    answer it exactly (a non-number compared with a path that holds values of other types)."""
+    op, value = cond.op, cond.value
+
+    def is_number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if op == "exists":
+        return (lambda v, s: s != MISSING) if value else (lambda v, s: s == MISSING)
+    if op in ("eq", "ne", "in"):
+        items = value if op == "in" else [value]
+        numbers = np.array([float(x) for x in items if is_number(x)], dtype=np.float64)
+        if odd and len(numbers) < len(items):
+            return None
+        if op == "ne":
+            # Present and not equal: a value of another type is never equal to a number.
+            if numbers.size:
+                base = lambda v, s: (s == OTHER) | ((s == NUMBER) & (v != numbers[0]))  # noqa: E731
+            else:
+                base = lambda v, s: s != MISSING  # noqa: E731
+        else:
+            base = lambda v, s: (s == NUMBER) & np.isin(v, numbers)  # noqa: E731
+    else:
+        if not is_number(value):
+            if odd:
+                return None
+            base = lambda v, s: np.zeros(s.shape, dtype=bool)  # noqa: E731
+        else:
+            compare = {"lt": np.less, "lte": np.less_equal, "gt": np.greater, "gte": np.greater_equal}[op]
+            bound = float(value)
+            base = lambda v, s: (s == NUMBER) & compare(v, bound)  # noqa: E731  (NaN compares False)
+    if fallback is not None and cond.matches(fallback):
+        return lambda v, s: base(v, s) | (s == MISSING)
+    return base
+
+
+def _category_lut(cond: Condition, fallback, categories: list[str]) -> np.ndarray:
+    """bool[len(categories) + 1]: whether each category (and, last, a missing value) satisfies the condition,
+    decided by PostgreSQL with the very SQL the filter uses, over a one-field document per category."""
+    segments = cond.path.split(".")
+    head = "".join("{" + json.dumps(s) + ":" for s in segments)
+    docs = [head + text + "}" * len(segments) for text in categories] + ["{}"]
+    template, params = condition_expression(cond, fallback).postgresql
+    rows = _packed(
+        f"SELECT {template.replace('{col}', 'd.doc')} FROM "
+        "(SELECT o, x::jsonb AS doc FROM unnest(%s::text[]) WITH ORDINALITY AS u(x, o)) AS d ORDER BY d.o",
+        [*params, docs],
+    )
+    return np.array([bool(r[0]) for r in rows], dtype=bool)
+
+
+class Match:
+    """The samples a filter matches, block by block: a tag's bits, conditions on columns, and (for what the
+    columns cannot answer) the idx set the SQL filter selects, as a bitmask."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.masks: list[bytes] = []
+        self.numeric: list[tuple] = []
+        self.categorical: list[tuple] = []
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        out = np.ones(hi - lo, dtype=bool)
+        for mask in self.masks:
+            out &= bitmask.to_bool(mask[lo // 8 : (hi + 7) // 8], hi - lo)
+        for entry, fn in self.numeric:
+            out &= fn(self.store.array(entry["values_key"])[lo:hi], self.store.array(entry["state_key"])[lo:hi])
+        for entry, lut in self.categorical:
+            codes = self.store.array(entry["codes_key"])[lo:hi]
+            out &= lut[np.where(codes >= 0, codes, lut.size - 1)]
+        return out
+
+    def count(self) -> int:
+        return sum(
+            int(self.block(lo, min(self.store.size, lo + BLOCK)).sum()) for lo in range(0, self.store.size, BLOCK)
+        )
+
+
+def _sql_mask(dataset: Dataset, size: int, **where) -> bytes:
+    """The idx set that select_samples picks, as a bitmask over 0..size-1 (one statement, no row per sample)."""
+    sql, params = select_samples(dataset, **where).order_by().values("idx").query.sql_with_params()
+    ((packed,),) = _packed(f"SELECT string_agg(int4send(idx::int), ''::bytea) FROM ({sql}) AS s", list(params))
+    idx = np.frombuffer(bytes(packed or b""), dtype=">i4")
+    bits = np.zeros(size, dtype=bool)
+    bits[idx[idx < size]] = True
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def match(dataset: Dataset, store: Store, *, tag=None, file_name=None, conditions=(), sql: bool = True) -> Match | None:
+    """The filter as a Match over the store. What the columns cannot answer is asked of SQL once (as a bitmask),
+    or, without `sql`, makes this return None (the caller then asks SQL for everything)."""
+    out = Match(store)
+    if tag is not None:
+        mask = bytes(resolve_tag(dataset, tag).bitmask)
+        out.masks.append(mask + bytes(max(0, (store.size + 7) // 8 - len(mask))))
+    conditions = list(conditions)
+    known = fallbacks(dataset, [c.path for c in conditions])
+    rest = []
+    for cond in conditions:
+        entry = store.fields.get(cond.path)
+        if entry is None or not entry.get("kind"):
+            rest.append(cond)
+        elif entry["kind"] == "numeric":
+            fn = _numeric_condition(cond, known.get(cond.path), entry["odd"])
+            if fn is None:
+                rest.append(cond)
+            else:
+                out.numeric.append((entry, fn))
+        else:
+            out.categorical.append((entry, _category_lut(cond, known.get(cond.path), store.categories(cond.path))))
+    if file_name or rest:
+        if not sql:
+            return None
+        out.masks.append(_sql_mask(dataset, store.size, file_name=file_name, conditions=rest))
+    return out
+
+
+def count(dataset: Dataset, *, tag=None, file_name=None, conditions=()) -> int | None:
+    """How many samples match, read from the columns; None when they are stale or cannot answer (use SQL)."""
+    if file_name or not conditions:
+        return None  # a tag alone or a file name: SQL counts them without reading metadata
+    store = fresh_store(dataset)
+    if store is None:
+        return None
+    found = match(dataset, store, tag=tag, file_name=file_name, conditions=conditions, sql=False)
+    return None if found is None else found.count()
+
+
+# --- reading: histograms and colour columns ------------------------------------------------------------------
+
+
+def _numeric_effective(values: np.ndarray, state: np.ndarray, fallback) -> np.ndarray:
+    """The value a sample counts with: its number, the fallback when missing, NaN otherwise (as numeric_value)."""
+    out = np.where(state == NUMBER, values, np.nan)
+    if fallback is not None:
+        out[state == MISSING] = fallback
+    return out
+
+
+def numeric_bounds(store: Store, path: str, fallback) -> tuple[float | None, float | None]:
+    """min and max of the field's numbers, the fallback counted when some sample is missing."""
+    entry = store.fields[path]
+    lo = hi = None
+    for start in range(0, store.size, BLOCK):
+        end = min(store.size, start + BLOCK)
+        v = _numeric_effective(
+            store.array(entry["values_key"])[start:end], store.array(entry["state_key"])[start:end], fallback
+        )
+        v = v[~np.isnan(v)]
+        if v.size:
+            lo = float(v.min()) if lo is None else min(lo, float(v.min()))
+            hi = float(v.max()) if hi is None else max(hi, float(v.max()))
+    return lo, hi
+
+
+def _category_codes(store: Store, path: str, fallback) -> tuple[list[str], int | None]:
+    """The categories, with the fallback's text added when no sample has it; the fallback's code (or None)."""
+    texts = list(store.categories(path))
+    if fallback is None:
+        return texts, None
+    text = json.dumps(fallback)  # as category_key writes it
+    try:
+        return texts, texts.index(text)
+    except ValueError:
+        return [*texts, text], len(texts)
+
+
+@dataclass
+class Spec:
+    """One field to count: a numeric one binned by `edges`, or a categorical one by value."""
+
+    path: str
+    fallback: object
+    edges: np.ndarray | None = None
+
+
+def grouped_counts(store: Store, specs: list[Spec], found: Match | None) -> tuple[list[dict], int]:
+    """For each spec {bin or category text: (count, matched)}, None standing for the samples without a value,
+    as the SQL path's GROUP BY gives them; and the matched count. One pass over the blocks: the filter is
+    evaluated once per block for every field."""
+    plans = []
+    for spec in specs:
+        entry = store.fields[spec.path]
+        if entry["kind"] == "numeric":
+            n = len(spec.edges) - 1
+            plans.append(("numeric", entry, n, float(spec.edges[0]), float(spec.edges[1] - spec.edges[0]), None))
+        else:
+            texts, fallback_code = _category_codes(store, spec.path, spec.fallback)
+            n = len(texts)
+            plans.append(("categorical", entry, n, n if fallback_code is None else fallback_code, None, texts))
+    counts = [np.zeros(p[2] + 1, dtype=np.int64) for p in plans]  # the last slot: no value
+    hits = [np.zeros(p[2] + 1, dtype=np.int64) for p in plans]
+    matched = 0
+    for start in range(0, store.size, BLOCK):
+        end = min(store.size, start + BLOCK)
+        mask = None if found is None else found.block(start, end)
+        if mask is not None:
+            matched += int(mask.sum())
+        for i, (kind, entry, n, a, width, _texts) in enumerate(plans):
+            if kind == "numeric":
+                v = _numeric_effective(
+                    store.array(entry["values_key"])[start:end],
+                    store.array(entry["state_key"])[start:end],
+                    specs[i].fallback,
+                )
+                keys = np.full(v.shape, n, dtype=np.int64)
+                ok = ~np.isnan(v)
+                # floor((v - lo) / width) in float64, as PostgreSQL computes the bin in float8, then clamped.
+                keys[ok] = np.clip(np.floor((v[ok] - a) / width), 0, n - 1).astype(np.int64)
+            else:
+                codes = np.asarray(store.array(entry["codes_key"])[start:end], dtype=np.int64)
+                keys = np.where(codes >= 0, codes, a)
+            counts[i] += np.bincount(keys, minlength=n + 1)
+            if mask is not None:
+                hits[i] += np.bincount(keys[mask], minlength=n + 1)
+    out = []
+    for (kind, _entry, n, _a, _w, texts), c, h in zip(plans, counts, hits):
+        label = (lambda k: k) if kind == "numeric" else texts.__getitem__
+        groups = {label(k): (int(c[k]), int(h[k])) for k in range(n) if c[k]}
+        if c[n]:
+            groups[None] = (int(c[n]), int(h[n]))
+        out.append(groups)
+    return out, (store.size if found is None else matched)
+
+
+def categorical_groups(store: Store, path: str, fallback) -> dict:
+    """{category text: count} over every sample, None for missing (the fallback counted as its value)."""
+    (groups,), _n = grouped_counts(store, [Spec(path, fallback)], None)
+    return {k: c for k, (c, _m) in groups.items()}
+
+
+def numeric_column_blocks(store: Store, path: str, fallback):
+    """(min, max, blocks): the field as float32 per idx (NaN without a value), yielded block by block."""
+    entry = store.fields[path]
+    lo = hi = None
+
+    def block(start: int) -> np.ndarray:
+        end = min(store.size, start + BLOCK)
+        v = _numeric_effective(
+            store.array(entry["values_key"])[start:end], store.array(entry["state_key"])[start:end], fallback
+        )
+        with np.errstate(over="ignore"):  # past float32's range: inf, as the SQL path gives
+            return v.astype(np.float32)
+
+    for start in range(0, store.size, BLOCK):
+        v = block(start)
+        v = v[np.isfinite(v)]
+        if v.size:
+            lo = float(v.min()) if lo is None else min(lo, float(v.min()))
+            hi = float(v.max()) if hi is None else max(hi, float(v.max()))
+    return lo, hi, (block(start) for start in range(0, store.size, BLOCK))
+
+
+def category_column_blocks(store: Store, path: str, fallback, keep: int):
+    """(categories, blocks): int16 codes per idx of the `keep` most frequent values, the rest "other", -1 missing."""
+    groups = categorical_groups(store, path, fallback)
+    groups.pop(None, None)
+    ranked = sorted(groups, key=lambda t: (-groups[t], t))
+    kept = ranked[:keep]
+    texts, fallback_code = _category_codes(store, path, fallback)
+    lut = np.full(len(texts) + 1, -1, dtype=np.int16)  # the last slot: missing without a fallback
+    position = {t: i for i, t in enumerate(texts)}
+    for text in ranked[keep:]:
+        lut[position[text]] = len(kept)
+    for code, text in enumerate(kept):
+        lut[position[text]] = code
+    missing_code = len(texts) if fallback_code is None else fallback_code
+    entry = store.fields[path]
+
+    def block(start: int) -> np.ndarray:
+        codes = np.asarray(store.array(entry["codes_key"])[start : min(store.size, start + BLOCK)], dtype=np.int64)
+        return lut[np.where(codes >= 0, codes, missing_code)]
+
+    categories = [json.loads(t) for t in kept] + (["other"] if len(ranked) > len(kept) else [])
+    return categories, (block(start) for start in range(0, store.size, BLOCK))
