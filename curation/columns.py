@@ -339,7 +339,23 @@ def build(dataset_id: str) -> dict | None:
     if not changed:  # the dataset went meanwhile
         storage.delete_prefix(folder)
         return None
+    _again_if_stale(dataset_id)
     return {"version": version, "size": complete, "fields": sorted(built)}
+
+
+def _again_if_stale(dataset_id: str) -> None:
+    """Writes and field changes during a build found it queued or running and asked for nothing: ask now.
+    New samples only: wait, as registration does, so a long registration is read every so often, not always."""
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    row = MetadataColumns.objects.filter(pk=dataset_id).first()
+    if dataset is None or row is None:
+        return
+    configured = list(dataset.metadata_fields.values_list("path", "type"))
+    if configured and _fresh(dataset, row, configured) is None:
+        only_new_samples = row.version == dataset.metadata_version and all(
+            row.fields.get(p, {}).get("type") == t for p, t in configured
+        )
+        request_build(dataset_id, countdown=REGISTRATION_DELAY_S if only_new_samples else 0)
 
 
 def _folder_of(entry: dict) -> str | None:
