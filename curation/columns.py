@@ -28,8 +28,8 @@ from datetime import timedelta
 from functools import lru_cache
 
 import numpy as np
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from curation import bitmask, storage
@@ -59,16 +59,15 @@ def request_build(dataset_id: str, *, countdown: float = 0) -> bool:
     """Queue a build of the dataset's columns after the commit, unless one is queued or running already."""
     if not supported():
         return False
-    try:
-        with transaction.atomic():
-            MetadataColumns.objects.get_or_create(dataset_id=dataset_id)
-    except IntegrityError:  # created by a parallel request, or the dataset is gone
-        pass
     now = timezone.now()
-    claimed = (
-        MetadataColumns.objects.filter(pk=dataset_id)
-        .filter(Q(status="idle") | Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
-        .update(status="queued", queued_at=now)
+    table = connection.ops.quote_name(MetadataColumns._meta.db_table)
+    # One statement: the row is created queued, or claimed when idle (or queued long ago), or left alone.
+    claimed = _packed(
+        f"INSERT INTO {table} AS c (dataset_id, size, fields, status, queued_at, error) "
+        "SELECT id, 0, '{}'::jsonb, 'queued', %s, '' FROM " + connection.ops.quote_name(Dataset._meta.db_table) + " "
+        "WHERE id = %s ON CONFLICT (dataset_id) DO UPDATE SET status = 'queued', queued_at = EXCLUDED.queued_at "
+        "WHERE c.status = 'idle' OR c.queued_at IS NULL OR c.queued_at < %s RETURNING 1",
+        [now, dataset_id, now - REQUEUE_AFTER],
     )
     if claimed:
         transaction.on_commit(
@@ -164,15 +163,24 @@ def fresh_store(dataset: Dataset, *, queue: bool = True) -> Store | None:
     """The store when it is fresh for every configured field; else None (and, with `queue`, a rebuild is queued)."""
     if not supported():
         return None
-    # The dataset as it is now: the caller's instance may predate a registration or an upload.
-    current = Dataset.objects.filter(pk=dataset.pk).values("next_idx", "metadata_version").first()
-    if current is None:
+    # The dataset as it is now (the caller's instance may predate a registration or an upload), and its store.
+    row = (
+        Dataset.objects.filter(pk=dataset.pk)
+        .values("next_idx", "metadata_version", "columns__version", "columns__size", "columns__fields")
+        .first()
+    )
+    if row is None:
         return None
-    dataset.next_idx, dataset.metadata_version = current["next_idx"], current["metadata_version"]
+    dataset.next_idx, dataset.metadata_version = row["next_idx"], row["metadata_version"]
     configured = list(dataset.metadata_fields.values_list("path", "type"))
     if not configured:
         return None
-    store = _fresh(dataset, MetadataColumns.objects.filter(pk=dataset.pk).first(), configured)
+    built = None
+    if row["columns__fields"] is not None:
+        built = MetadataColumns(
+            version=row["columns__version"], size=row["columns__size"], fields=row["columns__fields"]
+        )
+    store = _fresh(dataset, built, configured)
     if store is None and queue:
         request_build(dataset.pk)
     return store
@@ -438,6 +446,28 @@ class Match:
             codes = self.store.array(entry["codes_key"])[lo:hi]
             out &= lut[np.where(codes >= 0, codes, lut.size - 1)]
         return out
+
+    def first(self, k: int, *, after: int | None = None, descending: bool = False) -> list[int]:
+        """The first `k` matching idx in idx order (descending: from the top), strictly beyond `after`."""
+        size = self.store.size
+        found: list[int] = []
+        if descending:
+            top = size if after is None else max(0, min(size, after))
+            starts = range((max(top, 1) - 1) // BLOCK * BLOCK, -1, -BLOCK)
+        else:
+            first_idx = 0 if after is None else after + 1
+            starts = range(first_idx // BLOCK * BLOCK, size, BLOCK)
+        for lo in starts:
+            hi = min(size, lo + BLOCK)
+            hits = np.flatnonzero(self.block(lo, hi)) + lo
+            if descending:
+                hits = hits[hits < top][::-1]
+            else:
+                hits = hits[hits >= first_idx]
+            found += hits[: k - len(found)].tolist()
+            if len(found) >= k:
+                break
+        return found
 
     def count(self) -> int:
         return sum(

@@ -144,11 +144,17 @@ def _link(request, cursor: str | None) -> str | None:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
-def _page(request, qs, sort: filters.Sort, limit: int) -> tuple[list, str | None, str | None]:
-    """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link)."""
+def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list, str | None, str | None]:
+    """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link).
+
+    `found` (a curation.columns.Match of the same filter) names the page's candidates by idx when the order is
+    idx's, so PostgreSQL reads those rows by index instead of scanning for the first matches."""
     cursor = request.query_params.get("cursor")
     position = _decode_cursor(cursor, sort) if cursor else None
     backwards = bool(position and position["d"] == "p")
+    if found is not None and sort.path is None:
+        after = position["i"] if position else None
+        qs = qs.filter(idx__in=found.first(limit + 1, after=after, descending=sort.descending != backwards))
     if position:
         qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
     if sort.path is not None:
@@ -298,16 +304,17 @@ class SampleList(APIView):
             "conditions": _conditions(request),
         }
         qs = filters.select_samples(dataset, **where)
-        rows, next_link, previous_link = _page(request, qs, sort, limit)
+        # Conditions on configured fields: the metadata column store finds the matches (and counts them).
+        store = columns.fresh_store(dataset) if where["conditions"] and not file_name else None
+        found = columns.match(dataset, store, **where, sql=False) if store is not None else None
+        rows, next_link, previous_link = _page(request, qs, sort, limit, found)
         body = {
             "results": SampleSerializer(rows, many=True, context=_serializer_context(request, dataset)).data,
             "next": next_link,
             "previous": previous_link,
         }
         if count:
-            # The metadata column store answers conditions on configured fields without reading JSONB.
-            counted = columns.count(dataset, **where)
-            body["count"] = qs.count() if counted is None else counted
+            body["count"] = qs.count() if found is None else found.count()
         return Response(body)
 
     @extend_schema(

@@ -276,3 +276,30 @@ def test_management_command_builds(rich, capsys):
     call_command("build_metadata_columns", "--dataset", rich.id)
     assert rich.id in capsys.readouterr().out
     assert columns.fresh_store(rich, queue=False) is not None
+
+
+def _walk(api, url, params, key="next"):
+    names, link = [], None
+    while True:
+        response = api.get(link) if link else api.get(url, params)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        names.append([r["file_name"] for r in body["results"]])
+        link = body[key]
+        if not link:
+            return names, body
+
+
+@pytest.mark.parametrize("sort", ["idx", "-idx"])
+def test_pages_found_through_the_columns_equal_the_sql_pages(rich, owner_api, sort, monkeypatch):
+    url = f"/api/v1/datasets/{rich.id}/samples"
+    params = {"where": ["w:in:[\"rain\",\"fog\"]", "cam.id:lt:6"], "limit": 7, "sort": sort, "count": "true"}
+    monkeypatch.setattr(columns, "BLOCK", 64)  # several blocks, so pages cross block edges
+    sql_pages, sql_last = _walk(owner_api, url, params)  # no store yet: SQL
+    _fresh(rich)
+    column_pages, last = _walk(owner_api, url, params)
+    assert column_pages == sql_pages and len(sql_pages) > 3
+    assert last["count"] == sql_last["count"] == sum(len(p) for p in sql_pages)
+    # And back from the last page through the `previous` links.
+    back, _ = _walk(owner_api, last["previous"], None, key="previous")
+    assert back == list(reversed(sql_pages[:-1]))
