@@ -88,9 +88,18 @@ def metadata_changed(dataset_id: str) -> None:
 
 
 def fields_changed(dataset_id: str) -> None:
-    """A field was configured, changed or removed: build the columns it needs (nothing to do for a removal)."""
+    """A field was configured, changed or removed: build the columns the fields need, or drop the store when
+    no field is left (a rebuild leaves a removed field's column out)."""
     if MetadataField.objects.filter(dataset_id=dataset_id).exists():
         request_build(dataset_id)
+    elif supported():
+        drop(dataset_id)
+
+
+def drop(dataset_id: str) -> None:
+    """Remove the dataset's column store: its row now, its files after the commit."""
+    MetadataColumns.objects.filter(pk=dataset_id).delete()
+    transaction.on_commit(lambda: storage.delete_prefix(f"datasets/{dataset_id}/columns/"), robust=True)
 
 
 def samples_added(dataset_id: str) -> None:
@@ -312,6 +321,9 @@ def build(dataset_id: str) -> dict | None:
         return None
     current = Dataset.objects.filter(pk=dataset_id).values("next_idx", "metadata_version").first()
     if current is None:
+        return None
+    if not MetadataField.objects.filter(dataset_id=dataset_id).exists():
+        drop(dataset_id)  # every field was removed while this build waited
         return None
     MetadataColumns.objects.get_or_create(dataset_id=dataset_id)
     MetadataColumns.objects.filter(pk=dataset_id).update(status="building", error="")

@@ -293,7 +293,7 @@ def _walk(api, url, params, key="next"):
 @pytest.mark.parametrize("sort", ["idx", "-idx"])
 def test_pages_found_through_the_columns_equal_the_sql_pages(rich, owner_api, sort, monkeypatch):
     url = f"/api/v1/datasets/{rich.id}/samples"
-    params = {"where": ["w:in:[\"rain\",\"fog\"]", "cam.id:lt:6"], "limit": 7, "sort": sort, "count": "true"}
+    params = {"where": ['w:in:["rain","fog"]', "cam.id:lt:6"], "limit": 7, "sort": sort, "count": "true"}
     monkeypatch.setattr(columns, "BLOCK", 64)  # several blocks, so pages cross block edges
     sql_pages, sql_last = _walk(owner_api, url, params)  # no store yet: SQL
     _fresh(rich)
@@ -303,3 +303,15 @@ def test_pages_found_through_the_columns_equal_the_sql_pages(rich, owner_api, so
     # And back from the last page through the `previous` links.
     back, _ = _walk(owner_api, last["previous"], None, key="previous")
     assert back == list(reversed(sql_pages[:-1]))
+
+
+def test_removing_the_last_field_drops_the_store(rich, owner_api, django_capture_on_commit_callbacks):
+    columns.build(rich.pk)
+    folder = Path(settings.MEDIA_ROOT) / "datasets" / rich.id / "columns"
+    assert folder.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        for field in MetadataField.objects.filter(dataset=rich):
+            url = f"/api/v1/datasets/{rich.id}/configurator/{field.pk}"
+            assert owner_api.delete(url).status_code == 204
+    assert not MetadataColumns.objects.filter(pk=rich.pk).exists()
+    assert not folder.exists()
