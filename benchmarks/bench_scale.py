@@ -240,8 +240,8 @@ def wait_column_store(base_url: str, dataset_id: str, ctx: Context, timeout: flo
             body = _check(ctx.http.get(url)).json()
             if body["fresh"]:
                 return {**body, "waited_s": elapsed()}
-            if elapsed() > timeout:
-                raise RuntimeError(f"metadata column store not fresh within {timeout} s: {body}")
+            if elapsed() > timeout or body["status"] == "failed":
+                raise RuntimeError(f"metadata column store not fresh ({elapsed():.0f} s): {body}")
             if body["status"] == "idle":  # stale and nothing queued (a build ended before the last write)
                 _check(ctx.http.post(url), 202)
             time.sleep(0.5)

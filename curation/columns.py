@@ -337,7 +337,8 @@ def build(dataset_id: str) -> dict | None:
             for f in MetadataField.objects.filter(dataset_id=dataset_id).order_by("path")
         }
     except Exception as exc:
-        MetadataColumns.objects.filter(pk=dataset_id).update(status="idle", queued_at=None, error=str(exc)[:2000])
+        # "failed" keeps queued_at: requests queue it again only after REQUEUE_AFTER, not each time.
+        MetadataColumns.objects.filter(pk=dataset_id).update(status="failed", error=str(exc)[:2000])
         storage.delete_prefix(folder)
         raise
     gaps = np.flatnonzero(~seen_all)

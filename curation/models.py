@@ -232,7 +232,8 @@ class MetadataColumns(models.Model):
     derived from the samples' metadata at `version` (Dataset.metadata_version) over idx 0..size-1.
 
     `fields` maps a field's path to what was built for it: {type, kind, keys, categories_key, odd}.
-    `status`: idle, queued or building; `queued_at` lets a request enqueue a build once, not once per request.
+    `status`: idle, queued, building or failed (queued again after a while); `queued_at` lets a request
+    enqueue a build once, not once per request.
     """
 
     dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="columns")
