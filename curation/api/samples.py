@@ -47,8 +47,18 @@ class LenientJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
+        request = parser_context.get("request")
+        raw = stream.read()
+        encoding = parser_context.get("encoding") or settings.DEFAULT_CHARSET
+        # A plainly valid registration is decoded and checked in one C pass, its metadata left as text for
+        # PostgreSQL; anything else takes the full path below, whose errors name the entry at fault.
+        fast = services.parse_registration(raw) if encoding.lower() in ("utf-8", "utf8") else None
+        if fast is not None:
+            if request is not None:
+                request.json_text = raw.decode()
+            return {"samples": fast.samples, "overwrite": fast.overwrite}
         try:
-            text = stream.read().decode(parser_context.get("encoding") or settings.DEFAULT_CHARSET)
+            text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
             raise ParseError(f"JSON parse error - the body is not UTF-8 text: {exc}") from None
         constants = []
@@ -61,7 +71,6 @@ class LenientJSONParser(JSONParser):
             data = json.loads(text, parse_constant=constant)
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
-        request = parser_context.get("request")
         if request is not None and not constants:
             request.json_text = text
         return data
