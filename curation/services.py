@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.http import Http404
 
 from curation import filters, storage, tagging
 from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
@@ -423,7 +424,9 @@ def _insert_new(
 
     On PostgreSQL the batch is staged and compared with the dataset's file names first; then the
     dataset's row lock is taken and held to the commit for one statement that inserts, moves next_idx
-    and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped.
+    and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped. The samples'
+    dataset_id has no database foreign key (its check cost a lookup per row): rows go in only joined to
+    the locked dataset row, so a dataset deleted meanwhile gets none (Http404).
     """
     if connection.vendor != "postgresql":
         with transaction.atomic():
@@ -438,6 +441,8 @@ def _insert_new(
                 cursor.execute(_sql(_STAGE_SQL), params)
                 cursor.execute(_sql(_INSERT_SQL, recheck=recheck, replace=replace), params)
                 start, next_idx, tagged, positions, existing_ids = cursor.fetchone()
+                if start is None:  # deleted meanwhile: nothing was inserted (no row to join, no row to lock)
+                    raise Http404("No dataset with that id.")
                 if not tagged and next_idx > 0:
                     tagging.create_initial_tag(dataset.pk, next_idx, creator)
                 return _Inserted(start=start, next_idx=next_idx, existing=dict(zip(positions, existing_ids)))
