@@ -51,6 +51,8 @@ from scale_common import (
     wait_for_http,
 )
 
+from winnow.client.api import META_BATCH_ROWS
+
 # Two runs side by side (say, in two checkouts) each name their own database, broker db and work folder.
 DATABASE_URL = os.environ.get("WINNOW_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_scale_bench")
 BROKER_URL = os.environ.get("WINNOW_SCALE_BROKER_URL", "redis://127.0.0.1:6379/7")
@@ -127,15 +129,17 @@ def _rss_rows(what: str, n: int, peak: float, matrix_bytes: int) -> Row:
 
 
 def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """The client's register_samples (JSON batches of 500, 4 in parallel) against a raw COPY of the same rows."""
+    """The client's register_samples (its default batches, 4 in parallel) against a raw COPY of the same rows."""
     ctx.rss.reset()
-    got = scale_registration.register_through_http(base_url, token, dataset_id, n, batch_size=500, workers=4)
+    got = scale_registration.register_through_http(
+        base_url, token, dataset_id, n, batch_size=META_BATCH_ROWS, workers=4
+    )
     web_peak = _peak(ctx, "web")
     copy = scale_registration.copy_reference(DATABASE_URL, n)
     reference = copy["copy_indexed_rate"]
     return [
         Row(
-            "registration, client JSON batches of 500 x 4 workers (samples/s)",
+            f"registration, client JSON batches of {META_BATCH_ROWS:,} x 4 workers (samples/s)",
             n,
             f"{got['rate']:,}/s ({got['seconds']:.1f} s)",
             f"{reference:,}/s (COPY into a table shaped like curation_sample; bare {copy['copy_bare_rate']:,}/s)",
