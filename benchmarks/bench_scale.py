@@ -49,6 +49,7 @@ from scale_common import (
     stop,
     timed,
     wait_for_http,
+    wait_until_idle,
 )
 
 from winnow.client.api import META_BATCH_ROWS
@@ -530,6 +531,8 @@ def run(args) -> list[Row]:
         )
         base_url = f"http://127.0.0.1:{args.port}"
         wait_for_http(f"{base_url}/api/v1/health", web)
+        # The Celery worker may still be importing when the web answers: the first section would share the CPU.
+        print(f"web and worker idle after {wait_until_idle([web.pid, worker.pid]):.0f} s", flush=True)
         rss = PeakRss({"web": web.pid, "worker": worker.pid})
         http = session(token)
         ctx = Context(http=http, rss=rss, web_pid=web.pid, worker_pid=worker.pid)

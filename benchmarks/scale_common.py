@@ -163,6 +163,31 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(roots: Sequence[int], timeout: float = 90, busy: float = 0.1) -> float:
+    """Wait until the process trees under `roots` use less than `busy` of a core over a second (a worker that is
+    still importing would otherwise take CPU from the first measurement); returns the seconds waited."""
+    began = deadline = time.monotonic()
+    deadline += timeout
+    while time.monotonic() < deadline:
+        children = _children_map()
+        pids = [pid for root in roots for pid in descendants(root, children)]
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(1.0)
+        if sum(cpu_seconds(pid) for pid in pids) - before < busy:
+            break
+    return time.monotonic() - began
+
+
 # --- database ----------------------------------------------------------------------------------------------------
 
 
