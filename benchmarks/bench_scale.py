@@ -38,6 +38,7 @@ import scale_workers
 from _report import write_section
 from scale_common import (
     ROOT,
+    CpuMeter,
     PeakRss,
     connect,
     descendants,
@@ -132,8 +133,10 @@ def _rss_rows(what: str, n: int, peak: float, matrix_bytes: int) -> Row:
 def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
     """The client's register_samples (its default batches, 4 in parallel) against a raw COPY of the same rows."""
     ctx.rss.reset()
+    # The web's and PostgreSQL's CPU a sample: unlike the rate, it hardly moves when other work shares the machine.
+    server_cpu = CpuMeter([ctx.web_pid], marker=f" {DATABASE_URL.rsplit('/', 1)[-1]} ")
     got = scale_registration.register_through_http(
-        base_url, token, dataset_id, n, batch_size=META_BATCH_ROWS, workers=4
+        base_url, token, dataset_id, n, batch_size=META_BATCH_ROWS, workers=4, server_cpu=server_cpu
     )
     web_peak = _peak(ctx, "web")
     copy = scale_registration.copy_reference(DATABASE_URL, n)
@@ -154,6 +157,14 @@ def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Contex
             "-",
             f"last/first {got['rate_last_10pct'] / got['rate_first_10pct']:.2f}",
             "flat",
+        ),
+        Row(
+            "registration: server CPU a sample (web + PostgreSQL backends), first 10% / last 10%",
+            n,
+            f"{got['cpu_us_first_10pct']:.0f} us / {got['cpu_us_last_10pct']:.0f} us (overall {got['cpu_us']:.0f} us)",
+            "-",
+            f"last/first {got['cpu_us_last_10pct'] / got['cpu_us_first_10pct']:.2f}",
+            "flat (no O(N) work a batch)",
         ),
         Row(
             "registration: created / skipped, web peak RSS",

@@ -173,6 +173,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """CPU seconds used so far by the process trees under `roots` and by the processes whose command line holds
+    `marker` (PostgreSQL backends show their database's name there); a process that ended keeps its last count.
+    CPU time, unlike wall time, hardly moves when other work shares the machine."""
+
+    def __init__(self, roots: Sequence[int], marker: str | None = None):
+        self.roots, self.marker = list(roots), marker
+        self._seen: dict[int, float] = {}
+
+    def _pids(self) -> list[int]:
+        children = _children_map()
+        pids = [pid for root in self.roots for pid in descendants(root, children)]
+        if self.marker:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        if self.marker in Path(f"/proc/{entry}/cmdline").read_text():
+                            pids.append(int(entry))
+                    except OSError:
+                        continue
+        return pids
+
+    def __call__(self) -> float:
+        for pid in self._pids():
+            self._seen[pid] = max(self._seen.get(pid, 0.0), cpu_seconds(pid))
+        return sum(self._seen.values())
+
+
 def wait_until_idle(roots: Sequence[int], timeout: float = 90, busy: float = 0.1) -> float:
     """Wait until the process trees under `roots` use less than `busy` of a core over a second (a worker that is
     still importing would otherwise take CPU from the first measurement); returns the seconds waited."""
