@@ -38,6 +38,7 @@ import scale_workers
 from _report import write_section
 from scale_common import (
     ROOT,
+    CpuMeter,
     PeakRss,
     connect,
     descendants,
@@ -49,7 +50,10 @@ from scale_common import (
     stop,
     timed,
     wait_for_http,
+    wait_until_idle,
 )
+
+from winnow.client.api import META_BATCH_ROWS
 
 # Two runs side by side (say, in two checkouts) each name their own database, broker db and work folder.
 DATABASE_URL = os.environ.get("WINNOW_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow_scale_bench")
@@ -127,15 +131,19 @@ def _rss_rows(what: str, n: int, peak: float, matrix_bytes: int) -> Row:
 
 
 def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Context) -> list[Row]:
-    """The client's register_samples (JSON batches of 500, 4 in parallel) against a raw COPY of the same rows."""
+    """The client's register_samples (its default batches, 4 in parallel) against a raw COPY of the same rows."""
     ctx.rss.reset()
-    got = scale_registration.register_through_http(base_url, token, dataset_id, n, batch_size=500, workers=4)
+    # The web's and PostgreSQL's CPU a sample: unlike the rate, it hardly moves when other work shares the machine.
+    server_cpu = CpuMeter([ctx.web_pid], marker=f" {DATABASE_URL.rsplit('/', 1)[-1]} ")
+    got = scale_registration.register_through_http(
+        base_url, token, dataset_id, n, batch_size=META_BATCH_ROWS, workers=4, server_cpu=server_cpu
+    )
     web_peak = _peak(ctx, "web")
     copy = scale_registration.copy_reference(DATABASE_URL, n)
     reference = copy["copy_indexed_rate"]
     return [
         Row(
-            "registration, client JSON batches of 500 x 4 workers (samples/s)",
+            f"registration, client JSON batches of {META_BATCH_ROWS:,} x 4 workers (samples/s)",
             n,
             f"{got['rate']:,}/s ({got['seconds']:.1f} s)",
             f"{reference:,}/s (COPY into a table shaped like curation_sample; bare {copy['copy_bare_rate']:,}/s)",
@@ -149,6 +157,14 @@ def registration(base_url: str, token: str, dataset_id: str, n: int, ctx: Contex
             "-",
             f"last/first {got['rate_last_10pct'] / got['rate_first_10pct']:.2f}",
             "flat",
+        ),
+        Row(
+            "registration: server CPU a sample (web + PostgreSQL backends), first 10% / last 10%",
+            n,
+            f"{got['cpu_us_first_10pct']:.0f} us / {got['cpu_us_last_10pct']:.0f} us (overall {got['cpu_us']:.0f} us)",
+            "-",
+            f"last/first {got['cpu_us_last_10pct'] / got['cpu_us_first_10pct']:.2f}",
+            "flat (no O(N) work a batch)",
         ),
         Row(
             "registration: created / skipped, web peak RSS",
@@ -553,6 +569,8 @@ def run(args) -> list[Row]:
         )
         base_url = f"http://127.0.0.1:{args.port}"
         wait_for_http(f"{base_url}/api/v1/health", web)
+        # The Celery worker may still be importing when the web answers: the first section would share the CPU.
+        print(f"web and worker idle after {wait_until_idle([web.pid, worker.pid]):.0f} s", flush=True)
         rss = PeakRss({"web": web.pid, "worker": worker.pid})
         http = session(token)
         ctx = Context(http=http, rss=rss, web_pid=web.pid, worker_pid=worker.pid)

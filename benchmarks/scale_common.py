@@ -45,8 +45,18 @@ def stop(process: subprocess.Popen | None, grace: float = 10.0) -> None:
         pass
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (from /proc/*/stat parent links)."""
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`pid` and every process below it (from /proc/*/stat parent links, or a map from _children_map)."""
+    children = _children_map() if children is None else children
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -57,12 +67,7 @@ def descendants(pid: int) -> list[int]:
             continue
         parent = int(stat[stat.rindex(")") + 2 :].split()[1])
         children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
+    return children
 
 
 def rss_bytes(pid: int) -> int:
@@ -92,9 +97,16 @@ class PeakRss:
             self._peak = dict.fromkeys(self.roots, (0, 0))
 
     def _run(self) -> None:
+        # The process trees are read from /proc once a second, the sizes every tick: a full /proc walk per tick
+        # and root cost the measured processes a noticeable share of a 2-core machine.
+        tick, trees = 0, {}
         while not self._stop.wait(self.interval):
-            for name, root in self.roots.items():
-                sizes = [rss_bytes(pid) for pid in descendants(root)]
+            if tick % 10 == 0:
+                children = _children_map()
+                trees = {name: descendants(root, children) for name, root in self.roots.items()}
+            tick += 1
+            for name, pids in trees.items():
+                sizes = [rss_bytes(pid) for pid in pids]
                 with self._lock:
                     single, total = self._peak[name]
                     self._peak[name] = (max(single, max(sizes, default=0)), max(total, sum(sizes)))
@@ -149,6 +161,59 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
         except requests.RequestException:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used so far by the process trees under `roots` and by the processes whose command line holds
+    `marker` (PostgreSQL backends show their database's name there); a process that ended keeps its last count.
+    CPU time, unlike wall time, hardly moves when other work shares the machine."""
+
+    def __init__(self, roots: Sequence[int], marker: str | None = None):
+        self.roots, self.marker = list(roots), marker
+        self._seen: dict[int, float] = {}
+
+    def _pids(self) -> list[int]:
+        children = _children_map()
+        pids = [pid for root in self.roots for pid in descendants(root, children)]
+        if self.marker:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        if self.marker in Path(f"/proc/{entry}/cmdline").read_text():
+                            pids.append(int(entry))
+                    except OSError:
+                        continue
+        return pids
+
+    def __call__(self) -> float:
+        for pid in self._pids():
+            self._seen[pid] = max(self._seen.get(pid, 0.0), cpu_seconds(pid))
+        return sum(self._seen.values())
+
+
+def wait_until_idle(roots: Sequence[int], timeout: float = 90, busy: float = 0.1) -> float:
+    """Wait until the process trees under `roots` use less than `busy` of a core over a second (a worker that is
+    still importing would otherwise take CPU from the first measurement); returns the seconds waited."""
+    began = deadline = time.monotonic()
+    deadline += timeout
+    while time.monotonic() < deadline:
+        children = _children_map()
+        pids = [pid for root in roots for pid in descendants(root, children)]
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(1.0)
+        if sum(cpu_seconds(pid) for pid in pids) - before < busy:
+            break
+    return time.monotonic() - began
 
 
 # --- database ----------------------------------------------------------------------------------------------------

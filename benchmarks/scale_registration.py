@@ -55,10 +55,12 @@ def synthetic_entries(n: int, start: int = 0, seed: int = 0) -> Iterator[dict]:
 class _Clock:
     """Records when each tenth of the samples was done (batches finish out of order: counts only)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, cpu=None):
         self.n = n
         self.done = 0
         self.lock = threading.Lock()
+        self.cpu = cpu  # a callable giving the server's CPU seconds so far, or None
+        self.cpu_marks: dict[int, float] = {0: cpu()} if cpu else {}
         self.start = time.perf_counter()
         self.marks: dict[int, float] = {}  # tenth -> time its last sample was done
 
@@ -69,6 +71,8 @@ class _Clock:
             for tenth in range(1, 11):
                 if tenth not in self.marks and self.done >= self.n * tenth / 10:
                     self.marks[tenth] = now
+                    if self.cpu and tenth in (1, 9, 10):
+                        self.cpu_marks[tenth] = self.cpu()
 
     def rates(self) -> dict:
         end = self.marks.get(10, time.perf_counter())
@@ -79,13 +83,19 @@ class _Clock:
             # A tenth shorter than one batch ends with the batch before it: its own rate is not resolved.
             return round(tenth / span) if span > 0 else rate
 
-        return {
+        out = {
             "samples": self.n,
             "seconds": round(end - self.start, 2),
             "rate": rate,
             "rate_first_10pct": tenth_rate(self.marks[1] - self.start),
             "rate_last_10pct": tenth_rate(end - self.marks[9]),
         }
+        if len(self.cpu_marks) == 4:  # server CPU microseconds a sample: overall, first 10%, last 10%
+            marks = self.cpu_marks
+            out["cpu_us"] = round((marks[10] - marks[0]) / self.n * 1e6, 1)
+            out["cpu_us_first_10pct"] = round((marks[1] - marks[0]) / tenth * 1e6, 1)
+            out["cpu_us_last_10pct"] = round((marks[10] - marks[9]) / tenth * 1e6, 1)
+        return out
 
 
 def register_through_http(
@@ -98,11 +108,13 @@ def register_through_http(
     workers: int = 4,
     start: int = 0,
     progress: bool = False,
+    server_cpu=None,
 ) -> dict:
-    """Register N synthetic samples with the client; rates overall, in the first 10% and in the last 10%."""
+    """Register N synthetic samples with the client; rates overall, in the first 10% and in the last 10% (and the
+    server's CPU time a sample over the same spans when `server_cpu`, a callable giving CPU seconds, is given)."""
     from winnow.client import Client
 
-    clock = _Clock(n)
+    clock = _Clock(n, server_cpu)
     with Client(token=token, server=base_url, dataset_id=dataset_id) as client:
         summary = client.register_samples(
             synthetic_entries(n, start),

@@ -8,9 +8,12 @@ import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Annotated
 
+import msgspec
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.http import Http404
 
 from curation import filters, storage, tagging
 from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
@@ -421,7 +424,9 @@ def _insert_new(
 
     On PostgreSQL the batch is staged and compared with the dataset's file names first; then the
     dataset's row lock is taken and held to the commit for one statement that inserts, moves next_idx
-    and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped.
+    and sets initial-tag's count. A failure rolls it all back, so no idx is ever skipped. The samples'
+    dataset_id has no database foreign key (its check cost a lookup per row): rows go in only joined to
+    the locked dataset row, so a dataset deleted meanwhile gets none (Http404).
     """
     if connection.vendor != "postgresql":
         with transaction.atomic():
@@ -436,6 +441,8 @@ def _insert_new(
                 cursor.execute(_sql(_STAGE_SQL), params)
                 cursor.execute(_sql(_INSERT_SQL, recheck=recheck, replace=replace), params)
                 start, next_idx, tagged, positions, existing_ids = cursor.fetchone()
+                if start is None:  # deleted meanwhile: nothing was inserted (no row to join, no row to lock)
+                    raise Http404("No dataset with that id.")
                 if not tagged and next_idx > 0:
                     tagging.create_initial_tag(dataset.pk, next_idx, creator)
                 return _Inserted(start=start, next_idx=next_idx, existing=dict(zip(positions, existing_ids)))
@@ -522,12 +529,108 @@ def _int_or_none(entry: dict, key: str, low: int, high: int):
 _RISKY_JSON = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[\d.][eE][+-]?\d{3}|\d{300}")
 
 
+# --- the fast path: a registration body decoded and checked in C, for PostgreSQL -------------------------------
+
+
+class RegistrationEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry as decoded by parse_registration; `metadata` stays JSON text, which PostgreSQL reads."""
+
+    file_name: str
+    width: Annotated[int, msgspec.Meta(ge=1, le=_MAX_INT)] | None = None
+    height: Annotated[int, msgspec.Meta(ge=1, le=_MAX_INT)] | None = None
+    size_bytes: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BIGINT)] | None = None
+    metadata: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class RegistrationBody(msgspec.Struct, forbid_unknown_fields=True):
+    samples: list[RegistrationEntry]
+    overwrite: bool = False
+
+
+_REGISTRATION_DECODER = msgspec.json.Decoder(RegistrationBody)
+# For _risky_numbers: digits become 0, e/E become e, signs become +, everything else a space.
+_NUMBER_SHAPE = bytes(
+    ord("0") if chr(c).isdigit() and c < 128 else ord("e") if c in b"eE" else ord("+") if c in b"+-" else 32
+    for c in range(256)
+)
+_RISKY_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_PLAIN_NAMES = re.compile(rf"{_PLAIN_NAME.pattern}(?:\n{_PLAIN_NAME.pattern})*")
+_ODD_NAMES = re.compile(_ODD_SEGMENT.pattern + "|" + _DRIVE.pattern, re.MULTILINE)
+# Raw metadata at most this long is within MAX_METADATA_BYTES once re-serialised: no JSON value grows more
+# than 6 times (a 4-digit exponent like 1e15 written out, a UTF-8 character escaped as \uXXXX).
+_PLAIN_METADATA_BYTES = MAX_METADATA_BYTES // 6
+
+
+def _risky_numbers(body: bytes) -> bool:
+    """True when the body may hold a number that becomes Infinity in Python (a 3-digit exponent, 300 digits)."""
+    shape = body.translate(_NUMBER_SHAPE)
+    return b"e000" in shape or b"e+000" in shape or b"0" * 300 in shape
+
+
+def parse_registration(body: bytes) -> RegistrationBody | None:
+    """A registration body whose every entry is plainly valid, decoded and checked without per-entry objects
+    for metadata; None when anything needs the full checks (which name the entry at fault) or off PostgreSQL.
+
+    Plainly valid: the shape {samples: [{file_name, width?, height?, size_bytes?, metadata?}], overwrite?} with
+    integers in range, file names that need no normalising and appear once, metadata an object (or null) small
+    and shallow enough to pass validate_metadata whatever it holds, and no escape or number PostgreSQL or
+    Python would refuse. The body's text then goes to PostgreSQL as it is (register_samples' source_json).
+    """
+    if connection.vendor != "postgresql" or (b"\\u" in body and _RISKY_ESCAPE.search(body)) or _risky_numbers(body):
+        return None
+    try:
+        parsed = _REGISTRATION_DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    entries = parsed.samples
+    names = [entry.file_name for entry in entries]
+    if not names:
+        return parsed
+    joined = "\n".join(names)
+    if (
+        len(set(names)) != len(names)
+        or joined.count("\n") != len(names) - 1  # else a name holds a newline, which the joined checks miss
+        or max(map(len, names)) > MAX_FILE_NAME_LENGTH
+        or not _PLAIN_NAMES.fullmatch(joined)
+        or _ODD_NAMES.search(joined)
+    ):
+        return None
+    for entry in entries:
+        meta = bytes(entry.metadata)
+        if meta != b"null" and not (
+            meta[:1] == b"{"
+            and len(meta) <= _PLAIN_METADATA_BYTES
+            and meta.count(b"{") + meta.count(b"[") <= MAX_VALUE_DEPTH
+        ):
+            return None
+    return parsed
+
+
+def _plain_rows(entries: list[RegistrationEntry]) -> list[dict]:
+    """Rows for _insert_new from entries parse_registration passed; metadata stays JSON text (bytes)."""
+    return [
+        {
+            "file_name": entry.file_name,
+            "width": entry.width,
+            "height": entry.height,
+            "size_bytes": entry.size_bytes,
+            "metadata": entry.metadata,
+        }
+        for entry in entries
+    ]
+
+
 def _clean_entries(entries, source_json: str | None = None) -> list[dict]:
     """Rows for _insert_new from JSON entries; InvalidEntries naming each bad entry.
 
     With `source_json` (the strict JSON text the entries were parsed from, without NaN or Infinity),
-    metadata is checked by one walk (_metadata_fits); without it, by validate_metadata.
+    metadata is checked by one walk (_metadata_fits); without it, by validate_metadata. Entries from
+    parse_registration are already checked (their source_json is required).
     """
+    if isinstance(entries, list) and entries and type(entries[0]) is RegistrationEntry:
+        if source_json is None:
+            raise AssertionError("entries from parse_registration go with the body's text (source_json)")
+        return _plain_rows(entries)
     if not isinstance(entries, list):
         raise InvalidEntries([f"samples must be a list of objects, not {_json_kind(entries)}"])
     quick = source_json is not None and not _RISKY_JSON.search(source_json)

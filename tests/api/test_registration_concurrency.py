@@ -6,10 +6,12 @@ batches that fail inside the database after their rows were numbered. Afterwards
 every name once, with idx exactly 0..N-1, and initial-tag counts N.
 """
 
+import json
 import threading
 
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
+from django.http import Http404
 
 from curation import bitmask, services
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag
@@ -59,7 +61,16 @@ def assert_dense(dataset, names: set[str]) -> None:
     assert Tag.objects.filter(pk=tag.pk).values_list("count", flat=True).get() == n
 
 
-def test_parallel_batches_keep_idx_dense_and_names_unique(dataset):
+def _register_plainly(dataset, entries):
+    """register_samples as the API calls it for a plainly valid body: entries decoded by parse_registration."""
+    body = json.dumps({"samples": entries}).encode()
+    parsed = services.parse_registration(body)
+    assert parsed is not None, "the fast path refused a plainly valid body"
+    return services.register_samples(dataset, parsed.samples, source_json=body.decode())
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["checked-entries", "parse_registration"])
+def test_parallel_batches_keep_idx_dense_and_names_unique(dataset, plain):
     threads, batches, size = 6, 8, 40
     wanted: set[str] = set()
     plans = []
@@ -78,7 +89,10 @@ def test_parallel_batches_keep_idx_dense_and_names_unique(dataset):
     def register(plan):
         def target():
             for names in plan:
-                answers.append(services.register_samples(dataset, _entries(names)))
+                if plain:
+                    answers.append(_register_plainly(dataset, _entries(names)))
+                else:
+                    answers.append(services.register_samples(dataset, _entries(names)))
 
         return target
 
@@ -177,3 +191,13 @@ def test_the_orm_path_numbers_and_skips_the_same_way(dataset, monkeypatch):
     assert (a.idx, a.width, a.height, a.metadata) == (0, 9, None, {"new": True})
     monkeypatch.undo()
     assert_dense(dataset, {"a.jpg", "b.jpg", "c.jpg"})
+
+
+def test_a_dataset_deleted_meanwhile_gets_no_samples(dataset):
+    """Samples have no database foreign key to their dataset: the insert itself must refuse a deleted one."""
+    services.register_samples(dataset, _entries(["before.jpg"]))
+    stale = Dataset.objects.get(pk=dataset.pk)
+    Dataset.objects.filter(pk=dataset.pk).delete()
+    with pytest.raises(Http404):
+        services.register_samples(stale, _entries(["a.jpg", "b.jpg"]))
+    assert not Sample.objects.filter(dataset_id=dataset.pk).exists()

@@ -37,7 +37,7 @@ UPLOAD_MODES = ("full", "thumbnails", "meta")
 BATCH_FILES = 16
 BATCH_BYTES = 32 * 1024 * 1024
 # JSON registration (meta mode) sends rows only, so batches can be larger.
-META_BATCH_ROWS = 500
+META_BATCH_ROWS = 2000
 RETRY_STATUSES = (502, 503, 504)
 # Embedding files above this go up in a resumable session of chunks of EMBEDDING_CHUNK_BYTES.
 EMBEDDING_SINGLE_BYTES = 32 * 1024 * 1024
