@@ -53,10 +53,11 @@ def _mean_knn(Q: np.ndarray, R: np.ndarray, k: int, self_in_ref: np.ndarray) -> 
         out[:] = np.inf
         return out
     r_sq = np.einsum("ij,ij->i", R, R)
+    Rm2 = -2.0 * R.T
     step = max(1, _CHUNK_ELEMS // len(R))
     for s in range(0, len(Q), step):
         B = Q[s : s + step]
-        d2 = B @ (-2.0 * R.T)
+        d2 = B @ Rm2
         d2 += r_sq
         d2 += np.einsum("ij,ij->i", B, B)[:, None]
         np.maximum(d2, 0.0, out=d2)
@@ -64,7 +65,7 @@ def _mean_knn(Q: np.ndarray, R: np.ndarray, k: int, self_in_ref: np.ndarray) -> 
         near = np.partition(d2, kk - 1, axis=1)[:, :kk] if kk < len(R) else d2
         near = np.sort(np.sqrt(near, dtype=np.float64), axis=1)[:, :kk]
         own = self_in_ref[s : s + step]
-        with_self = near[:, 1:] if kk > 1 else near
+        with_self = near[:, 1:] if kk > 1 else np.full((len(near), 1), np.inf)  # itself only: no neighbour
         out[s : s + step] = np.where(own, with_self.mean(axis=1), near[:, : min(k, kk)].mean(axis=1))
     return out
 
@@ -78,12 +79,10 @@ def typicality(
     if n_pop <= EXACT_ROWS:
         R = X[population].astype(np.float32, copy=False) - shift
         drop_pages(X)
-        pos_in_pop = np.searchsorted(population, rows)
-        own = (pos_in_pop < n_pop) & (population[np.minimum(pos_in_pop, n_pop - 1)] == rows)
-        Q = R[pos_in_pop] if np.all(own) else X[rows].astype(np.float32, copy=False) - shift
-        mean = _mean_knn(Q, R, K_NN, own)
+        Q = R[np.searchsorted(population, rows)]  # rows are part of the population
+        mean = _mean_knn(Q, R, K_NN, np.ones(len(rows), dtype=bool))
         monitor.tick(1.0)
-        return 1.0 / (mean + 1e-12)
+        return _inverse(mean)
     rng = np.random.default_rng(seed)
     ref = np.sort(rng.choice(population, EXACT_ROWS, replace=False))
     R = X[ref].astype(np.float32, copy=False) - shift
@@ -111,7 +110,15 @@ def typicality(
             out[part] = _mean_knn(Q, Rc, K_NN, own[s : s + step])
             drop_pages(X)
         monitor.tick(0.3 + 0.7 * (c + 1) / n_clusters)
-    return 1.0 / (out + 1e-12)
+    return _inverse(out)
+
+
+def _inverse(mean: np.ndarray) -> np.ndarray:
+    """1 / (mean distance + a thousandth of the median one): exact duplicates get a large but finite
+    typicality, and the ratios stay within what float32 powers can hold; a row without neighbours gets 0."""
+    finite = mean[np.isfinite(mean)]
+    eps = 1e-3 * float(np.median(finite)) if finite.size else 0.0
+    return 1.0 / (mean + (eps if eps > 0 else 1e-12))
 
 
 def auto_picks(
@@ -136,7 +143,8 @@ def auto_picks(
     picks = np.empty(cap, dtype=np.int64)
     weight = np.empty(m, dtype=np.float32)
     value = np.empty(m, dtype=np.float32)
-    typ_norm = typ / typ.max()  # in (0, 1]: its powers stay finite in float32
+    top = float(typ.max())
+    typ_norm = typ / top if top > 0 else np.ones(m)  # in [0, 1]: its powers stay finite in float32
     alpha = None
     t = 0
     if len(pre) == 0 and cap > 0:
