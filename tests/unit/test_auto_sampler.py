@@ -151,3 +151,19 @@ def test_auto_can_be_cancelled_and_reports_progress():
     assert seen[-1] == 1.0 and len(seen) <= 102 and seen == sorted(seen)
     with pytest.raises(Cancelled):
         select(make_input(X), [{"strategy": "auto"}], n_samples=50, should_stop=lambda: True)
+
+
+def test_auto_with_exact_duplicates_still_spreads_and_scores_finitely():
+    X, labels = planted([100, 100, 100], seed=10)
+    X[:60] = X[0]  # sixty copies of one sample of cluster 0
+    idx = np.arange(len(X))
+    scores = select(make_input(X), [{"strategy": "auto"}], n_samples=5, seed=0)
+    assert np.all(np.isfinite(scores))
+    picked = top(scores, idx, 5)
+    assert {0, 1, 2} <= set(labels[picked].tolist())
+    assert np.sum(picked < 60) <= 1  # one copy is enough
+
+
+def test_auto_on_a_single_candidate():
+    X = np.ones((1, 3), dtype=np.float32)
+    assert select(make_input(X), [{"strategy": "auto"}], n_samples=1).tolist() == [2.0]
