@@ -234,6 +234,19 @@ MUNDIG_SIDE = {
 }
 
 
+WHY_AUTO = (
+    "Why auto is built this way: Lightly's diversity + typicality takes its most typical sample first, "
+    "then lets distance dominate (its next picks are among the farthest samples, whatever their "
+    "typicality, which only breaks near-ties), so it covers classes early while typicality keeps it off "
+    "the outliers that coreset picks; global typicality alone is the trap (Lightly typicality rows). "
+    "TypiClust's clusters (typicality) give typical picks but few classes at k = 10-20, because k-means "
+    "spends its few clusters on the large classes. auto takes the first pick the same way, weights "
+    "distance squared against typicality for the first 100 samples (coverage), then falls to distance to "
+    "the power 1 at 500 (typical samples weigh more once the modes are covered, where TypiClust is "
+    "strongest)."
+)
+
+
 def side_data(kind: str, seed: int):
     """(pool X, pool labels, test X, test labels) for one dataset and seed, cached as .npz under var/bench."""
     path = CACHE / f"{kind}-{seed}.npz"
@@ -395,6 +408,8 @@ def side_by_side_main(args) -> None:
         "metadata these sets do not have.",
         "",
         *side_rows(results),
+        WHY_AUTO,
+        "",
         "Goal (issue 15) on the long-tailed set, auto against Lightly's diversity + typicality, accuracy at least as "
         "high and at most one class fewer: " + "; ".join(verdict) + ".",
         "",
