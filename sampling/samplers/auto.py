@@ -30,6 +30,7 @@ from .kcenter import KCenter
 from .typicality import _mean, assign, kmeans
 
 K_NN = 20
+K_MIN = 3
 EXACT_ROWS = 20_000
 REF_PER_CLUSTER = 1_000
 ALPHA_EARLY, ALPHA_LATE = 2.0, 1.0
@@ -88,6 +89,8 @@ def typicality(
     R = X[ref].astype(np.float32, copy=False) - shift
     drop_pages(X)
     n_clusters = max(1, EXACT_ROWS // REF_PER_CLUSTER)
+    # The K_NN-th neighbour among all rows is about the (K_NN x fraction)-th among the reference rows.
+    k_ref = max(K_MIN, round(K_NN * EXACT_ROWS / n_pop))
     centers = kmeans(R, n_clusters, seed, greedy_init=False).cluster_centers_
     monitor.tick(0.1)
     ref_labels = assign(R, np.arange(len(R)), np.zeros(R.shape[1], np.float32), centers)
@@ -107,7 +110,7 @@ def typicality(
         for s in range(0, len(pos), step):
             part = pos[s : s + step]
             Q = X[rows[part]].astype(np.float32, copy=False) - shift
-            out[part] = _mean_knn(Q, Rc, K_NN, own[s : s + step])
+            out[part] = _mean_knn(Q, Rc, k_ref, own[s : s + step])
             drop_pages(X)
         monitor.tick(0.3 + 0.7 * (c + 1) / n_clusters)
     return _inverse(out)
