@@ -3,9 +3,10 @@
 Greedy like coreset, but each pick maximises  distance to the selected set ** alpha(t) x typicality:
 - typicality = 1 / mean distance to the K_NN nearest samples (global density, not per cluster).
   Up to EXACT_ROWS rows: exact, against every row. Past it: against a seeded uniform reference
-  sample of EXACT_ROWS rows, searched only within the row's cluster (REF_PER_CLUSTER reference
-  rows per cluster, KMeans fitted on the reference sample): n x EXACT_ROWS / clusters distances,
-  not n x n. A uniform reference keeps the estimate comparable between clusters.
+  sample of EXACT_ROWS rows, with K_NN scaled by the sampled fraction (at least K_MIN), searched
+  only within the row's cluster (REF_PER_CLUSTER reference rows per cluster, KMeans fitted on the
+  reference sample): n x REF_PER_CLUSTER distances, not n x n. A uniform reference keeps the
+  estimate comparable between clusters (bench_quality.py --auto-paths measures this path).
 - alpha(t) = ALPHA_EARLY for the first ALPHA_FROM selected samples (preselected included), then
   falls with log(t) to ALPHA_LATE at ALPHA_TO picks: small budgets are spread over the modes
   (distance squared, so coverage first, outliers held back by typicality), large budgets lean on
