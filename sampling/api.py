@@ -30,7 +30,12 @@ class SamplingRunCreateSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=200)
     embedding = serializers.CharField(max_length=64, required=False, allow_null=True)
-    strategy = serializers.CharField(max_length=32, required=False, allow_null=True)
+    strategy = serializers.CharField(
+        max_length=32,
+        required=False,
+        allow_null=True,
+        help_text="One strategy; `auto` is the recommended choice of what to label first (needs embedding and n_samples).",
+    )
     strategies = serializers.ListField(
         child=serializers.DictField(), required=False, allow_null=True, min_length=1, max_length=services.MAX_STRATEGIES
     )

@@ -240,6 +240,8 @@ def prepare_run(dataset, data: dict) -> dict:
     for name in ("balance", "typicality", "similarity", "random"):
         if counts.get(name, 0) > 1:
             raise InvalidRun("strategies", f"at most one {name} strategy")
+    if "auto" in counts and len(names) - counts.get("threshold", 0) > 1:
+        raise InvalidRun("strategies", "auto is a combination already; it combines only with threshold strategies")
 
     n_samples, min_distance = data.get("n_samples"), data.get("min_distance")
     if min_distance is not None and not (is_finite_number(min_distance) and min_distance > 0):
@@ -248,7 +250,7 @@ def prepare_run(dataset, data: dict) -> dict:
         raise InvalidRun("min_distance", "only the diversity strategy stops at a minimum distance")
     for i, spec in enumerate(strategies):
         prefix = f"strategies[{i}]" if data.get("strategies") is not None else ""
-        if spec["strategy"] in ("coreset", "typicality") and n_samples is None:
+        if spec["strategy"] in ("auto", "coreset", "typicality") and n_samples is None:
             raise InvalidRun("n_samples", f"required by the {spec['strategy']} strategy")
         if spec["strategy"] == "diversity" and spec.get("min_distance") is None and min_distance is None:
             raise InvalidRun("min_distance", "required by the diversity strategy")

@@ -18,7 +18,9 @@ pick loop whose objective is the product of the strategies' objectives, each rai
    value / the maximum (shifted to start at 0 if negative; missing = 0); random: a seeded
    uniform number. Ties go to the lowest idx; with nothing preselected, the first pick with
    coreset/diversity is drawn from the seed among the ties.
-5. The loop stops after n_samples picks, when diversity finds no sample farther than its
+5. auto (the recommended strategy, see auto.py) is a fixed combination of diversity and global
+   typicality; it combines only with thresholds.
+6. The loop stops after n_samples picks, when diversity finds no sample farther than its
    `min_distance`, or when the candidates run out.
 
 Scores (float64, finite, higher = more important; the order everywhere is score descending, ties
@@ -31,7 +33,7 @@ by ascending idx, see `ranking`):
   (`base.chain_scores`), so the top K of one run is exactly the greedy coreset of size K. With
   nothing preselected, the seeded first pick scores the largest distance to it (the second pick,
   which has that distance, is lowered by the 1e-12 step).
-- typicality alone, balance, and every combination: rank-encoded: pick i of k scores
+- typicality alone, auto, balance, and every combination: rank-encoded: pick i of k scores
   1 + (k - i) / k, in (1, 2]; the rest score their final combined objective divided by its
   maximum, in [0, 1] (balance alone orders every candidate, so all are picks).
 """
@@ -47,6 +49,7 @@ from winnow.values import is_finite_number
 
 from . import kcenter
 from . import metadata as meta
+from .auto import auto_picks
 from .base import Monitor, SamplerError, SelectionInput, as_index, below, drop_pages
 from .similarity import METRICS, similarity, similarity_factor
 from .typicality import MIN_CLUSTER_SIZE, Typicality
@@ -54,6 +57,7 @@ from .typicality import MIN_CLUSTER_SIZE, Typicality
 SMALL_ELEMS = 1 << 20
 
 STRATEGIES: dict[str, dict] = {
+    "auto": {"required": (), "optional": (), "embeddings": True},
     "random": {"required": (), "optional": ("strength",), "embeddings": False},
     "coreset": {"required": (), "optional": ("strength",), "embeddings": True},
     "diversity": {"required": (), "optional": ("min_distance", "strength"), "embeddings": True},
@@ -100,6 +104,8 @@ def _parse(strategies) -> list[dict]:
     for name in ("balance", "typicality", "similarity", "random"):
         if counts[name] > 1:
             raise SamplerError(f"strategies: at most one {name} strategy")
+    if counts["auto"] and sum(s["strategy"] != "threshold" for s in out) > 1:
+        raise SamplerError("strategies: auto is a combination already; it combines only with threshold strategies")
     return out
 
 
@@ -188,7 +194,7 @@ def select(
             s.setdefault("metric", "cosine")
             if s["metric"] not in METRICS:
                 raise SamplerError(f"{s['where']}.metric: must be one of {', '.join(METRICS)}")
-        if s["strategy"] in ("coreset", "typicality") and n_samples is None:
+        if s["strategy"] in ("auto", "coreset", "typicality") and n_samples is None:
             raise SamplerError(f"n_samples: required for {s['strategy']}")
         if "field" in s:
             col = meta.column(md, s["field"], s["where"], n)
@@ -256,6 +262,9 @@ def _single(X, rows, pre, query, s, n_samples, seed, monitor) -> np.ndarray:
         return kcenter.coreset_scores(
             X, rows, pre, n_samples, min_distance=s.get("min_distance"), seed=seed, monitor=monitor
         )
+    if name == "auto":
+        picks, final = auto_picks(X, rows, pre, n_samples, seed, monitor)
+        return _rank_scores(m, picks, final)
     if name == "typicality":
         monitor.phase(0.0, 0.9)
         typ = Typicality(X, rows, pre, n_samples, seed, monitor)

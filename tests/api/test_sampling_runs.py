@@ -157,6 +157,26 @@ def test_coreset_run_scores_every_candidate_by_rank(editor_api, dataset, data, d
     assert run["summary"]["covering_radius"] == pytest.approx(rows[20]["score"])
 
 
+def test_auto_run_is_the_samplers_auto_ranking(editor_api, dataset, data, django_capture_on_commit_callbacks):
+    response = post_and_run(
+        editor_api,
+        dataset,
+        coreset_request(data, strategy="auto", name="auto 10", n_samples=10),
+        django_capture_on_commit_callbacks,
+    )
+    assert response.status_code == 202, response.content
+    run = editor_api.get(run_url(dataset, response.json()["id"])).json()
+    assert run["status"] == "succeeded", run
+    assert run["strategy"] == "auto" and run["parameters"]["strategies"] == [{"strategy": "auto"}]
+    rows = all_scores(editor_api, dataset, run["id"], limit=100)
+    expected = select(
+        SelectionInput(data["X"], np.arange(50), np.arange(5), {}), [{"strategy": "auto"}], n_samples=10, seed=3
+    )
+    eff = np.arange(5, 50)
+    assert [r["idx"] for r in rows] == eff[ranking(expected, eff)].tolist()
+    assert all(r["score"] > 1.0 for r in rows[:10]) and all(r["score"] <= 1.0 for r in rows[10:])  # the 10 picks
+
+
 def test_slider_tag_holds_exactly_the_top_k(editor_api, dataset, data, django_capture_on_commit_callbacks):
     run_id = post_and_run(
         editor_api, dataset, coreset_request(data, n_samples=30), django_capture_on_commit_callbacks
@@ -325,6 +345,13 @@ def bad_requests():
         "name missing": ("name", lambda d, o: {"name": None}),
         "name too long": ("name", lambda d, o: {"name": "x" * 201}),
         "misspelt key": ("n_sample", lambda d, o: {"n_sample": 5}),
+        "auto without n_samples": ("n_samples", lambda d, o: {"strategy": "auto", "n_samples": None}),
+        "auto without embedding": ("embedding", lambda d, o: {"strategy": "auto", "embedding": None}),
+        "auto with coreset": (
+            "strategies",
+            lambda d, o: {"strategy": None, "strategies": [{"strategy": "auto"}, {"strategy": "coreset"}]},
+        ),
+        "auto with a strength": ("strength", lambda d, o: {"strategy": "auto", "strength": 2}),
     }
 
 

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 
 from curation.models import MetadataField, Tag
 from curation.services import add_samples, create_dataset
+from sampling.models import SamplingRun
 from tests.browser.conftest import SCREENSHOTS, sign_in
 from tests.browser.data import Api, embeddings_csv
 from winnow.accounts.models import ApiToken
@@ -354,3 +355,30 @@ def test_tags_intersection_and_delete(page, live_server, dataset):
     expect(page.get_by_text("Tag “low” deleted")).to_be_visible()
     assert not Tag.objects.filter(dataset=dataset, name="low").exists()
     expect(page.get_by_role("button", name="Delete tag initial-tag")).to_have_count(0)
+
+
+def test_sampling_offers_auto_by_default_with_its_help_and_runs_it(page, live_server, shot, dataset, owner):
+    names = [f"s{i}.jpg" for i in range(40)]
+    add_samples(dataset, [{"file_name": n} for n in names])
+    _token, key = ApiToken.issue(owner, "cli")
+    csv = embeddings_csv(names, np.random.default_rng(2).normal(size=(40, 4)).astype(np.float32))
+    Api(live_server.url, key).call(
+        "POST", f"/datasets/{dataset.id}/embeddings", data={"name": "e"}, files={"file": ("e.csv", csv, "text/csv")}
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    strategy = page.get_by_label("Strategy")
+    expect(strategy).to_have_value("auto")
+    help_text = page.locator("#r-strategy-help")
+    expect(help_text).to_be_visible()
+    expect(help_text).to_contain_text("typicality")
+    strategy.select_option("coreset")
+    expect(help_text).to_be_hidden()
+    strategy.select_option("auto")
+    expect(help_text).to_be_visible()
+    page.get_by_label("Name").fill("label first")
+    page.get_by_label("Samples to score").fill("10")
+    page.get_by_role("button", name="Process").click()
+    expect(page.get_by_test_id("run-status").first).to_have_text("succeeded")
+    shot(page, "sampling-auto")
+    assert SamplingRun.objects.get(dataset=dataset, name="label first").strategy == "auto"

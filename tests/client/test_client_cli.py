@@ -419,3 +419,30 @@ def test_demo_runs_on_the_embedded_default_and_reuses_its_dataset(tmp_path):
         assert db.execute("SELECT name FROM curation_embedding").fetchall() == [("default",)]
         paths = {row[0] for row in db.execute("SELECT path FROM curation_metadatafield")}
         assert {"weather.scenario", "weather.temperature", "number_of_pedestrians"} <= paths
+
+
+@live
+def test_cli_sample_runs_auto_by_default_and_tags_its_picks(live_server, token, client, photos):
+    folder, _metadata, _names = photos
+    dataset_id = client.create_dataset("cli-sample", upload_mode="full")
+    client.upload_dataset(folder, progress=False)
+    result = winnow(
+        live_server, token, "sample", "--dataset-id", dataset_id, "--n-samples", "3", "--tag", "label-first", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(auto) queued" in result.stdout and "tag 'label-first': 3 samples" in result.stdout
+    run = next(
+        r for r in client._json("GET", f"datasets/{dataset_id}/sampling-runs")["results"] if r["name"] == "auto-3"
+    )
+    assert run["strategy"] == "auto" and run["status"] == "succeeded"
+    top3 = [s["file_name"] for s in client.get_scores(run["id"])][:3]
+    assert sorted(client.export_tag("label-first")) == sorted(top3)
+
+    # The client's default strategy is auto too.
+    again = client.create_sampling_run("auto-again", "default", n_samples=3)
+    assert again["strategy"] == "auto"
+
+    bad = winnow(live_server, token, "sample", "--dataset-id", dataset_id, "--n-samples", "0")
+    assert bad.returncode == 1 and "--n-samples" in bad.stderr
+    too_many = winnow(live_server, token, "sample", "--dataset-id", dataset_id, "--n-samples", "99", "--quiet")
+    assert too_many.returncode == 1 and "n_samples" in too_many.stderr

@@ -45,3 +45,11 @@ def test_sign_out_needs_a_post(client, owner):
     assert client.get("/logout").status_code == 405
     assert client.post("/logout").status_code == 302
     assert client.get("/").status_code == 302
+
+
+def test_the_sampling_form_offers_auto_first_and_selected_with_its_help(client, owner, dataset):
+    client.force_login(owner)
+    body = client.get(f"/datasets/{dataset.id}/sampling").content.decode()
+    options = body[body.index('id="r-strategy"') :]
+    assert options.index('<option value="auto" selected>') < options.index('<option value="coreset">')
+    assert 'id="r-strategy-help"' in body and "typicality" in body[body.index('id="r-strategy-help"') :][:400]

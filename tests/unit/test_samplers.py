@@ -576,6 +576,7 @@ def test_ranking_breaks_ties_by_ascending_idx():
 
 def test_strategies_lists_every_strategy():
     assert set(STRATEGIES) == {
+        "auto",
         "random",
         "coreset",
         "diversity",

@@ -120,6 +120,21 @@ def test_a_run_reports_progress_and_its_top_k_becomes_a_tag(celery_worker, edito
     assert tag.indices().tolist() == sorted(r["idx"] for r in page["results"])
 
 
+def test_an_auto_run_on_a_worker_gives_the_samplers_ranking(celery_worker, editor_api, dataset):
+    X = make_dataset(dataset, n=3000, d=16)
+    run_id = start_run(editor_api, dataset, 40, strategy="auto", name="auto", seed=2)
+    final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=[celery_worker])[-1]
+    assert final["status"] == "succeeded", final["error"]
+    assert final["score_count"] == 3000 and final["strategy"] == "auto"
+    expected = select(
+        SelectionInput(X, np.arange(3000), np.zeros(0, dtype=np.int64), {}),
+        [{"strategy": "auto"}],
+        n_samples=40,
+        seed=2,
+    )
+    assert ranked_idx(run_id) == ranking(expected, np.arange(3000)).tolist()
+
+
 def test_cancelling_a_running_run_stops_its_worker(celery_worker, editor_api, dataset):
     X = make_dataset(dataset)
     run_id = start_run(editor_api, dataset, picks_for(X))

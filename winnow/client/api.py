@@ -767,12 +767,15 @@ class Client:
         self,
         name: str,
         embedding: str | None,
-        strategy: str,
+        strategy: str = "auto",
         n_samples: int | None = None,
         dataset_id: str | None = None,
         **params,
     ) -> dict:
-        """Queue a sampling run (coreset, diversity, random, typicality, ...); returns the run (202).
+        """Queue a sampling run (auto, coreset, diversity, random, typicality, ...); returns the run (202).
+
+        `strategy` defaults to "auto", the recommended choice of what to label first (needs an
+        embedding and `n_samples`).
 
         `embedding` is a name or id; `params` are the strategy's other fields (min_distance,
         input_tag, preselected_tag, seed, ...).

@@ -8,6 +8,7 @@
                       [--labels labels.npy] [--name NAME] [--no-wait] [--resume UPLOAD_ID]
     winnow metadata --dataset-id ID --file metadata.json
     winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
+    winnow sample --dataset-id ID --n-samples N [--strategy auto] [--embedding default] [--tag NAME]
     winnow demo [--port 8000] [--images 2000]
 
 Token from --token or WINNOW_TOKEN, server from --server or WINNOW_SERVER. No Django here except
@@ -136,6 +137,24 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="filenames")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=cmd_export)
+
+    sample = sub.add_parser("sample", help="run a sampler on the server (default auto); optionally tag its picks")
+    connection(sample)
+    sample.add_argument("--dataset-id", required=True)
+    sample.add_argument("--n-samples", required=True, type=int, help="how many samples to pick")
+    sample.add_argument(
+        "--strategy",
+        default="auto",
+        help="auto (default: the recommended choice of what to label first), coreset, typicality, random, ...",
+    )
+    sample.add_argument("--embedding", default="default", help="embedding name or id (default: default)")
+    sample.add_argument("--name", help="name of the run (default: STRATEGY-N)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--input-tag", help="only samples of this tag (name or id) are candidates")
+    sample.add_argument("--preselected-tag", help="samples of this tag (name or id) count as already selected")
+    sample.add_argument("--tag", help="save the run's N picks as a tag with this name")
+    sample.add_argument("--no-wait", action="store_true", help="print the run id and return once queued")
+    sample.set_defaults(handler=cmd_sample)
 
     demo = sub.add_parser("demo", help="start a local Winnow with a generated street-scene dataset")
     demo.add_argument("--host", default="127.0.0.1")
@@ -392,6 +411,30 @@ def cmd_export(args) -> int:
     else:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    if args.n_samples < 1:
+        raise CommandError("--n-samples must be at least 1")
+    if args.tag and args.no_wait:
+        raise CommandError("--tag needs the run to finish: leave out --no-wait")
+    client = _client(args, args.dataset_id)
+    params = {"seed": args.seed}
+    for key in ("input_tag", "preselected_tag"):
+        if getattr(args, key):
+            params[key] = client.get_tag(getattr(args, key))["id"]
+    embedding = None if args.strategy == "random" else args.embedding
+    name = args.name or f"{args.strategy}-{args.n_samples}"
+    run = client.create_sampling_run(name, embedding, args.strategy, n_samples=args.n_samples, **params)
+    print(f"sampling run {run['id']} ({args.strategy}) queued")
+    if args.no_wait:
+        return 0
+    client.wait_for_run(run["id"], progress=not args.quiet)
+    print(f"sampling run {run['id']} succeeded")
+    if args.tag:
+        tag = client.create_tag_from_run(args.tag, run["id"], args.n_samples)
+        print(f"tag {tag['name']!r}: {tag['count']} samples")
     return 0
 
 

@@ -10,6 +10,7 @@ const detail = document.getElementById("run-detail");
 const keepsPixels = page.dataset.mode !== "meta";
 
 const NEEDS = {
+  auto: ["auto", "embedding", "n_samples"],
   coreset: ["embedding", "n_samples"], diversity: ["embedding", "min_distance", "n_samples"],
   typicality: ["embedding", "n_samples"], random: ["n_samples"], similarity: ["embedding", "query_tag", "n_samples"],
   weights: ["field", "n_samples"], threshold: ["field", "operation", "n_samples"], balance: ["field", "target", "n_samples"],

@@ -1,0 +1,174 @@
+"""`auto`: the recommended "what to label first" strategy, chosen by measurement (benchmarks/bench_quality.py).
+
+Greedy like coreset, but each pick maximises  distance to the selected set ** alpha(t) x typicality:
+- typicality = 1 / mean distance to the K_NN nearest samples (global density, not per cluster).
+  Up to EXACT_ROWS rows: exact, against every row. Past it: against a seeded uniform reference
+  sample of EXACT_ROWS rows, with K_NN scaled by the sampled fraction (at least K_MIN), searched
+  only within the row's cluster (REF_PER_CLUSTER reference rows per cluster, KMeans fitted on the
+  reference sample): n x REF_PER_CLUSTER distances, not n x n. A uniform reference keeps the
+  estimate comparable between clusters (bench_quality.py --auto-paths measures this path).
+- alpha(t) = ALPHA_EARLY for the first ALPHA_FROM selected samples (preselected included), then
+  falls with log(t) to ALPHA_LATE at ALPHA_TO picks: small budgets are spread over the modes
+  (distance squared, so coverage first, outliers held back by typicality), large budgets lean on
+  typicality (distance to the power 1, the most representative samples of each region).
+- The first pick, with nothing preselected, is the most typical sample.
+
+Both factors are distances, so the order does not depend on the scale of the embeddings. Because
+alpha depends on the pick number only, the top K of a run for n_samples >= K are the picks of a
+run for K. Deterministic for a seed (the seed only chooses the reference sample and clustering
+past EXACT_ROWS). Cost: the typicality pass plus one greedy k-center (kcenter.KCenter) pass and
+one multiply-argmax over the candidates per pick; no quadratic step past EXACT_ROWS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import NO_MONITOR, Monitor, drop_pages
+from .kcenter import KCenter
+from .typicality import _mean, assign, kmeans
+
+K_NN = 20
+K_MIN = 3
+EXACT_ROWS = 20_000
+REF_PER_CLUSTER = 1_000
+ALPHA_EARLY, ALPHA_LATE = 2.0, 1.0
+ALPHA_FROM, ALPHA_TO = 100, 500
+_CHUNK_ELEMS = 1 << 24
+
+
+def alpha_at(t: int) -> float:
+    """The exponent of the distance for the pick made when t samples are already selected."""
+    if t <= ALPHA_FROM:
+        return ALPHA_EARLY
+    frac = math.log(t / ALPHA_FROM) / math.log(ALPHA_TO / ALPHA_FROM)
+    return max(ALPHA_LATE, ALPHA_EARLY - (ALPHA_EARLY - ALPHA_LATE) * frac)
+
+
+def _mean_knn(Q: np.ndarray, R: np.ndarray, k: int, self_in_ref: np.ndarray) -> np.ndarray:
+    """Mean distance from each row of Q to its k nearest rows of R; a row of Q that is also in R
+    (self_in_ref) skips the one at distance ~0, itself."""
+    out = np.empty(len(Q))
+    if len(R) == 0:
+        out[:] = np.inf
+        return out
+    r_sq = np.einsum("ij,ij->i", R, R)
+    Rm2 = -2.0 * R.T
+    step = max(1, _CHUNK_ELEMS // len(R))
+    for s in range(0, len(Q), step):
+        B = Q[s : s + step]
+        d2 = B @ Rm2
+        d2 += r_sq
+        d2 += np.einsum("ij,ij->i", B, B)[:, None]
+        np.maximum(d2, 0.0, out=d2)
+        kk = min(k + 1, len(R))
+        near = np.partition(d2, kk - 1, axis=1)[:, :kk] if kk < len(R) else d2
+        near = np.sort(np.sqrt(near, dtype=np.float64), axis=1)[:, :kk]
+        own = self_in_ref[s : s + step]
+        with_self = near[:, 1:] if kk > 1 else np.full((len(near), 1), np.inf)  # itself only: no neighbour
+        out[s : s + step] = np.where(own, with_self.mean(axis=1), near[:, : min(k, kk)].mean(axis=1))
+    return out
+
+
+def typicality(
+    X: np.ndarray, rows: np.ndarray, population: np.ndarray, seed: int = 0, monitor: Monitor = NO_MONITOR
+) -> np.ndarray:
+    """1 / mean distance to the K_NN nearest samples of `population` (rows of X), for each of `rows`."""
+    shift = _mean(X, population)
+    n_pop = len(population)
+    if n_pop <= EXACT_ROWS:
+        R = X[population].astype(np.float32, copy=False) - shift
+        drop_pages(X)
+        Q = R[np.searchsorted(population, rows)]  # rows are part of the population
+        mean = _mean_knn(Q, R, K_NN, np.ones(len(rows), dtype=bool))
+        monitor.tick(1.0)
+        return _inverse(mean)
+    rng = np.random.default_rng(seed)
+    ref = np.sort(rng.choice(population, EXACT_ROWS, replace=False))
+    R = X[ref].astype(np.float32, copy=False) - shift
+    drop_pages(X)
+    n_clusters = max(1, EXACT_ROWS // REF_PER_CLUSTER)
+    # The K_NN-th neighbour among all rows is about the (K_NN x fraction)-th among the reference rows.
+    k_ref = max(K_MIN, round(K_NN * EXACT_ROWS / n_pop))
+    centers = kmeans(R, n_clusters, seed, greedy_init=False).cluster_centers_
+    monitor.tick(0.1)
+    ref_labels = assign(R, np.arange(len(R)), np.zeros(R.shape[1], np.float32), centers)
+    row_labels = assign(X, rows, shift, centers)
+    monitor.tick(0.3)
+    out = np.empty(len(rows))
+    order = np.argsort(row_labels, kind="stable")
+    bounds = np.searchsorted(row_labels[order], np.arange(n_clusters + 1))
+    for c in range(n_clusters):
+        pos = order[bounds[c] : bounds[c + 1]]
+        if len(pos) == 0:
+            continue
+        Rc = R[ref_labels == c]
+        ref_c = ref[ref_labels == c]
+        own = np.isin(rows[pos], ref_c, assume_unique=True)
+        step = max(1, _CHUNK_ELEMS // X.shape[1])
+        for s in range(0, len(pos), step):
+            part = pos[s : s + step]
+            Q = X[rows[part]].astype(np.float32, copy=False) - shift
+            out[part] = _mean_knn(Q, Rc, k_ref, own[s : s + step])
+            drop_pages(X)
+        monitor.tick(0.3 + 0.7 * (c + 1) / n_clusters)
+    return _inverse(out)
+
+
+def _inverse(mean: np.ndarray) -> np.ndarray:
+    """1 / (mean distance + a thousandth of the median one): exact duplicates get a large but finite
+    typicality, and the ratios stay within what float32 powers can hold; a row without neighbours gets 0."""
+    finite = mean[np.isfinite(mean)]
+    eps = 1e-3 * float(np.median(finite)) if finite.size else 0.0
+    return 1.0 / (mean + (eps if eps > 0 else 1e-12))
+
+
+def auto_picks(
+    X: np.ndarray,
+    rows: np.ndarray,
+    preselected_rows: np.ndarray,
+    n_samples: int,
+    seed: int = 0,
+    monitor: Monitor = NO_MONITOR,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pick positions into rows in pick order, final objective of every row: distance ** alpha x typicality)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    pre = np.asarray(preselected_rows, dtype=np.int64)
+    m = len(rows)
+    monitor.phase(0.0, 0.4)
+    population = np.union1d(rows, pre)
+    typ = typicality(X, rows, population, seed, monitor)
+    monitor.phase(0.4, 0.45)
+    kc = KCenter(X, rows, pre if len(pre) else None, monitor)
+    monitor.phase(0.45, 1.0)
+    cap = min(int(n_samples), m)
+    picks = np.empty(cap, dtype=np.int64)
+    weight = np.empty(m, dtype=np.float32)
+    value = np.empty(m, dtype=np.float32)
+    top = float(typ.max())
+    typ_norm = typ / top if top > 0 else np.ones(m)  # in [0, 1]: its powers stay finite in float32
+    alpha = None
+    t = 0
+    if len(pre) == 0 and cap > 0:
+        j = int(np.argmax(typ))  # ties: the lowest position, i.e. the lowest idx
+        picks[0] = j
+        kc.add(j)
+        t = 1
+    while t < cap:
+        a = round(alpha_at(len(pre) + t) * 20) / 20  # new weights only when alpha moves by 0.05
+        if a != alpha:
+            alpha = a
+            # argmax of d ** a x typ  ==  argmax of d² x typ ** (2 / a)
+            np.power(typ_norm, 2.0 / a, out=weight, casting="unsafe")
+        np.multiply(kc.min_d2, weight, out=value)  # picked rows hold -inf
+        j = int(np.argmax(value))
+        picks[t] = j
+        kc.add(j)
+        t += 1
+        monitor.tick(t / cap)
+    a = alpha_at(len(pre) + cap)
+    final = np.sqrt(np.maximum(kc.min_d2, 0.0), dtype=np.float64) ** a * typ
+    final[kc.picked] = 0.0
+    return picks, final
