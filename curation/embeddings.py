@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import threading
 import warnings
@@ -40,6 +39,7 @@ from django.utils.dateparse import parse_datetime
 
 from curation import storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
+from winnow import safejson
 from winnow.celery import task
 from winnow.client import embedder
 
@@ -749,7 +749,7 @@ def _name_lines(stream) -> Iterator[tuple[int, str]]:
     body = io.BytesIO(head) if len(head) < (1 << 16) else _Joined(head, stream)
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         try:
-            names = json.loads(head + stream.read() if len(head) >= (1 << 16) else head)
+            names = safejson.loads(head + stream.read() if len(head) >= (1 << 16) else head, "the file names")
         except ValueError as exc:
             raise EmbeddingError(f"the file names are not a valid JSON list ({exc})", "names") from None
         if not isinstance(names, list) or not all(isinstance(x, str) for x in names):

@@ -203,7 +203,7 @@ def tag_from_operation(
 ) -> Tag:
     """Union, intersection or difference of 2-16 tags, applied left to right; parent defaults to the first."""
     check_name(dataset, name)
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise ValidationError({"operation": [f"{operation!r} is not one of: {', '.join(OPERATIONS)}"]})
     if not isinstance(tag_ids, list) or not 2 <= len(tag_ids) <= MAX_OPERANDS:
         raise ValidationError({"tags": [f"must be a list of 2 to {MAX_OPERANDS} tag ids"]})

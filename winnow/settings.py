@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "winnow.guard.RejectUnsafeRequests",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -211,6 +212,8 @@ WINNOW_MAX_SAMPLES_PER_REQUEST = env_int("WINNOW_MAX_SAMPLES_PER_REQUEST", 10_00
 # Largest request body read into memory (JSON batches, upload chunks); a proxy in front should allow as much
 # (client_max_body_size in deploy/nginx.conf).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
+# Query and form parameters per request (Django's DATA_UPLOAD_MAX_NUMBER_FIELDS); more is a JSON 400 on the API.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("WINNOW_MAX_QUERY_PARAMS", 1000, minimum=10)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("WINNOW_MAX_FILES_PER_REQUEST", 1000, minimum=1)
 # An uploaded file larger than this goes to a temporary file on disk instead of memory, so a web process's memory
 # does not grow with the files in flight.
@@ -247,9 +250,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "winnow.parsers.JSONParser",
+        "winnow.parsers.MultiPartParser",
+        "winnow.parsers.FormParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),

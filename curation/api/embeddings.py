@@ -42,6 +42,7 @@ from curation.access import get_dataset
 from curation.api.files import AnyAcceptNegotiation
 from curation.embeddings import Status
 from curation.models import Embedding, EmbeddingUpload, Role
+from winnow.fields import StringField
 
 METHODS = ("pca", "tsne")
 
@@ -180,7 +181,7 @@ class UploadSerializer(serializers.ModelSerializer):
 
 class UploadCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(embedding_uploads.PARTS))
-    name = serializers.CharField(max_length=embeddings.MAX_NAME_LENGTH)
+    name = StringField(max_length=embeddings.MAX_NAME_LENGTH)
     size = serializers.IntegerField(required=False, min_value=1, help_text="Total bytes of a CSV (kind csv)")
     sizes = serializers.DictField(
         child=serializers.IntegerField(min_value=1),

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from winnow.accounts.models import TOKEN_MARK, ApiToken
+from winnow.fields import StringField
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
@@ -24,7 +25,7 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 
 class NewTokenSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, trim_whitespace=True)
+    name = StringField(max_length=100, trim_whitespace=True)
 
 
 class TokenList(generics.ListAPIView):
