@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "winnow.accounts",
@@ -71,7 +72,18 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "winnow.guard.ContentSecurityPolicy",
+    # Last, as django-axes asks: counts failed sign-ins (page and admin) and locks out after too many.
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Sign-in throttling: this many failures for one username from one address lock it for AXES_COOLOFF_TIME.
+AXES_FAILURE_LIMIT = env_int("WINNOW_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = env_int("WINNOW_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "winnow.urls"
 WSGI_APPLICATION = "winnow.wsgi.application"
@@ -149,9 +161,26 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("WINNOW_MEDIA_ROOT", str(VAR_DIR / "media")))
 
-# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto, so absolute links (signed URLs) say https.
-if env_bool("WINNOW_BEHIND_TLS_PROXY", False):
+# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto, so absolute links (signed URLs) say https;
+# cookies only over https, HSTS, plain-http requests redirected (but the health check), and a CSP.
+BEHIND_TLS_PROXY = env_bool("WINNOW_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("WINNOW_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    SECURE_HSTS_SECONDS = env_int("WINNOW_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("WINNOW_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("WINNOW_HSTS_PRELOAD", True)
+# Content-Security-Policy of every page (winnow/guard.py ContentSecurityPolicy): on behind TLS, or when set.
+# Thumbnails may come from an S3 endpoint on another origin, hence https: images.
+CONTENT_SECURITY_POLICY = env_str(
+    "WINNOW_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: https:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    if BEHIND_TLS_PROXY
+    else "",
+)
 
 # A cache shared by every web process (one-time signed upload URLs); per-process memory when unset.
 CACHE_URL = env_str("CACHE_URL")
@@ -272,9 +301,24 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# No API token or signed link reaches a log line (winnow/redaction.py); runserver's request lines included.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact_secrets": {"()": "winnow.redaction.RedactSecrets"}},
+    "formatters": {
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "loggers": {"django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+# The DEBUG error page hides DATABASE_URL, broker and cache URLs besides Django's usual secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "winnow.redaction.SecretsHiddenFilter"

@@ -212,6 +212,7 @@ class UploadList(APIView):
     @extend_schema(
         request=UploadCreateSerializer,
         responses={201: UploadSerializer},
+        operation_id="embedding_uploads_start",
         summary="Start a resumable embeddings upload (CSV, or a .npy matrix plus file names)",
     )
     def post(self, request, dataset_id: str):
