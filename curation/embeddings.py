@@ -278,7 +278,17 @@ def _check_header(header: list[str]) -> int:
     for i, column in enumerate(header[1:-1]):
         if column.strip() != f"embedding_{i}":
             raise EmbeddingError(f"row 1: column {i + 2} is {column!r}, expected 'embedding_{i}' ({shape})")
-    return len(header) - 2
+    return check_dimension(len(header) - 2, "row 1: the header")
+
+
+def check_dimension(d: int, what: str) -> int:
+    """d, if at most WINNOW_MAX_EMBEDDING_DIMENSION; else an EmbeddingError (the map and samplers grow with d)."""
+    limit = settings.WINNOW_MAX_EMBEDDING_DIMENSION
+    if d > limit:
+        raise EmbeddingError(
+            f"{what} has {d} embedding dimensions; this server accepts at most {limit} (WINNOW_MAX_EMBEDDING_DIMENSION)"
+        )
+    return d
 
 
 def _parse_numbers(numbers: list[str], m: int, d: int, names: list[str], line_numbers: list[int]) -> np.ndarray:
@@ -776,6 +786,10 @@ class _Joined:
 
 def _npy_blocks(matrix, names, labels=None) -> Iterator[ParsedCsv]:
     (n, d), dtype = _npy_header(matrix, "the matrix", 2)
+    try:
+        check_dimension(int(d), "the matrix")
+    except EmbeddingError as exc:
+        raise EmbeddingError(str(exc), "matrix") from None
     if dtype != np.dtype("<f4"):
         raise EmbeddingError(f"the matrix must be float32 little-endian, not {dtype}", "matrix")
     if d < 1:
@@ -977,23 +991,53 @@ def _matrix_blocks(key: str, rows: int = 65536) -> Iterator[tuple[int, np.ndarra
             start += count
 
 
+# Up to this many dimensions the covariance is formed (d x d float64: 2 MiB at 512); above, the top axes come from
+# a randomized subspace iteration holding d x SUBSPACE numbers, so memory and time grow linearly with d.
+EXACT_PCA_MAX_DIMENSION = 512
+SUBSPACE = 8
+SUBSPACE_PASSES = 4
+
+
 def _pca_axes(key: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The top two principal axes (d, <=2) and the mean, from a d x d covariance summed over row blocks."""
+    """The top two principal axes (d, <=2) and the mean, summed over row blocks of the stored matrix."""
     total = None
     gram = None
     m = 0
     for start, block in _matrix_blocks(key):
         x = block[mask[start : start + block.shape[0]]].astype(np.float64)
         if total is None:
-            total, gram = np.zeros(block.shape[1]), np.zeros((block.shape[1], block.shape[1]))
+            total = np.zeros(block.shape[1])
+            if block.shape[1] <= EXACT_PCA_MAX_DIMENSION:
+                gram = np.zeros((block.shape[1], block.shape[1]))
         total += x.sum(axis=0)
-        gram += x.T @ x
+        if gram is not None:
+            gram += x.T @ x
         m += x.shape[0]
     if total is None or m < 2:
         return np.zeros((0 if total is None else total.size, 0)), np.zeros(0 if total is None else total.size)
     mean = total / m
+    if gram is None:
+        return _top_axes_randomized(key, mask, mean, m), mean
     covariance = gram - m * np.outer(mean, mean)
     return _top_axes(covariance), mean
+
+
+def _top_axes_randomized(key: str, mask: np.ndarray, mean: np.ndarray, m: int) -> np.ndarray:
+    """The top two eigenvectors of the covariance by subspace iteration, one pass over the matrix per step."""
+    d = mean.size
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((d, SUBSPACE)))[0]
+    for _ in range(SUBSPACE_PASSES):
+        product = np.zeros((d, SUBSPACE))
+        for start, block in _matrix_blocks(key):
+            x = block[mask[start : start + block.shape[0]]].astype(np.float64)
+            product += x.T @ (x @ basis)
+        product -= m * np.outer(mean, mean @ basis)  # covariance @ basis, without forming the covariance
+        previous, basis = basis, np.linalg.qr(product)[0]
+    small = previous.T @ product  # the covariance within the subspace (SUBSPACE x SUBSPACE)
+    _values, vectors = np.linalg.eigh((small + small.T) / 2)
+    top = previous @ vectors[:, ::-1][:, :2]
+    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
+    return top
 
 
 def _top_axes(scatter: np.ndarray) -> np.ndarray:

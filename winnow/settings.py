@@ -250,6 +250,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_FILE_UPLOAD_MEMORY_BYTES", 4 * 102
 # Where those temporary files go: under WINNOW_VAR_DIR by default (a container's /tmp is often a small tmpfs).
 FILE_UPLOAD_TEMP_DIR = env_str("WINNOW_UPLOAD_TEMP_DIR", str(VAR_DIR / "upload-tmp"))
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# Embeddings: widest vector accepted (the map's projection and the samplers' memory grow with it), and largest
+# file (CSV or .npy matrix) a chunked upload may announce. One-shot uploads stay under WINNOW_MAX_REQUEST_BYTES.
+WINNOW_MAX_EMBEDDING_DIMENSION = env_int("WINNOW_MAX_EMBEDDING_DIMENSION", 4096, minimum=2)
+WINNOW_MAX_EMBEDDING_FILE_BYTES = env_int("WINNOW_MAX_EMBEDDING_FILE_BYTES", 64 << 30, minimum=1024)
+# The map's projection task: seconds before it is stopped (the map then says failed), on a worker only.
+WINNOW_PROJECTION_TIME_LIMIT = env_int("WINNOW_PROJECTION_TIME_LIMIT", 900, minimum=10)
 # The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
 WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 

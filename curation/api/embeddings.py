@@ -27,13 +27,14 @@ import io
 import re
 
 import numpy as np
+from django.conf import settings
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -43,6 +44,7 @@ from curation.api.files import AnyAcceptNegotiation
 from curation.embeddings import Status
 from curation.models import Embedding, EmbeddingUpload, Role
 from winnow.fields import StringField
+from winnow.parsers import MultiPartParser, PayloadTooLarge
 
 METHODS = ("pca", "tsne")
 
@@ -122,6 +124,12 @@ class EmbeddingList(APIView):
     )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if _content_length(request) > limit:  # Django counts only form fields against it, never files
+            raise PayloadTooLarge(
+                f"The upload is larger than {limit} bytes (WINNOW_MAX_REQUEST_BYTES): send it in chunks "
+                "(POST .../embeddings/uploads; the client and CLI do so for files over 32 MiB)."
+            )
         try:
             if (request.content_type or "").startswith("multipart/"):
                 name = request.data.get("name")
