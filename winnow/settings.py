@@ -231,7 +231,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("WINNOW_VISIBILITY_TIMEOUT", 3600, minimum=10)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("WINNOW_VISIBILITY_TIMEOUT", 3600, minimum=10),
+    # A request that publishes a task waits at most a few seconds for an unreachable broker (the run is then kept
+    # queued, marked unsent, and a worker's sweeper sends it once the broker is back).
+    "socket_connect_timeout": env_int("WINNOW_BROKER_CONNECT_TIMEOUT", 2, minimum=1),
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"]
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"]
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
+# The Redis result backend retried for about 19 s (20 tries, 1 s apart) before a publish could fail.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 
 # --- limits
 # Image links in tag exports (Label Studio loads them without a token): labeling takes days.
