@@ -223,9 +223,11 @@ def test_a_live_worker_takes_over_a_killed_workers_run_by_its_heartbeat(fresh_wo
     X = make_dataset(dataset)
     env = {"WINNOW_VISIBILITY_TIMEOUT": "3600", "WINNOW_RUN_STALE_SECONDS": "3"}
     first = fresh_worker(**env)
-    run_id = start_run(editor_api, dataset, picks_for(X))
-    watch(editor_api, dataset, run_id, lambda r: r["status"] == "running" and r["progress"] >= 5, workers=[first])
+    # Long enough that the second worker is up before the first is killed.
+    run_id = start_run(editor_api, dataset, picks_for(X, seconds=4 * RUN_SECONDS))
+    watch(editor_api, dataset, run_id, lambda r: r["status"] == "running", workers=[first])
     second = fresh_worker(**env)  # up and idle before the kill: no restart is needed for the takeover
+    assert SamplingRun.objects.get(pk=run_id).status == "running"
     first.kill()
     final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=[first, second])[-1]
     assert final["status"] == "succeeded", final["error"]
