@@ -30,11 +30,13 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from queue import Full, Queue
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
@@ -871,6 +873,19 @@ def _store(
 
 def _enqueue_projection(embedding_id: str) -> None:
     task("curation.compute_projection").delay(embedding_id)
+
+
+def stale_pending_projections() -> list[str]:
+    """Embeddings whose projection is still pending long after any attempt would have ended: its message was lost
+    to a broker outage, or its worker died. Sending them again only recomputes the same layout."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WINNOW_PROJECTION_TIME_LIMIT + 60)
+    return list(
+        Embedding.objects.filter(projection_status=Status.PENDING, created_at__lt=cutoff).values_list("id", flat=True)
+    )
+
+
+def send_projection(embedding_id: str) -> None:
+    _enqueue_projection(embedding_id)
 
 
 def delete_embedding(embedding: Embedding) -> None:

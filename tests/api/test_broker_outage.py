@@ -145,3 +145,21 @@ def test_redis_stopped_then_started(dataset, embedded, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.django_db
+def test_a_projection_left_pending_is_sent_again(embedded, settings, monkeypatch):
+    """An embedding stored while the broker was down kept its map projection "pending" forever."""
+    from curation import embeddings
+    from curation.tasks import resend_stale_projections
+
+    Embedding.objects.filter(pk=embedded.pk).update(projection_status="pending")
+    last_sent: dict[str, float] = {}
+    assert resend_stale_projections(last_sent) == []  # too new: an attempt may still be under way
+    Embedding.objects.filter(pk=embedded.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.WINNOW_PROJECTION_TIME_LIMIT + 61)
+    )
+    sent = []
+    monkeypatch.setattr(embeddings, "_enqueue_projection", sent.append)
+    assert resend_stale_projections(last_sent) == [embedded.id] and sent == [embedded.id]
+    assert resend_stale_projections(last_sent) == []  # not again from this worker before another time limit
