@@ -63,6 +63,12 @@ def create_upload(dataset: Dataset, name, kind, sizes, creator=None) -> Embeddin
             raise EmbeddingError(f"{part!r} is not a part of a {kind} upload ({', '.join(PARTS[kind])})", "sizes")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_PART_BYTES:
             raise EmbeddingError(f"{part}: must be a positive number of bytes", "sizes")
+        if size > settings.WINNOW_MAX_EMBEDDING_FILE_BYTES:
+            raise EmbeddingError(
+                f"{part}: {size} bytes is more than this server accepts ({settings.WINNOW_MAX_EMBEDDING_FILE_BYTES}, "
+                "WINNOW_MAX_EMBEDDING_FILE_BYTES)",
+                "sizes",
+            )
     for part in REQUIRED[kind]:
         if part not in sizes:
             raise EmbeddingError(f"a {kind} upload needs the part {part!r}", "sizes")

@@ -24,22 +24,24 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from queue import Full, Queue
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
+from winnow import safejson
 from winnow.celery import task
 from winnow.client import embedder
 
@@ -278,7 +280,17 @@ def _check_header(header: list[str]) -> int:
     for i, column in enumerate(header[1:-1]):
         if column.strip() != f"embedding_{i}":
             raise EmbeddingError(f"row 1: column {i + 2} is {column!r}, expected 'embedding_{i}' ({shape})")
-    return len(header) - 2
+    return check_dimension(len(header) - 2, "row 1: the header")
+
+
+def check_dimension(d: int, what: str) -> int:
+    """d, if at most WINNOW_MAX_EMBEDDING_DIMENSION; else an EmbeddingError (the map and samplers grow with d)."""
+    limit = settings.WINNOW_MAX_EMBEDDING_DIMENSION
+    if d > limit:
+        raise EmbeddingError(
+            f"{what} has {d} embedding dimensions; this server accepts at most {limit} (WINNOW_MAX_EMBEDDING_DIMENSION)"
+        )
+    return d
 
 
 def _parse_numbers(numbers: list[str], m: int, d: int, names: list[str], line_numbers: list[int]) -> np.ndarray:
@@ -749,7 +761,7 @@ def _name_lines(stream) -> Iterator[tuple[int, str]]:
     body = io.BytesIO(head) if len(head) < (1 << 16) else _Joined(head, stream)
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         try:
-            names = json.loads(head + stream.read() if len(head) >= (1 << 16) else head)
+            names = safejson.loads(head + stream.read() if len(head) >= (1 << 16) else head, "the file names")
         except ValueError as exc:
             raise EmbeddingError(f"the file names are not a valid JSON list ({exc})", "names") from None
         if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
@@ -776,6 +788,10 @@ class _Joined:
 
 def _npy_blocks(matrix, names, labels=None) -> Iterator[ParsedCsv]:
     (n, d), dtype = _npy_header(matrix, "the matrix", 2)
+    try:
+        check_dimension(int(d), "the matrix")
+    except EmbeddingError as exc:
+        raise EmbeddingError(str(exc), "matrix") from None
     if dtype != np.dtype("<f4"):
         raise EmbeddingError(f"the matrix must be float32 little-endian, not {dtype}", "matrix")
     if d < 1:
@@ -857,6 +873,19 @@ def _store(
 
 def _enqueue_projection(embedding_id: str) -> None:
     task("curation.compute_projection").delay(embedding_id)
+
+
+def stale_pending_projections() -> list[str]:
+    """Embeddings whose projection is still pending long after any attempt would have ended: its message was lost
+    to a broker outage, or its worker died. Sending them again only recomputes the same layout."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WINNOW_PROJECTION_TIME_LIMIT + 60)
+    return list(
+        Embedding.objects.filter(projection_status=Status.PENDING, created_at__lt=cutoff).values_list("id", flat=True)
+    )
+
+
+def send_projection(embedding_id: str) -> None:
+    _enqueue_projection(embedding_id)
 
 
 def delete_embedding(embedding: Embedding) -> None:
@@ -977,23 +1006,53 @@ def _matrix_blocks(key: str, rows: int = 65536) -> Iterator[tuple[int, np.ndarra
             start += count
 
 
+# Up to this many dimensions the covariance is formed (d x d float64: 2 MiB at 512); above, the top axes come from
+# a randomized subspace iteration holding d x SUBSPACE numbers, so memory and time grow linearly with d.
+EXACT_PCA_MAX_DIMENSION = 512
+SUBSPACE = 8
+SUBSPACE_PASSES = 4
+
+
 def _pca_axes(key: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The top two principal axes (d, <=2) and the mean, from a d x d covariance summed over row blocks."""
+    """The top two principal axes (d, <=2) and the mean, summed over row blocks of the stored matrix."""
     total = None
     gram = None
     m = 0
     for start, block in _matrix_blocks(key):
         x = block[mask[start : start + block.shape[0]]].astype(np.float64)
         if total is None:
-            total, gram = np.zeros(block.shape[1]), np.zeros((block.shape[1], block.shape[1]))
+            total = np.zeros(block.shape[1])
+            if block.shape[1] <= EXACT_PCA_MAX_DIMENSION:
+                gram = np.zeros((block.shape[1], block.shape[1]))
         total += x.sum(axis=0)
-        gram += x.T @ x
+        if gram is not None:
+            gram += x.T @ x
         m += x.shape[0]
     if total is None or m < 2:
         return np.zeros((0 if total is None else total.size, 0)), np.zeros(0 if total is None else total.size)
     mean = total / m
+    if gram is None:
+        return _top_axes_randomized(key, mask, mean, m), mean
     covariance = gram - m * np.outer(mean, mean)
     return _top_axes(covariance), mean
+
+
+def _top_axes_randomized(key: str, mask: np.ndarray, mean: np.ndarray, m: int) -> np.ndarray:
+    """The top two eigenvectors of the covariance by subspace iteration, one pass over the matrix per step."""
+    d = mean.size
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((d, SUBSPACE)))[0]
+    for _ in range(SUBSPACE_PASSES):
+        product = np.zeros((d, SUBSPACE))
+        for start, block in _matrix_blocks(key):
+            x = block[mask[start : start + block.shape[0]]].astype(np.float64)
+            product += x.T @ (x @ basis)
+        product -= m * np.outer(mean, mean @ basis)  # covariance @ basis, without forming the covariance
+        previous, basis = basis, np.linalg.qr(product)[0]
+    small = previous.T @ product  # the covariance within the subspace (SUBSPACE x SUBSPACE)
+    _values, vectors = np.linalg.eigh((small + small.T) / 2)
+    top = previous @ vectors[:, ::-1][:, :2]
+    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
+    return top
 
 
 def _top_axes(scatter: np.ndarray) -> np.ndarray:

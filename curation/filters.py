@@ -33,6 +33,7 @@ from curation import bitmask
 from curation.access import resolve_tag
 from curation.metadata import path_error
 from curation.models import Dataset, MetadataField, Sample, Tag
+from winnow import safejson
 from winnow.values import is_finite_number
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists")
@@ -103,8 +104,10 @@ class Condition:
 def _loads(text: str):
     """A `where` value: JSON when it parses as JSON, else the text itself."""
     try:
-        return json.loads(text, parse_constant=no_json_constant)
-    except (ValueError, RecursionError):
+        return safejson.loads(text, "a where value")
+    except safejson.UnsafeJSON:
+        raise
+    except ValueError:
         return text
 
 

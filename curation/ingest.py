@@ -20,7 +20,6 @@ are deleted after the commit.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from rest_framework.response import Response
 from curation import columns, services, storage
 from curation.images import ImageRejected, process_image
 from curation.models import Dataset, Sample, UploadMode, new_public_id
+from winnow import safejson
 from winnow.celery import task
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _json_field(form, name: str, kind: type):
     if hasattr(value, "read"):  # sent as a file part rather than a plain field
         value = value.read().decode("utf-8", errors="replace")
     try:
-        parsed = json.loads(value)
+        parsed = safejson.loads(value, name, text=False)  # each file's name is judged on its own
     except (TypeError, ValueError) as exc:
         raise ValidationError({name: [f"is not valid JSON: {exc}"]}) from None
     if not isinstance(parsed, kind):

@@ -203,7 +203,7 @@ def tag_from_operation(
 ) -> Tag:
     """Union, intersection or difference of 2-16 tags, applied left to right; parent defaults to the first."""
     check_name(dataset, name)
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise ValidationError({"operation": [f"{operation!r} is not one of: {', '.join(OPERATIONS)}"]})
     if not isinstance(tag_ids, list) or not 2 <= len(tag_ids) <= MAX_OPERANDS:
         raise ValidationError({"tags": [f"must be a list of 2 to {MAX_OPERANDS} tag ids"]})
@@ -302,13 +302,24 @@ def _safe_filename(name: str) -> str:
     return (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "tag")[:100]
 
 
+# A text cell starting with one of these is a formula to a spreadsheet: OWASP's CSV-injection advice is to
+# prefix it with a single quote. Numbers are written as they are (-3.5 is a number, not a formula).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
+        return _text_cell(json.dumps(value, separators=(",", ":")))
+    if isinstance(value, str):
+        return _text_cell(value)
     return str(value)
 
 
@@ -337,11 +348,11 @@ def _csv_paths(dataset: Dataset, tag: Tag) -> list[str]:
 def _export_csv(dataset: Dataset, tag: Tag):
     paths = _csv_paths(dataset, tag)
     writer = csv.writer(_Echo())
-    yield writer.writerow([*BASE_COLUMNS, *(f"metadata.{p}" if p in BASE_COLUMNS else p for p in paths)])
+    yield writer.writerow([*BASE_COLUMNS, *(_text_cell(f"metadata.{p}" if p in BASE_COLUMNS else p) for p in paths)])
     for file_name, sample_id, idx, width, height, meta in _tag_rows(
         dataset, tag, ("file_name", "id", "idx", "width", "height", "metadata")
     ):
-        cells = [file_name, sample_id, idx, _cell(width), _cell(height)]
+        cells = [_text_cell(file_name), sample_id, idx, _cell(width), _cell(height)]
         for path in paths:
             try:
                 cells.append(_cell(get_path(meta, path)))
@@ -434,7 +445,8 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None)
 
     filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
     column per configured metadata field (else per metadata path found); a missing value is an
-    empty cell, the configured fallback is not applied. json: a list of samples with their metadata
+    empty cell, the configured fallback is not applied; a text cell starting with = + - @ tab or CR gets a
+    leading ' (OWASP's CSV-injection advice), numbers stay as they are. json: a list of samples with their metadata
     and `image_url`. label-studio: a task list whose `data.image` is that URL (the file name for `meta`
     datasets, which keep no pixels). The URLs are signed for `user` (default: the request's) and open
     without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.

@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
+from django.db import close_old_connections
 
 from curation import columns, embedding_uploads, embeddings, filters
 
+log = logging.getLogger(__name__)
 
-@shared_task(name="curation.compute_projection")
+
+@shared_task(
+    name="curation.compute_projection",
+    soft_time_limit=settings.WINNOW_PROJECTION_TIME_LIMIT,  # the projection is then marked failed
+    time_limit=settings.WINNOW_PROJECTION_TIME_LIMIT + 30,
+)
 def compute_projection(embedding_id: str) -> str | None:
     """The 2D layouts of an embedding for the map (PCA at once, t-SNE for small ones)."""
     return embeddings.compute_projection(embedding_id)
+
+
+def resend_stale_projections(last_sent: dict[str, float]) -> list[str]:
+    """Send the stale pending projections again, each at most once per time limit from this worker."""
+    now = time.monotonic()
+    due = [
+        embedding_id
+        for embedding_id in embeddings.stale_pending_projections()
+        if now - last_sent.get(embedding_id, -1e18) > settings.WINNOW_PROJECTION_TIME_LIMIT + 60
+    ]
+    for embedding_id in due:
+        embeddings.send_projection(embedding_id)
+        last_sent[embedding_id] = now
+    return due
+
+
+def _sweep_projections(interval: float) -> None:
+    last_sent: dict[str, float] = {}
+    while True:
+        time.sleep(interval)
+        try:
+            resend_stale_projections(last_sent)
+        except Exception:  # the broker or database is away: try again next time
+            log.warning("sweeping pending projections failed", exc_info=True)
+        finally:
+            close_old_connections()
+
+
+@worker_ready.connect
+def _sweep_projections_while_up(sender=None, **_kwargs):
+    # A projection whose message was lost (broker down at upload) would stay "pending" forever otherwise.
+    threading.Thread(target=_sweep_projections, args=(60.0,), name="winnow-projection-sweeper", daemon=True).start()
 
 
 @shared_task(name="curation.embed_dataset")

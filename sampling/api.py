@@ -15,7 +15,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,14 +22,16 @@ from curation.access import get_dataset
 from curation.models import Role
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from winnow.fields import StringField
+from winnow.parsers import JSONParser
 
 
 class SamplingRunCreateSerializer(serializers.Serializer):
     """The request's types; what the values mean for the dataset is checked in services.prepare_run."""
 
-    name = serializers.CharField(max_length=200)
-    embedding = serializers.CharField(max_length=64, required=False, allow_null=True)
-    strategy = serializers.CharField(
+    name = StringField(max_length=200)
+    embedding = StringField(max_length=64, required=False, allow_null=True)
+    strategy = StringField(
         max_length=32,
         required=False,
         allow_null=True,
@@ -41,17 +42,17 @@ class SamplingRunCreateSerializer(serializers.Serializer):
     )
     n_samples = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     min_distance = serializers.FloatField(required=False, allow_null=True)
-    input_tag = serializers.CharField(max_length=64, required=False, allow_null=True)
-    preselected_tag = serializers.CharField(max_length=64, required=False, allow_null=True)
-    query_tag = serializers.CharField(max_length=64, required=False, allow_null=True)
+    input_tag = StringField(max_length=64, required=False, allow_null=True)
+    preselected_tag = StringField(max_length=64, required=False, allow_null=True)
+    query_tag = StringField(max_length=64, required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**32 - 1)
     shards = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=services.MAX_SHARDS)
     # Parameters of a single `strategy`, given next to it (with `strategies` they go inside each object).
-    field = serializers.CharField(max_length=300, required=False, allow_null=True)
-    operation = serializers.CharField(max_length=8, required=False, allow_null=True)
+    field = StringField(max_length=300, required=False, allow_null=True)
+    operation = StringField(max_length=8, required=False, allow_null=True)
     value = serializers.JSONField(required=False, allow_null=True)
     target = serializers.JSONField(required=False, allow_null=True)
-    metric = serializers.CharField(max_length=16, required=False, allow_null=True)
+    metric = StringField(max_length=16, required=False, allow_null=True)
     strength = serializers.FloatField(required=False, allow_null=True)
 
     def validate(self, attrs):

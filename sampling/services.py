@@ -47,7 +47,7 @@ import numpy as np
 from celery import chord
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Least
 from django.utils import timezone
@@ -321,14 +321,50 @@ def prepare_run(dataset, data: dict) -> dict:
     }
 
 
+NOT_SENT = "Waiting for the task broker (unreachable when the run was created); sent as soon as it is back."
+
+
 def create_run(dataset, data: dict, creator) -> SamplingRun:
-    """Check the request, create the queued run and enqueue it once the transaction commits."""
+    """Check the request, create the queued run and enqueue it once the transaction commits.
+
+    The run's task_id is set only once the broker took the message: a run whose task_id is empty is queued but
+    not sent (the broker was down), says so in `error`, and `unsent_runs` finds it for the sweeper.
+    """
     fields = prepare_run(dataset, data)
-    task_id = uuid.uuid4().hex
     with transaction.atomic():
-        run = SamplingRun.objects.create(dataset=dataset, creator=creator, task_id=task_id, **fields)
-        transaction.on_commit(lambda: task("sampling.run_sampling").apply_async(args=[run.id], task_id=task_id))
+        run = SamplingRun.objects.create(dataset=dataset, creator=creator, task_id="", **fields)
+        transaction.on_commit(lambda: send_run(run))
     return run
+
+
+def send_run(run: SamplingRun) -> bool:
+    """Publish the run's task (bounded retries, settings CELERY_TASK_PUBLISH_RETRY_POLICY); False if the broker
+    did not take it, with the run left queued, unsent and saying so."""
+    task_id = uuid.uuid4().hex
+    try:
+        task("sampling.run_sampling").apply_async(args=[run.id], task_id=task_id)
+    except Exception as exc:  # any transport error: the run must not vanish, and the request must not fail
+        log.warning("could not send sampling run %s to the broker: %s", run.id, exc)
+        SamplingRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED, task_id="").update(error=NOT_SENT)
+        run.error = NOT_SENT
+        return False
+    mark_sent(run.pk, task_id)
+    run.task_id = task_id
+    return True
+
+
+def mark_sent(run_id: str, task_id: str) -> None:
+    """The broker took a message for the run: it is no longer unsent."""
+    SamplingRun.objects.filter(pk=run_id, task_id="").update(
+        task_id=task_id,
+        error=Case(When(error=NOT_SENT, then=Value("")), default=F("error"), output_field=TextField()),
+    )
+
+
+def unsent_runs(min_age_seconds: float = 5) -> list[SamplingRun]:
+    """Queued runs the broker never took (task_id empty), older than a few seconds (their on_commit is done)."""
+    cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
+    return list(SamplingRun.objects.filter(status=RunStatus.QUEUED, task_id="", created_at__lt=cutoff).only("id"))
 
 
 def cancel_run(run: SamplingRun) -> SamplingRun:
@@ -404,18 +440,18 @@ def claim_run(run_id: str) -> tuple[str, str | None]:
     return DONE, None
 
 
-def abandoned_runs() -> list[str]:
-    """Runs nothing is working on: "running" with a heartbeat older than twice the staleness (its worker
+def abandoned_runs(include_lost_queued: bool = True) -> list[str]:
+    """Runs nothing is working on: "running" with a heartbeat older than the staleness (its worker
     died; the broker would hand the message out again only after the visibility timeout), or "queued" for
     longer than the visibility timeout (the message was lost, e.g. a broker restarted without persistence)."""
     now = timezone.now()
-    dead = now - timedelta(seconds=2 * settings.WINNOW_RUN_STALE_SECONDS)
+    # One staleness: the heartbeat beats four times per staleness, so a run silent that long has no worker.
+    dead = now - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS)
     lost = now - timedelta(seconds=settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
-    return list(
-        SamplingRun.objects.filter(
-            Q(status=RunStatus.RUNNING, heartbeat_at__lt=dead) | Q(status=RunStatus.QUEUED, created_at__lt=lost)
-        ).values_list("id", flat=True)
-    )
+    abandoned = Q(status=RunStatus.RUNNING, heartbeat_at__lt=dead)
+    if include_lost_queued:
+        abandoned |= Q(status=RunStatus.QUEUED, created_at__lt=lost)
+    return list(SamplingRun.objects.filter(abandoned).values_list("id", flat=True))
 
 
 class Attempt:

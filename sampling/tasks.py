@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from sampling import services
+
+log = logging.getLogger(__name__)
 
 # Database errors that pass (a restart, a dropped connection). Raised out of a task, they would ack
 # its message with the run still "running" and nothing left to pick it up; so the task is retried.
@@ -57,16 +63,32 @@ def merge_shards(self, results: list, run_id: str, claim: str) -> str:
 
 
 @shared_task(name="sampling.resume_abandoned_runs")
-def resume_abandoned_runs() -> list[str]:
-    """Send every abandoned run out again; the claim lets exactly one attempt take each (a duplicate finds it busy)."""
-    run_ids = services.abandoned_runs()
+def resume_abandoned_runs(include_lost_queued: bool = True) -> list[str]:
+    """Send every abandoned run out again, and every run the broker never took; the claim lets exactly one
+    attempt take each (a duplicate finds it busy or done)."""
+    run_ids = services.abandoned_runs(include_lost_queued=include_lost_queued)
     for run_id in run_ids:
-        run_sampling.delay(run_id)
-    return run_ids
+        services.mark_sent(run_id, run_sampling.delay(run_id).id)
+    return run_ids + [run.id for run in services.unsent_runs() if run.id not in run_ids and services.send_run(run)]
+
+
+def _sweep_forever(interval: float) -> None:
+    """Every `interval` seconds, in a live worker: runs whose worker died (heartbeat stale) and runs created while
+    the broker was down go out again, so neither waits for the broker's visibility timeout or a worker restart."""
+    while True:
+        time.sleep(interval)
+        try:
+            resume_abandoned_runs(include_lost_queued=False)
+        except Exception:  # the broker or database is away: try again next time
+            log.warning("sweeping abandoned sampling runs failed", exc_info=True)
+        finally:
+            close_old_connections()
 
 
 @worker_ready.connect
 def _resume_on_worker_start(sender=None, **_kwargs):
     # A worker that starts is often the replacement of one that died: pick up what it left at once,
-    # rather than after the broker's visibility timeout.
+    # rather than after the broker's visibility timeout; then keep sweeping while it lives.
     resume_abandoned_runs.delay()
+    interval = max(2.0, settings.WINNOW_RUN_STALE_SECONDS / 2)
+    threading.Thread(target=_sweep_forever, args=(interval,), name="winnow-run-sweeper", daemon=True).start()

@@ -60,30 +60,45 @@ def test_inactive_user_token_is_rejected(owner):
     assert _client(key).get("/api/v1/tokens").status_code == 401
 
 
-def test_create_list_revoke_through_api(owner_api, owner):
-    created = owner_api.post("/api/v1/tokens", {"name": "ci"}, format="json")
+@pytest.fixture
+def owner_session(owner):
+    client = APIClient()
+    client.force_login(owner)
+    return client
+
+
+def test_a_token_cannot_create_or_revoke_tokens(owner_api, owner):
+    assert owner_api.post("/api/v1/tokens", {"name": "more"}, format="json").status_code == 403
+    mine = ApiToken.objects.get(user=owner)
+    response = owner_api.post(f"/api/v1/tokens/{mine.pk}/revoke")
+    assert response.status_code == 403 and "signed-in session" in response.json()["detail"]
+    assert ApiToken.objects.filter(user=owner).count() == 1 and ApiToken.objects.get(user=owner).is_active
+
+
+def test_create_list_revoke_through_api(owner_api, owner_session, owner):
+    created = owner_session.post("/api/v1/tokens", {"name": "ci"}, format="json")
     assert created.status_code == 201
     body = created.json()
     assert body["key"].startswith(body["prefix"])
     listed = owner_api.get("/api/v1/tokens").json()
     assert {t["name"] for t in listed} == {"test", "ci"}
     assert all("key" not in t and "key_hash" not in t for t in listed)
-    revoked = owner_api.post(f"/api/v1/tokens/{body['id']}/revoke")
+    revoked = owner_session.post(f"/api/v1/tokens/{body['id']}/revoke")
     assert revoked.status_code == 200 and revoked.json()["active"] is False
     assert _client(body["key"]).get("/api/v1/tokens").status_code == 401
 
 
-def test_cannot_revoke_someone_elses_token(owner_api, outsider):
+def test_cannot_revoke_someone_elses_token(owner_session, outsider):
     theirs, key = ApiToken.issue(outsider, "theirs")
-    assert owner_api.post(f"/api/v1/tokens/{theirs.pk}/revoke").status_code == 404
+    assert owner_session.post(f"/api/v1/tokens/{theirs.pk}/revoke").status_code == 404
     assert _client(key).get("/api/v1/tokens").status_code == 200
 
 
-def test_create_token_needs_a_name(owner_api):
-    response = owner_api.post("/api/v1/tokens", {"name": ""}, format="json")
+def test_create_token_needs_a_name(owner_session):
+    response = owner_session.post("/api/v1/tokens", {"name": ""}, format="json")
     assert response.status_code == 400
     assert "name" in response.json()["detail"]
-    assert ApiToken.objects.count() == 1  # only the fixture's
+    assert ApiToken.objects.count() == 0
 
 
 def test_anonymous_cannot_list_tokens(anon_api):

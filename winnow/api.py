@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from django.db import connection
+from django.core.exceptions import SuspiciousOperation
+from django.db import DataError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from winnow import guard, parsers, safejson
+
+log = logging.getLogger(__name__)
+
 
 def exception_handler(exc, context):
-    """DRF's handler, plus a top-level `detail` on validation errors so a client can print one message."""
+    """DRF's handler, plus a top-level `detail` on validation errors so a client can print one message.
+
+    Bad input that surfaces as a Python or database error rather than a DRF one is still bad input: a 4xx.
+    """
+    exc = _as_api_exception(exc)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, (dict, list)) and "detail" not in response.data:
         response.data = {"detail": _summarise(response.data), "errors": response.data}
     return response
+
+
+def _as_api_exception(exc):
+    if isinstance(exc, safejson.UnsafeJSON):
+        return ParseError(str(exc))
+    if isinstance(exc, RecursionError):
+        return ParseError("The request is nested too deeply.")
+    if isinstance(exc, SuspiciousOperation):  # Django's request limits, read inside the view
+        status_code, message, _code = guard._limit_message(exc)
+        return parsers.PayloadTooLarge(message) if status_code == 413 else ParseError(message)
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (a number past bigint, a NUL in text) that no check caught before.
+        log.warning("database refused a request's value: %s", exc)
+        return ParseError(f"A value in the request cannot be stored: {str(exc).splitlines()[0]}")
+    return exc
 
 
 def _summarise(errors, path: str = "") -> str:

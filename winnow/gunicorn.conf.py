@@ -30,6 +30,9 @@ max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", max(1, max_request
 # The proxy in front may set X-Forwarded-For/-Proto; trust only its address ("*" on a private compose network).
 forwarded_allow_ips = env_str("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = env_str("GUNICORN_ACCESS_LOG", "-") or None
+# No query string and no referer: Lightly's client sends its token as ?token=, and signed links carry their
+# signature there (the path alone says what was asked for).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(L)s'
 errorlog = "-"
 loglevel = env_str("LOG_LEVEL", "info").lower()
 # The workers' heartbeat files on tmpfs, so a slow container disk cannot make a healthy worker look dead.

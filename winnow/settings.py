@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "winnow.accounts",
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "winnow.guard.RejectUnsafeRequests",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,7 +72,18 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "winnow.guard.ContentSecurityPolicy",
+    # Last, as django-axes asks: counts failed sign-ins (page and admin) and locks out after too many.
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Sign-in throttling: this many failures for one username from one address lock it for AXES_COOLOFF_TIME.
+AXES_FAILURE_LIMIT = env_int("WINNOW_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = env_int("WINNOW_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "winnow.urls"
 WSGI_APPLICATION = "winnow.wsgi.application"
@@ -148,9 +161,26 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("WINNOW_MEDIA_ROOT", str(VAR_DIR / "media")))
 
-# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto, so absolute links (signed URLs) say https.
-if env_bool("WINNOW_BEHIND_TLS_PROXY", False):
+# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto, so absolute links (signed URLs) say https;
+# cookies only over https, HSTS, plain-http requests redirected (but the health check), and a CSP.
+BEHIND_TLS_PROXY = env_bool("WINNOW_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("WINNOW_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+    SECURE_HSTS_SECONDS = env_int("WINNOW_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("WINNOW_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("WINNOW_HSTS_PRELOAD", True)
+# Content-Security-Policy of every page (winnow/guard.py ContentSecurityPolicy): on behind TLS, or when set.
+# Thumbnails may come from an S3 endpoint on another origin, hence https: images.
+CONTENT_SECURITY_POLICY = env_str(
+    "WINNOW_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: https:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    if BEHIND_TLS_PROXY
+    else "",
+)
 
 # A cache shared by every web process (one-time signed upload URLs); per-process memory when unset.
 CACHE_URL = env_str("CACHE_URL")
@@ -201,7 +231,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("WINNOW_VISIBILITY_TIMEOUT", 3600, minimum=10)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("WINNOW_VISIBILITY_TIMEOUT", 3600, minimum=10),
+    # A request that publishes a task waits at most a few seconds for an unreachable broker (the run is then kept
+    # queued, marked unsent, and a worker's sweeper sends it once the broker is back).
+    "socket_connect_timeout": env_int("WINNOW_BROKER_CONNECT_TIMEOUT", 2, minimum=1),
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"]
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"]
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
+# The Redis result backend retried for about 19 s (20 tries, 1 s apart) before a publish could fail.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 
 # --- limits
 # Image links in tag exports (Label Studio loads them without a token): labeling takes days.
@@ -211,6 +251,8 @@ WINNOW_MAX_SAMPLES_PER_REQUEST = env_int("WINNOW_MAX_SAMPLES_PER_REQUEST", 10_00
 # Largest request body read into memory (JSON batches, upload chunks); a proxy in front should allow as much
 # (client_max_body_size in deploy/nginx.conf).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
+# Query and form parameters per request (Django's DATA_UPLOAD_MAX_NUMBER_FIELDS); more is a JSON 400 on the API.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("WINNOW_MAX_QUERY_PARAMS", 1000, minimum=10)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("WINNOW_MAX_FILES_PER_REQUEST", 1000, minimum=1)
 # An uploaded file larger than this goes to a temporary file on disk instead of memory, so a web process's memory
 # does not grow with the files in flight.
@@ -218,6 +260,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("WINNOW_FILE_UPLOAD_MEMORY_BYTES", 4 * 102
 # Where those temporary files go: under WINNOW_VAR_DIR by default (a container's /tmp is often a small tmpfs).
 FILE_UPLOAD_TEMP_DIR = env_str("WINNOW_UPLOAD_TEMP_DIR", str(VAR_DIR / "upload-tmp"))
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# Embeddings: widest vector accepted (the map's projection and the samplers' memory grow with it), and largest
+# file (CSV or .npy matrix) a chunked upload may announce. One-shot uploads stay under WINNOW_MAX_REQUEST_BYTES.
+WINNOW_MAX_EMBEDDING_DIMENSION = env_int("WINNOW_MAX_EMBEDDING_DIMENSION", 4096, minimum=2)
+WINNOW_MAX_EMBEDDING_FILE_BYTES = env_int("WINNOW_MAX_EMBEDDING_FILE_BYTES", 64 << 30, minimum=1024)
+# The map's projection task: seconds before it is stopped (the map then says failed), on a worker only.
+WINNOW_PROJECTION_TIME_LIMIT = env_int("WINNOW_PROJECTION_TIME_LIMIT", 900, minimum=10)
 # The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
 WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 
@@ -247,9 +295,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "winnow.parsers.JSONParser",
+        "winnow.parsers.MultiPartParser",
+        "winnow.parsers.FormParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
@@ -269,9 +317,24 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# No API token or signed link reaches a log line (winnow/redaction.py); runserver's request lines included.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact_secrets": {"()": "winnow.redaction.RedactSecrets"}},
+    "formatters": {
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "loggers": {"django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+# The DEBUG error page hides DATABASE_URL, broker and cache URLs besides Django's usual secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "winnow.redaction.SecretsHiddenFilter"

@@ -25,3 +25,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("curation.urls")),
 ]
+
+# Django's own 400s (body too large, too many parameters) in the API's JSON shape under /api/ and /v1/.
+handler400 = "winnow.guard.bad_request"

@@ -36,6 +36,7 @@ from curation.access import get_dataset
 from curation.api.tags import decode_selection
 from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
 from curation.models import FieldType, MetadataField, Role, Sample, Tag, UploadMode
+from winnow import safejson
 
 DEFAULT_BINS = 24
 MAX_BINS = 200
@@ -393,7 +394,9 @@ def _filter_param(request) -> dict | None:
     if not raw:
         return None
     try:
-        obj = json.loads(raw)
+        obj = safejson.loads(raw, "filter")
+    except safejson.UnsafeJSON as exc:
+        raise ValidationError({"filter": [str(exc)]}) from None
     except ValueError:
         raise ValidationError({"filter": ['must be a JSON object such as {"conditions": [...]}']}) from None
     return obj

@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from curation import services
 from curation.access import datasets_for, get_dataset
 from curation.models import Dataset, Membership, Role, Tag, UploadMode
+from winnow.fields import StringField
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -36,12 +37,12 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 
 class NewDatasetSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=services.MAX_DATASET_NAME_LENGTH)
+    name = StringField(max_length=services.MAX_DATASET_NAME_LENGTH)
     upload_mode = serializers.ChoiceField(choices=UploadMode.choices, default=UploadMode.FULL)
 
 
 class RenameSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=services.MAX_DATASET_NAME_LENGTH)
+    name = StringField(max_length=services.MAX_DATASET_NAME_LENGTH)
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -54,7 +55,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class NewMemberSerializer(serializers.Serializer):
-    username = serializers.CharField()
+    username = StringField()
     role = serializers.ChoiceField(choices=Role.choices)
 
 

@@ -27,13 +27,14 @@ import io
 import re
 
 import numpy as np
+from django.conf import settings
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -42,6 +43,8 @@ from curation.access import get_dataset
 from curation.api.files import AnyAcceptNegotiation
 from curation.embeddings import Status
 from curation.models import Embedding, EmbeddingUpload, Role
+from winnow.fields import StringField
+from winnow.parsers import MultiPartParser, PayloadTooLarge
 
 METHODS = ("pca", "tsne")
 
@@ -121,6 +124,12 @@ class EmbeddingList(APIView):
     )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if _content_length(request) > limit:  # Django counts only form fields against it, never files
+            raise PayloadTooLarge(
+                f"The upload is larger than {limit} bytes (WINNOW_MAX_REQUEST_BYTES): send it in chunks "
+                "(POST .../embeddings/uploads; the client and CLI do so for files over 32 MiB)."
+            )
         try:
             if (request.content_type or "").startswith("multipart/"):
                 name = request.data.get("name")
@@ -180,7 +189,7 @@ class UploadSerializer(serializers.ModelSerializer):
 
 class UploadCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(embedding_uploads.PARTS))
-    name = serializers.CharField(max_length=embeddings.MAX_NAME_LENGTH)
+    name = StringField(max_length=embeddings.MAX_NAME_LENGTH)
     size = serializers.IntegerField(required=False, min_value=1, help_text="Total bytes of a CSV (kind csv)")
     sizes = serializers.DictField(
         child=serializers.IntegerField(min_value=1),
@@ -211,6 +220,7 @@ class UploadList(APIView):
     @extend_schema(
         request=UploadCreateSerializer,
         responses={201: UploadSerializer},
+        operation_id="embedding_uploads_start",
         summary="Start a resumable embeddings upload (CSV, or a .npy matrix plus file names)",
     )
     def post(self, request, dataset_id: str):

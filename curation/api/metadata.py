@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.urls import path
@@ -17,6 +15,9 @@ from curation import columns, tasks
 from curation import metadata as services
 from curation.access import get_dataset
 from curation.models import FieldType, MetadataField, Role
+from winnow import safejson
+from winnow.fields import StringField
+from winnow.parsers import MultiPartParser, TextJSONParser
 
 
 def _reject_constant(name):
@@ -29,7 +30,7 @@ def _payload(request):
     if upload is None:
         return request.data
     try:
-        return json.loads(upload.read(), parse_constant=_reject_constant)
+        return safejson.loads(upload.read(), "file", text=False)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParseError(f"file: not valid JSON ({exc})") from None
 
@@ -41,6 +42,9 @@ UPLOAD_RESULT = inline_serializer(
 
 
 class MetadataUpload(APIView):
+    # The document's validation names the entry holding a bad string (NUL, lone surrogate).
+    parser_classes = [TextJSONParser, MultiPartParser]
+
     @extend_schema(
         summary="Upload custom metadata (Lightly's COCO-like format); replaces each listed sample's metadata",
         request=inline_serializer(
@@ -80,9 +84,9 @@ class FieldProposals(APIView):
 
 
 class MetadataFieldSerializer(serializers.ModelSerializer):
-    path = serializers.CharField(max_length=services.MAX_PATH_LENGTH, trim_whitespace=False)
+    path = StringField(max_length=services.MAX_PATH_LENGTH, trim_whitespace=False)
     type = serializers.ChoiceField(choices=FieldType.choices)
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    display_name = StringField(max_length=200, required=False, allow_blank=True)
     fallback = serializers.JSONField(required=False, allow_null=True)
 
     class Meta:

@@ -22,7 +22,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -30,6 +30,8 @@ from curation import columns, filters, services
 from curation.access import get_dataset
 from curation.ingest import handle_multipart_upload
 from curation.models import Role, Sample, UploadMode
+from winnow import safejson
+from winnow.parsers import MultiPartParser, too_large
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -48,7 +50,10 @@ class LenientJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
         request = parser_context.get("request")
-        raw = stream.read()
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise too_large(limit)
         encoding = parser_context.get("encoding") or settings.DEFAULT_CHARSET
         # A plainly valid registration is decoded and checked in one C pass, its metadata left as text for
         # PostgreSQL; anything else takes the full path below, whose errors name the entry at fault.
@@ -70,6 +75,9 @@ class LenientJSONParser(JSONParser):
 
         try:
             data = json.loads(text, parse_constant=constant)
+            safejson.check(data, text=False)  # the registration names the entry holding a bad string
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply") from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
         if request is not None:
@@ -127,7 +135,7 @@ def _encode_cursor(sort: filters.Sort, direction: str, sample) -> str:
 def _decode_cursor(text: str, sort: filters.Sort) -> dict:
     bad = ValidationError({"cursor": ["is not a cursor this list gave out; follow the `next` or `previous` link"]})
     try:
-        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        data = safejson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad from None
     if (
@@ -142,7 +150,7 @@ def _decode_cursor(text: str, sort: filters.Sort) -> dict:
         raise ValidationError({"cursor": [f"was made for sort={data.get('s')!r}, not sort={sort.text!r}"]})
     if data.get("k") is not None:
         try:  # the key goes back to the database as JSON: refuse anything else before it gets there
-            json.loads(data["k"], parse_constant=filters.no_json_constant)
+            safejson.loads(data["k"])
         except ValueError:
             raise bad from None
     return data
@@ -216,7 +224,7 @@ def _conditions(request) -> list[filters.Condition]:
     raw = request.query_params.get("conditions")
     if raw:
         try:
-            parsed = json.loads(raw, parse_constant=filters.no_json_constant)
+            parsed = safejson.loads(raw, "conditions")
         except ValueError as exc:
             raise ValidationError({"conditions": [f"is not valid JSON: {exc}"]}) from None
         conditions += filters.parse_conditions(parsed, field="conditions")

@@ -547,3 +547,18 @@ def test_walkthrough_samples_metadata_filter_tag_export(dataset, editor, editor_
         ("cam/4.jpg", "40", "true"),
     ]
     assert root is not None and root.count == 6
+
+
+def test_export_csv_prefixes_formula_cells(ds, viewer_api):
+    """OWASP CSV injection: text starting with = + - @ tab or CR gets a leading quote; numbers stay numbers."""
+    Sample.objects.filter(dataset=ds, idx=1).update(
+        file_name="=cmd.jpg",
+        metadata={"camera": '=HYPERLINK("http://x")', "note": "+1", "who": "@me", "t": "\tx", "n": -3.5},
+    )
+    Sample.objects.filter(dataset=ds, idx=2).update(metadata={"camera": "-rear", "note": "\rx", "who": "a=b"})
+    tag = make_tag(ds, "formulas", {1, 2})
+    _response, text = export(viewer_api, ds, tag, "csv")
+    first, second = list(csv.DictReader(io.StringIO(text)))
+    assert first["file_name"] == "'=cmd.jpg" and first["camera"] == '\'=HYPERLINK("http://x")'
+    assert first["note"] == "'+1" and first["who"] == "'@me" and first["t"] == "'\tx" and first["n"] == "-3.5"
+    assert second["camera"] == "'-rear" and second["note"] == "'\rx" and second["who"] == "a=b"

@@ -230,3 +230,22 @@ def test_scale_out_over_two_workers_gives_a_two_round_k_center(fresh_worker, edi
     single = select(SelectionInput(X, candidates, labeled, {}), [{"strategy": "coreset"}], n_samples=k, seed=5)
     single_radius = float(np.sort(single)[::-1][k])
     assert radius <= 4 * single_radius
+
+
+def test_a_live_worker_takes_over_a_killed_workers_run_by_its_heartbeat(fresh_worker, editor_api, dataset):
+    """Issue 14: the broker would hand the message out again only after its visibility timeout (an hour here);
+    a worker that is already up takes the run over once its heartbeat is stale (its sweeper)."""
+    X = make_dataset(dataset)
+    env = {"WINNOW_VISIBILITY_TIMEOUT": "3600", "WINNOW_RUN_STALE_SECONDS": "3"}
+    first = fresh_worker(**env)
+    # Long enough that the second worker is up before the first is killed.
+    run_id = start_run(editor_api, dataset, picks_for(X, seconds=4 * RUN_SECONDS))
+    watch(editor_api, dataset, run_id, lambda r: r["status"] == "running", workers=[first])
+    second = fresh_worker(**env)  # up and idle before the kill: no restart is needed for the takeover
+    assert SamplingRun.objects.get(pk=run_id).status == "running"
+    first.kill()
+    final = watch(editor_api, dataset, run_id, lambda r: r["status"] in FINISHED, workers=[first, second])[-1]
+    assert final["status"] == "succeeded", final["error"]
+    assert final["attempts"] == 2 and final["score_count"] == N
+    ranks = list(ImportanceScore.objects.filter(run_id=run_id).order_by("rank").values_list("rank", flat=True))
+    assert ranks == list(range(1, N + 1))

@@ -1,13 +1,18 @@
-"""REST API: the caller's own API tokens (list, create, revoke)."""
+"""REST API: the caller's own API tokens (list, create, revoke).
+
+Only a signed-in session creates or revokes tokens: a token that could make more tokens would outlive its
+own revocation once leaked. A token may still list them.
+"""
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from winnow.accounts.models import TOKEN_MARK, ApiToken
+from winnow.fields import StringField
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
@@ -24,10 +29,20 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 
 class NewTokenSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, trim_whitespace=True)
+    name = StringField(max_length=100, trim_whitespace=True)
+
+
+class ManagedFromSession(permissions.BasePermission):
+    message = "API tokens are created and revoked from a signed-in session (Preferences), not with a token."
+
+    def has_permission(self, request, view):
+        return request.method in permissions.SAFE_METHODS or (
+            request.user.is_authenticated and request.auth is None  # session authentication sets no auth
+        )
 
 
 class TokenList(generics.ListAPIView):
+    permission_classes = [permissions.IsAuthenticated, ManagedFromSession]
     serializer_class = ApiTokenSerializer
     pagination_class = None
 
@@ -45,6 +60,8 @@ class TokenList(generics.ListAPIView):
 
 
 class TokenRevoke(APIView):
+    permission_classes = [permissions.IsAuthenticated, ManagedFromSession]
+
     @extend_schema(request=None, responses={200: ApiTokenSerializer})
     def post(self, request, token_id: int):
         token = get_object_or_404(ApiToken, pk=token_id, user=request.user)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import DataError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.decorators import classonlymethod
 from django.views import View
@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError
 
 from curation.access import get_dataset
 from curation.models import Dataset, Role
+from winnow import safejson
 from winnow.accounts.models import ApiToken
 
 # Lightly's client validates these on responses too; one bad name in a list fails the whole call.
@@ -110,6 +111,13 @@ class LightlyView(View):
             return ApiError(self.invalid_status, "BAD_REQUEST", first_message(exc.detail)).response()
         except RequestDataTooBig:
             return ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large.").response()
+        except SuspiciousOperation as exc:  # Django's other request limits (too many parameters)
+            return ApiError(400, "BAD_REQUEST", str(exc) or "Bad request.").response()
+        except RecursionError:
+            return ApiError(400, "MALFORMED_REQUEST", "The request is nested too deeply.").response()
+        except DataError as exc:  # a value the database cannot hold that no check caught first
+            message = f"A value in the request cannot be stored: {str(exc).splitlines()[0]}"
+            return ApiError(self.invalid_status, "BAD_REQUEST", message).response()
         except Http404 as exc:
             return not_found("NOT_FOUND", str(exc) or "Not found.").response()
         except PermissionDenied as exc:
@@ -142,12 +150,9 @@ class LightlyView(View):
     def json_body(self, request) -> dict:
         """The JSON object of the body; NaN and Infinity are refused (JSON has no such numbers)."""
 
-        def constant(name):
-            raise ValueError(f"{name} is not a JSON number")
-
         try:
-            body = json.loads(request.body or b"null", parse_constant=constant)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = safejson.loads(request.body or b"null")
+        except ValueError as exc:  # also UnicodeDecodeError and safejson's refusals
             raise self.invalid(f"The body is not valid JSON: {exc}", "MALFORMED_REQUEST") from None
         if not isinstance(body, dict):
             raise self.invalid("The body must be a JSON object.", "MALFORMED_REQUEST")

@@ -94,7 +94,7 @@ class DatasetListView(_DatasetLists):
                 f"type {kind!r} is not supported: Winnow datasets hold images (type Images).", "DATASET_NOT_SUPPORTED"
             )
         img_type = body.get("imgType") or "meta"  # the client cannot upload pixels: default to metadata only
-        if img_type not in UPLOAD_MODES:
+        if not isinstance(img_type, str) or img_type not in UPLOAD_MODES:
             raise self.invalid(f"imgType must be one of full, thumbnail, meta (got {img_type!r}).")
         if body.get("parentDatasetId"):
             raise self.invalid(

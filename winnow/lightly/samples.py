@@ -94,7 +94,8 @@ def _row(view: LightlyView, body: dict) -> dict:
     if not isinstance(name, str):
         raise view.invalid("fileName is required: the sample's path relative to the dataset's root.")
     row = {"file_name": name}
-    meta = body.get("metaData") or {}
+    meta = body.get("metaData")
+    meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise view.invalid("metaData must be an object.")
     size = meta.get("sizeInBytes")
