@@ -671,6 +671,12 @@ class Client:
         embedding = self.get_embedding(name_or_id, dataset_id)
         self._request("DELETE", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}")
 
+    def embedding_distance_scale(self, name_or_id: str, dataset_id: str | None = None) -> dict:
+        """Percentiles (p5..p95) of nearest-neighbour and pairwise distances, from a sample of the embedding's
+        rows: the scale on which to choose diversity's min_distance."""
+        embedding = self.get_embedding(name_or_id, dataset_id)
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}/distance-scale")
+
     def download_embeddings(self, name_or_id: str, path: str | os.PathLike, dataset_id: str | None = None) -> None:
         """Save an embedding as Lightly's CSV at `path`."""
         embedding = self.get_embedding(name_or_id, dataset_id)

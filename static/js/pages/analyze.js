@@ -1,7 +1,7 @@
 // Analyze & Filter: a histogram per numeric field and a bar chart per categorical field, from the
 // aggregated histograms endpoint; brushing a range or clicking categories filters, and the result can
 // be saved as a tag.
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, pageUrl, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, pageUrl, toast } from "../lib.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
 const chartsBox = document.getElementById("charts");
@@ -262,7 +262,7 @@ if (saveForm) {
     busy(saveForm.querySelector("button"), async () => {
       try {
         const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), filter: filterObject() } });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + fmtCount(tag.count, "sample"));
         saveForm.reset();
         tagSelect.appendChild(el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")"));
       } catch (err) {

@@ -1,6 +1,6 @@
 // Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
 // file name and configured metadata fields, sorting, selection and "save selection as tag".
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
 import { SampleGrid, infiniteScroll } from "../grid.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
@@ -22,7 +22,7 @@ const saveError = document.getElementById("save-error");
 const PAGE = 120;
 const OPS = {
   numeric: [["eq", "="], ["ne", "≠"], ["lt", "<"], ["lte", "≤"], ["gt", ">"], ["gte", "≥"]],
-  categorical: [["eq", "is"], ["ne", "is not"]],
+  categorical: [["eq", "is"], ["ne", "is not"], ["in", "is one of"]],
 };
 const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", in: "in", exists: "exists" };
 
@@ -33,8 +33,17 @@ let total = null;
 let next = null;
 let generation = 0;
 
-const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection });
+// Tiles show the value sorted by (a metadata field), so the order can be read off the grid.
+function sortBadge(sample) {
+  const path = state.sort.replace(/^-/, "");
+  if (path === "idx") return null;
+  const f = fieldOf(path);
+  return (f ? label(f) : path) + ": " + fmtValue(getPath(sample.metadata || {}, path));
+}
+const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge });
 const scroller = infiniteScroll(results, loadMore);
+
+const samples = (n) => fmtCount(n, "sample");
 
 function isNumeric(field) { return field && (field.type === "int" || field.type === "float"); }
 
@@ -68,34 +77,68 @@ function filterObject() {
   return obj;
 }
 
-function syncUrl() {
+// A condition as the URL or a person may write it, checked against the configured fields; an Error names what is wrong.
+function checkCondition(c) {
+  if (!c || typeof c !== "object" || typeof c.path !== "string") throw new Error("a condition must be an object with path, op and value");
+  const f = fieldOf(c.path);
+  if (!f) throw new Error("“" + c.path + "” is not a configured metadata field");
+  const ops = (isNumeric(f) ? OPS.numeric : OPS.categorical).map(([v]) => v).concat(["exists"]);
+  if (!ops.includes(c.op)) throw new Error(label(f) + ": “" + c.op + "” is not a condition for a " + f.type + " field");
+  if (c.op === "exists") return;
+  const values = c.op === "in" ? c.value : [c.value];
+  if (!Array.isArray(values) || !values.length) throw new Error(label(f) + ": “is one of” needs a list of values");
+  for (const v of values) {
+    const ok = isNumeric(f) || f.type === "categorical_int" ? typeof v === "number" && Number.isFinite(v) && (f.type === "float" || Number.isInteger(v))
+      : f.type === "boolean" ? typeof v === "boolean" : typeof v === "string";
+    if (!ok) {
+      const want = f.type === "float" ? "a number" : isNumeric(f) || f.type === "categorical_int" ? "a whole number" : f.type === "boolean" ? "true or false" : "text";
+      throw new Error(label(f) + " " + (OP_TEXT[c.op] || c.op) + " " + JSON.stringify(v) + ": the value must be " + want);
+    }
+  }
+}
+
+function syncUrl(push) {
   const qs = new URLSearchParams();
   if (state.tag) qs.set("tag", state.tag);
   if (state.file_name) qs.set("file_name", state.file_name);
   if (state.sort !== "idx") qs.set("sort", state.sort);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
   const s = qs.toString();
-  history.replaceState(null, "", location.pathname + (s ? "?" + s : ""));
+  const url = location.pathname + (s ? "?" + s : "");
+  if (url === location.pathname + location.search) return;
+  // A change the curator made is a new history entry, so back and forward walk through the filters.
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
 }
+
+let urlProblem = null;  // what is wrong with the filter in the URL, said instead of "0 samples"
 
 function readUrl() {
   const qs = new URLSearchParams(location.search);
   state.tag = qs.get("tag") || "";
   state.file_name = qs.get("file_name") || "";
   state.sort = qs.get("sort") || "idx";
+  urlProblem = null;
   try {
     const conditions = JSON.parse(qs.get("conditions") || "[]");
-    state.conditions = Array.isArray(conditions) ? conditions : [];
-  } catch (_) {
+    if (!Array.isArray(conditions)) throw new Error("must be a list");
+    state.conditions = conditions;
+  } catch (err) {
     state.conditions = [];
+    urlProblem = "The link's conditions are not valid JSON (" + err.message + ").";
   }
+}
+
+function showForm() {
+  tagSelect.value = state.tag;
+  nameInput.value = state.file_name;
+  sortSelect.value = state.sort;
 }
 
 function renderChips() {
   clear(chips, state.conditions.map((c, i) => {
     const f = fieldOf(c.path);
     const remove = el("button", { type: "button", "aria-label": "Remove condition " + (f ? label(f) : c.path) }, "×");
-    remove.addEventListener("click", () => { state.conditions.splice(i, 1); apply(); });
+    remove.addEventListener("click", () => { state.conditions.splice(i, 1); urlProblem = null; apply(); });
     return el("span", { class: "badge blue cond-chip", "data-testid": "condition" },
       (f ? label(f) : c.path) + " " + (OP_TEXT[c.op] || c.op) + " " + JSON.stringify(c.value), remove);
   }));
@@ -109,8 +152,9 @@ function renderOps() {
 }
 
 function updateSelection() {
-  const n = grid.allInFilter ? total : grid.selected.size;
-  selCount.textContent = grid.allInFilter ? "all " + fmtNum(total) + " in filter selected" : fmtNum(n) + " selected";
+  const n = grid.allInFilter ? Math.max(0, (total || 0) - grid.excluded.size) : grid.selected.size;
+  selCount.textContent = !grid.allInFilter ? fmtNum(n) + " selected"
+    : grid.excluded.size ? fmtNum(n) + " of " + fmtNum(total) + " in filter selected" : "all " + fmtNum(total) + " in filter selected";
   const save = document.getElementById("save-tag");
   if (save) save.disabled = !n;
 }
@@ -137,7 +181,7 @@ async function loadMore() {
   if (mine !== generation) return true; // the filter changed meanwhile: this page is dropped, the new filter loads
   if (data.count !== undefined) {
     total = data.count;
-    matchCount.textContent = fmtNum(total) + (total === 1 ? " sample" : " samples");
+    matchCount.textContent = samples(total);
     updateSelection();
     if (total === 0) {
       const filtered = state.tag || state.file_name || state.conditions.length;
@@ -150,21 +194,40 @@ async function loadMore() {
   return Boolean(next);
 }
 
-function apply() {
+function apply(push = true) {
   generation += 1;
   next = null;
   total = null;
   grid.reset();
   grid.clearSelection();
   results.querySelectorAll(".empty, .alert").forEach((n) => n.remove());
-  matchCount.textContent = "Counting…";
   renderChips();
-  syncUrl();
+  syncUrl(push);
+  let problem = urlProblem;
+  if (!problem) {
+    try { state.conditions.forEach(checkCondition); } catch (err) { problem = "This filter cannot be applied: " + err.message + "."; }
+  }
+  if (problem) {
+    // A bad value (a link typed by hand, a field since reconfigured) is said in words, never shown as 0 samples.
+    matchCount.textContent = "";
+    results.prepend(el("div", { class: "alert error", role: "alert", "data-testid": "filter-error" }, problem,
+      " Remove the condition, or fix the value."));
+    return;
+  }
+  matchCount.textContent = "Counting…";
   scroller.restart();
 }
 
+window.addEventListener("popstate", () => {
+  readUrl();
+  showForm();
+  apply(false);
+});
+
 form.addEventListener("submit", (event) => {
   event.preventDefault();
+  // A value typed but not yet added is a condition the curator meant: add it rather than drop it.
+  if (valueInput.value.trim() && fieldOf(fieldSelect.value)) { addCondition(); return; }
   state.tag = tagSelect.value;
   state.file_name = nameInput.value.trim();
   state.sort = sortSelect.value;
@@ -178,7 +241,11 @@ function addCondition() {
   const f = fieldOf(fieldSelect.value);
   if (!f) return;
   try {
-    state.conditions.push({ path: f.path, op: opSelect.value, value: typed(f, valueInput.value) });
+    const value = opSelect.value === "in"
+      ? valueInput.value.split(",").filter((v) => v.trim()).map((v) => typed(f, f.type === "categorical_string" ? v.trim() : v))
+      : typed(f, valueInput.value);
+    if (opSelect.value === "in" && !value.length) throw new Error(label(f) + ": enter values separated by commas");
+    state.conditions.push({ path: f.path, op: opSelect.value, value });
   } catch (err) {
     toast(err.message, "error");
     valueInput.focus();
@@ -206,9 +273,10 @@ if (saveForm) {
     busy(saveForm.querySelector("button"), async () => {
       try {
         const body = grid.allInFilter ? { name, filter: filterObject() } : { name, sample_ids: [...grid.selected] };
+        if (grid.allInFilter && grid.excluded.size) body.exclude_sample_ids = [...grid.excluded];
         if (!grid.allInFilter && state.tag) body.parent = state.tag;
         const tag = await api(base + "/tags", { method: "POST", body });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + samples(tag.count));
         saveForm.reset();
         const option = el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")");
         tagSelect.appendChild(option);
@@ -216,7 +284,7 @@ if (saveForm) {
       } catch (err) {
         saveError.appendChild(errorBox(err));
       }
-    });
+    }).then(updateSelection);  // busy() enables the button again: nothing selected means nothing to save
   });
 }
 
@@ -228,11 +296,10 @@ async function init() {
     fields = Array.isArray(configured) ? configured : configured.results || [];
     const tagList = Array.isArray(tags) ? tags : tags.results || [];
     tagSelect.append(...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")")));
-    tagSelect.value = state.tag;
     for (const f of fields) {
       sortSelect.append(el("option", { value: f.path }, label(f) + " ↑"), el("option", { value: "-" + f.path }, label(f) + " ↓"));
     }
-    sortSelect.value = state.sort;
+    showForm();
     if (fields.length) {
       fieldSelect.append(...fields.map((f) => el("option", { value: f.path }, label(f))));
       renderOps();
@@ -243,7 +310,7 @@ async function init() {
   } catch (err) {
     toast(err.message, "error");
   }
-  apply();
+  apply(false);
   // Known values of categorical fields, for the value suggestions (not needed to browse).
   if (fields.some((f) => !isNumeric(f))) {
     api(base + "/metadata/histograms").then((h) => {

@@ -1,6 +1,6 @@
 // Embedding map: the binary float32 projection drawn as a WebGL scatter; colour by a configured field
 // or a tag; hover shows the sample; lasso selects samples, lists them and saves them as a tag.
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, page, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, page, toast } from "../lib.js";
 import { SampleGrid } from "../grid.js";
 import { Scatter } from "../scatter.js";
 
@@ -327,7 +327,7 @@ if (saveForm) {
     busy(saveButton, async () => {
       try {
         const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), bitmask: selectionMask(selected) } });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + fmtCount(tag.count, "sample"));
         saveForm.reset();
         colorSelect.append(el("option", { value: "tag:" + tag.id }, "tag: " + tag.name));
       } catch (err) {

@@ -1,0 +1,225 @@
+"""The curator's workbench (issue 11): what a full curation pass tripped over, each checked in Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from curation.models import Tag
+from curation.services import add_samples
+from sampling.models import SamplingRun
+from tests.browser.conftest import sign_in
+from tests.browser.data import Api, embeddings_csv
+from winnow.accounts.models import ApiToken
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LONG = 60_000  # ms: a loaded 2-core machine can be slow; every wait is on a condition, never a sleep
+
+
+def _with_embedding(dataset, owner, n: int = 120):
+    names = [f"s{i:03d}.jpg" for i in range(n)]
+    add_samples(dataset, [{"file_name": name, "metadata": {"speed": i % 7}} for i, name in enumerate(names)])
+    _token, key = ApiToken.issue(owner, "cli")
+    return names, key, None
+
+
+def _upload_embedding(live_server, key, dataset, names):
+    x = np.random.default_rng(5).normal(size=(len(names), 8)).astype(np.float32)
+    api = Api(live_server.url, key)
+    emb = api.call(
+        "POST",
+        f"/datasets/{dataset.id}/embeddings",
+        data={"name": "e"},
+        files={"file": ("e.csv", embeddings_csv(names, x), "text/csv")},
+    )
+    return api, emb
+
+
+def test_sampling_slider_ends_at_the_picks_reload_keeps_the_run_and_a_larger_run_is_one_click(
+    page, live_server, shot, dataset, owner
+):
+    names, key, _ = _with_embedding(dataset, owner)
+    api, emb = _upload_embedding(live_server, key, dataset, names)
+    first = api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "ten", "strategy": "coreset", "embedding": emb["id"], "n_samples": 10},
+    )
+    api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "fifteen", "strategy": "coreset", "embedding": emb["id"], "n_samples": 15},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    detail = page.locator("#run-detail")
+    expect(detail.get_by_role("heading", name="fifteen")).to_be_visible(timeout=LONG)
+    page.get_by_test_id("run-link").filter(has_text="ten").click()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    expect(page).to_have_url(re.compile(r"\?run=" + first["id"]))
+    # The slider ends at the run's 10 picks, and says so; 120 samples were scored.
+    slider = page.locator("#k-slider")
+    expect(slider).to_have_attribute("max", "10")
+    expect(page.get_by_test_id("slider-end")).to_contain_text("ends at this run's 10 picks")
+    expect(page.get_by_test_id("slider-end")).to_contain_text("near-duplicates")
+    page.get_by_role("spinbutton", name="Samples to keep").fill("30")
+    page.get_by_role("spinbutton", name="Samples to keep").press("Enter")
+    expect(page.get_by_test_id("k-count")).to_have_text("10 of the run's 10 picks")
+    shot(page, "sampling-slider-end")
+    # A reload shows the run being viewed, not the newest; back walks to the run seen before.
+    page.reload()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    page.go_back()
+    expect(detail.get_by_role("heading", name="fifteen")).to_be_visible(timeout=LONG)
+    page.go_forward()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    # More picks: one click starts the same run with K = 20.
+    page.get_by_test_id("larger-run").click()
+    expect(detail.get_by_role("heading", name="ten (K=20)")).to_be_visible(timeout=LONG)
+    expect(page.locator("#k-slider")).to_have_attribute("max", "20", timeout=LONG)
+    larger = SamplingRun.objects.get(name="ten (K=20)")
+    assert (larger.n_samples, larger.strategy, larger.embedding_id) == (20, "coreset", emb["id"])
+    expect(page).to_have_url(re.compile(r"\?run=" + larger.id))
+
+
+def test_each_strategy_says_what_it_is_for_and_diversity_shows_the_distance_scale(
+    page, live_server, shot, dataset, owner
+):
+    names, key, _ = _with_embedding(dataset, owner, n=60)
+    _upload_embedding(live_server, key, dataset, names)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    helpline = page.get_by_test_id("strategy-help")
+    expect(helpline).to_contain_text("rare kinds")
+    page.get_by_label("Strategy").select_option("typicality")
+    expect(helpline).to_contain_text("small budgets")
+    page.get_by_label("Strategy").select_option("diversity")
+    expect(helpline).to_contain_text("near-duplicates")
+    scale = page.get_by_test_id("distance-scale")
+    expect(scale).to_contain_text("nearest neighbour p5", timeout=LONG)
+    expect(scale).to_contain_text("from 60 samples")
+    shot(page, "sampling-diversity-scale")
+
+
+def _street(dataset, n: int = 300):
+    """n samples with weather.scenario (categorical) and weather.temperature (float), both configured."""
+    from curation.models import MetadataField
+
+    scen = ["sunny", "cloudy", "rainy"]
+    add_samples(
+        dataset,
+        [
+            {
+                "file_name": f"f{i:03d}.jpg",
+                "metadata": {"weather": {"scenario": scen[i % 3], "temperature": float(i % 40)}},
+            }
+            for i in range(n)
+        ],
+    )
+    MetadataField.objects.create(
+        dataset=dataset, path="weather.scenario", type="categorical_string", display_name="Scenario"
+    )
+    MetadataField.objects.create(dataset=dataset, path="weather.temperature", type="float", display_name="Temperature")
+
+
+def test_explore_select_all_then_deselect_one_keeps_the_rest_and_save_is_off_at_zero(page, live_server, shot, dataset):
+    add_samples(dataset, [{"file_name": f"f{i:04d}.jpg"} for i in range(500)])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("500 samples", timeout=LONG)
+    page.get_by_role("button", name="Select all in filter").click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("all 500 in filter selected")
+    page.locator('[data-idx="3"] .pick').click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("499 of 500 in filter selected")
+    expect(page.locator('[data-idx="3"]')).not_to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator('[data-idx="4"]')).to_have_class(re.compile(r"\bselected\b"))
+    save = page.get_by_role("button", name="Save selection as tag")
+    page.get_by_placeholder("new tag name").fill("all but three")
+    save.click()
+    expect(page.get_by_text("Tag “all but three” saved with 499 samples")).to_be_visible(timeout=LONG)
+    indices = Tag.objects.get(dataset=dataset, name="all but three").indices().tolist()
+    assert len(indices) == 499 and 3 not in indices
+    # Nothing is selected after saving: nothing to save.
+    expect(page.get_by_test_id("selection-count")).to_have_text("0 selected")
+    expect(save).to_be_disabled()
+
+
+def test_explore_filter_builder_url_errors_pending_value_back_forward_and_sort_badges(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    # A bad value in the link is an error in words, not "0 samples".
+    page.goto(base + '?conditions=[{"path":"weather.temperature","op":"gt","value":"abc"}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        'Temperature > "abc": the value must be a number', timeout=LONG
+    )
+    expect(page.get_by_test_id("match-count")).not_to_have_text(re.compile("0 samples"))
+    shot(page, "explore-bad-url-value")
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # A value typed without "Add condition" is not dropped by Apply.
+    page.get_by_label("Metadata field").select_option(label="Temperature")
+    page.get_by_label("Condition", exact=True).select_option(label="<")
+    page.get_by_label("Value", exact=True).fill("10")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    # Several values of a category at once.
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="is one of")
+    page.get_by_label("Value", exact=True).fill("sunny, rainy")
+    page.get_by_role("button", name="Add condition").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    # Sorting by a field shows its value on each tile.
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 9", timeout=LONG)
+    shot(page, "explore-sorted-badges")
+    # Back walks the filter changes, and stays on the page.
+    page.go_back()
+    expect(page.get_by_test_id("tile-badge")).to_have_count(0, timeout=LONG)
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    page.go_back()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    page.go_back()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"/explore$"))
+    page.go_forward()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_count(1)
+
+
+def test_sample_view_walks_with_arrow_keys_and_shows_display_names(page, live_server, shot, dataset):
+    _street(dataset, 12)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("12 samples", timeout=LONG)
+    page.locator('[data-idx="0"] .pick').focus()
+    page.keyboard.press("o")
+    view = page.get_by_test_id("sample-view")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f000.jpg", timeout=LONG)
+    expect(view.get_by_test_id("sample-metadata")).to_contain_text("Temperature")
+    expect(view.get_by_test_id("sample-metadata")).not_to_contain_text("weather.temperature")
+    expect(view.get_by_role("button", name="Previous sample")).to_be_disabled()
+    page.keyboard.press("ArrowRight")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f001.jpg", timeout=LONG)
+    page.keyboard.press("ArrowRight")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f002.jpg", timeout=LONG)
+    view.get_by_role("button", name="Previous sample").click()
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f001.jpg", timeout=LONG)
+    expect(view.get_by_test_id("sample-position")).to_have_text("2 of 12 loaded")
+    shot(page, "sample-view")
+    page.keyboard.press("Escape")
+    # The grid with the keyboard: one tab stop per tile, arrow keys move between tiles.
+    page.locator('[data-idx="1"] .pick').focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == "2"
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == "1"
+    page.keyboard.press("ArrowDown")
+    cols = page.evaluate(
+        "() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length"
+    )
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == str(min(11, 1 + cols))
