@@ -223,3 +223,112 @@ def test_sample_view_walks_with_arrow_keys_and_shows_display_names(page, live_se
         "() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length"
     )
     assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == str(min(11, 1 + cols))
+
+
+def test_dataset_rename_and_delete_in_the_ui_and_a_duplicate_name_is_refused(page, live_server, shot, dataset, owner):
+    from curation.models import Dataset
+    from curation.services import create_dataset
+
+    create_dataset(owner, "night drive", "meta")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}")
+    page.errors.allow(r"status of 400 .*/api/v1/datasets")
+    page.get_by_label("Dataset name").fill("Night Drive")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.locator("#rename-error")).to_contain_text("olivia already has a dataset named 'Night Drive'")
+    page.get_by_label("Dataset name").fill("city streets")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_test_id("dataset-name")).to_have_text("city streets", timeout=LONG)
+    expect(page.get_by_test_id("sidebar-dataset-name")).to_have_text("city streets")
+    assert Dataset.objects.get(pk=dataset.pk).name == "city streets"
+    shot(page, "overview-manage")
+    # Delete: the name must be typed first.
+    page.get_by_role("button", name="Delete dataset").click()
+    expect(page.locator("#delete-error")).to_contain_text("Type the dataset's name")
+    assert Dataset.objects.filter(pk=dataset.pk).exists()
+    page.get_by_label("Type the dataset's name").fill("city streets")
+    page.get_by_role("button", name="Delete dataset").click()
+    expect(page.get_by_test_id("deleted-note")).to_have_text("Dataset “city streets” deleted.", timeout=LONG)
+    assert not Dataset.objects.filter(pk=dataset.pk).exists()
+    # A second dataset with a name already taken is refused in words.
+    page.get_by_role("button", name="+ New dataset").click()
+    page.get_by_label("Name").fill("night drive")
+    page.get_by_role("button", name="Create dataset").click()
+    expect(page.get_by_role("alert")).to_contain_text("already has a dataset named 'night drive'")
+    assert Dataset.objects.filter(owner=owner, name="night drive").count() == 1
+
+
+def test_configurator_warns_on_an_unknown_path_and_refuses_text_typed_as_integer(page, live_server, shot, dataset):
+    add_samples(
+        dataset,
+        [{"file_name": f"f{i}.jpg", "metadata": {"road": ["a", "b"][i % 2], "speed": i * 1.5}} for i in range(10)],
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/configurator")
+    page.get_by_role("button", name="Add road").click()
+    page.get_by_label("Type for road").select_option("categorical_int")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "“road” holds text (a, b), not numbers: it cannot be Categorical integer"
+    )
+    page.get_by_label("Type for road").select_option("float")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("cannot be Float")
+    assert not dataset.metadata_fields.exists()
+    page.get_by_label("Type for road").select_option("categorical_string")
+    page.get_by_role("button", name="Add speed").click()
+    page.get_by_label("Type for speed").select_option("int")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("“speed” holds decimal numbers")
+    page.get_by_label("Type for speed").select_option("float")
+    # A path that no sample has is saved only after a warning.
+    page.get_by_role("button", name="+ Add entry").click()
+    page.get_by_label("Path for new entry").fill("wether.temp")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_test_id("configurator-warning")).to_contain_text("No sample has the path “wether.temp”")
+    assert not dataset.metadata_fields.exists()
+    shot(page, "configurator-warning")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_text("All changes saved.")).to_be_visible(timeout=LONG)
+    assert sorted(dataset.metadata_fields.values_list("path", flat=True)) == ["road", "speed", "wether.temp"]
+
+
+def test_tokens_of_the_same_name_are_told_apart_and_a_revoked_new_key_disappears(page, live_server, shot, owner):
+    ApiToken.issue(owner, "laptop")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/preferences")
+    page.get_by_label("Token name").fill("laptop")
+    page.get_by_role("button", name="Create token").click()
+    key = page.get_by_test_id("new-token-key")
+    expect(key).to_have_text(re.compile(r"^wnw_"))
+    newest = ApiToken.objects.filter(user=owner, name="laptop").order_by("-created_at").first()
+    buttons = page.get_by_role("button", name=re.compile(r"^Revoke token laptop"))
+    expect(buttons).to_have_count(2)
+    labels = {buttons.nth(i).get_attribute("aria-label") for i in range(2)}
+    assert len(labels) == 2 and any(newest.prefix in label for label in labels), labels
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=re.compile(r"^Revoke token laptop \(wnw_" + newest.prefix)).click()
+    expect(key).to_be_hidden(timeout=LONG)
+    expect(page.get_by_text("Copy your new token now")).to_be_hidden()
+    shot(page, "tokens-told-apart")
+
+
+def test_tag_errors_read_without_field_jargon_and_one_sample_is_singular(page, live_server, dataset):
+    add_samples(dataset, [{"file_name": f"f{i}.jpg"} for i in range(3)])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore?file_name=f1.jpg")
+    expect(page.get_by_test_id("match-count")).to_have_text("1 sample", timeout=LONG)
+    page.locator('[data-idx="1"] .pick').click()
+    page.get_by_placeholder("new tag name").fill("one")
+    page.get_by_role("button", name="Save selection as tag").click()
+    expect(page.get_by_text("Tag “one” saved with 1 sample")).to_be_visible(timeout=LONG)
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/tags")
+    page.errors.allow(r"status of 400 .*/tags\)")
+    page.get_by_label("Select one").check()
+    page.get_by_label("Select initial-tag").check()
+    page.get_by_label("Operation").select_option("difference")
+    page.get_by_label("New tag name").fill("nothing left")
+    page.get_by_role("button", name="Create tag").click()
+    alert = page.get_by_role("alert").filter(has_text="empty")
+    expect(alert).to_contain_text("the tag would be empty")
+    expect(alert).not_to_contain_text("non_field_errors")
