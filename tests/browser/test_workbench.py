@@ -332,3 +332,45 @@ def test_tag_errors_read_without_field_jargon_and_one_sample_is_singular(page, l
     alert = page.get_by_role("alert").filter(has_text="empty")
     expect(alert).to_contain_text("the tag would be empty")
     expect(alert).not_to_contain_text("non_field_errors")
+
+
+def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_in_the_url(
+    page, live_server, shot, dataset
+):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    page.get_by_label("Temperature from").fill("5")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("105", timeout=LONG)  # 5..39 of every 40
+    expect(page.get_by_label("Temperature to")).to_have_value("")
+    page.keyboard.type("12")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("24", timeout=LONG)  # 5..12 of every 40
+    expect(page.get_by_label("Temperature to")).to_have_value("12")
+    expect(page.get_by_label("Temperature from")).to_have_value("5")
+    # Enter on a category row toggles it and keeps the keyboard there.
+    sunny = page.locator('[data-path="weather.scenario"] [data-value="sunny"]')
+    sunny.focus()
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("8", timeout=LONG)
+    expect(sunny).to_have_attribute("aria-checked", "true")
+    expect(sunny).to_be_focused()
+    page.keyboard.press("Space")
+    expect(matched).to_have_text("24", timeout=LONG)
+    expect(sunny).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("8", timeout=LONG)
+    shot(page, "analyze-filtered")
+    # The filter is in the URL: a reload keeps it, back walks it.
+    expect(page).to_have_url(re.compile(r"conditions="))
+    page.reload()
+    expect(matched).to_have_text("8", timeout=LONG)
+    expect(page.get_by_label("Temperature to")).to_have_value("12")
+    expect(page.locator('[data-path="weather.scenario"] [data-value="sunny"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    page.go_back()
+    expect(matched).to_have_text("24", timeout=LONG)
