@@ -374,3 +374,56 @@ def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_i
     )
     page.go_back()
     expect(matched).to_have_text("24", timeout=LONG)
+
+
+def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_in_the_url_and_points_grow(
+    page, live_server, shot, dataset
+):
+    from curation import embeddings as emb_service
+    from curation import storage
+    from curation.models import Embedding, MetadataField
+
+    _street(dataset, 300)
+    MetadataField.objects.create(
+        dataset=dataset, path="weather.scenario_code", type="int", display_name="Scenario code"
+    )
+    for sample in dataset.samples.all():  # text where an integer was configured
+        sample.metadata["weather"]["scenario_code"] = sample.metadata["weather"]["scenario"]
+        sample.save(update_fields=["metadata"])
+    layout = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
+    embedding = Embedding.objects.create(
+        dataset=dataset, name="e", dimension=2, count=300, matrix_key="x", projection_status=emb_service.Status.READY
+    )
+    embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
+    storage.save_matrix(embedding.matrix_key, layout)
+    embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)
+    embedding.save(update_fields=["matrix_key", "projection_key"])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
+    expect(page.get_by_test_id("map-status")).to_contain_text("300 points", timeout=LONG)
+    colour = page.locator("#m-color")
+    colour.select_option(label="Scenario code")
+    expect(page.get_by_test_id("colour-problem")).to_contain_text(
+        "No sample has a number for “Scenario code”", timeout=LONG
+    )
+    expect(page.locator("#legend")).not_to_contain_text("Infinity")
+    shot(page, "map-wrong-type")
+    colour.select_option(label="Temperature")
+    expect(page).to_have_url(re.compile(r"color=field%3Aweather.temperature"), timeout=LONG)
+    # Zooming in makes points bigger, and the viewport goes into the URL.
+    small = page.evaluate("() => winnowMap.pointSize")
+    page.get_by_test_id("map-canvas").focus()
+    for _ in range(8):
+        page.keyboard.press("+")
+    page.wait_for_function("(before) => winnowMap.pointSize > 2 * before", arg=small, timeout=LONG)
+    expect(page).to_have_url(re.compile(r"view="), timeout=LONG)
+    zoom = page.evaluate("() => winnowMap.viewport.zoom")
+    assert zoom > 5
+    page.reload()
+    expect(page.get_by_test_id("map-status")).to_contain_text("300 points", timeout=LONG)
+    expect(colour).to_have_value("field:weather.temperature")
+    page.wait_for_function("(z) => Math.abs(winnowMap.viewport.zoom - z) / z < 0.01", arg=zoom, timeout=LONG)
+    # Back: the colour chosen before.
+    page.go_back()
+    expect(colour).to_have_value("field:weather.scenario_code", timeout=LONG)
+    expect(page.get_by_test_id("colour-problem")).to_be_visible(timeout=LONG)
