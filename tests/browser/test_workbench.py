@@ -427,3 +427,40 @@ def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_
     page.go_back()
     expect(colour).to_have_value("field:weather.scenario_code", timeout=LONG)
     expect(page.get_by_test_id("colour-problem")).to_be_visible(timeout=LONG)
+
+
+def test_every_page_at_768_px_has_no_horizontal_scroll_and_a_skip_link(browser, live_server, shot, dataset, owner):
+    _street(dataset, 40)
+    names = [f"f{i:03d}.jpg" for i in range(40)]
+    _token, key = ApiToken.issue(owner, "cli")
+    _upload_embedding(live_server, key, dataset, names)
+    context = browser.new_context(viewport={"width": 768, "height": 1000})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
+    pages = ["", "explore", "analyze", "map", "sampling", "tags", "configurator"]
+    wide = {}
+    for sub in pages:
+        pg.goto(f"{live_server.url}/datasets/{dataset.id}" + (f"/{sub}" if sub else ""))
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[sub or "overview"] = width
+        shot(pg, f"768-{sub or 'overview'}")
+    for path in ["/", "/preferences"]:
+        pg.goto(live_server.url + path)
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[path] = width
+    assert not wide, f"pages wider than 768 px: {wide}"
+    # The first Tab reaches a skip link that moves focus past the navigation.
+    pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    pg.keyboard.press("Tab")
+    skip = pg.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    pg.keyboard.press("Enter")
+    assert pg.evaluate("() => document.activeElement.id") == "page"
+    context.close()
+    assert not errors
