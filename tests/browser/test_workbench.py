@@ -464,3 +464,40 @@ def test_every_page_at_768_px_has_no_horizontal_scroll_and_a_skip_link(browser, 
     assert pg.evaluate("() => document.activeElement.id") == "page"
     context.close()
     assert not errors
+
+
+def test_saved_views_save_open_rename_and_delete_on_explore(page, live_server, shot, dataset):
+    from curation.models import SavedView
+
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(base + '?sort=-weather.temperature&conditions=[{"path":"weather.scenario","op":"eq","value":"rainy"}]')
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_label("View name").fill("rainy, warmest first")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("view-select")).to_have_value(re.compile(r"^[0-9a-f]{24}$"), timeout=LONG)
+    view = SavedView.objects.get(dataset=dataset)
+    assert view.sort == "-weather.temperature"
+    assert view.filter == {"conditions": [{"path": "weather.scenario", "op": "eq", "value": "rainy"}]}
+    # Elsewhere, then open the view again from the list.
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_test_id("view-select").select_option(label="rainy, warmest first")
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_label("Sort by")).to_have_value("-weather.temperature")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"sort=-weather.temperature"))
+    shot(page, "explore-saved-view")
+    # A name taken is refused in words; rename; delete.
+    page.errors.allow(r"status of 400 .*/views")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.locator("#views-error")).to_contain_text("a view named 'rainy, warmest first' already exists")
+    page.get_by_label("View name").fill("rainy")
+    page.get_by_role("button", name="Rename selected").click()
+    expect(page.get_by_test_id("view-select").locator("option:checked")).to_have_text("rainy", timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset).name == "rainy"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page.get_by_test_id("view-select").locator("option")).to_have_count(1, timeout=LONG)
+    assert not SavedView.objects.filter(dataset=dataset).exists()

@@ -288,8 +288,86 @@ if (saveForm) {
   });
 }
 
+// --- saved views: the current filter and sort under a name (the API keeps them per dataset) ---------------
+
+const viewSelect = document.getElementById("v-select");
+const viewName = document.getElementById("v-name");
+const viewError = document.getElementById("views-error");
+const viewMap = document.getElementById("v-map");
+let views = [];
+
+function renderViews(selectedId = viewSelect.value) {
+  clear(viewSelect, el("option", { value: "" }, views.length ? "Open a saved view…" : "No saved views yet"),
+    views.map((v) => el("option", { value: v.id }, v.name)));
+  viewSelect.value = views.some((v) => v.id === selectedId) ? selectedId : "";
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  for (const id of ["v-rename", "v-delete"]) { const b = document.getElementById(id); if (b) b.disabled = !chosen; }
+  viewMap.classList.toggle("hidden", !(chosen && chosen.color));
+  if (chosen && chosen.color) viewMap.href = "/datasets/" + encodeURIComponent(datasetId) + "/map?color=" + encodeURIComponent(chosen.color);
+}
+
+async function loadViews(selectedId) {
+  const data = await api(base + "/views");
+  views = Array.isArray(data) ? data : data.results || [];
+  renderViews(selectedId);
+}
+
+function openView(view) {
+  const f = view.filter || {};
+  state.tag = f.tag || "";
+  state.file_name = f.file_name || "";
+  state.conditions = Array.isArray(f.conditions) ? JSON.parse(JSON.stringify(f.conditions)) : [];
+  state.sort = view.sort || "idx";
+  urlProblem = null;
+  showForm();
+  apply();
+}
+
+viewSelect.addEventListener("change", () => {
+  clear(viewError);
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  renderViews();
+  if (!chosen) return;
+  if (viewName) viewName.value = chosen.name;
+  openView(chosen);
+});
+
+function viewAction(button, action) {
+  if (!button) return;
+  button.addEventListener("click", () => {
+    clear(viewError);
+    busy(button, async () => {
+      try { await action(); } catch (err) { viewError.appendChild(errorBox(err)); }
+    }).then(() => renderViews());
+  });
+}
+viewAction(document.getElementById("v-save"), async () => {
+  const name = viewName.value.trim();
+  if (!name) { viewName.focus(); throw new Error("Give the view a name first."); }
+  const view = await api(base + "/views", { method: "POST", body: { name, filter: filterObject(), sort: state.sort } });
+  await loadViews(view.id);
+  toast("View “" + view.name + "” saved");
+});
+viewAction(document.getElementById("v-rename"), async () => {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  const name = viewName.value.trim();
+  if (!name) { viewName.focus(); throw new Error("Type the new name in “View name”."); }
+  const view = await api(base + "/views/" + encodeURIComponent(chosen.id), { method: "PATCH", body: { name } });
+  await loadViews(view.id);
+  toast("View renamed to “" + view.name + "”");
+});
+viewAction(document.getElementById("v-delete"), async () => {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  if (!window.confirm("Delete the saved view “" + chosen.name + "”? Tags and samples stay.")) return;
+  await api(base + "/views/" + encodeURIComponent(chosen.id), { method: "DELETE" });
+  viewName.value = "";
+  await loadViews("");
+  toast("View “" + chosen.name + "” deleted");
+});
+
 async function init() {
   readUrl();
+  loadViews().catch((err) => viewError.appendChild(errorBox(err)));
   nameInput.value = state.file_name;
   try {
     const [tags, configured] = await Promise.all([api(base + "/tags"), api(base + "/configurator")]);
