@@ -179,6 +179,7 @@ async function save() {
       if (problem && problem.warn && !warnedPaths.has(path)) { warnedPaths.add(path); warnings.push(problem.warn); }
     }
     if (warnings.length) {
+      renderConfigured();  // the rows' labels follow the paths typed
       saveStatus.appendChild(el("div", { class: "alert warn", role: "alert", "data-testid": "configurator-warning" }, warnings.join(" ")));
       return;
     }
