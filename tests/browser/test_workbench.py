@@ -501,3 +501,28 @@ def test_saved_views_save_open_rename_and_delete_on_explore(page, live_server, s
     page.get_by_role("button", name="Delete selected").click()
     expect(page.get_by_test_id("view-select").locator("option")).to_have_count(1, timeout=LONG)
     assert not SavedView.objects.filter(dataset=dataset).exists()
+
+
+def test_a_saved_view_is_the_input_of_a_sampling_run(page, live_server, shot, dataset, owner):
+    from curation.models import SavedView
+
+    _street(dataset, 60)
+    names = [f"f{i:03d}.jpg" for i in range(60)]
+    _token, key = ApiToken.issue(owner, "cli")
+    _upload_embedding(live_server, key, dataset, names)
+    SavedView.objects.create(
+        dataset=dataset,
+        name="sunny",
+        filter={"conditions": [{"path": "weather.scenario", "op": "eq", "value": "sunny"}]},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    page.get_by_label("Name").fill("sunny picks")
+    page.get_by_role("spinbutton", name="Samples to score").fill("5")
+    page.get_by_label("Input tag (candidates)").select_option(label="view: sunny")
+    page.get_by_role("button", name="Process").click()
+    expect(page.locator("#run-detail").get_by_role("heading", name="sunny picks")).to_be_visible(timeout=LONG)
+    expect(page.get_by_test_id("run-status").first).to_have_text("succeeded", timeout=LONG)
+    run = SamplingRun.objects.get(name="sunny picks")
+    assert run.input_tag.name == "sunny · for sunny picks" and run.input_tag.count == 20
+    assert run.score_count == 20

@@ -31,6 +31,7 @@ let runs = [];
 let current = null;   // run id shown in the detail panel
 let stopPoll = null;
 let embeddings = [];
+let savedViews = [];
 
 const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
 const badge = (status) => el("span", { class: "badge " + (STATUS[status] || ""), "data-testid": "run-status" }, status);
@@ -310,7 +311,16 @@ if (form) {
     const errorArea = clear(document.getElementById("run-error"));
     busy(form.querySelector("button[type=submit]"), async () => {
       try {
-        await startRun(requestBody());
+        const body = requestBody();
+        if (body.input_tag && body.input_tag.startsWith("view:")) {
+          // A saved view as the candidates: its samples as of now become a tag, named after the view and the run.
+          const view = savedViews.find((v) => v.id === body.input_tag.slice(5));
+          const tag = await api(base + "/views/" + encodeURIComponent(view.id) + "/tag", { method: "POST",
+            body: { name: (view.name + " · for " + body.name).slice(0, 200) } });
+          body.input_tag = tag.id;
+          toast("Tag “" + tag.name + "” made from the view with " + fmtCount(tag.count, "sample"));
+        }
+        await startRun(body);
       } catch (err) {
         errorArea.appendChild(errorBox(err));
       }
@@ -321,7 +331,9 @@ if (form) {
 async function init() {
   showFields();
   try {
-    const [embs, tags, fields] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator")]);
+    const [embs, tags, fields, views] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator"),
+      api(base + "/views").catch(() => [])]);
+    savedViews = list(views);
     embeddings = list(embs);
     const tagList = list(tags);
     if (form) {
@@ -333,11 +345,12 @@ async function init() {
           "No embeddings yet: upload one with “winnow magic --dataset-id " + datasetId + " --input-dir ./images”, or pick Random or a metadata strategy."));
       }
       const tagOptions = (none) => [el("option", { value: "" }, none), ...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")"))];
-      clear(f.input_tag, tagOptions("all samples"));
+      clear(f.input_tag, tagOptions("all samples"), savedViews.length ? el("optgroup", { label: "Saved views (their samples now become a tag)" },
+        savedViews.map((v) => el("option", { value: "view:" + v.id }, "view: " + v.name))) : null);
       clear(f.preselected_tag, tagOptions("none"));
       clear(f.query_tag, tagOptions("choose a tag"));
       clear(f.field, list(fields).map((x) => el("option", { value: x.path }, (x.display_name || x.path) + " (" + x.type + ")")));
-      f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");
+      if (!f.name.value) f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");  // not over a typed name
     }
     await loadRuns();
   } catch (err) {
