@@ -526,3 +526,39 @@ def test_a_saved_view_is_the_input_of_a_sampling_run(page, live_server, shot, da
     run = SamplingRun.objects.get(name="sunny picks")
     assert run.input_tag.name == "sunny · for sunny picks" and run.input_tag.count == 20
     assert run.score_count == 20
+
+
+def test_explore_facets_pick_several_values_and_a_range_with_live_counts(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    facet = page.locator('.facet[data-path="weather.scenario"]')
+    sunny = facet.get_by_test_id("facet-value").filter(has_text="sunny")
+    expect(sunny.get_by_test_id("facet-count")).to_have_text("40", timeout=LONG)
+    sunny.get_by_role("checkbox").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    # Counts follow the filter; the keyboard stays on the box just ticked.
+    cloudy = facet.get_by_test_id("facet-value").filter(has_text="cloudy")
+    expect(cloudy.get_by_test_id("facet-count")).to_have_text("0", timeout=LONG)
+    expect(sunny.get_by_role("checkbox")).to_be_focused()
+    facet.get_by_test_id("facet-value").filter(has_text="rainy").get_by_role("checkbox").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    page.get_by_label("Temperature at most").fill("9")
+    page.get_by_label("Temperature at most").press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_count(2)
+    expect(page.locator('.facet[data-path="weather.temperature"] [data-testid="facet-range"]')).to_contain_text(
+        "20 matched"
+    )
+    shot(page, "explore-facets")
+    # The same filter after a reload, from the URL.
+    page.reload()
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    expect(
+        page.locator('.facet[data-path="weather.scenario"]')
+        .get_by_test_id("facet-value")
+        .filter(has_text="rainy")
+        .get_by_role("checkbox")
+    ).to_be_checked()
+    expect(page.get_by_label("Temperature at most")).to_have_value("9")

@@ -1,6 +1,7 @@
 // Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
 // file name and configured metadata fields, sorting, selection and "save selection as tag".
 import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
+
 import { SampleGrid, infiniteScroll } from "../grid.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
@@ -216,6 +217,99 @@ function apply(push = true) {
   }
   matchCount.textContent = "Counting…";
   scroller.restart();
+  refreshFacets();
+}
+
+// --- facets: each configured field with its counts under the current filter; ticking one edits the filter ---
+
+const facetsBox = document.getElementById("facets");
+const MAX_FACET_VALUES = 12;
+let facetRequest = 0;
+
+// Conditions a facet owns for its field: `in`/`eq` for a category, `gte`/`lte` for a number.
+function setFacet(path, ops, added) {
+  state.conditions = state.conditions.filter((c) => !(c.path === path && ops.includes(c.op))).concat(added);
+  urlProblem = null;
+  apply();
+}
+
+function facetValues(path) {
+  const out = [];
+  for (const c of state.conditions) {
+    if (c.path !== path) continue;
+    if (c.op === "eq") out.push(c.value);
+    if (c.op === "in" && Array.isArray(c.value)) out.push(...c.value);
+  }
+  return out;
+}
+
+function facetBound(path, op) {
+  const c = state.conditions.find((x) => x.path === path && x.op === op);
+  return c ? c.value : "";
+}
+
+// Without a filter the endpoint counts everything as the total: "matched" then means every sample.
+let facetsUnfiltered = true;
+const matchedOf = (v) => (facetsUnfiltered ? v.count : v.matched);
+
+function categoricalFacet(f, data) {
+  const chosen = facetValues(f.path);
+  const shown = data.values.slice(0, MAX_FACET_VALUES);
+  for (const v of chosen) if (!shown.some((x) => x.value === v)) shown.push({ value: v, count: 0, matched: 0 });
+  return el("fieldset", { class: "facet", "data-path": f.path, style: "margin:0" },
+    el("legend", { class: "sr-only" }, label(f)), el("h3", { "aria-hidden": "true" }, label(f)),
+    shown.map((v) => {
+      const box = el("input", { type: "checkbox", checked: chosen.some((x) => x === v.value), "data-facet-key": f.path + "=" + JSON.stringify(v.value) });
+      box.addEventListener("change", () => {
+        const next = box.checked ? [...chosen, v.value] : chosen.filter((x) => x !== v.value);
+        setFacet(f.path, ["eq", "in"], next.length ? [{ path: f.path, op: "in", value: next }] : []);
+      });
+      return el("label", { "data-testid": "facet-value" }, box, fmtValue(v.value), el("span", { class: "n", "data-testid": "facet-count" }, fmtNum(matchedOf(v))));
+    }),
+    data.values.length > MAX_FACET_VALUES ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(data.values.length - MAX_FACET_VALUES) + " more values: use the condition builder") : null,
+    data.other ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(facetsUnfiltered ? data.other : data.other_matched || 0) + " in rarer values") : null);
+}
+
+function numericFacet(f, data) {
+  const bound = (op, text) => {
+    const input = el("input", { type: "number", step: "any", value: String(facetBound(f.path, op)), "aria-label": label(f) + " " + text,
+      "data-facet-key": f.path + ":" + op, placeholder: op === "gte" ? fmtValue(data.min) : fmtValue(data.max) });
+    input.addEventListener("change", () => {
+      const t = input.value.trim();
+      if (t !== "" && !Number.isFinite(Number(t))) { toast(label(f) + ": enter a number", "error"); return; }
+      setFacet(f.path, [op], t === "" ? [] : [{ path: f.path, op, value: f.type === "int" ? Math.round(Number(t)) : Number(t) }]);
+    });
+    return input;
+  };
+  const matched = ((facetsUnfiltered ? data.counts : data.matched_counts) || []).reduce((a, b) => a + b, 0);
+  return el("div", { class: "facet", "data-path": f.path },
+    el("h3", {}, label(f)),
+    el("div", { class: "row small", style: "align-items:center;gap:6px" }, bound("gte", "at least"), "–", bound("lte", "at most")),
+    el("p", { class: "muted small", style: "margin:4px 0 0", "data-testid": "facet-range" },
+      data.min === null ? "no numeric values" : fmtValue(data.min) + " to " + fmtValue(data.max) + " · " + fmtNum(matched) + " matched"));
+}
+
+async function refreshFacets() {
+  const mine = ++facetRequest;
+  if (!fields.length) { document.getElementById("facets-panel").classList.add("hidden"); return; }
+  try {
+    const filter = filterObject();
+    const data = await api(base + "/metadata/histograms", { params: { filter: JSON.stringify(filter) } });
+    if (mine !== facetRequest) return;
+    facetsUnfiltered = !Object.keys(filter).length;
+    // The boxes are rebuilt: the control holding keyboard focus gets it back.
+    const focused = facetsBox.contains(document.activeElement) ? document.activeElement.dataset.facetKey : null;
+    clear(facetsBox, data.fields.map((h) => {
+      const f = fieldOf(h.path) || { path: h.path, type: h.type };
+      return h.kind === "numeric" ? numericFacet(f, h) : categoricalFacet(f, h);
+    }));
+    if (focused) {
+      const again = [...facetsBox.querySelectorAll("[data-facet-key]")].find((n) => n.dataset.facetKey === focused);
+      if (again) again.focus();
+    }
+  } catch (err) {
+    if (mine === facetRequest) clear(facetsBox, errorBox(err));
+  }
 }
 
 window.addEventListener("popstate", () => {
