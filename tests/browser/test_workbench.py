@@ -126,6 +126,23 @@ def _street(dataset, n: int = 300):
     MetadataField.objects.create(dataset=dataset, path="weather.temperature", type="float", display_name="Temperature")
 
 
+def _map_embedding(dataset, n: int):
+    """A ready 2-d embedding whose projection is itself, so the map opens at once."""
+    from curation import embeddings as emb_service
+    from curation import storage
+    from curation.models import Embedding
+
+    layout = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    embedding = Embedding.objects.create(
+        dataset=dataset, name="e", dimension=2, count=n, matrix_key="x", projection_status=emb_service.Status.READY
+    )
+    embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
+    storage.save_matrix(embedding.matrix_key, layout)
+    embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)
+    embedding.save(update_fields=["matrix_key", "projection_key"])
+    return embedding
+
+
 def test_explore_select_all_then_deselect_one_keeps_the_rest_and_save_is_off_at_zero(page, live_server, shot, dataset):
     add_samples(dataset, [{"file_name": f"f{i:04d}.jpg"} for i in range(500)])
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
@@ -379,9 +396,7 @@ def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_i
 def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_in_the_url_and_points_grow(
     page, live_server, shot, dataset
 ):
-    from curation import embeddings as emb_service
-    from curation import storage
-    from curation.models import Embedding, MetadataField
+    from curation.models import MetadataField
 
     _street(dataset, 300)
     MetadataField.objects.create(
@@ -390,14 +405,7 @@ def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_
     for sample in dataset.samples.all():  # text where an integer was configured
         sample.metadata["weather"]["scenario_code"] = sample.metadata["weather"]["scenario"]
         sample.save(update_fields=["metadata"])
-    layout = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
-    embedding = Embedding.objects.create(
-        dataset=dataset, name="e", dimension=2, count=300, matrix_key="x", projection_status=emb_service.Status.READY
-    )
-    embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
-    storage.save_matrix(embedding.matrix_key, layout)
-    embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)
-    embedding.save(update_fields=["matrix_key", "projection_key"])
+    _map_embedding(dataset, 300)
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
     expect(page.get_by_test_id("map-status")).to_contain_text("300 points", timeout=LONG)
@@ -562,3 +570,23 @@ def test_explore_facets_pick_several_values_and_a_range_with_live_counts(page, l
         .get_by_role("checkbox")
     ).to_be_checked()
     expect(page.get_by_label("Temperature at most")).to_have_value("9")
+
+
+def test_the_map_opens_a_saved_views_colour_and_saves_its_own(page, live_server, shot, dataset):
+    from curation.models import SavedView
+
+    _street(dataset, 90)
+    _map_embedding(dataset, 90)
+    SavedView.objects.create(dataset=dataset, name="by temperature", color="field:weather.temperature")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
+    expect(page.get_by_test_id("map-status")).to_contain_text("90 points", timeout=LONG)
+    page.get_by_test_id("map-view-select").select_option(label="by temperature")
+    expect(page.locator("#m-color")).to_have_value("field:weather.temperature")
+    expect(page).to_have_url(re.compile(r"color=field%3Aweather.temperature"), timeout=LONG)
+    page.locator("#m-color").select_option(label="Scenario")
+    page.get_by_label("Save this colouring as").fill("by scenario")
+    page.get_by_role("button", name="Save view").click()
+    expect(page.get_by_test_id("map-view-select").locator("option:checked")).to_have_text("by scenario", timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset, name="by scenario").color == "field:weather.scenario"
+    shot(page, "map-saved-view")

@@ -432,9 +432,58 @@ async function init() {
     }
     Promise.all(work).catch(showError).finally(() => { restoring = false; });
   });
+  setUpViews().catch((err) => document.getElementById("map-view-error").appendChild(errorBox(err)));
   const color = urlParams().get("color");
   if (color && [...colorSelect.options].some((o) => o.value === color)) colorSelect.value = color;
   await loadProjection(current()).catch(showError);
+}
+
+// Saved views on the map: opening one applies its colour; saving keeps the colour under a name (no filter).
+async function setUpViews() {
+  const select = document.getElementById("m-view");
+  const nameInput = document.getElementById("m-view-name");
+  const save = document.getElementById("m-view-save");
+  const errorArea = document.getElementById("map-view-error");
+  let views = [];
+  const render = (chosen = "") => {
+    clear(select, el("option", { value: "" }, views.length ? "Open a saved view…" : "No saved views yet"),
+      views.map((v) => el("option", { value: v.id }, v.name + (v.color ? "" : " (no colour)"))));
+    select.value = chosen;
+  };
+  const load = async (chosen) => {
+    const data = await api(base + "/views");
+    views = Array.isArray(data) ? data : data.results || [];
+    render(chosen);
+  };
+  select.addEventListener("change", () => {
+    clear(errorArea);
+    const view = views.find((v) => v.id === select.value);
+    if (!view) return;
+    const color = view.color && [...colorSelect.options].some((o) => o.value === view.color) ? view.color : "";
+    if (colorSelect.value !== color) {
+      colorSelect.value = color;
+      syncUrl(true);
+      applyColor().catch(showError);
+    }
+  });
+  if (save) {
+    save.addEventListener("click", () => {
+      clear(errorArea);
+      busy(save, async () => {
+        try {
+          const name = nameInput.value.trim();
+          if (!name) { nameInput.focus(); throw new Error("Give the view a name first."); }
+          const view = await api(base + "/views", { method: "POST", body: { name, color: colorSelect.value } });
+          nameInput.value = "";
+          await load(view.id);
+          toast("View “" + view.name + "” saved");
+        } catch (err) {
+          errorArea.appendChild(errorBox(err));
+        }
+      });
+    });
+  }
+  await load("");
 }
 
 init();
