@@ -590,3 +590,18 @@ def test_the_map_opens_a_saved_views_colour_and_saves_its_own(page, live_server,
     expect(page.get_by_test_id("map-view-select").locator("option:checked")).to_have_text("by scenario", timeout=LONG)
     assert SavedView.objects.get(dataset=dataset, name="by scenario").color == "field:weather.scenario"
     shot(page, "map-saved-view")
+
+
+def test_tiles_show_a_chosen_field_beside_the_sorted_by_value(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Show on tiles").select_option(label="Scenario")
+    expect(page.locator('[data-idx="1"] [data-testid="tile-badge"]')).to_have_text("Scenario: cloudy", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"show=weather.scenario"))
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39 · Scenario: sunny", timeout=LONG)
+    page.reload()
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39 · Scenario: sunny", timeout=LONG)
+    shot(page, "explore-tile-fields")

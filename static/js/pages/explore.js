@@ -9,6 +9,7 @@ const form = document.getElementById("filters");
 const tagSelect = document.getElementById("f-tag");
 const nameInput = document.getElementById("f-name");
 const sortSelect = document.getElementById("f-sort");
+const showSelect = document.getElementById("f-show");
 const fieldSelect = document.getElementById("c-field");
 const opSelect = document.getElementById("c-op");
 const valueInput = document.getElementById("c-value");
@@ -29,17 +30,21 @@ const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", 
 
 let fields = [];               // configured fields
 let categories = new Map();    // path -> known values, for the value input's suggestions
-let state = { tag: "", file_name: "", sort: "idx", conditions: [] };
+let state = { tag: "", file_name: "", sort: "idx", conditions: [], show: "" };
 let total = null;
 let next = null;
 let generation = 0;
 
 // Tiles show the value sorted by (a metadata field), so the order can be read off the grid.
+// and the field chosen under "Show on tiles".
 function sortBadge(sample) {
-  const path = state.sort.replace(/^-/, "");
-  if (path === "idx") return null;
-  const f = fieldOf(path);
-  return (f ? label(f) : path) + ": " + fmtValue(getPath(sample.metadata || {}, path));
+  const sorted = state.sort.replace(/^-/, "");
+  const paths = [sorted, state.show].filter((p, i, all) => p && p !== "idx" && all.indexOf(p) === i);
+  if (!paths.length) return null;
+  return paths.map((path) => {
+    const f = fieldOf(path);
+    return (f ? label(f) : path) + ": " + fmtValue(getPath(sample.metadata || {}, path));
+  }).join(" · ");
 }
 const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge });
 const scroller = infiniteScroll(results, loadMore);
@@ -103,6 +108,7 @@ function syncUrl(push) {
   if (state.tag) qs.set("tag", state.tag);
   if (state.file_name) qs.set("file_name", state.file_name);
   if (state.sort !== "idx") qs.set("sort", state.sort);
+  if (state.show) qs.set("show", state.show);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
   const s = qs.toString();
   const url = location.pathname + (s ? "?" + s : "");
@@ -118,6 +124,7 @@ function readUrl() {
   state.tag = qs.get("tag") || "";
   state.file_name = qs.get("file_name") || "";
   state.sort = qs.get("sort") || "idx";
+  state.show = qs.get("show") || "";
   urlProblem = null;
   try {
     const conditions = JSON.parse(qs.get("conditions") || "[]");
@@ -133,6 +140,7 @@ function showForm() {
   tagSelect.value = state.tag;
   nameInput.value = state.file_name;
   sortSelect.value = state.sort;
+  showSelect.value = state.show;
 }
 
 function renderChips() {
@@ -329,6 +337,14 @@ form.addEventListener("submit", (event) => {
 });
 tagSelect.addEventListener("change", () => form.requestSubmit());
 sortSelect.addEventListener("change", () => form.requestSubmit());
+showSelect.addEventListener("change", () => {
+  // Only the tiles change: the loaded samples stay, their tiles are built again with the new badge.
+  state.show = showSelect.value;
+  syncUrl(true);
+  const loaded = grid.samples;
+  grid.reset();
+  grid.append(loaded);
+});
 fieldSelect.addEventListener("change", renderOps);
 
 function addCondition() {
@@ -468,6 +484,7 @@ async function init() {
     fields = Array.isArray(configured) ? configured : configured.results || [];
     const tagList = Array.isArray(tags) ? tags : tags.results || [];
     tagSelect.append(...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")")));
+    showSelect.append(...fields.map((f) => el("option", { value: f.path }, label(f))));
     for (const f of fields) {
       sortSelect.append(el("option", { value: f.path }, label(f) + " ↑"), el("option", { value: "-" + f.path }, label(f) + " ↓"));
     }
