@@ -605,3 +605,32 @@ def test_tiles_show_a_chosen_field_beside_the_sorted_by_value(page, live_server,
     page.reload()
     expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39 · Scenario: sunny", timeout=LONG)
     shot(page, "explore-tile-fields")
+
+
+def test_sampling_with_the_keyboard_only(page, live_server, shot, dataset, owner):
+    names, key, _ = _with_embedding(dataset, owner, n=80)
+    api, emb = _upload_embedding(live_server, key, dataset, names)
+    api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "keys", "strategy": "coreset", "embedding": emb["id"], "n_samples": 30},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    expect(page.get_by_test_id("k-count")).to_have_text("20 of the run's 30 picks", timeout=LONG)
+    page.locator("#k-slider").focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_test_id("k-count")).to_have_text("18 of the run's 30 picks")
+    page.keyboard.press("End")
+    expect(page.get_by_test_id("k-count")).to_have_text("30 of the run's 30 picks")
+    for _ in range(6):  # on to the tag name, past the larger-run button
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Tag name":
+            break
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Tag name"
+    page.keyboard.press("Control+A")
+    page.keyboard.type("keyboard picks")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Tag “keyboard picks” created with 30 samples")).to_be_visible(timeout=LONG)
+    assert Tag.objects.get(dataset=dataset, name="keyboard picks").count == 30
