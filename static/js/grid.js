@@ -246,6 +246,11 @@ export function infiniteScroll(container, loadMore) {
     if (!done && sentinel.getBoundingClientRect().top < window.innerHeight + 800) pump();
   }
   observer.observe(sentinel);
+  // The observer reports changes only: a page appended (sentinel pushed away) and a scroll back to the end within
+  // one frame look like no change, and loading would stop. Scrolling near the end asks again.
+  document.addEventListener("scroll", () => {
+    if (!loading && !done && sentinel.getBoundingClientRect().top < window.innerHeight + 800) pump();
+  }, { capture: true, passive: true });
   return {
     restart() { done = false; if (loading) again = true; else pump(); },
     stop() { done = true; observer.disconnect(); },
