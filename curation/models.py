@@ -288,3 +288,25 @@ class EmbeddingUpload(models.Model):
     @property
     def prefix(self) -> str:
         return f"datasets/{self.dataset_id}/uploads/{self.id}/"
+
+
+class SavedView(models.Model):
+    """A named view of a dataset (filter, sort, map colour), to open again or share: what the page's URL holds."""
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=200)
+    # {"tag"?, "file_name"?, "conditions"?}: curation.filters' filter object, checked when saved.
+    filter = models.JSONField(default=dict, blank=True)
+    sort = models.CharField(max_length=310, default="idx")
+    color = models.CharField(max_length=320, blank=True, default="")  # the map's colour: "field:<path>" or "tag:<id>"
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="saved_view_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -168,11 +168,38 @@ def tag_from_file_names(dataset: Dataset, name: str, file_names, *, parent: Tag 
     return _tag_from_lookup(dataset, name, file_names, "file_name", "file_names", "file name(s)", parent, creator)
 
 
-def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | None = None, creator=None) -> Tag:
-    """The samples matching a metadata filter (see curation.filters); the parent defaults to the filter's tag."""
+MAX_EXCLUDED = 100_000
+
+
+def _excluded_idx(dataset: Dataset, sample_ids) -> np.ndarray:
+    """The idx of `exclude_sample_ids` (samples a curator deselected after "select all in filter")."""
+    if not isinstance(sample_ids, list) or not all(isinstance(x, str) for x in sample_ids):
+        raise ValidationError({"exclude_sample_ids": ["must be a list of sample ids"]})
+    if len(sample_ids) > MAX_EXCLUDED:
+        raise ValidationError({"exclude_sample_ids": [f"at most {MAX_EXCLUDED} sample ids"]})
+    wanted = set(sample_ids)
+    found = dict(Sample.objects.filter(dataset=dataset, pk__in=wanted).values_list("pk", "idx"))
+    unknown = sorted(wanted - found.keys())
+    if unknown:
+        raise ValidationError({"exclude_sample_ids": [f"no sample with id {unknown[0]!r} in this dataset"]})
+    return np.fromiter(found.values(), dtype=np.int64, count=len(found))
+
+
+def tag_from_filter(
+    dataset: Dataset,
+    name: str,
+    filter_obj,
+    *,
+    parent: Tag | None = None,
+    creator=None,
+    exclude_sample_ids=None,
+) -> Tag:
+    """The samples matching a metadata filter (see curation.filters), less `exclude_sample_ids`; the parent
+    defaults to the filter's tag."""
     check_name(dataset, name)
     if not isinstance(filter_obj, dict):
         raise ValidationError({"filter": ["must be an object with 'tag', 'file_name' and/or 'conditions'"]})
+    excluded = _excluded_idx(dataset, exclude_sample_ids) if exclude_sample_ids is not None else None
     try:
         parsed = parse_filter(filter_obj)
         filter_tag = parsed.get("tag")
@@ -185,6 +212,8 @@ def tag_from_filter(dataset: Dataset, name: str, filter_obj, *, parent: Tag | No
         if isinstance(exc.detail, dict) and all(str(key).startswith("filter") for key in exc.detail):
             raise
         raise ValidationError({"filter": exc.detail}) from None
+    if excluded is not None and len(excluded):
+        indices = np.setdiff1d(np.asarray(indices, dtype=np.int64), excluded).tolist()
     if parent is None and isinstance(filter_tag, Tag):
         parent = filter_tag
     return create_tag(

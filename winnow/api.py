@@ -50,6 +50,8 @@ def _as_api_exception(exc):
 def _summarise(errors, path: str = "") -> str:
     if isinstance(errors, dict):
         for key, value in errors.items():
+            if key == "non_field_errors":  # a message about the request as a whole: no field to name
+                return _summarise(value, path)
             return _summarise(value, f"{path}.{key}" if path else str(key))
     if isinstance(errors, list) and errors:
         if all(isinstance(item, str) for item in errors):

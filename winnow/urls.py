@@ -13,8 +13,10 @@ api_v1 = [
     path("", include("curation.api.metadata")),
     path("", include("curation.api.analytics")),
     path("", include("curation.api.tags")),
+    path("", include("curation.api.saved_views")),
     path("", include("curation.api.embeddings")),
     path("", include("sampling.api")),
+    path("", include("sampling.scale")),
 ]
 
 urlpatterns = [

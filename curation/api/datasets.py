@@ -92,6 +92,16 @@ def _clean_name(value) -> str:
         raise ValidationError({"name": [str(exc)]}) from None
 
 
+def _unique_name(owner, name: str, dataset=None) -> str:
+    """A dataset name is unique among its owner's datasets (any case): two alike could not be told apart."""
+    taken = Dataset.objects.filter(owner=owner, name__iexact=name)
+    if dataset is not None:
+        taken = taken.exclude(pk=dataset.pk)
+    if taken.exists():
+        raise ValidationError({"name": [f"{owner.username} already has a dataset named {name!r}; choose another name"]})
+    return name
+
+
 class DatasetList(APIView):
     @extend_schema(
         operation_id="datasets_list",
@@ -113,7 +123,7 @@ class DatasetList(APIView):
         mode = body.get("upload_mode", UploadMode.FULL)
         if mode not in UploadMode.values:
             raise ValidationError({"upload_mode": [f"{mode!r} is not one of {', '.join(UploadMode.values)}"]})
-        dataset = services.create_dataset(request.user, name, mode)
+        dataset = services.create_dataset(request.user, _unique_name(request.user, name), mode)
         return Response(
             DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED
         )
@@ -139,7 +149,8 @@ class DatasetDetail(APIView):
             raise ValidationError({fixed[0]: ["cannot be changed; only the name can"]})
         if "name" not in body:
             raise ValidationError({"name": ["is required"]})
-        Dataset.objects.filter(pk=dataset.pk).update(name=_clean_name(body["name"]), updated_at=timezone.now())
+        name = _unique_name(dataset.owner, _clean_name(body["name"]), dataset)
+        Dataset.objects.filter(pk=dataset.pk).update(name=name, updated_at=timezone.now())
         return Response(DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data)
 
     @extend_schema(

@@ -38,6 +38,8 @@ TAG_SOURCES: dict[str, Callable] = {}
 CREATE_MODES = ("sample_ids", "file_names", "bitmask", "filter", "operation", "sampling_run")
 # Keys that only make sense with one mode.
 COMPANIONS = {"tags": "operation", "top_k": "sampling_run"}
+# Keys that may go with one mode, but need not.
+OPTIONAL_COMPANIONS = {"exclude_sample_ids": "filter"}
 
 TAG_CREATE = inline_serializer(
     "TagCreate",
@@ -54,6 +56,11 @@ TAG_CREATE = inline_serializer(
             ),
         ),
         "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
+        "exclude_sample_ids": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="with filter: sample ids to leave out (deselected after selecting all in the filter)",
+        ),
         "operation": serializers.ChoiceField(choices=list(tagging.OPERATIONS), required=False),
         "tags": serializers.ListField(child=serializers.CharField(), required=False),
         "sampling_run": serializers.CharField(required=False),
@@ -101,6 +108,9 @@ def create_from_request(dataset, data, creator) -> Tag:
             raise ValidationError({key: [f"'{key}' goes with '{owner}'"]})
         if owner == mode and key not in data:
             raise ValidationError({key: [f"'{key}' is required with '{owner}'"]})
+    for key, owner in OPTIONAL_COMPANIONS.items():
+        if key in data and owner != mode:
+            raise ValidationError({key: [f"'{key}' goes with '{owner}'"]})
     if "name" not in data:
         raise ValidationError({"name": ["this field is required"]})
     name = tagging.check_name(dataset, data["name"])
@@ -121,7 +131,14 @@ def create_from_request(dataset, data, creator) -> Tag:
             creator=creator,
         )
     if mode == "filter":
-        return tagging.tag_from_filter(dataset, name, data["filter"], parent=parent, creator=creator)
+        return tagging.tag_from_filter(
+            dataset,
+            name,
+            data["filter"],
+            parent=parent,
+            creator=creator,
+            exclude_sample_ids=data.get("exclude_sample_ids"),
+        )
     if mode == "operation":
         return tagging.tag_from_operation(
             dataset, name, data["operation"], data["tags"], parent=parent, creator=creator

@@ -214,3 +214,8 @@ export function adaptivePoll(fn, fast = 1000, slow = 5000) {
   tick();
   return () => { stopped = true; clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); };
 }
+
+// "1 sample", "2 samples": a count with its noun in the right number.
+export function fmtCount(n, one, many = one + "s") {
+  return fmtNum(n) + " " + (Number(n) === 1 ? one : many);
+}

@@ -252,6 +252,20 @@ export class Scatter {
     return [v.cx + (px - v.cssWidth / 2) / v.ppu, v.cy - (py - v.cssHeight / 2) / v.ppu];
   }
 
+  // The viewport relative to the whole-map view: centre in data units and zoom factor (1 = everything).
+  getViewport() {
+    return { cx: this.view.cx, cy: this.view.cy, zoom: this.view.ppu / (this.basePpu || 1) };
+  }
+
+  setViewport({ cx, cy, zoom }) {
+    if (![cx, cy, zoom].every(Number.isFinite) || zoom <= 0) return false;
+    this.view.cx = cx;
+    this.view.cy = cy;
+    this.view.ppu = Math.min(2000, Math.max(0.2, zoom)) * this.basePpu;
+    this.requestDraw();
+    return true;
+  }
+
   panBy(dx, dy) {
     this.view.cx -= dx / this.view.ppu;
     this.view.cy += dy / this.view.ppu;
@@ -269,10 +283,12 @@ export class Scatter {
   pointSize() {
     const dpr = window.devicePixelRatio || 1;
     const zoom = Math.log2(this.view.ppu / (this.basePpu || 1));
-    return Math.min(10, Math.max(2.5, 3 + zoom)) * dpr;
+    // Points grow with the zoom (x2 per 4x), so a zoomed-in cluster shows separate, visible points.
+    return Math.min(28, Math.max(2.5, 3 * Math.pow(2, zoom / 2))) * dpr;
   }
 
   requestDraw() {
+    if (this.onViewChange) this.onViewChange();
     if (this.dirty) return;
     this.dirty = true;
     requestAnimationFrame(() => {

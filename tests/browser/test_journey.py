@@ -139,7 +139,7 @@ def test_curator_journey(page, live_server, shot, owner):
     slider = page.get_by_label("How many samples to keep")
     expect(slider).to_be_visible()
     slider.fill("20")
-    expect(page.get_by_test_id("k-count")).to_have_text("20 of 300 samples")
+    expect(page.get_by_test_id("k-count")).to_have_text("20 of the run's 100 picks")
     expect(page.locator("#run-detail [data-testid=tile]")).to_have_count(20)
     page.get_by_label("Tag name").fill("coreset top 20")
     page.get_by_role("button", name="Create tag").click()

@@ -671,6 +671,12 @@ class Client:
         embedding = self.get_embedding(name_or_id, dataset_id)
         self._request("DELETE", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}")
 
+    def embedding_distance_scale(self, name_or_id: str, dataset_id: str | None = None) -> dict:
+        """Percentiles (p5..p95) of nearest-neighbour and pairwise distances, from a sample of the embedding's
+        rows: the scale on which to choose diversity's min_distance."""
+        embedding = self.get_embedding(name_or_id, dataset_id)
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/embeddings/{embedding['id']}/distance-scale")
+
     def download_embeddings(self, name_or_id: str, path: str | os.PathLike, dataset_id: str | None = None) -> None:
         """Save an embedding as Lightly's CSV at `path`."""
         embedding = self.get_embedding(name_or_id, dataset_id)
@@ -717,6 +723,49 @@ class Client:
         return self._json("POST", f"datasets/{self._dataset(dataset_id)}/configurator", json=body)
 
     # --- tags ------------------------------------------------------------------------------------
+
+    # --- saved views ---------------------------------------------------------------------------------
+
+    def list_views(self, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's saved views: id, name, filter, sort, color."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/views")
+
+    def get_view(self, name_or_id: str, dataset_id: str | None = None) -> dict:
+        """One saved view by name or id."""
+        for view in self.list_views(dataset_id):
+            if name_or_id in (view["id"], view["name"]):
+                return view
+        raise WinnowError(404, f"no saved view named or with id {name_or_id!r} in this dataset")
+
+    def save_view(
+        self,
+        name: str,
+        *,
+        filter: dict | None = None,
+        sort: str = "idx",
+        color: str = "",
+        dataset_id: str | None = None,
+    ) -> dict:
+        """Save a named view: a filter ({"tag", "file_name", "conditions"}), a sort and the map's colour."""
+        body = {"name": name, "filter": filter or {}, "sort": sort, "color": color}
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/views", json=body)
+
+    def update_view(self, name_or_id: str, dataset_id: str | None = None, **changes) -> dict:
+        """Rename or change a saved view: any of name, filter, sort, color."""
+        view = self.get_view(name_or_id, dataset_id)
+        return self._json("PATCH", f"datasets/{self._dataset(dataset_id)}/views/{view['id']}", json=changes)
+
+    def delete_view(self, name_or_id: str, dataset_id: str | None = None) -> None:
+        """Delete a saved view."""
+        view = self.get_view(name_or_id, dataset_id)
+        self._request("DELETE", f"datasets/{self._dataset(dataset_id)}/views/{view['id']}")
+
+    def tag_from_view(self, view: str, tag_name: str, dataset_id: str | None = None) -> dict:
+        """A tag of the samples a saved view (name or id) matches now: use it as a run's input tag or export it."""
+        found = self.get_view(view, dataset_id)
+        return self._json(
+            "POST", f"datasets/{self._dataset(dataset_id)}/views/{found['id']}/tag", json={"name": tag_name}
+        )
 
     def list_tags(self, dataset_id: str | None = None) -> list[dict]:
         """The dataset's tags: id, name, count, origin."""

@@ -9,6 +9,8 @@
     winnow metadata --dataset-id ID --file metadata.json
     winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
     winnow sample --dataset-id ID --n-samples N [--strategy auto] [--embedding default] [--tag NAME]
+    winnow views --dataset-id ID list|save|tag|delete [--name NAME] [--filter JSON] [--sort PATH] [--tag-name NAME]
+    winnow distances --dataset-id ID [--embedding NAME]
     winnow demo [--port 8000] [--images 2000]
 
 Token from --token or WINNOW_TOKEN, server from --server or WINNOW_SERVER. No Django here except
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -155,6 +158,23 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--tag", help="save the run's N picks as a tag with this name")
     sample.add_argument("--no-wait", action="store_true", help="print the run id and return once queued")
     sample.set_defaults(handler=cmd_sample)
+
+    views = sub.add_parser("views", help="saved views of a dataset: list, save, tag (to sample or export), delete")
+    connection(views)
+    views.add_argument("--dataset-id", required=True)
+    views.add_argument("action", choices=["list", "save", "tag", "delete"])
+    views.add_argument("--name", help="the view's name (save, tag, delete)")
+    views.add_argument("--filter", help='save: a JSON filter {"tag", "file_name", "conditions": [...]}')
+    views.add_argument("--sort", default="idx", help="save: idx, -idx, a metadata path or -path")
+    views.add_argument("--color", default="", help='save: the map\'s colour, "field:<path>" or "tag:<id>"')
+    views.add_argument("--tag-name", help="tag: the name of the tag made of the view's samples")
+    views.set_defaults(handler=cmd_views)
+
+    scale = sub.add_parser("distances", help="an embedding's distance percentiles (to choose min_distance)")
+    connection(scale)
+    scale.add_argument("--dataset-id", required=True)
+    scale.add_argument("--embedding", default="default", help="embedding name or id (default: default)")
+    scale.set_defaults(handler=cmd_distances)
 
     demo = sub.add_parser("demo", help="start a local Winnow with a generated street-scene dataset")
     demo.add_argument("--host", default="127.0.0.1")
@@ -435,6 +455,45 @@ def cmd_sample(args) -> int:
     if args.tag:
         tag = client.create_tag_from_run(args.tag, run["id"], args.n_samples)
         print(f"tag {tag['name']!r}: {tag['count']} samples")
+    return 0
+
+
+def cmd_views(args) -> int:
+    client = _client(args, args.dataset_id)
+    if args.action == "list":
+        for view in client.list_views():
+            print(f"{view['id']}  {view['name']}  sort={view['sort']}  filter={json.dumps(view['filter'])}")
+        return 0
+    if not args.name:
+        raise CommandError(f"views {args.action} needs --name")
+    if args.action == "save":
+        try:
+            filter_obj = json.loads(args.filter) if args.filter else {}
+        except ValueError as exc:
+            raise CommandError(f"--filter is not valid JSON: {exc}") from None
+        view = client.save_view(args.name, filter=filter_obj, sort=args.sort, color=args.color)
+        print(f"saved view {view['name']} ({view['id']})")
+    elif args.action == "tag":
+        if not args.tag_name:
+            raise CommandError("views tag needs --tag-name")
+        tag = client.tag_from_view(args.name, args.tag_name)
+        print(f"tag {tag['name']} ({tag['id']}): {tag['count']} sample{'' if tag['count'] == 1 else 's'}")
+    else:
+        client.delete_view(args.name)
+        print(f"deleted view {args.name}")
+    return 0
+
+
+def cmd_distances(args) -> int:
+    client = _client(args, args.dataset_id)
+    scale = client.embedding_distance_scale(args.embedding)
+    if not scale["nearest_neighbour"]:
+        print("too few samples to measure distances")
+        return 0
+    print(f"Euclidean distances from {scale['sampled']} of {scale['rows']} samples:")
+    for key, label in (("nearest_neighbour", "nearest neighbour"), ("pairwise", "between two samples")):
+        row = scale[key]
+        print(f"  {label:<20} " + "  ".join(f"{p} {row[p]:.4g}" for p in ("p5", "p25", "p50", "p75", "p95")))
     return 0
 
 

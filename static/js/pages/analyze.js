@@ -1,7 +1,7 @@
 // Analyze & Filter: a histogram per numeric field and a bar chart per categorical field, from the
 // aggregated histograms endpoint; brushing a range or clicking categories filters, and the result can
 // be saved as a tag.
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, pageUrl, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, pageUrl, toast } from "../lib.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
 const chartsBox = document.getElementById("charts");
@@ -14,7 +14,7 @@ const saveForm = document.getElementById("save-form");
 const saveError = document.getElementById("save-error");
 
 const W = 400, H = 170, L = 8, R = 392, TOP = 8, BOTTOM = 140;
-const selections = new Map(); // path -> {range: [lo, hi]} | {values: [..]}
+const selections = new Map(); // path -> {range: [lo, hi]} (either end may be null: open) | {values: [..]}
 let fields = [];
 let charts = new Map();       // path -> {draw(field)}
 let request = 0;
@@ -28,7 +28,8 @@ function conditions() {
   const out = [];
   for (const [path, sel] of selections) {
     if (sel.range) {
-      out.push({ path, op: "gte", value: sel.range[0] }, { path, op: "lte", value: sel.range[1] });
+      if (sel.range[0] !== null) out.push({ path, op: "gte", value: sel.range[0] });
+      if (sel.range[1] !== null) out.push({ path, op: "lte", value: sel.range[1] });
     } else if (sel.values && sel.values.length === 1) {
       out.push({ path, op: "eq", value: sel.values[0] });
     } else if (sel.values && sel.values.length) {
@@ -46,18 +47,57 @@ function filterObject() {
   return obj;
 }
 
-function schedule() {
+function schedule(push = true) {
   clearTimeout(timer);
   timer = setTimeout(refresh, 120);
   renderActive();
+  syncUrl(push);
 }
+
+// The filter lives in the URL (the same `tag` and `conditions` Explore reads), so reload and links keep it.
+function syncUrl(push) {
+  const qs = new URLSearchParams();
+  if (tagSelect.value) qs.set("tag", tagSelect.value);
+  const c = conditions();
+  if (c.length) qs.set("conditions", JSON.stringify(c));
+  const url = location.pathname + (qs.toString() ? "?" + qs : "");
+  if (url === location.pathname + location.search) return;
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+}
+
+function readUrl() {
+  const qs = new URLSearchParams(location.search);
+  selections.clear();
+  let list = [];
+  try { list = JSON.parse(qs.get("conditions") || "[]"); } catch (_) { toast("The link's conditions are not valid JSON; showing no filter.", "error"); }
+  for (const c of Array.isArray(list) ? list : []) {
+    if (!c || typeof c.path !== "string") continue;
+    const sel = selections.get(c.path) || {};
+    if (c.op === "gte" || c.op === "lte") {
+      sel.range = sel.range || [null, null];
+      sel.range[c.op === "gte" ? 0 : 1] = c.value;
+    } else if (c.op === "eq") sel.values = [...(sel.values || []), c.value];
+    else if (c.op === "in" && Array.isArray(c.value)) sel.values = [...(sel.values || []), ...c.value];
+    else continue;
+    selections.set(c.path, sel);
+  }
+  return qs.get("tag") || "";
+}
+
+window.addEventListener("popstate", () => {
+  tagSelect.value = readUrl();
+  schedule(false);
+  redrawAll();
+});
 
 function renderActive() {
   clear(activeBox, [...selections].map(([path, sel]) => {
     const f = fields.find((x) => x.path === path);
-    const text = sel.range ? `${label(f)} ${fmtValue(sel.range[0])} – ${fmtValue(sel.range[1])}`
-      : `${label(f)}: ${sel.values.map(fmtValue).join(", ")}`;
-    const remove = el("button", { type: "button", "aria-label": "Remove filter on " + label(f) }, "×");
+    const name = f ? label(f) : path;
+    const text = sel.range ? (sel.range[1] === null ? `${name} ≥ ${fmtValue(sel.range[0])}` : sel.range[0] === null ? `${name} ≤ ${fmtValue(sel.range[1])}`
+      : `${name} ${fmtValue(sel.range[0])} – ${fmtValue(sel.range[1])}`)
+      : `${name}: ${sel.values.map(fmtValue).join(", ")}`;
+    const remove = el("button", { type: "button", "aria-label": "Remove filter on " + name }, "×");
     remove.addEventListener("click", () => { selections.delete(path); schedule(); redrawAll(); });
     return el("span", { class: "badge blue cond-chip" }, text, remove);
   }));
@@ -127,18 +167,17 @@ function numericChart(f) {
     return { x0: e[0], x1: e[e.length - 1], toX: (v) => L + (v - e[0]) / (e[e.length - 1] - e[0]) * (R - L),
       toV: (x) => e[0] + (x - L) / (R - L) * (e[e.length - 1] - e[0]) };
   };
+  // Either end may stay open (null): typing only "from" keeps everything above it, and "to" stays empty for typing.
   const setRange = (a, b) => {
-    if (a === null) selections.delete(f.path);
-    else selections.set(f.path, { range: [Math.min(a, b), Math.max(a, b)] });
+    if (a === null && b === null) selections.delete(f.path);
+    else selections.set(f.path, { range: a !== null && b !== null ? [Math.min(a, b), Math.max(a, b)] : [a, b] });
     schedule();
     draw(current);
   };
   const onInputs = () => {
-    const a = lo.value === "" ? null : Number(lo.value);
-    const b = hi.value === "" ? null : Number(hi.value);
-    if (a === null && b === null) return setRange(null);
-    const s = scale();
-    setRange(a === null ? s.x0 : a, b === null ? s.x1 : b);
+    const a = lo.value === "" || !Number.isFinite(Number(lo.value)) ? null : Number(lo.value);
+    const b = hi.value === "" || !Number.isFinite(Number(hi.value)) ? null : Number(hi.value);
+    setRange(a, b);
   };
   lo.addEventListener("change", onInputs);
   hi.addEventListener("change", onInputs);
@@ -164,15 +203,16 @@ function numericChart(f) {
     const s = scale();
     const { start, end } = drag;
     drag = null;
-    if (Math.abs(end - start) < 3) return setRange(null); // a click clears
+    if (Math.abs(end - start) < 3) return setRange(null, null); // a click clears
     setRange(round(s.toV(Math.min(start, end))), round(s.toV(Math.max(start, end))));
   });
 
   function draw(data) {
     current = data;
     const sel = selections.get(f.path);
-    lo.value = sel ? sel.range[0] : "";
-    hi.value = sel ? sel.range[1] : "";
+    // An input the curator is typing in is left alone: a redraw must not overwrite a half-typed value.
+    if (document.activeElement !== lo) lo.value = sel && sel.range && sel.range[0] !== null ? sel.range[0] : "";
+    if (document.activeElement !== hi) hi.value = sel && sel.range && sel.range[1] !== null ? sel.range[1] : "";
     missing.textContent = data.missing ? fmtNum(data.missing) + " without a value" : "";
     if (!data.edges.length) {
       clear(plot, svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "no numeric values"));
@@ -190,7 +230,7 @@ function numericChart(f) {
     }
     let brush = null;
     const span = drag ? [Math.min(drag.start, drag.end), Math.max(drag.start, drag.end)]
-      : sel ? [s.toX(sel.range[0]), s.toX(sel.range[1])] : null;
+      : sel && sel.range ? [s.toX(sel.range[0] ?? s.x0), s.toX(sel.range[1] ?? s.x1)].map((x) => Math.max(L, Math.min(R, x))) : null;
     if (span) brush = svg("rect", { class: "brush", x: span[0], width: Math.max(1, span[1] - span[0]), y: TOP - 4, height: BOTTOM - TOP + 4, "pointer-events": "none" });
     clear(plot, bars, brush,
       svg("line", { x1: L, x2: R, y1: BOTTOM + 0.5, y2: BOTTOM + 0.5, stroke: "#cfd4dc" }),
@@ -211,7 +251,7 @@ function categoricalChart(f) {
 
   const toggle = (value) => {
     const sel = selections.get(f.path);
-    const values = sel ? [...sel.values] : [];
+    const values = sel && sel.values ? [...sel.values] : [];
     const at = values.findIndex((v) => v === value);
     if (at >= 0) values.splice(at, 1); else values.push(value);
     if (values.length) selections.set(f.path, { values }); else selections.delete(f.path);
@@ -223,8 +263,10 @@ function categoricalChart(f) {
     current = data;
     const sel = selections.get(f.path);
     const top = Math.max(1, ...data.values.map((v) => v.count));
+    // The rows are rebuilt: the one holding keyboard focus gets it back.
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.value : null;
     clear(list, data.values.map((v) => {
-      const on = !!(sel && sel.values.some((x) => x === v.value));
+      const on = !!(sel && sel.values && sel.values.some((x) => x === v.value));
       const row = el("div", {
         class: "cat", role: "checkbox", tabindex: "0", "aria-checked": String(on), "data-value": String(v.value),
         "aria-label": `${fmtValue(v.value)}: ${v.matched} of ${v.count}`,
@@ -241,6 +283,10 @@ function categoricalChart(f) {
       });
       return row;
     }));
+    if (focused !== null) {
+      const again = [...list.children].find((row) => row.dataset.value === focused);
+      if (again) again.focus();
+    }
     const extra = [];
     if (data.other) extra.push(fmtNum(data.other) + " in other values");
     if (data.missing) extra.push(fmtNum(data.missing) + " without a value");
@@ -262,7 +308,7 @@ if (saveForm) {
     busy(saveForm.querySelector("button"), async () => {
       try {
         const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), filter: filterObject() } });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + fmtCount(tag.count, "sample"));
         saveForm.reset();
         tagSelect.appendChild(el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")"));
       } catch (err) {
@@ -272,9 +318,14 @@ if (saveForm) {
   });
 }
 
+const startTag = readUrl();
 api(base + "/tags").then((tags) => {
   const list = Array.isArray(tags) ? tags : tags.results || [];
   tagSelect.append(...list.map((t) => el("option", { value: t.id }, "within " + t.name + " (" + fmtNum(t.count) + ")")));
+  if (startTag && tagSelect.value !== startTag) {
+    tagSelect.value = startTag;
+    schedule(false);
+  }
 }).catch(() => {});
 renderActive();
 refresh();

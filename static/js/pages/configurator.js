@@ -15,6 +15,29 @@ let saved = [];     // entries as the server has them
 let entries = [];   // the working copy: {id?, path, type, display_name, fallbackText, deleted?}
 let proposals = [];
 let nextKey = 1;
+let warnedPaths = new Set();  // paths no sample has, already warned about: a second Save saves them anyway
+
+const TYPE_NAME = Object.fromEntries(TYPES);
+
+// What the sampled metadata says about a path and a type: an error (refused), a warning (once), or nothing.
+function checkAgainstData(path, type) {
+  const p = proposals.find((x) => x.path === path);
+  if (!p) {
+    return { warn: "No sample has the path “" + path + "”" + (proposals.length ? " (check the spelling; known paths are listed below)" : "") + ". Press Save changes again to save it anyway." };
+  }
+  const kinds = new Set(Object.keys(p.value_types || {}));
+  const numeric = kinds.has("int") || kinds.has("float");
+  const examples = (p.examples || []).slice(0, 3).map(fmtValue).join(", ");
+  if (["int", "float", "categorical_int"].includes(type) && !numeric) {
+    return { error: "“" + path + "” holds " + (kinds.has("boolean") && !kinds.has("string") ? "true/false values" : "text") +
+      (examples ? " (" + examples + ")" : "") + ", not numbers: it cannot be " + TYPE_NAME[type] + ". Choose " +
+      (kinds.has("string") ? "Categorical string" : "Boolean") + "." };
+  }
+  if ((type === "int" || type === "categorical_int") && !kinds.has("int") && kinds.has("float")) {
+    return { error: "“" + path + "” holds decimal numbers" + (examples ? " (" + examples + ")" : "") + ": it cannot be " + TYPE_NAME[type] + ". Choose Float." };
+  }
+  return null;
+}
 
 const fallbackText = (v) => (v === null || v === undefined ? "" : String(v));
 
@@ -146,6 +169,19 @@ async function save() {
           work.push({ e, method: "PATCH", body: { type: body.type, display_name: body.display_name, fallback: body.fallback } });
         }
       }
+    }
+    const warnings = [];
+    for (const item of work) {
+      if (item.method === "DELETE") continue;
+      const path = item.body.path || item.e.path;
+      const problem = checkAgainstData(path, item.body.type);
+      if (problem && problem.error) throw new Error(problem.error);
+      if (problem && problem.warn && !warnedPaths.has(path)) { warnedPaths.add(path); warnings.push(problem.warn); }
+    }
+    if (warnings.length) {
+      renderConfigured();  // the rows' labels follow the paths typed
+      saveStatus.appendChild(el("div", { class: "alert warn", role: "alert", "data-testid": "configurator-warning" }, warnings.join(" ")));
+      return;
     }
   } catch (err) {
     saveStatus.appendChild(errorBox(err));

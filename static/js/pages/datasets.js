@@ -1,5 +1,5 @@
 // My Datasets: the caller's datasets as cards, and the create form.
-import { api, clear, el, emptyState, errorBox, fmtDate, fmtNum, busy } from "../lib.js";
+import { api, clear, el, emptyState, errorBox, fmtDate, fmtCount, fmtNum, busy } from "../lib.js";
 
 const list = document.getElementById("dataset-list");
 const panel = document.getElementById("new-dataset");
@@ -58,7 +58,7 @@ function card(ds) {
       el("div", { class: "title" }, ds.name),
       el("div", { class: "meta" },
         el("span", { class: "badge blue" }, MODES[ds.upload_mode] || ds.upload_mode),
-        count !== undefined ? el("span", {}, fmtNum(count) + " samples") : null,
+        count !== undefined ? el("span", {}, fmtCount(count, "sample")) : null,
         ds.role ? el("span", {}, ds.role) : null,
         el("span", {}, "created " + fmtDate(ds.created_at)))));
   if (count !== 0) thumbnails(ds, thumbs);
@@ -79,6 +79,13 @@ async function load() {
   } catch (err) {
     clear(list, errorBox(err));
   }
+}
+
+// Back from deleting a dataset on its Overview: say so once, then drop the note from the URL.
+const deleted = new URLSearchParams(location.search).get("deleted");
+if (deleted) {
+  list.before(el("div", { class: "alert ok", role: "status", "data-testid": "deleted-note" }, "Dataset “" + deleted + "” deleted."));
+  history.replaceState(null, "", location.pathname);
 }
 
 load();

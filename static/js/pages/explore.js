@@ -1,6 +1,7 @@
 // Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
 // file name and configured metadata fields, sorting, selection and "save selection as tag".
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
+
 import { SampleGrid, infiniteScroll } from "../grid.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
@@ -8,6 +9,7 @@ const form = document.getElementById("filters");
 const tagSelect = document.getElementById("f-tag");
 const nameInput = document.getElementById("f-name");
 const sortSelect = document.getElementById("f-sort");
+const showSelect = document.getElementById("f-show");
 const fieldSelect = document.getElementById("c-field");
 const opSelect = document.getElementById("c-op");
 const valueInput = document.getElementById("c-value");
@@ -22,19 +24,32 @@ const saveError = document.getElementById("save-error");
 const PAGE = 120;
 const OPS = {
   numeric: [["eq", "="], ["ne", "≠"], ["lt", "<"], ["lte", "≤"], ["gt", ">"], ["gte", "≥"]],
-  categorical: [["eq", "is"], ["ne", "is not"]],
+  categorical: [["eq", "is"], ["ne", "is not"], ["in", "is one of"]],
 };
 const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", in: "in", exists: "exists" };
 
 let fields = [];               // configured fields
 let categories = new Map();    // path -> known values, for the value input's suggestions
-let state = { tag: "", file_name: "", sort: "idx", conditions: [] };
+let state = { tag: "", file_name: "", sort: "idx", conditions: [], show: "" };
 let total = null;
 let next = null;
 let generation = 0;
 
-const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection });
+// Tiles show the value sorted by (a metadata field), so the order can be read off the grid.
+// and the field chosen under "Show on tiles".
+function sortBadge(sample) {
+  const sorted = state.sort.replace(/^-/, "");
+  const paths = [sorted, state.show].filter((p, i, all) => p && p !== "idx" && all.indexOf(p) === i);
+  if (!paths.length) return null;
+  return paths.map((path) => {
+    const f = fieldOf(path);
+    return (f ? label(f) : path) + ": " + fmtValue(getPath(sample.metadata || {}, path));
+  }).join(" · ");
+}
+const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge });
 const scroller = infiniteScroll(results, loadMore);
+
+const samples = (n) => fmtCount(n, "sample");
 
 function isNumeric(field) { return field && (field.type === "int" || field.type === "float"); }
 
@@ -68,34 +83,71 @@ function filterObject() {
   return obj;
 }
 
-function syncUrl() {
+// A condition as the URL or a person may write it, checked against the configured fields; an Error names what is wrong.
+function checkCondition(c) {
+  if (!c || typeof c !== "object" || typeof c.path !== "string") throw new Error("a condition must be an object with path, op and value");
+  const f = fieldOf(c.path);
+  if (!f) throw new Error("“" + c.path + "” is not a configured metadata field");
+  const ops = (isNumeric(f) ? OPS.numeric : OPS.categorical).map(([v]) => v).concat(["exists"]);
+  if (!ops.includes(c.op)) throw new Error(label(f) + ": “" + c.op + "” is not a condition for a " + f.type + " field");
+  if (c.op === "exists") return;
+  const values = c.op === "in" ? c.value : [c.value];
+  if (!Array.isArray(values) || !values.length) throw new Error(label(f) + ": “is one of” needs a list of values");
+  for (const v of values) {
+    const ok = isNumeric(f) || f.type === "categorical_int" ? typeof v === "number" && Number.isFinite(v) && (f.type === "float" || Number.isInteger(v))
+      : f.type === "boolean" ? typeof v === "boolean" : typeof v === "string";
+    if (!ok) {
+      const want = f.type === "float" ? "a number" : isNumeric(f) || f.type === "categorical_int" ? "a whole number" : f.type === "boolean" ? "true or false" : "text";
+      throw new Error(label(f) + " " + (OP_TEXT[c.op] || c.op) + " " + JSON.stringify(v) + ": the value must be " + want);
+    }
+  }
+}
+
+function syncUrl(push) {
   const qs = new URLSearchParams();
   if (state.tag) qs.set("tag", state.tag);
   if (state.file_name) qs.set("file_name", state.file_name);
   if (state.sort !== "idx") qs.set("sort", state.sort);
+  if (state.show) qs.set("show", state.show);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
   const s = qs.toString();
-  history.replaceState(null, "", location.pathname + (s ? "?" + s : ""));
+  const url = location.pathname + (s ? "?" + s : "");
+  if (url === location.pathname + location.search) return;
+  // A change the curator made is a new history entry, so back and forward walk through the filters.
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
 }
+
+let urlProblem = null;  // what is wrong with the filter in the URL, said instead of "0 samples"
 
 function readUrl() {
   const qs = new URLSearchParams(location.search);
   state.tag = qs.get("tag") || "";
   state.file_name = qs.get("file_name") || "";
   state.sort = qs.get("sort") || "idx";
+  state.show = qs.get("show") || "";
+  urlProblem = null;
   try {
     const conditions = JSON.parse(qs.get("conditions") || "[]");
-    state.conditions = Array.isArray(conditions) ? conditions : [];
-  } catch (_) {
+    if (!Array.isArray(conditions)) throw new Error("must be a list");
+    state.conditions = conditions;
+  } catch (err) {
     state.conditions = [];
+    urlProblem = "The link's conditions are not valid JSON (" + err.message + ").";
   }
+}
+
+function showForm() {
+  tagSelect.value = state.tag;
+  nameInput.value = state.file_name;
+  sortSelect.value = state.sort;
+  showSelect.value = state.show;
 }
 
 function renderChips() {
   clear(chips, state.conditions.map((c, i) => {
     const f = fieldOf(c.path);
     const remove = el("button", { type: "button", "aria-label": "Remove condition " + (f ? label(f) : c.path) }, "×");
-    remove.addEventListener("click", () => { state.conditions.splice(i, 1); apply(); });
+    remove.addEventListener("click", () => { state.conditions.splice(i, 1); urlProblem = null; apply(); });
     return el("span", { class: "badge blue cond-chip", "data-testid": "condition" },
       (f ? label(f) : c.path) + " " + (OP_TEXT[c.op] || c.op) + " " + JSON.stringify(c.value), remove);
   }));
@@ -109,8 +161,9 @@ function renderOps() {
 }
 
 function updateSelection() {
-  const n = grid.allInFilter ? total : grid.selected.size;
-  selCount.textContent = grid.allInFilter ? "all " + fmtNum(total) + " in filter selected" : fmtNum(n) + " selected";
+  const n = grid.allInFilter ? Math.max(0, (total || 0) - grid.excluded.size) : grid.selected.size;
+  selCount.textContent = !grid.allInFilter ? fmtNum(n) + " selected"
+    : grid.excluded.size ? fmtNum(n) + " of " + fmtNum(total) + " in filter selected" : "all " + fmtNum(total) + " in filter selected";
   const save = document.getElementById("save-tag");
   if (save) save.disabled = !n;
 }
@@ -137,7 +190,7 @@ async function loadMore() {
   if (mine !== generation) return true; // the filter changed meanwhile: this page is dropped, the new filter loads
   if (data.count !== undefined) {
     total = data.count;
-    matchCount.textContent = fmtNum(total) + (total === 1 ? " sample" : " samples");
+    matchCount.textContent = samples(total);
     updateSelection();
     if (total === 0) {
       const filtered = state.tag || state.file_name || state.conditions.length;
@@ -150,21 +203,133 @@ async function loadMore() {
   return Boolean(next);
 }
 
-function apply() {
+function apply(push = true) {
   generation += 1;
   next = null;
   total = null;
   grid.reset();
   grid.clearSelection();
   results.querySelectorAll(".empty, .alert").forEach((n) => n.remove());
-  matchCount.textContent = "Counting…";
   renderChips();
-  syncUrl();
+  syncUrl(push);
+  let problem = urlProblem;
+  if (!problem) {
+    try { state.conditions.forEach(checkCondition); } catch (err) { problem = "This filter cannot be applied: " + err.message + "."; }
+  }
+  if (problem) {
+    // A bad value (a link typed by hand, a field since reconfigured) is said in words, never shown as 0 samples.
+    matchCount.textContent = "";
+    results.prepend(el("div", { class: "alert error", role: "alert", "data-testid": "filter-error" }, problem,
+      " Remove the condition, or fix the value."));
+    return;
+  }
+  matchCount.textContent = "Counting…";
   scroller.restart();
+  refreshFacets();
 }
+
+// --- facets: each configured field with its counts under the current filter; ticking one edits the filter ---
+
+const facetsBox = document.getElementById("facets");
+const MAX_FACET_VALUES = 12;
+let facetRequest = 0;
+
+// Conditions a facet owns for its field: `in`/`eq` for a category, `gte`/`lte` for a number.
+function setFacet(path, ops, added) {
+  state.conditions = state.conditions.filter((c) => !(c.path === path && ops.includes(c.op))).concat(added);
+  urlProblem = null;
+  apply();
+}
+
+function facetValues(path) {
+  const out = [];
+  for (const c of state.conditions) {
+    if (c.path !== path) continue;
+    if (c.op === "eq") out.push(c.value);
+    if (c.op === "in" && Array.isArray(c.value)) out.push(...c.value);
+  }
+  return out;
+}
+
+function facetBound(path, op) {
+  const c = state.conditions.find((x) => x.path === path && x.op === op);
+  return c ? c.value : "";
+}
+
+// Without a filter the endpoint counts everything as the total: "matched" then means every sample.
+let facetsUnfiltered = true;
+const matchedOf = (v) => (facetsUnfiltered ? v.count : v.matched);
+
+function categoricalFacet(f, data) {
+  const chosen = facetValues(f.path);
+  const shown = data.values.slice(0, MAX_FACET_VALUES);
+  for (const v of chosen) if (!shown.some((x) => x.value === v)) shown.push({ value: v, count: 0, matched: 0 });
+  return el("fieldset", { class: "facet", "data-path": f.path, style: "margin:0" },
+    el("legend", { class: "sr-only" }, label(f)), el("h3", { "aria-hidden": "true" }, label(f)),
+    shown.map((v) => {
+      const box = el("input", { type: "checkbox", checked: chosen.some((x) => x === v.value), "data-facet-key": f.path + "=" + JSON.stringify(v.value) });
+      box.addEventListener("change", () => {
+        const next = box.checked ? [...chosen, v.value] : chosen.filter((x) => x !== v.value);
+        setFacet(f.path, ["eq", "in"], next.length ? [{ path: f.path, op: "in", value: next }] : []);
+      });
+      return el("label", { "data-testid": "facet-value" }, box, fmtValue(v.value), el("span", { class: "n", "data-testid": "facet-count" }, fmtNum(matchedOf(v))));
+    }),
+    data.values.length > MAX_FACET_VALUES ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(data.values.length - MAX_FACET_VALUES) + " more values: use the condition builder") : null,
+    data.other ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(facetsUnfiltered ? data.other : data.other_matched || 0) + " in rarer values") : null);
+}
+
+function numericFacet(f, data) {
+  const bound = (op, text) => {
+    const input = el("input", { type: "number", step: "any", value: String(facetBound(f.path, op)), "aria-label": label(f) + " " + text,
+      "data-facet-key": f.path + ":" + op, placeholder: op === "gte" ? fmtValue(data.min) : fmtValue(data.max) });
+    input.addEventListener("change", () => {
+      const t = input.value.trim();
+      if (t !== "" && !Number.isFinite(Number(t))) { toast(label(f) + ": enter a number", "error"); return; }
+      setFacet(f.path, [op], t === "" ? [] : [{ path: f.path, op, value: f.type === "int" ? Math.round(Number(t)) : Number(t) }]);
+    });
+    return input;
+  };
+  const matched = ((facetsUnfiltered ? data.counts : data.matched_counts) || []).reduce((a, b) => a + b, 0);
+  return el("div", { class: "facet", "data-path": f.path },
+    el("h3", {}, label(f)),
+    el("div", { class: "row small", style: "align-items:center;gap:6px" }, bound("gte", "at least"), "–", bound("lte", "at most")),
+    el("p", { class: "muted small", style: "margin:4px 0 0", "data-testid": "facet-range" },
+      data.min === null ? "no numeric values" : fmtValue(data.min) + " to " + fmtValue(data.max) + " · " + fmtNum(matched) + " matched"));
+}
+
+async function refreshFacets() {
+  const mine = ++facetRequest;
+  if (!fields.length) { document.getElementById("facets-panel").classList.add("hidden"); return; }
+  try {
+    const filter = filterObject();
+    const data = await api(base + "/metadata/histograms", { params: { filter: JSON.stringify(filter) } });
+    if (mine !== facetRequest) return;
+    facetsUnfiltered = !Object.keys(filter).length;
+    // The boxes are rebuilt: the control holding keyboard focus gets it back.
+    const focused = facetsBox.contains(document.activeElement) ? document.activeElement.dataset.facetKey : null;
+    clear(facetsBox, data.fields.map((h) => {
+      const f = fieldOf(h.path) || { path: h.path, type: h.type };
+      return h.kind === "numeric" ? numericFacet(f, h) : categoricalFacet(f, h);
+    }));
+    if (focused) {
+      const again = [...facetsBox.querySelectorAll("[data-facet-key]")].find((n) => n.dataset.facetKey === focused);
+      if (again) again.focus();
+    }
+  } catch (err) {
+    if (mine === facetRequest) clear(facetsBox, errorBox(err));
+  }
+}
+
+window.addEventListener("popstate", () => {
+  readUrl();
+  showForm();
+  apply(false);
+});
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
+  // A value typed but not yet added is a condition the curator meant: add it rather than drop it.
+  if (valueInput.value.trim() && fieldOf(fieldSelect.value)) { addCondition(); return; }
   state.tag = tagSelect.value;
   state.file_name = nameInput.value.trim();
   state.sort = sortSelect.value;
@@ -172,13 +337,25 @@ form.addEventListener("submit", (event) => {
 });
 tagSelect.addEventListener("change", () => form.requestSubmit());
 sortSelect.addEventListener("change", () => form.requestSubmit());
+showSelect.addEventListener("change", () => {
+  // Only the tiles change: the loaded samples stay, their tiles are built again with the new badge.
+  state.show = showSelect.value;
+  syncUrl(true);
+  const loaded = grid.samples;
+  grid.reset();
+  grid.append(loaded);
+});
 fieldSelect.addEventListener("change", renderOps);
 
 function addCondition() {
   const f = fieldOf(fieldSelect.value);
   if (!f) return;
   try {
-    state.conditions.push({ path: f.path, op: opSelect.value, value: typed(f, valueInput.value) });
+    const value = opSelect.value === "in"
+      ? valueInput.value.split(",").filter((v) => v.trim()).map((v) => typed(f, f.type === "categorical_string" ? v.trim() : v))
+      : typed(f, valueInput.value);
+    if (opSelect.value === "in" && !value.length) throw new Error(label(f) + ": enter values separated by commas");
+    state.conditions.push({ path: f.path, op: opSelect.value, value });
   } catch (err) {
     toast(err.message, "error");
     valueInput.focus();
@@ -206,9 +383,10 @@ if (saveForm) {
     busy(saveForm.querySelector("button"), async () => {
       try {
         const body = grid.allInFilter ? { name, filter: filterObject() } : { name, sample_ids: [...grid.selected] };
+        if (grid.allInFilter && grid.excluded.size) body.exclude_sample_ids = [...grid.excluded];
         if (!grid.allInFilter && state.tag) body.parent = state.tag;
         const tag = await api(base + "/tags", { method: "POST", body });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + samples(tag.count));
         saveForm.reset();
         const option = el("option", { value: tag.id }, tag.name + " (" + fmtNum(tag.count) + ")");
         tagSelect.appendChild(option);
@@ -216,23 +394,101 @@ if (saveForm) {
       } catch (err) {
         saveError.appendChild(errorBox(err));
       }
-    });
+    }).then(updateSelection);  // busy() enables the button again: nothing selected means nothing to save
   });
 }
 
+// --- saved views: the current filter and sort under a name (the API keeps them per dataset) ---------------
+
+const viewSelect = document.getElementById("v-select");
+const viewName = document.getElementById("v-name");
+const viewError = document.getElementById("views-error");
+const viewMap = document.getElementById("v-map");
+let views = [];
+
+function renderViews(selectedId = viewSelect.value) {
+  clear(viewSelect, el("option", { value: "" }, views.length ? "Open a saved view…" : "No saved views yet"),
+    views.map((v) => el("option", { value: v.id }, v.name)));
+  viewSelect.value = views.some((v) => v.id === selectedId) ? selectedId : "";
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  for (const id of ["v-rename", "v-delete"]) { const b = document.getElementById(id); if (b) b.disabled = !chosen; }
+  viewMap.classList.toggle("hidden", !(chosen && chosen.color));
+  if (chosen && chosen.color) viewMap.href = "/datasets/" + encodeURIComponent(datasetId) + "/map?color=" + encodeURIComponent(chosen.color);
+}
+
+async function loadViews(selectedId) {
+  const data = await api(base + "/views");
+  views = Array.isArray(data) ? data : data.results || [];
+  renderViews(selectedId);
+}
+
+function openView(view) {
+  const f = view.filter || {};
+  state.tag = f.tag || "";
+  state.file_name = f.file_name || "";
+  state.conditions = Array.isArray(f.conditions) ? JSON.parse(JSON.stringify(f.conditions)) : [];
+  state.sort = view.sort || "idx";
+  urlProblem = null;
+  showForm();
+  apply();
+}
+
+viewSelect.addEventListener("change", () => {
+  clear(viewError);
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  renderViews();
+  if (!chosen) return;
+  if (viewName) viewName.value = chosen.name;
+  openView(chosen);
+});
+
+function viewAction(button, action) {
+  if (!button) return;
+  button.addEventListener("click", () => {
+    clear(viewError);
+    busy(button, async () => {
+      try { await action(); } catch (err) { viewError.appendChild(errorBox(err)); }
+    }).then(() => renderViews());
+  });
+}
+viewAction(document.getElementById("v-save"), async () => {
+  const name = viewName.value.trim();
+  if (!name) { viewName.focus(); throw new Error("Give the view a name first."); }
+  const view = await api(base + "/views", { method: "POST", body: { name, filter: filterObject(), sort: state.sort } });
+  await loadViews(view.id);
+  toast("View “" + view.name + "” saved");
+});
+viewAction(document.getElementById("v-rename"), async () => {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  const name = viewName.value.trim();
+  if (!name) { viewName.focus(); throw new Error("Type the new name in “View name”."); }
+  const view = await api(base + "/views/" + encodeURIComponent(chosen.id), { method: "PATCH", body: { name } });
+  await loadViews(view.id);
+  toast("View renamed to “" + view.name + "”");
+});
+viewAction(document.getElementById("v-delete"), async () => {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  if (!window.confirm("Delete the saved view “" + chosen.name + "”? Tags and samples stay.")) return;
+  await api(base + "/views/" + encodeURIComponent(chosen.id), { method: "DELETE" });
+  viewName.value = "";
+  await loadViews("");
+  toast("View “" + chosen.name + "” deleted");
+});
+
 async function init() {
   readUrl();
+  loadViews().catch((err) => viewError.appendChild(errorBox(err)));
   nameInput.value = state.file_name;
   try {
     const [tags, configured] = await Promise.all([api(base + "/tags"), api(base + "/configurator")]);
     fields = Array.isArray(configured) ? configured : configured.results || [];
     const tagList = Array.isArray(tags) ? tags : tags.results || [];
     tagSelect.append(...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")")));
-    tagSelect.value = state.tag;
+    showSelect.append(...fields.map((f) => el("option", { value: f.path }, label(f))));
     for (const f of fields) {
       sortSelect.append(el("option", { value: f.path }, label(f) + " ↑"), el("option", { value: "-" + f.path }, label(f) + " ↓"));
     }
-    sortSelect.value = state.sort;
+    showForm();
     if (fields.length) {
       fieldSelect.append(...fields.map((f) => el("option", { value: f.path }, label(f))));
       renderOps();
@@ -243,7 +499,7 @@ async function init() {
   } catch (err) {
     toast(err.message, "error");
   }
-  apply();
+  apply(false);
   // Known values of categorical fields, for the value suggestions (not needed to browse).
   if (fields.some((f) => !isNumeric(f))) {
     api(base + "/metadata/histograms").then((h) => {

@@ -1,6 +1,6 @@
 // Embedding map: the binary float32 projection drawn as a WebGL scatter; colour by a configured field
 // or a tag; hover shows the sample; lasso selects samples, lists them and saves them as a tag.
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtNum, fmtValue, page, toast } from "../lib.js";
+import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, page, toast } from "../lib.js";
 import { SampleGrid } from "../grid.js";
 import { Scatter } from "../scatter.js";
 
@@ -46,6 +46,41 @@ window.winnowMap = {
   get frames() { return scatter.frames; },
   get selectedIdx() { return selected.map((i) => idxOf[i]).sort((a, b) => a - b); },
   toScreen(x, y) { return scatter.toScreen(x, y); },
+  get pointSize() { return scatter.pointSize() / (window.devicePixelRatio || 1); },
+  get viewport() { return scatter.getViewport(); },
+};
+
+// --- the view in the URL: embedding, colour and viewport -------------------------------------------------
+
+const urlParams = () => new URLSearchParams(location.search);
+let restoring = false;   // while the URL is being applied, changes do not write it back
+
+function syncUrl(push) {
+  if (restoring || !scatter.xy) return;
+  const qs = urlParams();
+  qs.delete("embedding"); qs.delete("color"); qs.delete("view");
+  if (embSelect.value) qs.set("embedding", embSelect.value);
+  if (colorSelect.value) qs.set("color", colorSelect.value);
+  const v = scatter.getViewport();
+  if (Math.abs(v.zoom - 1) > 1e-3 || scatter.view.cx !== (scatter.bounds.minX + scatter.bounds.maxX) / 2 || scatter.view.cy !== (scatter.bounds.minY + scatter.bounds.maxY) / 2) {
+    qs.set("view", [v.cx, v.cy, v.zoom].map((x) => Number(x.toPrecision(6))).join(","));
+  }
+  const url = location.pathname + (qs.toString() ? "?" + qs : "");
+  if (url === location.pathname + location.search) return;
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+}
+
+function applyViewFromUrl() {
+  const view = (urlParams().get("view") || "").split(",").map(Number);
+  if (view.length === 3) scatter.setViewport({ cx: view[0], cy: view[1], zoom: view[2] });
+  else scatter.resetView();
+}
+
+// Panning and zooming rewrite the URL (without a history entry each), at most a few times a second.
+let viewTimer = null;
+scatter.onViewChange = () => {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(() => syncUrl(false), 300);
 };
 
 function setStatus(text) { statusEl.textContent = text; }
@@ -72,6 +107,7 @@ async function loadProjection(embedding) {
   keep.forEach((idx, i) => { xy[2 * i] = raw[2 * idx]; xy[2 * i + 1] = raw[2 * idx + 1]; pointOf.set(idx, i); });
   scatter.resize();
   scatter.setPoints(xy);
+  applyViewFromUrl();
   await applyColor();
   const method = response.headers.get("X-Projection-Method");
   setStatus(fmtNum(keep.length) + " points · " + (method ? method.toUpperCase() + " layout · " : "") +
@@ -135,7 +171,15 @@ async function applyColor() {
   } else {
     const [kind, key] = [choice.slice(0, choice.indexOf(":")), choice.slice(choice.indexOf(":") + 1)];
     const column = await fetchColumn(kind === "tag" ? { tag: key } : { path: key });
-    if (column.kind === "numeric") {
+    const finite = column.kind === "numeric" && column.min !== null && column.max !== null && Number.isFinite(column.min) && Number.isFinite(column.max);
+    if (column.kind === "numeric" && !finite) {
+      // No sample holds a number there: most often a field typed as a number whose values are text.
+      baseColors = rgbaFor(null, () => MISSING);
+      const name = colorSelect.selectedOptions[0] ? colorSelect.selectedOptions[0].textContent : key;
+      clear(legend, el("div", { class: "alert warn", role: "alert", "data-testid": "colour-problem" },
+        "No sample has a number for “" + name + "”, so there is nothing to colour by. If its values are text, change its type to categorical in the ",
+        el("a", { href: "/datasets/" + encodeURIComponent(datasetId) + "/configurator" }, "Configurator"), "."));
+    } else if (column.kind === "numeric") {
       const values = column.values;
       const lo = column.min === null ? 0 : column.min, hi = column.max === null ? 0 : column.max;
       baseColors = rgbaFor(values, (vals, idx) => (idx >= vals.length || Number.isNaN(vals[idx]) ? MISSING : ramp((vals[idx] - lo) / ((hi - lo) || 1))));
@@ -327,7 +371,7 @@ if (saveForm) {
     busy(saveButton, async () => {
       try {
         const tag = await api(base + "/tags", { method: "POST", body: { name: saveForm.elements.name.value.trim(), bitmask: selectionMask(selected) } });
-        toast("Tag “" + tag.name + "” saved with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” saved with " + fmtCount(tag.count, "sample"));
         saveForm.reset();
         colorSelect.append(el("option", { value: "tag:" + tag.id }, "tag: " + tag.name));
       } catch (err) {
@@ -367,8 +411,79 @@ async function init() {
   new ResizeObserver(() => { scatter.resize(); resizeOverlay(); }).observe(box);
   const current = () => embeddings.find((e) => e.id === embSelect.value);
   embSelect.addEventListener("change", () => loadProjection(current()).catch(showError));
-  colorSelect.addEventListener("change", () => applyColor().catch(showError));
+  colorSelect.addEventListener("change", () => { syncUrl(true); applyColor().catch(showError); });
+  embSelect.addEventListener("change", () => syncUrl(true));
+  window.addEventListener("popstate", () => {
+    restoring = true;
+    const qs = urlParams();
+    const color = qs.get("color") || "";
+    const emb = qs.get("embedding");
+    const work = [];
+    if (emb && emb !== embSelect.value && embeddings.some((e) => e.id === emb)) {
+      embSelect.value = emb;
+      colorSelect.value = [...colorSelect.options].some((o) => o.value === color) ? color : "";
+      work.push(loadProjection(current()));
+    } else {
+      applyViewFromUrl();
+      if (color !== colorSelect.value) {
+        colorSelect.value = [...colorSelect.options].some((o) => o.value === color) ? color : "";
+        work.push(applyColor());
+      }
+    }
+    Promise.all(work).catch(showError).finally(() => { restoring = false; });
+  });
+  setUpViews().catch((err) => document.getElementById("map-view-error").appendChild(errorBox(err)));
+  const color = urlParams().get("color");
+  if (color && [...colorSelect.options].some((o) => o.value === color)) colorSelect.value = color;
   await loadProjection(current()).catch(showError);
+}
+
+// Saved views on the map: opening one applies its colour; saving keeps the colour under a name (no filter).
+async function setUpViews() {
+  const select = document.getElementById("m-view");
+  const nameInput = document.getElementById("m-view-name");
+  const save = document.getElementById("m-view-save");
+  const errorArea = document.getElementById("map-view-error");
+  let views = [];
+  const render = (chosen = "") => {
+    clear(select, el("option", { value: "" }, views.length ? "Open a saved view…" : "No saved views yet"),
+      views.map((v) => el("option", { value: v.id }, v.name + (v.color ? "" : " (no colour)"))));
+    select.value = chosen;
+  };
+  const load = async (chosen) => {
+    const data = await api(base + "/views");
+    views = Array.isArray(data) ? data : data.results || [];
+    render(chosen);
+  };
+  select.addEventListener("change", () => {
+    clear(errorArea);
+    const view = views.find((v) => v.id === select.value);
+    if (!view) return;
+    const color = view.color && [...colorSelect.options].some((o) => o.value === view.color) ? view.color : "";
+    if (colorSelect.value !== color) {
+      colorSelect.value = color;
+      syncUrl(true);
+      applyColor().catch(showError);
+    }
+  });
+  if (save) {
+    save.addEventListener("click", () => {
+      clear(errorArea);
+      busy(save, async () => {
+        try {
+          const name = nameInput.value.trim();
+          if (!name) { nameInput.focus(); throw new Error("Give the view a name first."); }
+          const view = await api(base + "/views", { method: "POST", body: { name, color: colorSelect.value } });
+          nameInput.value = "";
+          await load(view.id);
+          toast("View “" + view.name + "” saved");
+        } catch (err) {
+          errorArea.appendChild(errorBox(err));
+        }
+      });
+    });
+  }
+  await load("");
 }
 
 init();

@@ -120,3 +120,44 @@ section("embeddings", embeddings);
 section("metadata", metadata);
 section("tags", tags);
 section("members", members);
+
+// Rename (editor or owner) and delete (owner, after typing the name): the same API the CLI uses.
+const renameForm = document.getElementById("rename-form");
+if (renameForm) {
+  renameForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const errorArea = clear(document.getElementById("rename-error"));
+    busy(renameForm.querySelector("button"), async () => {
+      try {
+        const ds = await api(base, { method: "PATCH", body: { name: renameForm.elements.name.value } });
+        setText("dataset-name-heading", ds.name);
+        document.querySelector('[data-testid="sidebar-dataset-name"]').textContent = ds.name;
+        document.title = ds.name + " · Winnow";
+        errorArea.appendChild(el("div", { class: "alert ok", role: "status" }, "Renamed to “" + ds.name + "”."));
+      } catch (err) {
+        errorArea.appendChild(errorBox(err));
+      }
+    });
+  });
+}
+const deleteForm = document.getElementById("delete-form");
+if (deleteForm) {
+  deleteForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const errorArea = clear(document.getElementById("delete-error"));
+    const name = document.getElementById("dataset-name-heading").textContent;
+    if (deleteForm.elements.confirm.value !== name) {
+      errorArea.appendChild(errorBox("Type the dataset's name, “" + name + "”, exactly, to delete it."));
+      deleteForm.elements.confirm.focus();
+      return;
+    }
+    busy(deleteForm.querySelector("button"), async () => {
+      try {
+        await api(base, { method: "DELETE" });
+        location.assign("/?deleted=" + encodeURIComponent(name));
+      } catch (err) {
+        errorArea.appendChild(errorBox(err));
+      }
+    });
+  });
+}

@@ -7,6 +7,8 @@ const list = document.getElementById("token-list");
 const newBox = document.getElementById("new-token");
 const newKey = document.getElementById("new-token-key");
 
+let newTokenId = null;  // the token whose secret is on screen
+
 document.getElementById("copy-token").addEventListener("click", () => copyText(newKey.textContent));
 
 form.addEventListener("submit", (event) => {
@@ -16,6 +18,7 @@ form.addEventListener("submit", (event) => {
     try {
       const token = await api("/tokens", { method: "POST", body: { name: form.elements.name.value.trim() } });
       newKey.textContent = token.key;
+      newTokenId = token.id;
       newBox.classList.remove("hidden");
       form.reset();
       await load();
@@ -26,13 +29,21 @@ form.addEventListener("submit", (event) => {
 });
 
 function row(token) {
-  const revoke = el("button", { type: "button", class: "small danger", "aria-label": "Revoke token " + token.name },
+  // Two tokens may share a name: the prefix and creation time tell them apart, in the label too.
+  const which = token.name + " (" + token.prefix + "…, created " + fmtDate(token.created_at) + ")";
+  const revoke = el("button", { type: "button", class: "small danger", "aria-label": "Revoke token " + which },
     "Revoke");
   revoke.addEventListener("click", () => {
-    if (!window.confirm("Revoke “" + token.name + "”? Programs using it stop working at once.")) return;
+    if (!window.confirm("Revoke “" + which + "”? Programs using it stop working at once.")) return;
     busy(revoke, async () => {
       await api("/tokens/" + token.id + "/revoke", { method: "POST" });
-      toast("Token “" + token.name + "” revoked");
+      if (token.id === newTokenId) {
+        // The secret just shown no longer works: take it off the screen.
+        newBox.classList.add("hidden");
+        newKey.textContent = "";
+        newTokenId = null;
+      }
+      toast("Token “" + which + "” revoked");
       await load();
     });
   });

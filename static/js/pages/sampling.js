@@ -1,6 +1,6 @@
 // Sampling: start a run, follow its progress, then choose K with the slider (count and preview of
 // the top K follow it live) and create the tag. Earlier runs stay listed.
-import { adaptivePoll, api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtDate, fmtNum, page, pageUrl, toast } from "../lib.js";
+import { adaptivePoll, api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtDate, fmtCount, fmtNum, page, pageUrl, toast } from "../lib.js";
 import { SampleGrid } from "../grid.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
@@ -15,20 +15,60 @@ const NEEDS = {
   typicality: ["embedding", "n_samples"], random: ["n_samples"], similarity: ["embedding", "query_tag", "n_samples"],
   weights: ["field", "n_samples"], threshold: ["field", "operation", "n_samples"], balance: ["field", "target", "n_samples"],
 };
+// One line per strategy on what it is good for (measured in benchmarks/BENCHMARKS.md); a new strategy adds a line.
+export const STRATEGY_HELP = {
+  auto: "Recommended for what to label first: greedy picks maximising distance to the picks so far (squared at first, plain past 100 picks) times typicality (1 / mean distance to the 20 nearest samples); beats Lightly's diversity + typicality at every budget we measured (see the README).",
+  coreset: "Covers the embedding space: rare kinds of sample show up early (on long-tailed Fashion-MNIST, 9.7 of 10 classes in 100 picks; random 8). Good first pick for an unlabeled pool.",
+  diversity: "Coreset that stops once every sample is within the minimum distance of a pick: removes near-duplicates. Choose the distance from the scale shown below.",
+  typicality: "The most typical sample of each cluster: best classifier accuracy at small budgets (0.60 vs 0.42 for coreset at 50 picks on Fashion-MNIST), weaker on rare classes.",
+  random: "A seeded random draw: an unbiased baseline and a fair test set.",
+  similarity: "Samples closest to a query tag: find more of a rare case you already have examples of.",
+  weights: "Ranks by a numeric metadata field (e.g. model uncertainty): higher value, more important.",
+  threshold: "Keeps samples whose metadata value passes a threshold, in random order.",
+  balance: "Evens out a categorical field toward target proportions (e.g. as many rainy as sunny scenes).",
+};
 const STATUS = { queued: "amber", running: "blue", succeeded: "green", failed: "red", cancelled: "" };
 const PREVIEW = 60;
 let runs = [];
 let current = null;   // run id shown in the detail panel
 let stopPoll = null;
 let embeddings = [];
+let savedViews = [];
 
 const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
 const badge = (status) => el("span", { class: "badge " + (STATUS[status] || ""), "data-testid": "run-status" }, status);
 
 function showFields() {
   if (!form) return;
-  const needs = NEEDS[form.elements.strategy.value] || [];
+  const strategy = form.elements.strategy.value;
+  const needs = NEEDS[strategy] || [];
   form.querySelectorAll("[data-for]").forEach((node) => node.classList.toggle("hidden", !needs.includes(node.dataset.for)));
+  document.getElementById("r-strategy-help").textContent = STRATEGY_HELP[strategy] || "";
+  if (needs.includes("min_distance")) showScale();
+}
+
+// The distance scale of the chosen embedding (percentiles from a sample of its rows), cached per embedding.
+const scales = new Map();
+async function showScale() {
+  const box = document.getElementById("r-scale");
+  const id = form.elements.embedding.value;
+  if (!id) { clear(box); return; }
+  if (!scales.has(id)) {
+    box.textContent = "Measuring distances in this embedding…";
+    try { scales.set(id, await api(base + "/embeddings/" + encodeURIComponent(id) + "/distance-scale")); } catch (err) {
+      clear(box, errorBox(err));
+      return;
+    }
+  }
+  if (form.elements.embedding.value !== id) return;
+  const s = scales.get(id);
+  if (!s.nearest_neighbour) { box.textContent = "Too few samples to measure distances."; return; }
+  const f = (v) => String(Number(v.toPrecision(3)));
+  const nn = s.nearest_neighbour, pw = s.pairwise;
+  clear(box,
+    el("span", {}, "Scale (Euclidean, from " + fmtNum(s.sampled) + " samples): nearest neighbour p5 " + f(nn.p5) + ", median " + f(nn.p50) + ", p95 " + f(nn.p95) +
+      "; between two samples median " + f(pw.p50) + ". "),
+    el("span", {}, "A minimum distance below the nearest-neighbour median keeps near-duplicates; near the pairwise median it keeps only a few picks."));
 }
 
 function requestBody() {
@@ -65,8 +105,13 @@ function renderRuns() {
   clear(runsBox, el("table", {},
     el("thead", {}, el("tr", {}, ["Run", "Strategy", "Status", "Created"].map((h) => el("th", {}, h)))),
     el("tbody", {}, runs.map((r) => {
-      const open = el("a", { href: "#run-" + r.id, "data-testid": "run-link" }, r.name);
-      open.addEventListener("click", (event) => { event.preventDefault(); show(r.id); });
+      const open = el("a", { href: runUrl(r.id), "data-testid": "run-link", "aria-current": r.id === current ? "true" : null }, r.name);
+      open.addEventListener("click", (event) => {
+        if (event.metaKey || event.ctrlKey || event.shiftKey) return;  // a new tab opens the link itself
+        event.preventDefault();
+        if (r.id !== current) history.pushState({ run: r.id }, "", runUrl(r.id));
+        show(r.id);
+      });
       return el("tr", { style: r.id === current ? "background:var(--accent-soft)" : null },
         el("td", {}, open), el("td", {}, r.strategy),
         el("td", {}, badge(r.status), r.status === "running" ? " " + r.progress + "%" : null),
@@ -101,12 +146,43 @@ function describe(run) {
   return parts.join(" · ");
 }
 
+// The run's picks: n_samples, or for diversity where the scores drop below min_distance (seen in the first page).
+function picksOf(run, top) {
+  let picks = Math.min(run.score_count, run.n_samples || run.score_count);
+  if (run.min_distance !== null && run.min_distance !== undefined) {
+    const below = top.findIndex((r) => r.score < run.min_distance);
+    if (below >= 0) picks = Math.min(picks, Math.max(1, below));
+  }
+  return picks;
+}
+
+// The request that made `run`, with another n_samples: the same strategy, parameters, tags and seed.
+function rerunBody(run, n) {
+  const strategies = (run.parameters && run.parameters.strategies) || [];
+  const body = { name: run.name + " (K=" + n + ")", n_samples: n, seed: (run.parameters && run.parameters.seed) || 0 };
+  if (strategies.length === 1) Object.assign(body, strategies[0]);
+  else body.strategies = strategies;
+  for (const key of ["embedding", "min_distance", "input_tag", "preselected_tag", "query_tag"]) {
+    if (run[key] !== null && run[key] !== undefined) body[key] = run[key];
+  }
+  return body;
+}
+
+async function startRun(body) {
+  const run = await api(base + "/sampling-runs", { method: "POST", body });
+  toast("Run “" + run.name + "” started");
+  runs.unshift(run);
+  history.pushState({ run: run.id }, "", runUrl(run.id));
+  show(run.id);
+}
+
 async function scoresView(run) {
-  const max = run.score_count;
-  if (!max) return el("div", { class: "alert warn" }, "The run finished without scoring any sample (no candidates?).");
-  const first = await api(base + "/sampling-runs/" + run.id + "/scores", { params: { limit: Math.min(1000, max) } });
+  if (!run.score_count) return el("div", { class: "alert warn" }, "The run finished without scoring any sample (no candidates?).");
+  const first = await api(base + "/sampling-runs/" + run.id + "/scores", { params: { limit: Math.min(1000, run.score_count) } });
   const top = first.results;
-  const start = Math.min(max, run.n_samples || max, 20);
+  // The slider ends at the picks: past them the ranks order the rest by distance to the picks (near-duplicates).
+  const max = picksOf(run, top);
+  const start = Math.min(max, 20);
   const slider = el("input", { type: "range", min: "1", max: String(max), value: String(start), id: "k-slider", "aria-label": "How many samples to keep" });
   const number = el("input", { type: "number", min: "1", max: String(max), value: String(start), "aria-label": "Samples to keep", style: "width:110px" });
   const count = el("strong", { "data-testid": "k-count" });
@@ -128,7 +204,7 @@ async function scoresView(run) {
     k = Math.max(1, Math.min(max, Math.round(Number(value) || 1)));
     slider.value = String(k);
     number.value = String(k);
-    count.textContent = fmtNum(k) + " of " + fmtNum(max) + " samples";
+    count.textContent = fmtNum(k) + " of the run's " + fmtNum(max) + (max === 1 ? " pick" : " picks");
     if (autoName) nameInput.value = run.name + "-top" + k;
     const shown = Math.min(k, PREVIEW, top.length);
     if (grid.samples.length > shown) { grid.reset(); }
@@ -146,12 +222,14 @@ async function scoresView(run) {
     const y = (s) => Math.max(2, h - 6 - ((Math.min(s, maxS) - minS) / ((maxS - minS) || 1)) * (h - 12));
     const d = top.map((r, i) => (i ? "L" : "M") + ((i / (n - 1)) * w).toFixed(1) + " " + y(r.score).toFixed(1)).join("");
     const kx = k <= n ? ((k - 1) / (n - 1)) * w : w;
+    const px = max < n ? ((max - 1) / (n - 1)) * w : null;  // where the run's picks end
     const svgEl = (t, a, ...c) => el(t, { ...a, svg: true }, ...c);
     // The label sits above the plot (not inside it): the SVG stretches to the card's width, text would too.
     clear(curve,
       el("div", { class: "muted small" }, "score by rank" + (n < max ? " (first " + fmtNum(n) + ")" : "")),
       svgEl("svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", style: "width:100%;height:90px", role: "img", "aria-label": "Importance score by rank" },
         svgEl("path", { d, fill: "none", stroke: "#2f6fed", "stroke-width": "2", "vector-effect": "non-scaling-stroke" }),
+        px === null ? null : svgEl("line", { x1: px, x2: px, y1: 0, y2: h, stroke: "#d92d20", "vector-effect": "non-scaling-stroke" }),
         svgEl("line", { x1: kx, x2: kx, y1: 0, y2: h, stroke: "#101828", "stroke-dasharray": "4 3", "vector-effect": "non-scaling-stroke" })));
   }
   slider.addEventListener("input", () => update(slider.value));
@@ -162,7 +240,7 @@ async function scoresView(run) {
     busy(create, async () => {
       try {
         const tag = await api(base + "/tags", { method: "POST", body: { name: nameInput.value.trim(), sampling_run: run.id, top_k: k } });
-        toast("Tag “" + tag.name + "” created with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” created with " + fmtCount(tag.count, "sample"));
         errorArea.appendChild(el("div", { class: "alert ok", role: "status" }, "Tag “", tag.name, "” created. ",
           el("a", { href: pageUrl("explore") + "?tag=" + encodeURIComponent(tag.id) }, "Explore it →")));
         autoName = true;
@@ -171,10 +249,20 @@ async function scoresView(run) {
       }
     });
   });
+  const larger = Math.min(run.score_count, Math.max(max * 2, max + 1));
+  let more = null;
+  if (canEdit && larger > max) {
+    const again = el("button", { type: "button", class: "secondary small", "data-testid": "larger-run" }, "New run with K = " + fmtNum(larger));
+    again.addEventListener("click", () => busy(again, () => startRun(rerunBody(run, larger))));
+    more = again;
+  }
+  const end = el("p", { class: "small muted", "data-testid": "slider-end" },
+    "The slider ends at this run's " + fmtNum(max) + (max === 1 ? " pick" : " picks") + " (n = " + fmtNum(max) + "). " +
+    (run.score_count > max ? "Past them the ranks are not picks: they order the other " + fmtNum(run.score_count - max) +
+      " samples by distance to the picks, so near-duplicates come next. For more picks, start a larger run. " : ""), more);
   const node = el("div", {},
-    canEdit ? null : null,
     el("div", { class: "row", style: "align-items:center;margin-bottom:6px" }, el("label", { for: "k-slider", style: "margin:0" }, "Keep the top"), number, count),
-    slider, curve,
+    slider, end, curve,
     canEdit ? el("div", { style: "margin:10px 0" }, tagForm, errorArea) : null,
     el("h3", { style: "margin-top:12px" }, "Preview"), note, previewBox);
   update(start);
@@ -219,15 +307,22 @@ function show(runId) {
 
 if (form) {
   form.elements.strategy.addEventListener("change", showFields);
+  form.elements.embedding.addEventListener("change", showFields);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const errorArea = clear(document.getElementById("run-error"));
     busy(form.querySelector("button[type=submit]"), async () => {
       try {
-        const run = await api(base + "/sampling-runs", { method: "POST", body: requestBody() });
-        toast("Run “" + run.name + "” started");
-        runs.unshift(run);
-        show(run.id);
+        const body = requestBody();
+        if (body.input_tag && body.input_tag.startsWith("view:")) {
+          // A saved view as the candidates: its samples as of now become a tag, named after the view and the run.
+          const view = savedViews.find((v) => v.id === body.input_tag.slice(5));
+          const tag = await api(base + "/views/" + encodeURIComponent(view.id) + "/tag", { method: "POST",
+            body: { name: (view.name + " · for " + body.name).slice(0, 200) } });
+          body.input_tag = tag.id;
+          toast("Tag “" + tag.name + "” made from the view with " + fmtCount(tag.count, "sample"));
+        }
+        await startRun(body);
       } catch (err) {
         errorArea.appendChild(errorBox(err));
       }
@@ -238,7 +333,9 @@ if (form) {
 async function init() {
   showFields();
   try {
-    const [embs, tags, fields] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator")]);
+    const [embs, tags, fields, views] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator"),
+      api(base + "/views").catch(() => [])]);
+    savedViews = list(views);
     embeddings = list(embs);
     const tagList = list(tags);
     if (form) {
@@ -250,19 +347,39 @@ async function init() {
           "No embeddings yet: upload one with “winnow magic --dataset-id " + datasetId + " --input-dir ./images”, or pick Random or a metadata strategy."));
       }
       const tagOptions = (none) => [el("option", { value: "" }, none), ...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")"))];
-      clear(f.input_tag, tagOptions("all samples"));
+      clear(f.input_tag, tagOptions("all samples"), savedViews.length ? el("optgroup", { label: "Saved views (their samples now become a tag)" },
+        savedViews.map((v) => el("option", { value: "view:" + v.id }, "view: " + v.name))) : null);
       clear(f.preselected_tag, tagOptions("none"));
       clear(f.query_tag, tagOptions("choose a tag"));
       clear(f.field, list(fields).map((x) => el("option", { value: x.path }, (x.display_name || x.path) + " (" + x.type + ")")));
-      f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");
+      if (!f.name.value) f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");  // not over a typed name
     }
     await loadRuns();
   } catch (err) {
     clear(runsBox, errorBox(err));
   }
-  const wanted = location.hash.startsWith("#run-") ? location.hash.slice(5) : runs.length ? runs[0].id : null;
-  if (wanted) show(wanted);
-  else clear(detail, emptyState("No run selected", el("p", {}, "Start a run, or pick one from the list.")));
+  showFields();
+  const wanted = runFromUrl() || (runs.length ? runs[0].id : null);
+  if (wanted) {
+    if (!runFromUrl()) history.replaceState({ run: wanted }, "", runUrl(wanted));
+    show(wanted);
+  } else clear(detail, emptyState("No run selected", el("p", {}, "Start a run, or pick one from the list.")));
 }
+
+// The run on screen lives in the URL (?run=), so a reload or a shared link shows it; back/forward walk the runs.
+function runUrl(id) {
+  const qs = new URLSearchParams(location.search);
+  qs.set("run", id);
+  return location.pathname + "?" + qs.toString();
+}
+function runFromUrl() {
+  const id = new URLSearchParams(location.search).get("run");
+  if (id) return id;
+  return location.hash.startsWith("#run-") ? location.hash.slice(5) : null;  // links of older versions
+}
+window.addEventListener("popstate", () => {
+  const id = runFromUrl();
+  if (id && id !== current) show(id);
+});
 
 init();

@@ -1,5 +1,5 @@
 // Tags: the tree by parent, arithmetic into a new tag, export and delete.
-import { api, apiRoot, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtDate, fmtNum, pageUrl, toast } from "../lib.js";
+import { api, apiRoot, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtDate, fmtCount, fmtNum, pageUrl, toast } from "../lib.js";
 
 const treeBox = document.getElementById("tag-tree");
 const opForm = document.getElementById("op-form");
@@ -43,7 +43,7 @@ function node(tag, childrenOf) {
     el("div", { class: "node" },
       canEdit ? box : null,
       el("span", { class: "name" }, tag.name),
-      el("span", { class: "badge blue", "data-testid": "tag-count" }, fmtNum(tag.count) + " samples"),
+      el("span", { class: "badge blue", "data-testid": "tag-count" }, fmtCount(tag.count, "sample")),
       el("span", { class: "badge" }, ORIGINS[tag.origin] || tag.origin),
       el("span", { class: "muted small" }, describe(tag)),
       el("span", { class: "muted small" }, fmtDate(tag.created_at) + (tag.creator ? " · " + tag.creator : "")),
@@ -110,7 +110,7 @@ if (opForm) {
       try {
         const tag = await api(base, { method: "POST", body: {
           name: opForm.elements.name.value.trim(), operation: opForm.elements.operation.value, tags: ticked } });
-        toast("Tag “" + tag.name + "” created with " + fmtNum(tag.count) + " samples");
+        toast("Tag “" + tag.name + "” created with " + fmtCount(tag.count, "sample"));
         opForm.reset();
         ticked = [];
         await load();

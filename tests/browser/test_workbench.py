@@ -1,0 +1,636 @@
+"""The curator's workbench (issue 11): what a full curation pass tripped over, each checked in Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from curation.models import Tag
+from curation.services import add_samples
+from sampling.models import SamplingRun
+from tests.browser.conftest import sign_in
+from tests.browser.data import Api, embeddings_csv
+from winnow.accounts.models import ApiToken
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LONG = 60_000  # ms: a loaded 2-core machine can be slow; every wait is on a condition, never a sleep
+
+
+def _with_embedding(dataset, owner, n: int = 120):
+    names = [f"s{i:03d}.jpg" for i in range(n)]
+    add_samples(dataset, [{"file_name": name, "metadata": {"speed": i % 7}} for i, name in enumerate(names)])
+    _token, key = ApiToken.issue(owner, "cli")
+    return names, key, None
+
+
+def _upload_embedding(live_server, key, dataset, names):
+    x = np.random.default_rng(5).normal(size=(len(names), 8)).astype(np.float32)
+    api = Api(live_server.url, key)
+    emb = api.call(
+        "POST",
+        f"/datasets/{dataset.id}/embeddings",
+        data={"name": "e"},
+        files={"file": ("e.csv", embeddings_csv(names, x), "text/csv")},
+    )
+    return api, emb
+
+
+def test_sampling_slider_ends_at_the_picks_reload_keeps_the_run_and_a_larger_run_is_one_click(
+    page, live_server, shot, dataset, owner
+):
+    names, key, _ = _with_embedding(dataset, owner)
+    api, emb = _upload_embedding(live_server, key, dataset, names)
+    first = api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "ten", "strategy": "coreset", "embedding": emb["id"], "n_samples": 10},
+    )
+    api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "fifteen", "strategy": "coreset", "embedding": emb["id"], "n_samples": 15},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    detail = page.locator("#run-detail")
+    expect(detail.get_by_role("heading", name="fifteen")).to_be_visible(timeout=LONG)
+    page.get_by_test_id("run-link").filter(has_text="ten").click()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    expect(page).to_have_url(re.compile(r"\?run=" + first["id"]))
+    # The slider ends at the run's 10 picks, and says so; 120 samples were scored.
+    slider = page.locator("#k-slider")
+    expect(slider).to_have_attribute("max", "10")
+    expect(page.get_by_test_id("slider-end")).to_contain_text("ends at this run's 10 picks")
+    expect(page.get_by_test_id("slider-end")).to_contain_text("near-duplicates")
+    page.get_by_role("spinbutton", name="Samples to keep").fill("30")
+    page.get_by_role("spinbutton", name="Samples to keep").press("Enter")
+    expect(page.get_by_test_id("k-count")).to_have_text("10 of the run's 10 picks")
+    shot(page, "sampling-slider-end")
+    # A reload shows the run being viewed, not the newest; back walks to the run seen before.
+    page.reload()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    page.go_back()
+    expect(detail.get_by_role("heading", name="fifteen")).to_be_visible(timeout=LONG)
+    page.go_forward()
+    expect(detail.get_by_role("heading", name="ten")).to_be_visible(timeout=LONG)
+    # More picks: one click starts the same run with K = 20.
+    page.get_by_test_id("larger-run").click()
+    expect(detail.get_by_role("heading", name="ten (K=20)")).to_be_visible(timeout=LONG)
+    expect(page.locator("#k-slider")).to_have_attribute("max", "20", timeout=LONG)
+    larger = SamplingRun.objects.get(name="ten (K=20)")
+    assert (larger.n_samples, larger.strategy, larger.embedding_id) == (20, "coreset", emb["id"])
+    expect(page).to_have_url(re.compile(r"\?run=" + larger.id))
+
+
+def test_each_strategy_says_what_it_is_for_and_diversity_shows_the_distance_scale(
+    page, live_server, shot, dataset, owner
+):
+    names, key, _ = _with_embedding(dataset, owner, n=60)
+    _upload_embedding(live_server, key, dataset, names)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    helpline = page.get_by_test_id("strategy-help")
+    expect(helpline).to_contain_text("rare kinds")
+    page.get_by_label("Strategy").select_option("typicality")
+    expect(helpline).to_contain_text("small budgets")
+    page.get_by_label("Strategy").select_option("diversity")
+    expect(helpline).to_contain_text("near-duplicates")
+    scale = page.get_by_test_id("distance-scale")
+    expect(scale).to_contain_text("nearest neighbour p5", timeout=LONG)
+    expect(scale).to_contain_text("from 60 samples")
+    shot(page, "sampling-diversity-scale")
+
+
+def _street(dataset, n: int = 300):
+    """n samples with weather.scenario (categorical) and weather.temperature (float), both configured."""
+    from curation.models import MetadataField
+
+    scen = ["sunny", "cloudy", "rainy"]
+    add_samples(
+        dataset,
+        [
+            {
+                "file_name": f"f{i:03d}.jpg",
+                "metadata": {"weather": {"scenario": scen[i % 3], "temperature": float(i % 40)}},
+            }
+            for i in range(n)
+        ],
+    )
+    MetadataField.objects.create(
+        dataset=dataset, path="weather.scenario", type="categorical_string", display_name="Scenario"
+    )
+    MetadataField.objects.create(dataset=dataset, path="weather.temperature", type="float", display_name="Temperature")
+
+
+def _map_embedding(dataset, n: int):
+    """A ready 2-d embedding whose projection is itself, so the map opens at once."""
+    from curation import embeddings as emb_service
+    from curation import storage
+    from curation.models import Embedding
+
+    layout = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    embedding = Embedding.objects.create(
+        dataset=dataset, name="e", dimension=2, count=n, matrix_key="x", projection_status=emb_service.Status.READY
+    )
+    embedding.matrix_key = emb_service.matrix_key(dataset.id, embedding.id)
+    storage.save_matrix(embedding.matrix_key, layout)
+    embedding.projection_key = storage.save_matrix(emb_service.layout_key(embedding, "pca"), layout)
+    embedding.save(update_fields=["matrix_key", "projection_key"])
+    return embedding
+
+
+def test_explore_select_all_then_deselect_one_keeps_the_rest_and_save_is_off_at_zero(page, live_server, shot, dataset):
+    add_samples(dataset, [{"file_name": f"f{i:04d}.jpg"} for i in range(500)])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("500 samples", timeout=LONG)
+    page.get_by_role("button", name="Select all in filter").click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("all 500 in filter selected")
+    page.locator('[data-idx="3"] .pick').click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("499 of 500 in filter selected")
+    expect(page.locator('[data-idx="3"]')).not_to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator('[data-idx="4"]')).to_have_class(re.compile(r"\bselected\b"))
+    save = page.get_by_role("button", name="Save selection as tag")
+    page.get_by_placeholder("new tag name").fill("all but three")
+    save.click()
+    expect(page.get_by_text("Tag “all but three” saved with 499 samples")).to_be_visible(timeout=LONG)
+    indices = Tag.objects.get(dataset=dataset, name="all but three").indices().tolist()
+    assert len(indices) == 499 and 3 not in indices
+    # Nothing is selected after saving: nothing to save.
+    expect(page.get_by_test_id("selection-count")).to_have_text("0 selected")
+    expect(save).to_be_disabled()
+
+
+def test_explore_filter_builder_url_errors_pending_value_back_forward_and_sort_badges(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    # A bad value in the link is an error in words, not "0 samples".
+    page.goto(base + '?conditions=[{"path":"weather.temperature","op":"gt","value":"abc"}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        'Temperature > "abc": the value must be a number', timeout=LONG
+    )
+    expect(page.get_by_test_id("match-count")).not_to_have_text(re.compile("0 samples"))
+    shot(page, "explore-bad-url-value")
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # A value typed without "Add condition" is not dropped by Apply.
+    page.get_by_label("Metadata field").select_option(label="Temperature")
+    page.get_by_label("Condition", exact=True).select_option(label="<")
+    page.get_by_label("Value", exact=True).fill("10")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    # Several values of a category at once.
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="is one of")
+    page.get_by_label("Value", exact=True).fill("sunny, rainy")
+    page.get_by_role("button", name="Add condition").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    # Sorting by a field shows its value on each tile.
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 9", timeout=LONG)
+    shot(page, "explore-sorted-badges")
+    # Back walks the filter changes, and stays on the page.
+    page.go_back()
+    expect(page.get_by_test_id("tile-badge")).to_have_count(0, timeout=LONG)
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    page.go_back()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    page.go_back()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"/explore$"))
+    page.go_forward()
+    expect(page.get_by_test_id("match-count")).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_count(1)
+
+
+def test_sample_view_walks_with_arrow_keys_and_shows_display_names(page, live_server, shot, dataset):
+    _street(dataset, 12)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("12 samples", timeout=LONG)
+    page.locator('[data-idx="0"] .pick').focus()
+    page.keyboard.press("o")
+    view = page.get_by_test_id("sample-view")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f000.jpg", timeout=LONG)
+    expect(view.get_by_test_id("sample-metadata")).to_contain_text("Temperature")
+    expect(view.get_by_test_id("sample-metadata")).not_to_contain_text("weather.temperature")
+    expect(view.get_by_role("button", name="Previous sample")).to_be_disabled()
+    page.keyboard.press("ArrowRight")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f001.jpg", timeout=LONG)
+    page.keyboard.press("ArrowRight")
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f002.jpg", timeout=LONG)
+    view.get_by_role("button", name="Previous sample").click()
+    expect(view.get_by_test_id("sample-file-name")).to_have_text("f001.jpg", timeout=LONG)
+    expect(view.get_by_test_id("sample-position")).to_have_text("2 of 12 loaded")
+    shot(page, "sample-view")
+    page.keyboard.press("Escape")
+    # The grid with the keyboard: one tab stop per tile, arrow keys move between tiles.
+    page.locator('[data-idx="1"] .pick').focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == "2"
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == "1"
+    page.keyboard.press("ArrowDown")
+    cols = page.evaluate(
+        "() => getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length"
+    )
+    assert page.evaluate("() => document.activeElement.closest('[data-idx]')?.dataset.idx") == str(min(11, 1 + cols))
+
+
+def test_dataset_rename_and_delete_in_the_ui_and_a_duplicate_name_is_refused(page, live_server, shot, dataset, owner):
+    from curation.models import Dataset
+    from curation.services import create_dataset
+
+    create_dataset(owner, "night drive", "meta")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}")
+    page.errors.allow(r"status of 400 .*/api/v1/datasets")
+    page.get_by_label("Dataset name").fill("Night Drive")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.locator("#rename-error")).to_contain_text("olivia already has a dataset named 'Night Drive'")
+    page.get_by_label("Dataset name").fill("city streets")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_test_id("dataset-name")).to_have_text("city streets", timeout=LONG)
+    expect(page.get_by_test_id("sidebar-dataset-name")).to_have_text("city streets")
+    assert Dataset.objects.get(pk=dataset.pk).name == "city streets"
+    shot(page, "overview-manage")
+    # Delete: the name must be typed first.
+    page.get_by_role("button", name="Delete dataset").click()
+    expect(page.locator("#delete-error")).to_contain_text("Type the dataset's name")
+    assert Dataset.objects.filter(pk=dataset.pk).exists()
+    page.get_by_label("Type the dataset's name").fill("city streets")
+    page.get_by_role("button", name="Delete dataset").click()
+    expect(page.get_by_test_id("deleted-note")).to_have_text("Dataset “city streets” deleted.", timeout=LONG)
+    assert not Dataset.objects.filter(pk=dataset.pk).exists()
+    # A second dataset with a name already taken is refused in words.
+    page.get_by_role("button", name="+ New dataset").click()
+    page.get_by_label("Name").fill("night drive")
+    page.get_by_role("button", name="Create dataset").click()
+    expect(page.get_by_role("alert")).to_contain_text("already has a dataset named 'night drive'")
+    assert Dataset.objects.filter(owner=owner, name="night drive").count() == 1
+
+
+def test_configurator_warns_on_an_unknown_path_and_refuses_text_typed_as_integer(page, live_server, shot, dataset):
+    add_samples(
+        dataset,
+        [{"file_name": f"f{i}.jpg", "metadata": {"road": ["a", "b"][i % 2], "speed": i * 1.5}} for i in range(10)],
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/configurator")
+    page.get_by_role("button", name="Add road").click()
+    page.get_by_label("Type for road").select_option("categorical_int")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "“road” holds text (a, b), not numbers: it cannot be Categorical integer"
+    )
+    page.get_by_label("Type for road").select_option("float")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("cannot be Float")
+    assert not dataset.metadata_fields.exists()
+    page.get_by_label("Type for road").select_option("categorical_string")
+    page.get_by_role("button", name="Add speed").click()
+    page.get_by_label("Type for speed").select_option("int")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("“speed” holds decimal numbers")
+    page.get_by_label("Type for speed").select_option("float")
+    # A path that no sample has is saved only after a warning.
+    page.get_by_role("button", name="+ Add entry").click()
+    page.get_by_label("Path for new entry").fill("wether.temp")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_test_id("configurator-warning")).to_contain_text("No sample has the path “wether.temp”")
+    assert not dataset.metadata_fields.exists()
+    shot(page, "configurator-warning")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_text("All changes saved.")).to_be_visible(timeout=LONG)
+    assert sorted(dataset.metadata_fields.values_list("path", flat=True)) == ["road", "speed", "wether.temp"]
+
+
+def test_tokens_of_the_same_name_are_told_apart_and_a_revoked_new_key_disappears(page, live_server, shot, owner):
+    ApiToken.issue(owner, "laptop")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/preferences")
+    page.get_by_label("Token name").fill("laptop")
+    page.get_by_role("button", name="Create token").click()
+    key = page.get_by_test_id("new-token-key")
+    expect(key).to_have_text(re.compile(r"^wnw_"))
+    newest = ApiToken.objects.filter(user=owner, name="laptop").order_by("-created_at").first()
+    buttons = page.get_by_role("button", name=re.compile(r"^Revoke token laptop"))
+    expect(buttons).to_have_count(2)
+    labels = {buttons.nth(i).get_attribute("aria-label") for i in range(2)}
+    assert len(labels) == 2 and any(newest.prefix in label for label in labels), labels
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=re.compile(r"^Revoke token laptop \(wnw_" + newest.prefix)).click()
+    expect(key).to_be_hidden(timeout=LONG)
+    expect(page.get_by_text("Copy your new token now")).to_be_hidden()
+    shot(page, "tokens-told-apart")
+
+
+def test_tag_errors_read_without_field_jargon_and_one_sample_is_singular(page, live_server, dataset):
+    add_samples(dataset, [{"file_name": f"f{i}.jpg"} for i in range(3)])
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore?file_name=f1.jpg")
+    expect(page.get_by_test_id("match-count")).to_have_text("1 sample", timeout=LONG)
+    page.locator('[data-idx="1"] .pick').click()
+    page.get_by_placeholder("new tag name").fill("one")
+    page.get_by_role("button", name="Save selection as tag").click()
+    expect(page.get_by_text("Tag “one” saved with 1 sample")).to_be_visible(timeout=LONG)
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/tags")
+    page.errors.allow(r"status of 400 .*/tags\)")
+    page.get_by_label("Select one").check()
+    page.get_by_label("Select initial-tag").check()
+    page.get_by_label("Operation").select_option("difference")
+    page.get_by_label("New tag name").fill("nothing left")
+    page.get_by_role("button", name="Create tag").click()
+    alert = page.get_by_role("alert").filter(has_text="empty")
+    expect(alert).to_contain_text("the tag would be empty")
+    expect(alert).not_to_contain_text("non_field_errors")
+
+
+def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_in_the_url(
+    page, live_server, shot, dataset
+):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    page.get_by_label("Temperature from").fill("5")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("105", timeout=LONG)  # 5..39 of every 40
+    expect(page.get_by_label("Temperature to")).to_have_value("")
+    page.keyboard.type("12")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("24", timeout=LONG)  # 5..12 of every 40
+    expect(page.get_by_label("Temperature to")).to_have_value("12")
+    expect(page.get_by_label("Temperature from")).to_have_value("5")
+    # Enter on a category row toggles it and keeps the keyboard there.
+    sunny = page.locator('[data-path="weather.scenario"] [data-value="sunny"]')
+    sunny.focus()
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("8", timeout=LONG)
+    expect(sunny).to_have_attribute("aria-checked", "true")
+    expect(sunny).to_be_focused()
+    page.keyboard.press("Space")
+    expect(matched).to_have_text("24", timeout=LONG)
+    expect(sunny).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("8", timeout=LONG)
+    shot(page, "analyze-filtered")
+    # The filter is in the URL: a reload keeps it, back walks it.
+    expect(page).to_have_url(re.compile(r"conditions="))
+    page.reload()
+    expect(matched).to_have_text("8", timeout=LONG)
+    expect(page.get_by_label("Temperature to")).to_have_value("12")
+    expect(page.locator('[data-path="weather.scenario"] [data-value="sunny"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    page.go_back()
+    expect(matched).to_have_text("24", timeout=LONG)
+
+
+def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_in_the_url_and_points_grow(
+    page, live_server, shot, dataset
+):
+    from curation.models import MetadataField
+
+    _street(dataset, 300)
+    MetadataField.objects.create(
+        dataset=dataset, path="weather.scenario_code", type="int", display_name="Scenario code"
+    )
+    for sample in dataset.samples.all():  # text where an integer was configured
+        sample.metadata["weather"]["scenario_code"] = sample.metadata["weather"]["scenario"]
+        sample.save(update_fields=["metadata"])
+    _map_embedding(dataset, 300)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
+    expect(page.get_by_test_id("map-status")).to_contain_text("300 points", timeout=LONG)
+    colour = page.locator("#m-color")
+    colour.select_option(label="Scenario code")
+    expect(page.get_by_test_id("colour-problem")).to_contain_text(
+        "No sample has a number for “Scenario code”", timeout=LONG
+    )
+    expect(page.locator("#legend")).not_to_contain_text("Infinity")
+    shot(page, "map-wrong-type")
+    colour.select_option(label="Temperature")
+    expect(page).to_have_url(re.compile(r"color=field%3Aweather.temperature"), timeout=LONG)
+    # Zooming in makes points bigger, and the viewport goes into the URL.
+    small = page.evaluate("() => winnowMap.pointSize")
+    page.get_by_test_id("map-canvas").focus()
+    for _ in range(8):
+        page.keyboard.press("+")
+    page.wait_for_function("(before) => winnowMap.pointSize > 2 * before", arg=small, timeout=LONG)
+    expect(page).to_have_url(re.compile(r"view="), timeout=LONG)
+    zoom = page.evaluate("() => winnowMap.viewport.zoom")
+    assert zoom > 5
+    page.reload()
+    expect(page.get_by_test_id("map-status")).to_contain_text("300 points", timeout=LONG)
+    expect(colour).to_have_value("field:weather.temperature")
+    page.wait_for_function("(z) => Math.abs(winnowMap.viewport.zoom - z) / z < 0.01", arg=zoom, timeout=LONG)
+    # Back: the colour chosen before.
+    page.go_back()
+    expect(colour).to_have_value("field:weather.scenario_code", timeout=LONG)
+    expect(page.get_by_test_id("colour-problem")).to_be_visible(timeout=LONG)
+
+
+def test_every_page_at_768_px_has_no_horizontal_scroll_and_a_skip_link(browser, live_server, shot, dataset, owner):
+    _street(dataset, 40)
+    names = [f"f{i:03d}.jpg" for i in range(40)]
+    _token, key = ApiToken.issue(owner, "cli")
+    _upload_embedding(live_server, key, dataset, names)
+    context = browser.new_context(viewport={"width": 768, "height": 1000})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
+    pages = ["", "explore", "analyze", "map", "sampling", "tags", "configurator"]
+    wide = {}
+    for sub in pages:
+        pg.goto(f"{live_server.url}/datasets/{dataset.id}" + (f"/{sub}" if sub else ""))
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[sub or "overview"] = width
+        shot(pg, f"768-{sub or 'overview'}")
+    for path in ["/", "/preferences"]:
+        pg.goto(live_server.url + path)
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[path] = width
+    assert not wide, f"pages wider than 768 px: {wide}"
+    # The first Tab reaches a skip link that moves focus past the navigation.
+    pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    pg.keyboard.press("Tab")
+    skip = pg.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    pg.keyboard.press("Enter")
+    assert pg.evaluate("() => document.activeElement.id") == "page"
+    context.close()
+    assert not errors
+
+
+def test_saved_views_save_open_rename_and_delete_on_explore(page, live_server, shot, dataset):
+    from curation.models import SavedView
+
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(base + '?sort=-weather.temperature&conditions=[{"path":"weather.scenario","op":"eq","value":"rainy"}]')
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_label("View name").fill("rainy, warmest first")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("view-select")).to_have_value(re.compile(r"^[0-9a-f]{24}$"), timeout=LONG)
+    view = SavedView.objects.get(dataset=dataset)
+    assert view.sort == "-weather.temperature"
+    assert view.filter == {"conditions": [{"path": "weather.scenario", "op": "eq", "value": "rainy"}]}
+    # Elsewhere, then open the view again from the list.
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_test_id("view-select").select_option(label="rainy, warmest first")
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_label("Sort by")).to_have_value("-weather.temperature")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"sort=-weather.temperature"))
+    shot(page, "explore-saved-view")
+    # A name taken is refused in words; rename; delete.
+    page.errors.allow(r"status of 400 .*/views")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.locator("#views-error")).to_contain_text("a view named 'rainy, warmest first' already exists")
+    page.get_by_label("View name").fill("rainy")
+    page.get_by_role("button", name="Rename selected").click()
+    expect(page.get_by_test_id("view-select").locator("option:checked")).to_have_text("rainy", timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset).name == "rainy"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page.get_by_test_id("view-select").locator("option")).to_have_count(1, timeout=LONG)
+    assert not SavedView.objects.filter(dataset=dataset).exists()
+
+
+def test_a_saved_view_is_the_input_of_a_sampling_run(page, live_server, shot, dataset, owner):
+    from curation.models import SavedView
+
+    _street(dataset, 60)
+    names = [f"f{i:03d}.jpg" for i in range(60)]
+    _token, key = ApiToken.issue(owner, "cli")
+    _upload_embedding(live_server, key, dataset, names)
+    SavedView.objects.create(
+        dataset=dataset,
+        name="sunny",
+        filter={"conditions": [{"path": "weather.scenario", "op": "eq", "value": "sunny"}]},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    page.get_by_label("Name").fill("sunny picks")
+    page.get_by_role("spinbutton", name="Samples to score").fill("5")
+    page.get_by_label("Input tag (candidates)").select_option(label="view: sunny")
+    page.get_by_role("button", name="Process").click()
+    expect(page.locator("#run-detail").get_by_role("heading", name="sunny picks")).to_be_visible(timeout=LONG)
+    expect(page.get_by_test_id("run-status").first).to_have_text("succeeded", timeout=LONG)
+    run = SamplingRun.objects.get(name="sunny picks")
+    assert run.input_tag.name == "sunny · for sunny picks" and run.input_tag.count == 20
+    assert run.score_count == 20
+
+
+def test_explore_facets_pick_several_values_and_a_range_with_live_counts(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    facet = page.locator('.facet[data-path="weather.scenario"]')
+    sunny = facet.get_by_test_id("facet-value").filter(has_text="sunny")
+    expect(sunny.get_by_test_id("facet-count")).to_have_text("40", timeout=LONG)
+    sunny.get_by_role("checkbox").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    # Counts follow the filter; the keyboard stays on the box just ticked.
+    cloudy = facet.get_by_test_id("facet-value").filter(has_text="cloudy")
+    expect(cloudy.get_by_test_id("facet-count")).to_have_text("0", timeout=LONG)
+    expect(sunny.get_by_role("checkbox")).to_be_focused()
+    facet.get_by_test_id("facet-value").filter(has_text="rainy").get_by_role("checkbox").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    page.get_by_label("Temperature at most").fill("9")
+    page.get_by_label("Temperature at most").press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_count(2)
+    expect(page.locator('.facet[data-path="weather.temperature"] [data-testid="facet-range"]')).to_contain_text(
+        "20 matched"
+    )
+    shot(page, "explore-facets")
+    # The same filter after a reload, from the URL.
+    page.reload()
+    expect(page.get_by_test_id("match-count")).to_have_text("20 samples", timeout=LONG)
+    expect(
+        page.locator('.facet[data-path="weather.scenario"]')
+        .get_by_test_id("facet-value")
+        .filter(has_text="rainy")
+        .get_by_role("checkbox")
+    ).to_be_checked()
+    expect(page.get_by_label("Temperature at most")).to_have_value("9")
+
+
+def test_the_map_opens_a_saved_views_colour_and_saves_its_own(page, live_server, shot, dataset):
+    from curation.models import SavedView
+
+    _street(dataset, 90)
+    _map_embedding(dataset, 90)
+    SavedView.objects.create(dataset=dataset, name="by temperature", color="field:weather.temperature")
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/map")
+    expect(page.get_by_test_id("map-status")).to_contain_text("90 points", timeout=LONG)
+    page.get_by_test_id("map-view-select").select_option(label="by temperature")
+    expect(page.locator("#m-color")).to_have_value("field:weather.temperature")
+    expect(page).to_have_url(re.compile(r"color=field%3Aweather.temperature"), timeout=LONG)
+    page.locator("#m-color").select_option(label="Scenario")
+    page.get_by_label("Save this colouring as").fill("by scenario")
+    page.get_by_role("button", name="Save view").click()
+    expect(page.get_by_test_id("map-view-select").locator("option:checked")).to_have_text("by scenario", timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset, name="by scenario").color == "field:weather.scenario"
+    shot(page, "map-saved-view")
+
+
+def test_tiles_show_a_chosen_field_beside_the_sorted_by_value(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Show on tiles").select_option(label="Scenario")
+    expect(page.locator('[data-idx="1"] [data-testid="tile-badge"]')).to_have_text("Scenario: cloudy", timeout=LONG)
+    expect(page).to_have_url(re.compile(r"show=weather.scenario"))
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39 · Scenario: sunny", timeout=LONG)
+    page.reload()
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39 · Scenario: sunny", timeout=LONG)
+    shot(page, "explore-tile-fields")
+
+
+def test_sampling_with_the_keyboard_only(page, live_server, shot, dataset, owner):
+    names, key, _ = _with_embedding(dataset, owner, n=80)
+    api, emb = _upload_embedding(live_server, key, dataset, names)
+    api.call(
+        "POST",
+        f"/datasets/{dataset.id}/sampling-runs",
+        json={"name": "keys", "strategy": "coreset", "embedding": emb["id"], "n_samples": 30},
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
+    expect(page.get_by_test_id("k-count")).to_have_text("20 of the run's 30 picks", timeout=LONG)
+    page.locator("#k-slider").focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_test_id("k-count")).to_have_text("18 of the run's 30 picks")
+    page.keyboard.press("End")
+    expect(page.get_by_test_id("k-count")).to_have_text("30 of the run's 30 picks")
+    for _ in range(6):  # on to the tag name, past the larger-run button
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Tag name":
+            break
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Tag name"
+    page.keyboard.press("Control+A")
+    page.keyboard.type("keyboard picks")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Tag “keyboard picks” created with 30 samples")).to_be_visible(timeout=LONG)
+    assert Tag.objects.get(dataset=dataset, name="keyboard picks").count == 30
