@@ -91,8 +91,35 @@ def layout_method(key: str) -> str:
     return key.removesuffix(".npy").rsplit(".", 1)[-1]
 
 
+def model_key(embedding: Embedding) -> str:
+    """The fitted built-in embedder that made this embedding (so a query image is embedded the same way)."""
+    return _sibling(embedding, ".model.npz")
+
+
 def all_keys(embedding: Embedding) -> list[str]:
-    return [embedding.matrix_key, rows_key(embedding), layout_key(embedding, "pca"), layout_key(embedding, "tsne")]
+    return [
+        embedding.matrix_key,
+        rows_key(embedding),
+        layout_key(embedding, "pca"),
+        layout_key(embedding, "tsne"),
+        model_key(embedding),
+    ]
+
+
+def save_model(embedding: Embedding, model: embedder.PatchEmbedder) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **model.state())
+    storage.save_bytes(model_key(embedding), buffer.getvalue())
+
+
+def load_model(embedding: Embedding) -> embedder.PatchEmbedder | None:
+    """The built-in embedder fitted for this embedding; None for an uploaded one (or one made before models were
+    kept)."""
+    key = model_key(embedding)
+    if embedding.source != EmbeddingSource.BUILTIN or not storage.default_storage.exists(key):
+        return None
+    with np.load(io.BytesIO(storage.read_bytes(key)), allow_pickle=False) as arrays:
+        return embedder.PatchEmbedder.from_state(arrays)
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -1088,7 +1115,8 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     arrays, kept = _load_thumbnails(snapshot, size, embedder.to_array)
     if len(kept) < 2:
         return None
-    vectors = embedder.embed_images(arrays, seed=0)
+    model = embedder.PatchEmbedder(seed=0)
+    vectors = model.fit_transform(arrays)
 
     with transaction.atomic():
         locked = Dataset.objects.select_for_update().only("id", "next_idx").filter(pk=dataset_id).first()
@@ -1103,6 +1131,7 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
         embedding = _store(
             locked, BUILTIN_NAME, idx, vectors, np.zeros(idx.size, dtype=np.int64), source=EmbeddingSource.BUILTIN
         )
+        save_model(embedding, model)
     return embedding.pk
 
 

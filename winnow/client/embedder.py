@@ -195,6 +195,31 @@ class PatchEmbedder:
         ]
         return patches.reshape(count, -1).astype(np.float32)
 
+    # --- the fitted model as arrays (the server keeps it beside the embedding to embed a query image) ---
+
+    _STATE = ("patch_mean_", "whiten_", "centroids_", "centroid_sq_", "feature_mean_", "feature_scale_")
+    _SETTINGS = ("image_size", "patch_size", "stride", "n_centroids", "grid", "dim", "seed")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted model as plain arrays (for np.savez); `from_state` makes the same embedder again."""
+        if not self.fitted:
+            raise RuntimeError("fit the embedder before saving it")
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._STATE}
+        arrays["pca_mean"], arrays["pca_components"] = self.pca_.mean_, self.pca_.components_
+        arrays["settings"] = np.array([getattr(self, name) for name in self._SETTINGS], dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_state(cls, arrays) -> PatchEmbedder:
+        """The embedder `state()` described, fitted."""
+        settings = dict(zip(cls._SETTINGS, (int(v) for v in arrays["settings"]), strict=True))
+        model = cls(**settings)
+        for name in cls._STATE:
+            setattr(model, name, np.asarray(arrays[name]))
+        model.pca_ = _PCA(np.asarray(arrays["pca_mean"]), np.asarray(arrays["pca_components"]))
+        model.fitted = True
+        return model
+
     # --- encoding --------------------------------------------------------------------------------
 
     def transform(self, images, progress: Progress = None) -> np.ndarray:
