@@ -8,6 +8,9 @@
                       [--labels labels.npy] [--name NAME] [--no-wait] [--resume UPLOAD_ID]
     winnow metadata --dataset-id ID --file metadata.json
     winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
+    winnow similar --dataset-id ID (--sample ID | --tag NAME [--each] | --image FILE) [--k 20] [--save-tag NAME]
+    winnow duplicates --dataset-id ID [--threshold T] [--save-tag NAME [--keep first|largest]
+                      [--tag-mode keepers|deduplicated|duplicates]]
     winnow demo [--port 8000] [--images 2000]
 
 Token from --token or WINNOW_TOKEN, server from --server or WINNOW_SERVER. No Django here except
@@ -136,6 +139,41 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="filenames")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=cmd_export)
+
+    similar = sub.add_parser("similar", help="more like this: samples nearest to a sample, a tag or an image file")
+    connection(similar)
+    similar.add_argument("--dataset-id", required=True)
+    query = similar.add_mutually_exclusive_group(required=True)
+    query.add_argument("--sample", help="a sample id")
+    query.add_argument("--tag", help="a tag name or id (its centroid; --each: its nearest member)")
+    query.add_argument("--image", type=Path, help="an image file, embedded on the server like the dataset")
+    similar.add_argument("--each", action="store_true", help="with --tag: distance to the nearest member")
+    similar.add_argument("--k", type=int, default=20, help="how many results (default 20)")
+    similar.add_argument("--embedding", default="default")
+    similar.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    similar.add_argument("--input-tag", help="search only this tag's samples")
+    similar.add_argument("--save-tag", metavar="NAME", help="save the results as a tag")
+    similar.set_defaults(handler=cmd_similar)
+
+    dup = sub.add_parser("duplicates", help="group exact and near-duplicate samples (on the server's worker)")
+    connection(dup)
+    dup.add_argument("--dataset-id", required=True)
+    dup.add_argument(
+        "--threshold", type=float, help="distance within which samples are duplicates (default: suggested)"
+    )
+    dup.add_argument("--embedding", default="default")
+    dup.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    dup.add_argument("--input-tag", help="look only among this tag's samples")
+    dup.add_argument("--show", type=int, default=10, help="groups to list (default 10)")
+    dup.add_argument("--save-tag", metavar="NAME", help="save a tag from the groups (see --tag-mode)")
+    dup.add_argument("--keep", choices=("first", "largest"), default="first", help="which sample a group keeps")
+    dup.add_argument(
+        "--tag-mode",
+        choices=("keepers", "deduplicated", "duplicates"),
+        default="deduplicated",
+        help="the tag holds one per group, every sample but the extra copies (default), or the extra copies",
+    )
+    dup.set_defaults(handler=cmd_duplicates)
 
     demo = sub.add_parser("demo", help="start a local Winnow with a generated street-scene dataset")
     demo.add_argument("--host", default="127.0.0.1")
@@ -392,6 +430,55 @@ def cmd_export(args) -> int:
     else:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_similar(args) -> int:
+    if args.k < 1:
+        raise CommandError("--k must be at least 1")
+    if args.image is not None and not args.image.is_file():
+        raise CommandError(f"no such file: {args.image}")
+    client = _client(args, args.dataset_id)
+    run = client.find_similar(
+        args.sample,
+        tag=args.tag,
+        mode="each" if args.each else "centroid",
+        image=args.image,
+        k=args.k,
+        embedding=args.embedding,
+        metric=args.metric,
+        input_tag=args.input_tag,
+        progress=not args.quiet,
+    )
+    for row in client.similar_results(run["id"]):
+        print(f"{row['rank']}\t{row['distance']:.6g}\t{row.get('file_name', '')}")
+    if args.save_tag:
+        tag = client.create_tag_from_similarity(args.save_tag, run["id"])
+        print(f"saved tag {tag['name']} ({tag['count']} samples)", file=sys.stderr)
+    return 0
+
+
+def cmd_duplicates(args) -> int:
+    if args.threshold is not None and args.threshold < 0:
+        raise CommandError("--threshold must be at least 0")
+    client = _client(args, args.dataset_id)
+    run = client.find_duplicates(
+        args.threshold, embedding=args.embedding, metric=args.metric, input_tag=args.input_tag, progress=not args.quiet
+    )
+    s = run["summary"]
+    print(
+        f"{s['groups']} groups ({s['exact_groups']} exact), {s['in_groups']} samples in them, {s['removable']} "
+        f"extra copies; threshold {s['threshold']:.6g} (suggested {s['suggested_threshold']:.6g}) "
+        f"over {s['searched']} samples"
+    )
+    for shown, group in enumerate(client.similar_results(run["id"])):
+        if shown >= args.show:
+            break
+        names = ", ".join(m.get("file_name", str(m["idx"])) for m in group["members"])
+        print(f"group {group['group'] + 1} ({group['size']}{', exact' if group['exact'] else ''}): {names}")
+    if args.save_tag:
+        tag = client.create_tag_from_similarity(args.save_tag, run["id"], keep=args.keep, mode=args.tag_mode)
+        print(f"saved tag {tag['name']} ({tag['count']} samples)", file=sys.stderr)
     return 0
 
 
