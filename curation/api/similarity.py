@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from curation import knn, similarity
 from curation.access import get_dataset
+from curation.api.analytics import sample_urls
 from curation.api.tags import TagSerializer
 from curation.models import Embedding, Role, SimilarityRun
 
@@ -115,6 +116,12 @@ def _bounded(request, name: str, default: int, lo: int, hi: int) -> int:
     if not raw.isdigit() or not lo <= int(raw) <= hi:
         raise ValidationError({name: [f"must be a whole number from {lo} to {hi}"]})
     return int(raw)
+
+
+def _add_urls(dataset, row: dict) -> None:
+    """The sample's thumbnail URL (the samples API's, permission-checked), where pixels are kept."""
+    has = row.pop("has_thumbnail", False)
+    row["thumbnail_url"] = sample_urls(dataset, row["sample_id"], has, False)["thumbnail_url"] if has else None
 
 
 class Search(APIView):
@@ -223,6 +230,9 @@ class RunResults(APIView):
                 page = similarity.groups_page(run, offset, _bounded(request, "limit", 20, 1, 200))
         except similarity.SimilarityError as exc:
             return Response({"detail": str(exc), "status": run.status}, status=status.HTTP_409_CONFLICT)
+        for row in page["results"]:
+            for sample in row["members"] if run.kind == similarity.DUPLICATES else [row]:
+                _add_urls(dataset, sample)
         return Response(page)
 
 
