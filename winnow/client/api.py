@@ -893,6 +893,11 @@ class Client:
         run = self._json("POST", f"datasets/{ds}/similarity/duplicates", json=body)
         return self.wait_for_similarity_run(run["id"], ds, progress=progress) if wait else run
 
+    def list_similarity_runs(self, kind: str | None = None, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's latest search and duplicate runs (kind "search" or "duplicates"), newest first."""
+        params = {"kind": kind} if kind else None
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/similarity/runs", params=params)
+
     def get_similarity_run(self, run_id: str, dataset_id: str | None = None) -> dict:
         """A search or duplicate run: status, progress (0..1), error, summary."""
         return self._json("GET", f"datasets/{self._dataset(dataset_id)}/similarity/runs/{run_id}")
