@@ -41,7 +41,7 @@ from django.utils.dateparse import parse_datetime
 from curation import storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
 from winnow.celery import task
-from winnow.client import embedder
+from winnow.client import embedder, pretrained
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,11 @@ def save_model(embedding: Embedding, model: embedder.PatchEmbedder) -> None:
     storage.save_bytes(model_key(embedding), buffer.getvalue())
 
 
-def load_model(embedding: Embedding) -> embedder.PatchEmbedder | None:
-    """The built-in embedder fitted for this embedding; None for an uploaded one (or one made before models were
-    kept)."""
+def load_model(embedding: Embedding):
+    """The embedder that made this embedding, ready to embed more images like it: the pretrained model, or the
+    built-in one as fitted for it; None for an uploaded embedding (or a built-in one made before models were kept)."""
+    if embedding.model == pretrained.NAME:
+        return pretrained.PretrainedEmbedder() if pretrained.available() else None
     key = model_key(embedding)
     if embedding.source != EmbeddingSource.BUILTIN or not storage.default_storage.exists(key):
         return None
@@ -1111,12 +1113,14 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     if len(snapshot) < 2:
         return None
 
-    size = embedder.PatchEmbedder().image_size
-    arrays, kept = _load_thumbnails(snapshot, size, embedder.to_array)
+    # The pretrained model when the `model` extra is installed, else the built-in one fitted on these thumbnails.
+    model_name = pretrained.default_model()
+    model = pretrained.PretrainedEmbedder() if model_name == pretrained.NAME else embedder.PatchEmbedder(seed=0)
+    arrays, kept = _load_thumbnails(snapshot, model.image_size, embedder.to_array)
     if len(kept) < 2:
         return None
-    model = embedder.PatchEmbedder(seed=0)
     vectors = model.fit_transform(arrays)
+    log.info("dataset %s embedded with the %s model", dataset_id, model_name)
 
     with transaction.atomic():
         locked = Dataset.objects.select_for_update().only("id", "next_idx").filter(pk=dataset_id).first()
@@ -1131,7 +1135,10 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
         embedding = _store(
             locked, BUILTIN_NAME, idx, vectors, np.zeros(idx.size, dtype=np.int64), source=EmbeddingSource.BUILTIN
         )
-        save_model(embedding, model)
+        Embedding.objects.filter(pk=embedding.pk).update(model=model_name)
+        embedding.model = model_name
+        if model_name == pretrained.BUILTIN:
+            save_model(embedding, model)
     return embedding.pk
 
 

@@ -184,6 +184,8 @@ class Embedding(models.Model):
     # A float32 matrix of shape (dataset.next_idx at upload, dimension) ordered by idx, as .npy.
     matrix_key = models.CharField(max_length=1200)
     source = models.CharField(max_length=16, choices=EmbeddingSource.choices, default=EmbeddingSource.CSV)
+    # The embedder the server ran ("builtin", "efficientnet-lite0"); empty for uploaded vectors.
+    model = models.CharField(max_length=32, blank=True, default="")
     # The 2D projection for the embedding map (float32 n x 2, .npy), filled in by a worker.
     projection_key = models.CharField(max_length=1200, blank=True, default="")
     projection_status = models.CharField(max_length=16, default="pending")

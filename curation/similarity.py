@@ -143,8 +143,8 @@ def embed_image(embedding: Embedding, data: bytes) -> list[float]:
     model = embeddings.load_model(embedding)
     if model is None:
         raise SimilarityError(
-            f"the embedding {embedding.name!r} was not made by the server's built-in embedder, so the server cannot "
-            "embed an image like it: embed the image yourself and send `vector`",
+            f"the server cannot embed an image like the embedding {embedding.name!r} (it was uploaded, or its model "
+            "is not installed here): embed the image yourself and send `vector`",
             "image",
         )
     try:

@@ -69,6 +69,7 @@ class EmbeddingSerializer(serializers.ModelSerializer):
             "dimension",
             "count",
             "source",
+            "model",
             "projection_status",
             "projection_methods",
             "creator",

@@ -3,7 +3,7 @@
     winnow magic --input-dir photos/ --new-dataset-name "street scenes" [--mode full|thumbnails|meta]
                  [--custom-metadata metadata.json] [--embeddings embeddings.csv]
     winnow upload --input-dir photos/ --dataset-id ID
-    winnow embed --input-dir photos/ --output embeddings.csv
+    winnow embed --input-dir photos/ --output embeddings.csv [--model builtin|efficientnet-lite0]
     winnow embeddings --dataset-id ID --file embeddings.csv|matrix.npy [--file-names names.txt]
                       [--labels labels.npy] [--name NAME] [--no-wait] [--resume UPLOAD_ID]
     winnow metadata --dataset-id ID --file metadata.json
@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.client import formats
+from winnow.client import formats, pretrained
 from winnow.client.api import DEFAULT_SERVER, UPLOAD_MODES, Client, WinnowError, progress_bar
+from winnow.client.pretrained import MODELS
 
 EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
+MODEL_HELP = "the embedder: builtin, or efficientnet-lite0 (pretrained; the default when winnow[model] is installed)"
 
 
 class CommandError(Exception):
@@ -92,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with a .npy --embeddings: the file name of each row, one a line (or a JSON list)",
     )
     magic.add_argument("--embedding-name", default="default", help="name of the embedding (default: default)")
+    magic.add_argument("--model", choices=MODELS, default=None, help="with --mode meta: " + MODEL_HELP)
     magic.add_argument(
         "--wait", action="store_true", help="wait for the server's built-in embedding (full and thumbnails modes)"
     )
@@ -112,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--input-dir", required=True, type=Path)
     embed.add_argument("--output", required=True, type=Path, help="CSV file to write")
     embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--model", choices=MODELS, default=None, help=MODEL_HELP)
     embed.add_argument("--quiet", action="store_true")
     embed.set_defaults(handler=cmd_embed)
 
@@ -270,7 +274,7 @@ def cmd_magic(args) -> int:
             client, args.embeddings, args.embedding_name, summary, args.embedding_file_names, progress
         )
     elif mode == "meta":
-        _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress)
+        _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress, args.model)
     elif args.wait:
         embedding = client.wait_for_embedding("default")
         print(f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions)")
@@ -307,7 +311,7 @@ def _upload_embedding_once(
 
 
 def _embed_locally(
-    client: Client, input_dir: Path, present: set[str], name: str, summary: dict, progress: bool
+    client: Client, input_dir: Path, present: set[str], name: str, summary: dict, progress: bool, model=None
 ) -> None:
     """meta mode: the pixels stay here, so the built-in embedder runs here and only vectors go up."""
     from winnow.client.embedder import embed_folder
@@ -324,7 +328,9 @@ def _embed_locally(
         )
     bar = _bar(2 * len(names), "embed", progress)
     try:
-        kept, vectors = embed_folder(input_dir, names, progress=bar.update, on_error=_print_embed_error)
+        kept, vectors = embed_folder(
+            input_dir, names, progress=bar.update, on_error=_print_embed_error, model=_model(model)
+        )
     finally:
         bar.close()
     if len(kept) != len(names):
@@ -338,9 +344,16 @@ def _embed_locally(
             print(f"replacing embedding {name!r}: {summary['created']} new samples")
         embedding = client.upload_embeddings(csv_path, name)
     print(
-        f"embedded {len(kept)} images locally; uploaded embedding {embedding['name']!r} "
-        f"({embedding['dimension']} dimensions)"
+        f"embedded {len(kept)} images locally with the {_model(model)} model; uploaded embedding "
+        f"{embedding['name']!r} ({embedding['dimension']} dimensions)"
     )
+
+
+def _model(requested: str | None) -> str:
+    try:
+        return pretrained.check_model(requested or pretrained.default_model())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_embed_error(path: str, exc: Exception) -> None:
@@ -371,15 +384,16 @@ def cmd_embed(args) -> int:
     names = formats.find_images(args.input_dir)
     if len(names) < 2:
         raise CommandError(f"{args.input_dir} holds {len(names)} images; the embedder needs at least 2")
+    model = _model(args.model)
     bar = _bar(2 * len(names), "embed", not args.quiet)
     try:
         kept, vectors = embed_folder(
-            args.input_dir, names, seed=args.seed, progress=bar.update, on_error=_print_embed_error
+            args.input_dir, names, seed=args.seed, progress=bar.update, on_error=_print_embed_error, model=model
         )
     finally:
         bar.close()
     formats.save_embeddings(args.output, vectors, [0] * len(kept), kept)
-    print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions) to {args.output}")
+    print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions, model {model}) to {args.output}")
     return 0 if len(kept) == len(names) else 1
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from winnow.client import pretrained
+
 Progress = Callable[[int], object] | None
 # Contrast normalisation and whitening regularisers from Coates et al. (pixel values 0..255).
 _CONTRAST_EPS = 10.0
@@ -349,19 +351,22 @@ def embed_folder(
     workers: int = 4,
     progress: Progress = None,
     on_error: Callable[[str, Exception], object] | None = None,
+    model: str = pretrained.BUILTIN,
     **options,
 ) -> tuple[list[str], np.ndarray]:
     """Embed the images of a folder (every image under it, or `file_names` relative to it).
 
     Each file is decoded once, in parallel, to a small array; a model is fitted on them and encodes
     them. Returns (file names embedded, float32 (n, d) vectors); unreadable files go to `on_error`
-    (or raise when it is None). `progress(k)` counts decoding, then encoding: 2 per image.
+    (or raise when it is None). `progress(k)` counts decoding, then encoding: 2 per image. `model` is "builtin"
+    (fitted on these images) or "efficientnet-lite0" (pretrained, needs the `model` extra).
     """
     from winnow.client.formats import find_images
 
     root = Path(input_dir)
     names = list(file_names) if file_names is not None else find_images(root)
-    embedder = PatchEmbedder(seed=seed, **options)
+    pretrained.check_model(model)
+    embedder = PatchEmbedder(seed=seed, **options) if model == pretrained.BUILTIN else pretrained.PretrainedEmbedder()
     arrays, kept = load_images(
         [root / name for name in names], embedder.image_size, workers=workers, progress=progress, on_error=on_error
     )
