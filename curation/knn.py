@@ -32,14 +32,36 @@ def _prepare(Q: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return Q - shift, shift
 
 
-def _block_distances(B: np.ndarray, Q: np.ndarray, shift: np.ndarray, metric: str) -> np.ndarray:
-    """(len(B), len(Q)) distances; B is a float32 block of rows."""
+def _block_squared(B: np.ndarray, Q: np.ndarray, shift: np.ndarray, metric: str) -> np.ndarray:
+    """(len(B), len(Q)) squared euclidean distances, or cosine distances; B is a block of rows (not modified).
+
+    Written in place into the one product matrix: the temporaries of a plain expression would each be as large.
+    """
     if metric == "cosine":
         B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-30)
-        return np.maximum(1.0 - B @ Q.T, 0.0)
-    B = B - shift
-    d2 = np.einsum("ij,ij->i", B, B)[:, None] - 2.0 * (B @ Q.T) + np.einsum("ij,ij->i", Q, Q)[None, :]
-    return np.sqrt(np.maximum(d2, 0.0))
+        G = B @ Q.T
+        np.subtract(1.0, G, out=G)
+        return np.maximum(G, 0.0, out=G)
+    B = np.subtract(B, shift, dtype=np.float32)
+    G = B @ Q.T
+    G *= -2.0
+    G += np.einsum("ij,ij->i", B, B)[:, None]
+    G += np.einsum("ij,ij->i", Q, Q)[None, :]
+    return np.maximum(G, 0.0, out=G)
+
+
+def _finish(values: np.ndarray, metric: str) -> np.ndarray:
+    """Distances from what _block_squared returned (euclidean: the square root)."""
+    return np.sqrt(values) if metric == "euclidean" else values
+
+
+def _rows(X: np.ndarray, covered: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The covered rows of X[start:stop] as float32, and their offsets; no copy when all are covered."""
+    rows = np.flatnonzero(covered[start:stop])
+    block = X[start:stop]
+    if rows.size == stop - start:
+        return np.asarray(block, dtype=np.float32), rows
+    return np.asarray(block, dtype=np.float32)[rows], rows
 
 
 def nearest_to_queries(
@@ -65,13 +87,13 @@ def nearest_to_queries(
     best_dist = np.empty(0, dtype=np.float32)
     for start in range(0, n, block_rows):
         stop = min(n, start + block_rows)
-        rows = np.flatnonzero(covered[start:stop])
+        B, rows = _rows(X, covered, start, stop)
         if rows.size == 0:
             continue
-        B = np.asarray(X[start:stop], dtype=np.float32)[rows]
         dist = np.full(len(B), np.inf, dtype=np.float32)
         for q in range(0, len(Q), _QUERY_BLOCK):
-            np.minimum(dist, _block_distances(B, Q[q : q + _QUERY_BLOCK], shift, metric).min(axis=1), out=dist)
+            np.minimum(dist, _block_squared(B, Q[q : q + _QUERY_BLOCK], shift, metric).min(axis=1), out=dist)
+        dist = _finish(dist, metric)
         idx = rows.astype(np.int64) + start
         if len(dist) > k:  # keep the block's k best (ties at the cut are settled below, by idx)
             cut = np.partition(dist, k - 1)[k - 1]
@@ -94,7 +116,7 @@ def threshold_pairs(
     threshold: float,
     metric: str = "euclidean",
     *,
-    block_rows: int = 8192,
+    block_rows: int = 4096,
     max_pairs: int = 50_000_000,
     progress: Progress = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,6 +131,7 @@ def threshold_pairs(
     where = np.flatnonzero(covered[:n]).astype(np.int64)
     starts = list(range(0, len(where), block_rows))
     total = len(starts) * (len(starts) + 1) / 2 or 1
+    limit = threshold * threshold if metric == "euclidean" else threshold
     done = 0
     found_i, found_j, found_d = [], [], []
     count = 0
@@ -119,14 +142,15 @@ def threshold_pairs(
         for sb in starts[a:]:
             ib = where[sb : sb + block_rows]
             B = A if sb == sa else np.asarray(X[ib], dtype=np.float32)
-            dist = _block_distances(B, Qa, shift, metric)  # (len(ib), len(ia))
-            if sb == sa:
-                dist = np.where(np.tri(len(ib), len(ia), -1, dtype=bool), dist, np.inf)  # only j > i: no self pairs
-            jj, ii = np.nonzero(dist <= threshold)
+            dist = _block_squared(B, Qa, shift, metric)  # (len(ib), len(ia))
+            jj, ii = np.nonzero(dist <= limit)
+            if sb == sa:  # the diagonal block: each pair once (j > i), no self pairs
+                keep = jj > ii
+                jj, ii = jj[keep], ii[keep]
             if ii.size:
                 found_i.append(ia[ii])
                 found_j.append(ib[jj])
-                found_d.append(dist[jj, ii].astype(np.float32))
+                found_d.append(_finish(dist[jj, ii], metric).astype(np.float32))
                 count += ii.size
                 if count > max_pairs:
                     raise ValueError(
@@ -179,17 +203,18 @@ def nearest_neighbour_distances(
     best = np.full(len(chosen), np.inf, dtype=np.float32)
     for start in range(0, n, block_rows):
         stop = min(n, start + block_rows)
-        rows = np.flatnonzero(covered[start:stop])
+        B, rows = _rows(X, covered, start, stop)
         if rows.size == 0:
             continue
-        B = np.asarray(X[start:stop], dtype=np.float32)[rows]
-        dist = _block_distances(B, Q, shift, metric)  # (rows, chosen)
-        same = (rows[:, None] + start) == chosen[None, :]
-        dist[same] = np.inf
+        dist = _block_squared(B, Q, shift, metric)  # (rows, chosen)
+        here = np.flatnonzero((chosen >= start) & (chosen < stop))  # a sampled row is not its own neighbour
+        if here.size:
+            pos = np.searchsorted(rows, chosen[here] - start)
+            dist[pos, here] = np.inf
         np.minimum(best, dist.min(axis=0), out=best)
         if progress is not None:
             progress(stop / n)
-    return best
+    return _finish(best, metric)
 
 
 def suggest_threshold(nn_distances: np.ndarray) -> float:
