@@ -53,6 +53,7 @@ def test_more_like_this_from_the_sample_view(page, live_server, shot, photos):
     tiles = page.get_by_test_id("similar-tile")
     expect(tiles).to_have_count(17)  # every other sample, nearest first
     expect(tiles.first).to_contain_text("img_03_copy.png")
+    expect(page.get_by_test_id("similar-query")).to_contain_text("Query: img_03.png")
     expect(tiles.first.locator(".rank")).to_have_text("#1 · 0")
     shot(page, "similar-results")
     page.get_by_placeholder("new tag name").fill("like-3")

@@ -277,7 +277,10 @@ def cmd_magic(args) -> int:
         _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress, args.model)
     elif args.wait:
         embedding = client.wait_for_embedding("default")
-        print(f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions)")
+        print(
+            f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions, "
+            f"model {embedding.get('model') or 'uploaded'})"
+        )
     else:
         print("the server computes the embedding 'default' from the images in the background")
 

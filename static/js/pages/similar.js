@@ -78,6 +78,16 @@ function renderRun(run) {
     el("span", { class: "muted" }, " · searched " + fmtNum(run.summary.searched) + " · " + run.params.metric + " distance"));
   clear(result, head, canEdit ? saveForm(run) : null, run.summary.count ? grid : emptyState("No results"), more);
   loadPage();
+  if (run.params.query.kind === "sample") showQuery(head, run.params.query.sample);
+}
+
+// The sample the search started from, beside the heading.
+async function showQuery(head, sampleId) {
+  const sample = await api("/datasets/" + encodeURIComponent(datasetId) + "/samples/" + encodeURIComponent(sampleId)).catch(() => null);
+  if (!sample) return;
+  head.prepend(el("span", { class: "row", style: "align-items:center;margin-bottom:8px", "data-testid": "similar-query" },
+    sample.thumbnail_url ? el("img", { src: sample.thumbnail_url, alt: sample.file_name, style: "width:64px;height:64px;object-fit:cover;border-radius:6px" }) : null,
+    el("span", {}, "Query: " + sample.file_name)));
 }
 
 function tile(r) {
