@@ -32,17 +32,22 @@ def _prepare(Q: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return Q - shift, shift
 
 
-def _block_squared(B: np.ndarray, Q: np.ndarray, shift: np.ndarray, metric: str) -> np.ndarray:
+def _block_squared(
+    B: np.ndarray, Q: np.ndarray, shift: np.ndarray, metric: str, buffer: np.ndarray | None = None
+) -> np.ndarray:
     """(len(B), len(Q)) squared euclidean distances, or cosine distances; B is a block of rows (not modified).
 
     Written in place into the one product matrix: the temporaries of a plain expression would each be as large.
+    `buffer` (float32, at least B's shape) takes the shifted or normalised copy of B, so a loop over blocks does
+    not allocate (and fault in) a fresh block each time.
     """
+    work = buffer[: len(B)] if buffer is not None and len(buffer) >= len(B) else np.empty(B.shape, np.float32)
     if metric == "cosine":
-        B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-30)
-        G = B @ Q.T
+        np.divide(B, np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-30), out=work)
+        G = work @ Q.T
         np.subtract(1.0, G, out=G)
         return np.maximum(G, 0.0, out=G)
-    B = np.subtract(B, shift, dtype=np.float32)
+    B = np.subtract(B, shift, out=work)
     G = B @ Q.T
     G *= -2.0
     G += np.einsum("ij,ij->i", B, B)[:, None]
@@ -85,6 +90,7 @@ def nearest_to_queries(
     n = min(len(X), len(covered))
     best_idx = np.empty(0, dtype=np.int64)
     best_dist = np.empty(0, dtype=np.float32)
+    buffer = np.empty((min(n, block_rows), X.shape[1]), dtype=np.float32)
     for start in range(0, n, block_rows):
         stop = min(n, start + block_rows)
         B, rows = _rows(X, covered, start, stop)
@@ -92,7 +98,7 @@ def nearest_to_queries(
             continue
         dist = np.full(len(B), np.inf, dtype=np.float32)
         for q in range(0, len(Q), _QUERY_BLOCK):
-            np.minimum(dist, _block_squared(B, Q[q : q + _QUERY_BLOCK], shift, metric).min(axis=1), out=dist)
+            np.minimum(dist, _block_squared(B, Q[q : q + _QUERY_BLOCK], shift, metric, buffer).min(axis=1), out=dist)
         dist = _finish(dist, metric)
         idx = rows.astype(np.int64) + start
         if len(dist) > k:  # keep the block's k best (ties at the cut are settled below, by idx)
