@@ -890,7 +890,8 @@ def _enqueue_projection(embedding_id: str) -> None:
 
 def delete_embedding(embedding: Embedding) -> None:
     """Delete the row, then (after the commit) its files."""
-    keys = all_keys(embedding)
+    # The results of its similarity runs go too (the runs' rows cascade).
+    keys = all_keys(embedding) + [k for k in embedding.similarity_runs.values_list("result_key", flat=True) if k]
     with transaction.atomic():
         embedding.delete()
         # Deleting a key that was never written (no t-SNE layout) is a no-op on both storages.

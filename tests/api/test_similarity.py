@@ -256,3 +256,16 @@ def test_large_search_goes_to_a_worker_task(editor_api, dataset, monkeypatch, dj
     assert resp.status_code == 202 and resp.json()["status"] == "queued"
     run = editor_api.get(url(dataset, f"runs/{resp.json()['id']}")).json()
     assert run["status"] == "succeeded" and run["summary"]["count"] == 5
+
+
+def test_deleting_the_embedding_removes_its_runs_and_their_results(
+    editor_api, dataset, matrix, django_capture_on_commit_callbacks
+):
+    ids = add_samples(dataset)
+    emb = add_embedding(dataset, matrix)
+    run = editor_api.post(url(dataset, "search"), {"sample": ids[1], "k": 3}, format="json").json()
+    key = SimilarityRun.objects.get(pk=run["id"]).result_key
+    assert storage.default_storage.exists(key)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert editor_api.delete(f"/api/v1/datasets/{dataset.id}/embeddings/{emb.id}").status_code == 204
+    assert not SimilarityRun.objects.exists() and not storage.default_storage.exists(key)
