@@ -1116,11 +1116,12 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
 
     # The pretrained model when the `model` extra is installed, else the built-in one fitted on these thumbnails.
     model_name = pretrained.default_model()
-    model = pretrained.PretrainedEmbedder() if model_name == pretrained.NAME else embedder.PatchEmbedder(seed=0)
-    arrays, kept = _load_thumbnails(snapshot, model.image_size, embedder.to_array)
+    size = pretrained.IMAGE_SIZE if model_name == pretrained.NAME else embedder.PatchEmbedder().image_size
+    arrays, kept = _load_thumbnails(snapshot, size, embedder.to_array)
     if len(kept) < 2:
         return None
-    vectors = model.fit_transform(arrays)
+    fitted: list = []
+    vectors = embedder.embed_images(arrays, seed=0, model=model_name, fitted=fitted)
     log.info("dataset %s embedded with the %s model", dataset_id, model_name)
 
     with transaction.atomic():
@@ -1138,8 +1139,8 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
         )
         Embedding.objects.filter(pk=embedding.pk).update(model=model_name)
         embedding.model = model_name
-        if model_name == pretrained.BUILTIN:
-            save_model(embedding, model)
+        if model_name == pretrained.BUILTIN and fitted:
+            save_model(embedding, fitted[0])
     return embedding.pk
 
 

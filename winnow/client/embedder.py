@@ -333,14 +333,25 @@ def _normalise(patches: np.ndarray) -> np.ndarray:
 
 
 def embed_images(
-    images: Sequence[Image.Image] | np.ndarray, *, seed: int = 0, progress: Progress = None, **options
+    images: Sequence[Image.Image] | np.ndarray,
+    *,
+    seed: int = 0,
+    progress: Progress = None,
+    model: str = pretrained.BUILTIN,
+    fitted: list | None = None,
+    **options,
 ) -> np.ndarray:
     """Embed images with a model fitted on these same images: float32 (n, d), rows of unit length.
 
     `options` go to PatchEmbedder (e.g. `dim`, `n_centroids`). `progress(k)` is called as images
-    are encoded (a tqdm bar's `update` fits).
+    are encoded (a tqdm bar's `update` fits). `model` "efficientnet-lite0" uses the pretrained model
+    instead (nothing fitted; `options` do not apply). The embedder used is appended to `fitted` when given.
     """
-    return PatchEmbedder(seed=seed, **options).fit_transform(images, progress)
+    pretrained.check_model(model)
+    embedder = PatchEmbedder(seed=seed, **options) if model == pretrained.BUILTIN else pretrained.PretrainedEmbedder()
+    if fitted is not None:
+        fitted.append(embedder)
+    return embedder.fit_transform(images, progress)
 
 
 def embed_folder(
