@@ -10,13 +10,15 @@ size. A search over at most INLINE_MAX_ELEMENTS matrix entries runs inside the r
 at most 16 MiB, a few milliseconds, with no Python work per sample. Anything larger, and every duplicate run
 (O(n^2) arithmetic), runs on a worker, with progress. Results go to storage as .npz next to the embedding:
 `idx` and `distance` ranked (search); `members`, `offsets`, `distance`, `keep_first`, `keep_largest`, `exact`
-(duplicates: the groups, largest first, each member's distance to the group's first sample).
+`keep_sharpest` (duplicates: the groups, largest first, each member's distance to the group's first sample, and the
+sample each keep rule keeps; sharpest = highest variance of the Laplacian of its thumbnail).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -41,7 +43,7 @@ MAX_EACH_MEMBERS = 10_000  # "each member" queries; a larger tag is searched by 
 INLINE_MAX_ELEMENTS = 1 << 22  # n x d entries searched in the request (16 MiB of float32)
 MAX_IMAGE_BYTES = 32 << 20
 QUERY_MODES = ("centroid", "each")
-KEEP_RULES = ("first", "largest")
+KEEP_RULES = ("first", "largest", "sharpest")
 TAG_MODES = ("keepers", "deduplicated", "duplicates")
 STALE_FACTOR = 10  # a running run that reported nothing for this many stale periods died with its worker
 
@@ -333,16 +335,44 @@ def _exact_pairs(dataset_id: str, covered: np.ndarray) -> tuple[np.ndarray, np.n
     return np.array(ii, dtype=np.int64), np.array(jj, dtype=np.int64), sha_of
 
 
-def _sizes(dataset_id: str, members: np.ndarray) -> dict[int, tuple[int, int]]:
-    """idx -> (pixels, bytes) of the group members, for the "largest" rule."""
+def _sizes(dataset_id: str, members: np.ndarray) -> tuple[dict[int, tuple[int, int]], dict[int, str]]:
+    """idx -> (pixels, bytes) of the group members, for the "largest" rule; idx -> thumbnail key where kept."""
     out: dict[int, tuple[int, int]] = {}
+    thumbs: dict[int, str] = {}
     for start in range(0, members.size, 10_000):
         chunk = [int(v) for v in members[start : start + 10_000]]
-        for idx, w, h, b in Sample.objects.filter(dataset_id=dataset_id, idx__in=chunk).values_list(
-            "idx", "width", "height", "size_bytes"
+        for idx, w, h, b, thumb in Sample.objects.filter(dataset_id=dataset_id, idx__in=chunk).values_list(
+            "idx", "width", "height", "size_bytes", "thumbnail_key"
         ):
             out[idx] = ((w or 0) * (h or 0), b or 0)
-    return out
+            if thumb:
+                thumbs[idx] = thumb
+    return out, thumbs
+
+
+def sharpness(gray: np.ndarray) -> float:
+    """Variance of the Laplacian (Pech-Pacheco et al. 2000): higher = sharper. `gray` is a 2-D array."""
+    g = np.asarray(gray, dtype=np.float32)
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(lap.var())
+
+
+def _sharpness_of(thumbs: dict[int, str]) -> dict[int, float]:
+    """idx -> sharpness of its thumbnail (all thumbnails share one size rule, so they compare); unreadable: 0."""
+
+    def one(key: str) -> float:
+        try:
+            with Image.open(io.BytesIO(storage.read_bytes(key))) as image:
+                return sharpness(np.asarray(image.convert("L")))
+        except (OSError, ValueError):
+            return 0.0
+
+    items = list(thumbs.items())
+    with ThreadPoolExecutor(max_workers=8) as pool:  # storage reads wait on disk or network
+        values = list(pool.map(one, [key for _idx, key in items]))
+    return {idx: value for (idx, _key), value in zip(items, values, strict=True)}
 
 
 def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
@@ -364,10 +394,12 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
     offsets = np.zeros(len(groups) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(g) for g in groups])
     keep_first = np.array([g[0] for g in groups], dtype=np.int64)
-    sizes = _sizes(run.dataset_id, members)
+    sizes, thumbs = _sizes(run.dataset_id, members)
     keep_largest = np.array(
         [max(g, key=lambda v: (*sizes.get(int(v), (0, 0)), -int(v))) for g in groups], dtype=np.int64
     )
+    sharp = _sharpness_of(thumbs)
+    keep_sharpest = np.array([max(g, key=lambda v: (sharp.get(int(v), 0.0), -int(v))) for g in groups], dtype=np.int64)
     exact = np.array([len({sha_of.get(int(v)) for v in g}) == 1 and int(g[0]) in sha_of for g in groups], dtype=bool)
     distance = np.empty(members.size, dtype=np.float32)
     Qfirst = np.repeat(keep_first, np.diff(offsets))
@@ -395,6 +427,7 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
         "distance": distance,
         "keep_first": keep_first,
         "keep_largest": keep_largest,
+        "keep_sharpest": keep_sharpest,
         "exact": exact,
     }
     return arrays, summary
@@ -476,6 +509,7 @@ def groups_page(run: SimilarityRun, offset: int, limit: int) -> dict:
                 "exact": bool(data["exact"][g]),
                 "keep_first": int(data["keep_first"][g]),
                 "keep_largest": int(data["keep_largest"][g]),
+                "keep_sharpest": int(data["keep_sharpest"][g]),
                 "members": [
                     {"idx": int(i), "distance": float(d), **samples.get(int(i), {})}
                     for i, d in zip(data["members"][lo:top], data["distance"][lo:top], strict=True)
@@ -511,7 +545,7 @@ def tag_from_run(
         raise SimilarityError(f"must be one of {', '.join(KEEP_RULES)}", "keep")
     if mode not in TAG_MODES:
         raise SimilarityError(f"must be one of {', '.join(TAG_MODES)}", "mode")
-    keepers = data["keep_first" if keep == "first" else "keep_largest"]
+    keepers = data[f"keep_{keep}"]
     extra = np.zeros(size, dtype=bool)
     extra[data["members"]] = True
     extra[keepers] = False

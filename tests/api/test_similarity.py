@@ -209,6 +209,7 @@ def test_duplicates_groups_planted_copies_and_tags(
     assert groups == [[10, 150, 151], [5, 99], [60, 61]]
     assert [g["exact"] for g in page["results"]] == [False, True, False]
     assert page["results"][0]["keep_largest"] == 151  # the widest image
+    assert page["results"][0]["keep_sharpest"] == 10  # no thumbnails to compare: the first
 
     def tag(name, **body):
         resp = editor_api.post(url(dataset, f"runs/{run['id']}/tag"), {"name": name, **body}, format="json")
@@ -243,7 +244,7 @@ def test_duplicates_bad_input_and_outsiders(editor_api, outsider_api, dataset, m
         assert outsider_api.get(url(dataset, rest)).status_code == 404
     assert outsider_api.post(url(dataset, f"runs/{run['id']}/tag"), {"name": "x"}, format="json").status_code == 404
     assert editor_api.get(url(dataset, "runs/000000000000000000000000")).status_code == 404
-    resp = editor_api.post(url(dataset, f"runs/{run['id']}/tag"), {"name": "k", "keep": "sharpest"}, format="json")
+    resp = editor_api.post(url(dataset, f"runs/{run['id']}/tag"), {"name": "k", "keep": "best"}, format="json")
     assert resp.status_code == 400 and "keep" in resp.json()["errors"]
 
 
@@ -269,3 +270,13 @@ def test_deleting_the_embedding_removes_its_runs_and_their_results(
     with django_capture_on_commit_callbacks(execute=True):
         assert editor_api.delete(f"/api/v1/datasets/{dataset.id}/embeddings/{emb.id}").status_code == 204
     assert not SimilarityRun.objects.exists() and not storage.default_storage.exists(key)
+
+
+def test_sharpness_prefers_the_unblurred_image():
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(0)
+    sharp = Image.fromarray(rng.integers(0, 255, size=(64, 64), dtype=np.uint8))
+    blurred = sharp.filter(ImageFilter.GaussianBlur(2))
+    assert similarity.sharpness(np.asarray(sharp)) > 10 * similarity.sharpness(np.asarray(blurred)) > 0
+    assert similarity.sharpness(np.zeros((2, 2))) == 0.0

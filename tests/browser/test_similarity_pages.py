@@ -77,6 +77,8 @@ def test_duplicates_review_keeps_one_per_group(page, live_server, shot, photos):
     expect(exact.locator('[data-kept="1"]')).to_contain_text("img_03.png")  # the first uploaded
     page.wait_for_function("() => [...document.querySelectorAll('.tile img')].every((i) => i.complete)")
     shot(page, "duplicates-review")
+    page.get_by_label("Which sample a group keeps").select_option("sharpest")
+    expect(exact.locator('[data-kept="1"]')).to_have_count(1)
     page.get_by_label("Which sample a group keeps").select_option("largest")
     page.get_by_label("New tag name").fill("deduplicated")
     page.get_by_role("button", name="Save as tag").click()

@@ -941,7 +941,7 @@ class Client:
         dataset_id: str | None = None,
     ) -> dict:
         """A tag from a finished run: a search's first `top_k` results; for duplicates, one sample per group
-        (mode "keepers", keeping the first or the largest), every sample but the extra copies ("deduplicated":
+        (mode "keepers", keeping the first, the largest or the sharpest), every sample but the extra copies ("deduplicated":
         use it as a sampling run's input tag), or the extra copies ("duplicates")."""
         body: dict[str, Any] = {"name": name, "keep": keep, "mode": mode}
         if top_k is not None:

@@ -9,7 +9,7 @@
     winnow metadata --dataset-id ID --file metadata.json
     winnow export --dataset-id ID --tag NAME_OR_ID --format filenames [--output FILE]
     winnow similar --dataset-id ID (--sample ID | --tag NAME [--each] | --image FILE) [--k 20] [--save-tag NAME]
-    winnow duplicates --dataset-id ID [--threshold T] [--save-tag NAME [--keep first|largest]
+    winnow duplicates --dataset-id ID [--threshold T] [--save-tag NAME [--keep first|largest|sharpest]
                       [--tag-mode keepers|deduplicated|duplicates]]
     winnow demo [--port 8000] [--images 2000]
 
@@ -170,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     dup.add_argument("--input-tag", help="look only among this tag's samples")
     dup.add_argument("--show", type=int, default=10, help="groups to list (default 10)")
     dup.add_argument("--save-tag", metavar="NAME", help="save a tag from the groups (see --tag-mode)")
-    dup.add_argument("--keep", choices=("first", "largest"), default="first", help="which sample a group keeps")
+    dup.add_argument(
+        "--keep", choices=("first", "largest", "sharpest"), default="first", help="which sample a group keeps"
+    )
     dup.add_argument(
         "--tag-mode",
         choices=("keepers", "deduplicated", "duplicates"),

@@ -49,7 +49,7 @@ function render(run) {
   });
   more.addEventListener("click", loadPage);
   const keepSelect = el("select", { id: "d-keep", "aria-label": "Which sample a group keeps" },
-    el("option", { value: "first" }, "keep the first uploaded"), el("option", { value: "largest" }, "keep the largest image"));
+    el("option", { value: "first" }, "keep the first uploaded"), el("option", { value: "largest" }, "keep the largest image"), el("option", { value: "sharpest" }, "keep the sharpest image"));
   keepSelect.value = keep;
   keepSelect.addEventListener("change", () => { keep = keepSelect.value; groups.querySelectorAll("[data-group]").forEach(markKeeper); });
   const head = el("div", { class: "panel" },
@@ -67,7 +67,7 @@ function render(run) {
 const round = (v) => String(Math.round(v * 10000) / 10000);
 
 function groupRow(g) {
-  const row = el("div", { class: "panel", "data-group": g.group, "data-keep-first": g.keep_first, "data-keep-largest": g.keep_largest, "data-testid": "dup-group" },
+  const row = el("div", { class: "panel", "data-group": g.group, "data-keep-first": g.keep_first, "data-keep-largest": g.keep_largest, "data-keep-sharpest": g.keep_sharpest, "data-testid": "dup-group" },
     el("p", { class: "small", style: "margin-top:0" }, el("strong", {}, "Group " + (g.group + 1)), " · " + g.size + " samples",
       g.exact ? [" ", el("span", { class: "badge amber" }, "exact")] : null,
       g.size > g.members.length ? el("span", { class: "muted" }, " · showing " + g.members.length) : null),
@@ -81,7 +81,7 @@ function groupRow(g) {
 }
 
 function markKeeper(row) {
-  const keeper = row.dataset[keep === "first" ? "keepFirst" : "keepLargest"];
+  const keeper = row.dataset["keep" + keep[0].toUpperCase() + keep.slice(1)];
   row.querySelectorAll("[data-idx]").forEach((tile) => {
     const kept = tile.dataset.idx === keeper;
     tile.classList.toggle("selected", kept);
