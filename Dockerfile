@@ -9,7 +9,7 @@ COPY sampling ./sampling
 COPY templates ./templates
 COPY static ./static
 COPY manage.py ./
-RUN pip install --no-cache-dir ".[server]" && mkdir -p /var/lib/winnow
+RUN pip install --no-cache-dir ".[server,model]" && mkdir -p /var/lib/winnow
 EXPOSE 8000
 # Workers, threads, timeouts and the connection check: winnow/gunicorn.conf.py, from the environment.
 CMD ["gunicorn", "-c", "winnow/gunicorn.conf.py", "winnow.wsgi:application"]

@@ -43,7 +43,7 @@ from curation import storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
 from winnow import safejson
 from winnow.celery import task
-from winnow.client import embedder
+from winnow.client import embedder, pretrained
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,37 @@ def layout_method(key: str) -> str:
     return key.removesuffix(".npy").rsplit(".", 1)[-1]
 
 
+def model_key(embedding: Embedding) -> str:
+    """The fitted built-in embedder that made this embedding (so a query image is embedded the same way)."""
+    return _sibling(embedding, ".model.npz")
+
+
 def all_keys(embedding: Embedding) -> list[str]:
-    return [embedding.matrix_key, rows_key(embedding), layout_key(embedding, "pca"), layout_key(embedding, "tsne")]
+    return [
+        embedding.matrix_key,
+        rows_key(embedding),
+        layout_key(embedding, "pca"),
+        layout_key(embedding, "tsne"),
+        model_key(embedding),
+    ]
+
+
+def save_model(embedding: Embedding, model: embedder.PatchEmbedder) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **model.state())
+    storage.save_bytes(model_key(embedding), buffer.getvalue())
+
+
+def load_model(embedding: Embedding):
+    """The embedder that made this embedding, ready to embed more images like it: the pretrained model, or the
+    built-in one as fitted for it; None for an uploaded embedding (or a built-in one made before models were kept)."""
+    if embedding.model == pretrained.NAME:
+        return pretrained.PretrainedEmbedder() if pretrained.available() else None
+    key = model_key(embedding)
+    if embedding.source != EmbeddingSource.BUILTIN or not storage.default_storage.exists(key):
+        return None
+    with np.load(io.BytesIO(storage.read_bytes(key)), allow_pickle=False) as arrays:
+        return embedder.PatchEmbedder.from_state(arrays)
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -890,7 +919,8 @@ def send_projection(embedding_id: str) -> None:
 
 def delete_embedding(embedding: Embedding) -> None:
     """Delete the row, then (after the commit) its files."""
-    keys = all_keys(embedding)
+    # The results of its similarity runs go too (the runs' rows cascade).
+    keys = all_keys(embedding) + [k for k in embedding.similarity_runs.values_list("result_key", flat=True) if k]
     with transaction.atomic():
         embedding.delete()
         # Deleting a key that was never written (no t-SNE layout) is a no-op on both storages.
@@ -1143,11 +1173,15 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     if len(snapshot) < 2:
         return None
 
-    size = embedder.PatchEmbedder().image_size
+    # The pretrained model when the `model` extra is installed, else the built-in one fitted on these thumbnails.
+    model_name = pretrained.default_model()
+    size = pretrained.IMAGE_SIZE if model_name == pretrained.NAME else embedder.PatchEmbedder().image_size
     arrays, kept = _load_thumbnails(snapshot, size, embedder.to_array)
     if len(kept) < 2:
         return None
-    vectors = embedder.embed_images(arrays, seed=0)
+    fitted: list = []
+    vectors = embedder.embed_images(arrays, seed=0, model=model_name, fitted=fitted)
+    log.info("dataset %s embedded with the %s model", dataset_id, model_name)
 
     with transaction.atomic():
         locked = Dataset.objects.select_for_update().only("id", "next_idx").filter(pk=dataset_id).first()
@@ -1162,6 +1196,10 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
         embedding = _store(
             locked, BUILTIN_NAME, idx, vectors, np.zeros(idx.size, dtype=np.int64), source=EmbeddingSource.BUILTIN
         )
+        Embedding.objects.filter(pk=embedding.pk).update(model=model_name)
+        embedding.model = model_name
+        if model_name == pretrained.BUILTIN and fitted:
+            save_model(embedding, fitted[0])
     return embedding.pk
 
 

@@ -192,6 +192,8 @@ class Embedding(models.Model):
     # A float32 matrix of shape (dataset.next_idx at upload, dimension) ordered by idx, as .npy.
     matrix_key = models.CharField(max_length=1200)
     source = models.CharField(max_length=16, choices=EmbeddingSource.choices, default=EmbeddingSource.CSV)
+    # The embedder the server ran ("builtin", "efficientnet-lite0"); empty for uploaded vectors.
+    model = models.CharField(max_length=32, blank=True, default="")
     # The 2D projection for the embedding map (float32 n x 2, .npy), filled in by a worker.
     projection_key = models.CharField(max_length=1200, blank=True, default="")
     projection_status = models.CharField(max_length=16, default="pending")
@@ -310,3 +312,31 @@ class SavedView(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SimilarityRun(models.Model):
+    """A "more like this" search or a near-duplicate grouping over one embedding (curation.similarity).
+
+    Small ones run in the request; larger ones on a worker, with progress. The result is a .npz in storage
+    (`result_key`): the ranked idx and distances of a search, the groups of a duplicate run.
+    """
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="similarity_runs")
+    embedding = models.ForeignKey(Embedding, on_delete=models.CASCADE, related_name="similarity_runs")
+    kind = models.CharField(max_length=16)  # search | duplicates
+    params = models.JSONField(default=dict)  # the query, k, metric, threshold, input tag: as validated
+    status = models.CharField(max_length=16, default="queued")  # queued running succeeded failed
+    progress = models.FloatField(default=0.0)  # 0..1
+    error = models.TextField(blank=True, default="")
+    result_key = models.CharField(max_length=1200, blank=True, default="")
+    summary = models.JSONField(default=dict, blank=True)  # counts, the threshold used
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"

@@ -11,7 +11,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 
-from curation import columns, embedding_uploads, embeddings, filters
+from curation import columns, embedding_uploads, embeddings, filters, similarity
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,9 @@ def process_embedding_upload(self, upload_id: str) -> str | None:
         # Another worker holds it: look again later, and take over once it has gone silent (its worker died).
         raise self.retry(countdown=settings.WINNOW_RUN_STALE_SECONDS)
     return outcome
+
+
+@shared_task(name="curation.run_similarity")
+def run_similarity(run_id: str) -> str | None:
+    """A similarity search or near-duplicate grouping too large for a request (curation.similarity)."""
+    return similarity.execute(run_id)

@@ -18,5 +18,7 @@ urlpatterns = [
     path(f"{DS}/configurator", views.dataset_page, {"page": "configurator"}, name="dataset-configurator"),
     path(f"{DS}/analyze", views.dataset_page, {"page": "analyze"}, name="dataset-analyze"),
     path(f"{DS}/sampling", views.dataset_page, {"page": "sampling"}, name="dataset-sampling"),
+    path(f"{DS}/similar", views.dataset_page, {"page": "similar"}, name="dataset-similar"),
+    path(f"{DS}/duplicates", views.dataset_page, {"page": "duplicates"}, name="dataset-duplicates"),
     path(f"{DS}/tags", views.dataset_page, {"page": "tags"}, name="dataset-tags"),
 ]

@@ -16,6 +16,8 @@ DATASET_NAV = [
     ("configurator", "Configurator", "dataset-configurator"),
     ("analyze", "Analyze & Filter", "dataset-analyze"),
     ("sampling", "Sampling", "dataset-sampling"),
+    ("similar", "Similar", "dataset-similar"),
+    ("duplicates", "Duplicates", "dataset-duplicates"),
     ("tags", "Tags", "dataset-tags"),
 ]
 DATASET_PAGES = {key for key, _label, _url in DATASET_NAV}

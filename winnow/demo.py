@@ -435,5 +435,9 @@ def _load(server_url: str, token: str, demo_dir: Path, images: int, seed: int) -
     for path, field_type, display in FIELDS:
         if path not in configured:
             client.configure_field(path, field_type, display_name=display)
+    # The street scenes hold bursts of near-identical frames: the Duplicates page shows them grouped.
+    if not client.list_similarity_runs("duplicates"):
+        found = client.find_duplicates(progress=False)["summary"]
+        print(f"duplicates: {found['groups']} groups of near-identical frames ({found['removable']} extra copies)")
     (demo_dir / "dataset.json").write_text(json.dumps({"id": client.dataset_id, "url": client.dataset_url()}))
     print(f"dataset: {client.dataset_url()}")

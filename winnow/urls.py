@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("curation.api.tags")),
     path("", include("curation.api.saved_views")),
     path("", include("curation.api.embeddings")),
+    path("", include("curation.api.similarity")),
     path("", include("sampling.api")),
     path("", include("sampling.scale")),
 ]

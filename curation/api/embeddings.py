@@ -72,6 +72,7 @@ class EmbeddingSerializer(serializers.ModelSerializer):
             "dimension",
             "count",
             "source",
+            "model",
             "projection_status",
             "projection_methods",
             "creator",

@@ -1,6 +1,7 @@
 // The thumbnail grid shared by Explore, the embedding map's selection and the sampling preview:
 // tiles (image or, for metadata-only datasets, the file name), selection, infinite scrolling, sample view.
 import { api, clear, datasetId, el, fmtNum, fmtValue } from "./lib.js";
+import { moreLikeThisButton } from "./similar.js";
 
 // Tiles are at least this wide (px), with this gap between them; rows are square tiles plus the gap.
 const MIN_TILE = 132;
@@ -325,6 +326,7 @@ export async function openSample(sampleId, navigation = null) {
           el("dt", {}, "idx"), el("dd", {}, String(sample.idx)),
           el("dt", {}, "Size"), el("dd", {}, sample.width && sample.height ? sample.width + " × " + sample.height : "–"),
           sample.size_bytes ? [el("dt", {}, "Bytes"), el("dd", {}, fmtNum(sample.size_bytes))] : null),
+        el("p", {}, moreLikeThisButton(sample.id)),
         el("h3", { style: "margin-top:14px" }, "Tags"),
         tags ? (tags.length ? el("div", { class: "chips" }, tags.map((t) => el("span", { class: "badge blue" }, t.name)))
           : el("p", { class: "muted" }, "In no tag.")) : el("p", { class: "muted" }, "–"),

@@ -408,6 +408,7 @@ def test_demo_runs_on_the_embedded_default_and_reuses_its_dataset(tmp_path):
     assert first.returncode == 0, first.stderr + first.stdout
     assert "uploaded 40 images" in first.stdout
     assert "login:    demo / " in first.stdout and "token:    wnw_" in first.stdout
+    assert "groups of near-identical frames" in first.stdout  # a duplicate run over the bursts, on SQLite too
 
     second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert second.returncode == 0, second.stderr + second.stdout

@@ -17,7 +17,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -879,6 +879,126 @@ class Client:
             f"datasets/{self._dataset(dataset_id)}/tags",
             json={"name": name, "sampling_run": run_id, "top_k": top_k},
         )
+
+    # --- similarity and duplicates ---------------------------------------------------------------
+
+    def find_similar(
+        self,
+        sample: str | None = None,
+        *,
+        tag: str | None = None,
+        mode: str = "centroid",
+        vector: Sequence[float] | None = None,
+        image: str | os.PathLike | None = None,
+        k: int = 100,
+        embedding: str = "default",
+        metric: str = "euclidean",
+        input_tag: str | None = None,
+        exclude_query: bool = True,
+        dataset_id: str | None = None,
+        wait: bool = True,
+        progress: bool = True,
+    ) -> dict:
+        """More like this: rank samples by distance to a sample id, a tag (name or id; its centroid or, with
+        mode="each", its nearest member), a vector, or an image file (embedded on the server with the dataset's
+        built-in embedder). Returns the run; with `wait` once it has finished (read it with `similar_results`)."""
+        ds = self._dataset(dataset_id)
+        body: dict[str, Any] = {"k": k, "embedding": embedding, "metric": metric, "exclude_query": exclude_query}
+        if sample is not None:
+            body["sample"] = sample
+        if tag is not None:
+            body["tag"], body["mode"] = self.get_tag(tag, ds)["id"], mode
+        if vector is not None:
+            body["vector"] = [float(v) for v in vector]
+        if input_tag is not None:
+            body["input_tag"] = self.get_tag(input_tag, ds)["id"]
+        if image is not None:
+            path = Path(image)
+            with open(path, "rb") as handle:
+                form = {
+                    key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in body.items()
+                }
+                run = self._json(
+                    "POST", f"datasets/{ds}/similarity/search", data=form, files={"image": (path.name, handle)}
+                )
+        else:
+            run = self._json("POST", f"datasets/{ds}/similarity/search", json=body)
+        return self.wait_for_similarity_run(run["id"], ds, progress=progress) if wait else run
+
+    def find_duplicates(
+        self,
+        threshold: float | None = None,
+        *,
+        embedding: str = "default",
+        metric: str = "euclidean",
+        input_tag: str | None = None,
+        dataset_id: str | None = None,
+        wait: bool = True,
+        progress: bool = True,
+    ) -> dict:
+        """Group exact duplicates (same content hash) and near-duplicates (within `threshold`; None: the threshold
+        the server suggests from the data) on a worker. The run's `summary` has the counts and the threshold."""
+        ds = self._dataset(dataset_id)
+        body: dict[str, Any] = {"embedding": embedding, "metric": metric, "threshold": threshold}
+        if input_tag is not None:
+            body["input_tag"] = self.get_tag(input_tag, ds)["id"]
+        run = self._json("POST", f"datasets/{ds}/similarity/duplicates", json=body)
+        return self.wait_for_similarity_run(run["id"], ds, progress=progress) if wait else run
+
+    def list_similarity_runs(self, kind: str | None = None, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's latest search and duplicate runs (kind "search" or "duplicates"), newest first."""
+        params = {"kind": kind} if kind else None
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/similarity/runs", params=params)
+
+    def get_similarity_run(self, run_id: str, dataset_id: str | None = None) -> dict:
+        """A search or duplicate run: status, progress (0..1), error, summary."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/similarity/runs/{run_id}")
+
+    def wait_for_similarity_run(
+        self, run_id: str, dataset_id: str | None = None, *, progress: bool = True, poll: float = 1.0
+    ) -> dict:
+        """Poll a search or duplicate run until it finishes; return it, or raise WinnowError if it failed."""
+        bar = progress_bar(100, "similarity", progress)
+        try:
+            while True:
+                run = self.get_similarity_run(run_id, dataset_id)
+                bar.update(max(0, int(100 * (run.get("progress") or 0)) - bar.n))
+                if run["status"] == "succeeded":
+                    bar.update(100 - bar.n)
+                    return run
+                if run["status"] == "failed":
+                    raise WinnowError(None, f"similarity run {run_id} failed: {run.get('error') or 'no detail'}", run)
+                time.sleep(poll)
+        finally:
+            bar.close()
+
+    def similar_results(self, run_id: str, dataset_id: str | None = None) -> Iterator[dict]:
+        """A finished run's rows: a search's {rank, idx, distance, sample_id, file_name, ...}, best first; a
+        duplicate run's groups {group, size, exact, keep_first, keep_largest, members}, largest first."""
+        path = f"datasets/{self._dataset(dataset_id)}/similarity/runs/{run_id}/results"
+        offset: int | None = 0
+        while offset is not None:
+            page = self._json("GET", path, params={"offset": offset, "limit": 200})
+            yield from page["results"]
+            offset = page["next_offset"]
+
+    def create_tag_from_similarity(
+        self,
+        name: str,
+        run_id: str,
+        *,
+        top_k: int | None = None,
+        keep: str = "first",
+        mode: str = "keepers",
+        dataset_id: str | None = None,
+    ) -> dict:
+        """A tag from a finished run: a search's first `top_k` results; for duplicates, one sample per group
+        (mode "keepers", keeping the first, the largest or the sharpest), every sample but the extra copies ("deduplicated":
+        use it as a sampling run's input tag), or the extra copies ("duplicates")."""
+        body: dict[str, Any] = {"name": name, "keep": keep, "mode": mode}
+        if top_k is not None:
+            body["top_k"] = top_k
+        return self._json("POST", f"datasets/{self._dataset(dataset_id)}/similarity/runs/{run_id}/tag", json=body)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     winnow magic --input-dir photos/ --new-dataset-name "street scenes" [--mode full|thumbnails|meta]
                  [--custom-metadata metadata.json] [--embeddings embeddings.csv]
     winnow upload --input-dir photos/ --dataset-id ID
-    winnow embed --input-dir photos/ --output embeddings.csv
+    winnow embed --input-dir photos/ --output embeddings.csv [--model builtin|efficientnet-lite0]
     winnow embeddings --dataset-id ID --file embeddings.csv|matrix.npy [--file-names names.txt]
                       [--labels labels.npy] [--name NAME] [--no-wait] [--resume UPLOAD_ID]
     winnow metadata --dataset-id ID --file metadata.json
@@ -11,6 +11,9 @@
     winnow sample --dataset-id ID --n-samples N [--strategy auto] [--embedding default] [--tag NAME]
     winnow views --dataset-id ID list|save|tag|delete [--name NAME] [--filter JSON] [--sort PATH] [--tag-name NAME]
     winnow distances --dataset-id ID [--embedding NAME]
+    winnow similar --dataset-id ID (--sample ID | --tag NAME [--each] | --image FILE) [--k 20] [--save-tag NAME]
+    winnow duplicates --dataset-id ID [--threshold T] [--save-tag NAME [--keep first|largest|sharpest]
+                      [--tag-mode keepers|deduplicated|duplicates]]
     winnow demo [--port 8000] [--images 2000]
 
 Token from --token or WINNOW_TOKEN, server from --server or WINNOW_SERVER. No Django here except
@@ -28,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.client import formats
+from winnow.client import formats, pretrained
 from winnow.client.api import DEFAULT_SERVER, UPLOAD_MODES, Client, WinnowError, progress_bar
+from winnow.client.pretrained import MODELS
 
 EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
+MODEL_HELP = "the embedder: builtin, or efficientnet-lite0 (pretrained; the default when winnow[model] is installed)"
 
 
 class CommandError(Exception):
@@ -93,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with a .npy --embeddings: the file name of each row, one a line (or a JSON list)",
     )
     magic.add_argument("--embedding-name", default="default", help="name of the embedding (default: default)")
+    magic.add_argument("--model", choices=MODELS, default=None, help="with --mode meta: " + MODEL_HELP)
     magic.add_argument(
         "--wait", action="store_true", help="wait for the server's built-in embedding (full and thumbnails modes)"
     )
@@ -113,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--input-dir", required=True, type=Path)
     embed.add_argument("--output", required=True, type=Path, help="CSV file to write")
     embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--model", choices=MODELS, default=None, help=MODEL_HELP)
     embed.add_argument("--quiet", action="store_true")
     embed.set_defaults(handler=cmd_embed)
 
@@ -175,6 +182,43 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--dataset-id", required=True)
     scale.add_argument("--embedding", default="default", help="embedding name or id (default: default)")
     scale.set_defaults(handler=cmd_distances)
+
+    similar = sub.add_parser("similar", help="more like this: samples nearest to a sample, a tag or an image file")
+    connection(similar)
+    similar.add_argument("--dataset-id", required=True)
+    query = similar.add_mutually_exclusive_group(required=True)
+    query.add_argument("--sample", help="a sample id")
+    query.add_argument("--tag", help="a tag name or id (its centroid; --each: its nearest member)")
+    query.add_argument("--image", type=Path, help="an image file, embedded on the server like the dataset")
+    similar.add_argument("--each", action="store_true", help="with --tag: distance to the nearest member")
+    similar.add_argument("--k", type=int, default=20, help="how many results (default 20)")
+    similar.add_argument("--embedding", default="default")
+    similar.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    similar.add_argument("--input-tag", help="search only this tag's samples")
+    similar.add_argument("--save-tag", metavar="NAME", help="save the results as a tag")
+    similar.set_defaults(handler=cmd_similar)
+
+    dup = sub.add_parser("duplicates", help="group exact and near-duplicate samples (on the server's worker)")
+    connection(dup)
+    dup.add_argument("--dataset-id", required=True)
+    dup.add_argument(
+        "--threshold", type=float, help="distance within which samples are duplicates (default: suggested)"
+    )
+    dup.add_argument("--embedding", default="default")
+    dup.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    dup.add_argument("--input-tag", help="look only among this tag's samples")
+    dup.add_argument("--show", type=int, default=10, help="groups to list (default 10)")
+    dup.add_argument("--save-tag", metavar="NAME", help="save a tag from the groups (see --tag-mode)")
+    dup.add_argument(
+        "--keep", choices=("first", "largest", "sharpest"), default="first", help="which sample a group keeps"
+    )
+    dup.add_argument(
+        "--tag-mode",
+        choices=("keepers", "deduplicated", "duplicates"),
+        default="deduplicated",
+        help="the tag holds one per group, every sample but the extra copies (default), or the extra copies",
+    )
+    dup.set_defaults(handler=cmd_duplicates)
 
     demo = sub.add_parser("demo", help="start a local Winnow with a generated street-scene dataset")
     demo.add_argument("--host", default="127.0.0.1")
@@ -271,10 +315,13 @@ def cmd_magic(args) -> int:
             client, args.embeddings, args.embedding_name, summary, args.embedding_file_names, progress
         )
     elif mode == "meta":
-        _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress)
+        _embed_locally(client, args.input_dir, present, args.embedding_name, summary, progress, args.model)
     elif args.wait:
         embedding = client.wait_for_embedding("default")
-        print(f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions)")
+        print(
+            f"embedding {embedding['name']!r} ready ({embedding['dimension']} dimensions, "
+            f"model {embedding.get('model') or 'uploaded'})"
+        )
     else:
         print("the server computes the embedding 'default' from the images in the background")
 
@@ -308,7 +355,7 @@ def _upload_embedding_once(
 
 
 def _embed_locally(
-    client: Client, input_dir: Path, present: set[str], name: str, summary: dict, progress: bool
+    client: Client, input_dir: Path, present: set[str], name: str, summary: dict, progress: bool, model=None
 ) -> None:
     """meta mode: the pixels stay here, so the built-in embedder runs here and only vectors go up."""
     from winnow.client.embedder import embed_folder
@@ -325,7 +372,9 @@ def _embed_locally(
         )
     bar = _bar(2 * len(names), "embed", progress)
     try:
-        kept, vectors = embed_folder(input_dir, names, progress=bar.update, on_error=_print_embed_error)
+        kept, vectors = embed_folder(
+            input_dir, names, progress=bar.update, on_error=_print_embed_error, model=_model(model)
+        )
     finally:
         bar.close()
     if len(kept) != len(names):
@@ -339,9 +388,16 @@ def _embed_locally(
             print(f"replacing embedding {name!r}: {summary['created']} new samples")
         embedding = client.upload_embeddings(csv_path, name)
     print(
-        f"embedded {len(kept)} images locally; uploaded embedding {embedding['name']!r} "
-        f"({embedding['dimension']} dimensions)"
+        f"embedded {len(kept)} images locally with the {_model(model)} model; uploaded embedding "
+        f"{embedding['name']!r} ({embedding['dimension']} dimensions)"
     )
+
+
+def _model(requested: str | None) -> str:
+    try:
+        return pretrained.check_model(requested or pretrained.default_model())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_embed_error(path: str, exc: Exception) -> None:
@@ -372,15 +428,16 @@ def cmd_embed(args) -> int:
     names = formats.find_images(args.input_dir)
     if len(names) < 2:
         raise CommandError(f"{args.input_dir} holds {len(names)} images; the embedder needs at least 2")
+    model = _model(args.model)
     bar = _bar(2 * len(names), "embed", not args.quiet)
     try:
         kept, vectors = embed_folder(
-            args.input_dir, names, seed=args.seed, progress=bar.update, on_error=_print_embed_error
+            args.input_dir, names, seed=args.seed, progress=bar.update, on_error=_print_embed_error, model=model
         )
     finally:
         bar.close()
     formats.save_embeddings(args.output, vectors, [0] * len(kept), kept)
-    print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions) to {args.output}")
+    print(f"wrote {len(kept)} embeddings ({vectors.shape[1]} dimensions, model {model}) to {args.output}")
     return 0 if len(kept) == len(names) else 1
 
 
@@ -494,6 +551,55 @@ def cmd_distances(args) -> int:
     for key, label in (("nearest_neighbour", "nearest neighbour"), ("pairwise", "between two samples")):
         row = scale[key]
         print(f"  {label:<20} " + "  ".join(f"{p} {row[p]:.4g}" for p in ("p5", "p25", "p50", "p75", "p95")))
+    return 0
+
+
+def cmd_similar(args) -> int:
+    if args.k < 1:
+        raise CommandError("--k must be at least 1")
+    if args.image is not None and not args.image.is_file():
+        raise CommandError(f"no such file: {args.image}")
+    client = _client(args, args.dataset_id)
+    run = client.find_similar(
+        args.sample,
+        tag=args.tag,
+        mode="each" if args.each else "centroid",
+        image=args.image,
+        k=args.k,
+        embedding=args.embedding,
+        metric=args.metric,
+        input_tag=args.input_tag,
+        progress=not args.quiet,
+    )
+    for row in client.similar_results(run["id"]):
+        print(f"{row['rank']}\t{row['distance']:.6g}\t{row.get('file_name', '')}")
+    if args.save_tag:
+        tag = client.create_tag_from_similarity(args.save_tag, run["id"])
+        print(f"saved tag {tag['name']} ({tag['count']} samples)", file=sys.stderr)
+    return 0
+
+
+def cmd_duplicates(args) -> int:
+    if args.threshold is not None and args.threshold < 0:
+        raise CommandError("--threshold must be at least 0")
+    client = _client(args, args.dataset_id)
+    run = client.find_duplicates(
+        args.threshold, embedding=args.embedding, metric=args.metric, input_tag=args.input_tag, progress=not args.quiet
+    )
+    s = run["summary"]
+    print(
+        f"{s['groups']} groups ({s['exact_groups']} exact), {s['in_groups']} samples in them, {s['removable']} "
+        f"extra copies; threshold {s['threshold']:.6g} (suggested {s['suggested_threshold']:.6g}) "
+        f"over {s['searched']} samples"
+    )
+    for shown, group in enumerate(client.similar_results(run["id"])):
+        if shown >= args.show:
+            break
+        names = ", ".join(m.get("file_name", str(m["idx"])) for m in group["members"])
+        print(f"group {group['group'] + 1} ({group['size']}{', exact' if group['exact'] else ''}): {names}")
+    if args.save_tag:
+        tag = client.create_tag_from_similarity(args.save_tag, run["id"], keep=args.keep, mode=args.tag_mode)
+        print(f"saved tag {tag['name']} ({tag['count']} samples)", file=sys.stderr)
     return 0
 
 

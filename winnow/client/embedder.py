@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from winnow.client import pretrained
+
 Progress = Callable[[int], object] | None
 # Contrast normalisation and whitening regularisers from Coates et al. (pixel values 0..255).
 _CONTRAST_EPS = 10.0
@@ -195,6 +197,31 @@ class PatchEmbedder:
         ]
         return patches.reshape(count, -1).astype(np.float32)
 
+    # --- the fitted model as arrays (the server keeps it beside the embedding to embed a query image) ---
+
+    _STATE = ("patch_mean_", "whiten_", "centroids_", "centroid_sq_", "feature_mean_", "feature_scale_")
+    _SETTINGS = ("image_size", "patch_size", "stride", "n_centroids", "grid", "dim", "seed")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted model as plain arrays (for np.savez); `from_state` makes the same embedder again."""
+        if not self.fitted:
+            raise RuntimeError("fit the embedder before saving it")
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._STATE}
+        arrays["pca_mean"], arrays["pca_components"] = self.pca_.mean_, self.pca_.components_
+        arrays["settings"] = np.array([getattr(self, name) for name in self._SETTINGS], dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_state(cls, arrays) -> PatchEmbedder:
+        """The embedder `state()` described, fitted."""
+        settings = dict(zip(cls._SETTINGS, (int(v) for v in arrays["settings"]), strict=True))
+        model = cls(**settings)
+        for name in cls._STATE:
+            setattr(model, name, np.asarray(arrays[name]))
+        model.pca_ = _PCA(np.asarray(arrays["pca_mean"]), np.asarray(arrays["pca_components"]))
+        model.fitted = True
+        return model
+
     # --- encoding --------------------------------------------------------------------------------
 
     def transform(self, images, progress: Progress = None) -> np.ndarray:
@@ -306,14 +333,25 @@ def _normalise(patches: np.ndarray) -> np.ndarray:
 
 
 def embed_images(
-    images: Sequence[Image.Image] | np.ndarray, *, seed: int = 0, progress: Progress = None, **options
+    images: Sequence[Image.Image] | np.ndarray,
+    *,
+    seed: int = 0,
+    progress: Progress = None,
+    model: str = pretrained.BUILTIN,
+    fitted: list | None = None,
+    **options,
 ) -> np.ndarray:
     """Embed images with a model fitted on these same images: float32 (n, d), rows of unit length.
 
     `options` go to PatchEmbedder (e.g. `dim`, `n_centroids`). `progress(k)` is called as images
-    are encoded (a tqdm bar's `update` fits).
+    are encoded (a tqdm bar's `update` fits). `model` "efficientnet-lite0" uses the pretrained model
+    instead (nothing fitted; `options` do not apply). The embedder used is appended to `fitted` when given.
     """
-    return PatchEmbedder(seed=seed, **options).fit_transform(images, progress)
+    pretrained.check_model(model)
+    embedder = PatchEmbedder(seed=seed, **options) if model == pretrained.BUILTIN else pretrained.PretrainedEmbedder()
+    if fitted is not None:
+        fitted.append(embedder)
+    return embedder.fit_transform(images, progress)
 
 
 def embed_folder(
@@ -324,19 +362,22 @@ def embed_folder(
     workers: int = 4,
     progress: Progress = None,
     on_error: Callable[[str, Exception], object] | None = None,
+    model: str = pretrained.BUILTIN,
     **options,
 ) -> tuple[list[str], np.ndarray]:
     """Embed the images of a folder (every image under it, or `file_names` relative to it).
 
     Each file is decoded once, in parallel, to a small array; a model is fitted on them and encodes
     them. Returns (file names embedded, float32 (n, d) vectors); unreadable files go to `on_error`
-    (or raise when it is None). `progress(k)` counts decoding, then encoding: 2 per image.
+    (or raise when it is None). `progress(k)` counts decoding, then encoding: 2 per image. `model` is "builtin"
+    (fitted on these images) or "efficientnet-lite0" (pretrained, needs the `model` extra).
     """
     from winnow.client.formats import find_images
 
     root = Path(input_dir)
     names = list(file_names) if file_names is not None else find_images(root)
-    embedder = PatchEmbedder(seed=seed, **options)
+    pretrained.check_model(model)
+    embedder = PatchEmbedder(seed=seed, **options) if model == pretrained.BUILTIN else pretrained.PretrainedEmbedder()
     arrays, kept = load_images(
         [root / name for name in names], embedder.image_size, workers=workers, progress=progress, on_error=on_error
     )

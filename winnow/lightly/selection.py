@@ -1,6 +1,7 @@
 """Server-side `selection()`: `POST .../embeddings/<emb>/sampling` queues a sampling run; `/v1/jobs/<id>` polls it.
 
-RANDOM and CORESET map to Winnow's random and coreset strategies. `nSamples` counts the preselected
+RANDOM and CORESET map to Winnow's random and coreset strategies; CORESET with a `minDistance` above 0 to
+diversity (greedy k-center that also stops once no candidate is farther than minDistance from the selection). `nSamples` counts the preselected
 samples too (as Lightly's does): the run picks `nSamples - |preselected|` new samples, and the new
 tag holds the preselected samples plus the run's top picks. A value in (0, 1) is a fraction of the
 candidates (the query tag's samples, else every sample); -1 means all candidates.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import secrets
 
 from django.db import transaction
+from django.db.models import Q
 from django.http import JsonResponse
 from rest_framework.exceptions import ValidationError
 
@@ -74,11 +76,10 @@ class SamplingView(LightlyView):
         stop = config.get("stoppingCondition") if isinstance(config.get("stoppingCondition"), dict) else {}
         n_samples = _number(self, stop.get("nSamples"), "config.stoppingCondition.nSamples")
         min_distance = _number(self, stop.get("minDistance"), "config.stoppingCondition.minDistance")
-        if min_distance is not None and min_distance > 0:
-            raise self.invalid(
-                "config.stoppingCondition.minDistance is not supported here (use -1); Winnow's "
-                "diversity strategy (/api/v1/ sampling runs) stops at a minimum distance."
-            )
+        if min_distance is not None and min_distance <= 0:
+            min_distance = None  # Lightly's "no minimum" is -1
+        if min_distance is not None and method != "CORESET":
+            raise self.invalid("config.stoppingCondition.minDistance applies to CORESET only (use -1 with RANDOM)")
         query = (
             any_tag(self, dataset, body["queryTagId"], "queryTagId", "TAG_QUERYTAG_NOT_IN_DATASET")
             if body.get("queryTagId")
@@ -118,12 +119,16 @@ class SamplingView(LightlyView):
         request_data = {
             "name": name,
             "embedding": embedding.id,
-            "strategy": STRATEGIES[method],
+            # CORESET with a minimum distance is Winnow's diversity strategy: greedy k-center that also stops
+            # once no candidate lies farther than min_distance from the selected set.
+            "strategy": "diversity" if min_distance is not None else STRATEGIES[method],
             "n_samples": new,
             "seed": secrets.randbelow(2**31),
             "input_tag": query.id if query else None,
             "preselected_tag": preselected.id if preselected else None,
         }
+        if min_distance is not None:
+            request_data["min_distance"] = min_distance
         with transaction.atomic():  # the run is enqueued when this commits, so the marker is there first
             try:
                 run = sampling.create_run(dataset, request_data, request.user)
@@ -138,10 +143,17 @@ def _result_tag(run: SamplingRun) -> Tag:
     """The tag of a succeeded selection: its top K, plus the preselected samples."""
     dataset = run.dataset
     parent = run.preselected_tag or Tag.objects.filter(dataset=dataset, name=tagging.INITIAL_TAG).first()
-    if run.preselected_tag is None:
+    if run.preselected_tag is None and run.min_distance is None:
         return sampling_tags.tag_from_run(dataset, run, run.n_samples, run.name, run.creator, parent=parent)
-    picked = ImportanceScore.objects.filter(run=run, rank__lte=run.n_samples).values_list("sample__idx", flat=True)
-    mask = bitmask.union(bitmask.from_indices(list(picked)), bytes(run.preselected_tag.bitmask))
+    picked = ImportanceScore.objects.filter(run=run, rank__lte=run.n_samples)
+    if run.min_distance is not None:
+        # A diversity run's picks score their distance when picked, above min_distance; after its stop the
+        # ranks are not picks. The seeded first pick (nothing preselected) is a pick whatever its score.
+        first = Q(rank=1) if run.preselected_tag is None else Q(pk__in=[])
+        picked = picked.filter(Q(score__gt=run.min_distance) | first)
+    mask = bitmask.from_indices(list(picked.values_list("sample__idx", flat=True)))
+    if run.preselected_tag is not None:
+        mask = bitmask.union(mask, bytes(run.preselected_tag.bitmask))
     return tagging.create_tag(
         dataset,
         run.name,
@@ -153,6 +165,7 @@ def _result_tag(run: SamplingRun) -> Tag:
             "strategy": run.strategy,
             "top_k": run.n_samples,
             "preselected_tag": run.preselected_tag_id,
+            "min_distance": run.min_distance,
         },
         parent=parent,
         creator=run.creator,

@@ -1,0 +1,90 @@
+"""The Similar and Duplicates pages in a browser: more like this from the sample view, the duplicate review."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from playwright.sync_api import expect
+
+from curation.models import Tag
+from curation.services import create_dataset
+from tests.browser.conftest import sign_in
+from tests.browser.data import Api
+from winnow.accounts.models import ApiToken
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _picture(seed: int, shift: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (96, 72), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = (int(v) for v in rng.integers(0, 80, 2))
+        draw.ellipse([x + shift, y, x + shift + 20, y + 16], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photos(owner, live_server):
+    ds = create_dataset(owner, "street", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    files = [(f"img_{i:02d}.png", _picture(i)) for i in range(16)]
+    files.append(("img_03_copy.png", _picture(3)))  # the same bytes
+    files.append(("img_07_burst.png", _picture(7, shift=1)))  # the next frame of a burst
+    Api(live_server.url, key).call(
+        "POST", f"/datasets/{ds.id}/samples", files=[("files", (n, b, "image/png")) for n, b in files]
+    )
+    return ds
+
+
+def test_more_like_this_from_the_sample_view(page, live_server, shot, photos):
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{photos.id}/explore")
+    expect(page.get_by_test_id("tile")).to_have_count(18)
+    page.get_by_role("button", name="View img_03.png").click()
+    page.get_by_test_id("more-like-this").click()
+    page.wait_for_url("**/similar?run=*")
+    tiles = page.get_by_test_id("similar-tile")
+    expect(tiles).to_have_count(17)  # every other sample, nearest first
+    expect(tiles.first).to_contain_text("img_03_copy.png")
+    expect(page.get_by_test_id("similar-query")).to_contain_text("Query: img_03.png")
+    expect(tiles.first.locator(".rank")).to_have_text("#1 · 0")
+    shot(page, "similar-results")
+    page.get_by_placeholder("new tag name").fill("like-3")
+    page.get_by_role("spinbutton", name="How many of the first results").fill("2")
+    page.get_by_role("button", name="Save the first as tag").click()
+    expect(page.locator("#toasts")).to_contain_text("Saved tag like-3 (2 samples)")
+    assert Tag.objects.get(dataset=photos, name="like-3").count == 2
+
+
+def test_duplicates_review_keeps_one_per_group(page, live_server, shot, photos):
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{photos.id}/duplicates")
+    expect(page.get_by_text("No duplicate search yet")).to_be_visible()
+    page.get_by_role("button", name="Find duplicates").click()
+    groups = page.get_by_test_id("dup-group")
+    expect(groups.first).to_be_visible()
+    summary = page.get_by_test_id("dup-summary")
+    expect(summary).to_contain_text("(1 exact)")
+    exact = groups.filter(has_text="exact")
+    expect(exact.get_by_test_id("dup-member")).to_have_count(2)
+    expect(exact.locator('[data-kept="1"]')).to_contain_text("img_03.png")  # the first uploaded
+    page.wait_for_function("() => [...document.querySelectorAll('.tile img')].every((i) => i.complete)")
+    shot(page, "duplicates-review")
+    page.get_by_label("Which sample a group keeps").select_option("sharpest")
+    expect(exact.locator('[data-kept="1"]')).to_have_count(1)
+    page.get_by_label("Which sample a group keeps").select_option("largest")
+    page.get_by_label("New tag name").fill("deduplicated")
+    page.get_by_role("button", name="Save as tag").click()
+    expect(page.locator("#toasts")).to_contain_text("Saved tag deduplicated")
+    tag = Tag.objects.get(dataset=photos, name="deduplicated")
+    removable = int(
+        page.evaluate("() => document.querySelector('[data-testid=dup-summary]').textContent.match(/(\\d+) extra/)[1]")
+    )
+    assert removable >= 1 and tag.count == 18 - removable

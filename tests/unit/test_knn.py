@@ -1,0 +1,81 @@
+"""curation.knn against brute-force references, with plain arrays (no database)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation import knn
+
+
+def brute(X, covered, Q, metric):
+    rows = np.flatnonzero(covered)
+    A = X[rows].astype(np.float64)
+    Qd = np.atleast_2d(Q).astype(np.float64)
+    if metric == "cosine":
+        A = A / np.linalg.norm(A, axis=1, keepdims=True)
+        Qd = Qd / np.linalg.norm(Qd, axis=1, keepdims=True)
+        d = 1.0 - A @ Qd.T
+    else:
+        d = np.linalg.norm(A[:, None, :] - Qd[None, :, :], axis=2)
+    return rows, d.min(axis=1)
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("n_queries", [1, 7])
+def test_search_matches_brute_force_in_order(metric, n_queries):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, 16)).astype(np.float32) + 5.0  # offset: euclidean must not lose precision
+    covered = rng.random(1000) > 0.2
+    Q = rng.normal(size=(n_queries, 16)).astype(np.float32) + 5.0
+    idx, dist = knn.nearest_to_queries(X, covered, Q, k=50, metric=metric, block_rows=97)
+    rows, ref = brute(X, covered, Q, metric)
+    order = np.lexsort((rows, ref))[:50]
+    np.testing.assert_array_equal(idx, rows[order])
+    np.testing.assert_allclose(dist, ref[order], rtol=1e-4, atol=1e-4)
+    assert np.all(covered[idx])
+
+
+def test_search_ties_are_broken_by_idx_and_k_above_n():
+    X = np.zeros((10, 4), dtype=np.float32)
+    X[5:] = 1.0
+    covered = np.ones(10, dtype=bool)
+    idx, dist = knn.nearest_to_queries(X, covered, np.zeros(4), k=100, block_rows=3)
+    np.testing.assert_array_equal(idx, np.arange(10))
+    np.testing.assert_allclose(dist, [0] * 5 + [2] * 5)
+
+
+def test_planted_duplicates_are_grouped():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 32)).astype(np.float32)
+    planted = {7: [300, 451], 12: [13], 500: [599]}
+    for src, copies in planted.items():
+        for c in copies:
+            X[c] = X[src] + rng.normal(scale=0.01, size=32)
+    covered = np.ones(600, dtype=bool)
+    nn = knn.nearest_neighbour_distances(X, covered, sample_size=600, block_rows=128)
+    threshold = knn.suggest_threshold(nn)
+    i, j, d = knn.threshold_pairs(X, covered, threshold, block_rows=100)
+    assert np.all(i < j) and np.all(d <= threshold)
+    groups = knn.groups_from_pairs(600, i, j)
+    assert [g.tolist() for g in groups] == [[7, 300, 451], [12, 13], [500, 599]]
+
+
+def test_threshold_pairs_match_brute_force():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    covered = rng.random(300) > 0.1
+    t = 2.0
+    i, j, _d = knn.threshold_pairs(X, covered, t, block_rows=64)
+    rows = np.flatnonzero(covered)
+    full = np.linalg.norm(X[rows][:, None] - X[rows][None], axis=2)
+    a, b = np.nonzero(np.triu(full <= t, 1))
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == sorted(
+        zip(rows[a].tolist(), rows[b].tolist(), strict=True)
+    )
+
+
+def test_too_many_pairs_is_refused():
+    X = np.zeros((50, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="threshold is far too high"):
+        knn.threshold_pairs(X, np.ones(50, dtype=bool), 1.0, max_pairs=100)
