@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from curation import embedding_uploads, embeddings, filters
+from curation import embedding_uploads, embeddings, filters, predictions
 
 
 @shared_task(name="curation.compute_projection")
@@ -41,3 +41,9 @@ def process_embedding_upload(self, upload_id: str) -> str | None:
         # Another worker holds it: look again later, and take over once it has gone silent (its worker died).
         raise self.retry(countdown=settings.WINNOW_RUN_STALE_SECONDS)
     return outcome
+
+
+@shared_task(name="curation.process_prediction_upload")
+def process_prediction_upload(upload_id: str) -> str:
+    """Parse, check and store a prediction task upload (curation.predictions)."""
+    return predictions.process(upload_id)

@@ -275,3 +275,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# Prediction uploads up to this many bytes are stored within the request; larger ones go to a worker.
+WINNOW_PREDICTIONS_INLINE_BYTES = env_int("WINNOW_PREDICTIONS_INLINE_BYTES", 2 * 1024 * 1024, minimum=0)
+WINNOW_PREDICTIONS_MAX_BYTES = env_int("WINNOW_PREDICTIONS_MAX_BYTES", 8 * 1024**3, minimum=1)

@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("curation.api.analytics")),
     path("", include("curation.api.tags")),
     path("", include("curation.api.embeddings")),
+    path("", include("curation.api.predictions")),
     path("", include("sampling.api")),
 ]
 

@@ -1,0 +1,305 @@
+"""Prediction tasks: store a whole task's predictions at once, and the scores computed from them.
+
+An upload's body goes to storage first; it is parsed as a stream (JSON lines) by the request when small and
+by a worker when large (winnow.client.predictions holds the parser the client uses too). Nothing is stored
+until everything is checked: the format, that every file name is a sample, that boxes lie inside images of
+known size. Then, in one transaction, the task row points at the new arrays and every sample's scores at
+`predictions.<task>.<score>` in its metadata are replaced (the old task's keys removed, the new ones set by
+one UPDATE ... FROM a staged table).
+
+Why scores in metadata: the Configurator's proposals, Analyze & Filter, Explore's sort (and its partial
+indexes) and the weights/threshold/balance samplers all read metadata by dot path; a score stored there is
+a field like any other, with no second code path in each of them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from curation import storage
+from curation.models import Dataset, PredictionTask, PredictionUpload, Sample
+from winnow.celery import task as celery_task
+from winnow.client import predictions as fmt
+
+PREFIX = fmt.PREFIX
+LOOKUP_BATCH = 5000
+COPY_BUFFER = 1 << 20
+MAX_LISTED = 10
+READ_CHUNK = 1 << 20
+
+
+class PredictionsInvalid(Exception):
+    """An upload that cannot be stored; the message names the file (or line) and field at fault."""
+
+    def __init__(self, message: str, field: str = "predictions"):
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+# --- receiving -----------------------------------------------------------------------------------
+
+
+def receive(dataset: Dataset, task_name: str, stream, *, kind: str, creator) -> PredictionUpload:
+    """Copy a request body to storage as a queued upload (no parsing yet). `kind`: json | jsonl."""
+    problem = fmt.task_name_error(task_name)
+    if problem:
+        raise PredictionsInvalid(f"the task name {task_name!r} {problem}", "task")
+    upload_id = uuid.uuid4().hex[:24]
+    key = f"{dataset.storage_prefix}predictions/uploads/{upload_id}.{kind}"
+    path = storage.spool_path(f".{kind}")
+    size = 0
+    try:
+        with open(path, "wb") as handle:
+            while chunk := stream.read(READ_CHUNK):
+                size += len(chunk)
+                if size > settings.WINNOW_PREDICTIONS_MAX_BYTES:
+                    raise PredictionsInvalid(
+                        f"the upload is larger than {settings.WINNOW_PREDICTIONS_MAX_BYTES} bytes", "body"
+                    )
+                handle.write(chunk)
+        if size == 0:
+            raise PredictionsInvalid("the upload is empty", "body")
+        storage.save_file(key, path)
+    finally:
+        path.unlink(missing_ok=True)
+    return PredictionUpload.objects.create(
+        id=upload_id, dataset=dataset, task_name=task_name, kind=kind, body_key=key, size=size, creator=creator
+    )
+
+
+def enqueue(upload: PredictionUpload) -> None:
+    transaction.on_commit(lambda: celery_task("curation.process_prediction_upload").delay(upload.id))
+
+
+# --- processing ----------------------------------------------------------------------------------
+
+
+def _claim(upload_id: str) -> PredictionUpload | None:
+    changed = PredictionUpload.objects.filter(pk=upload_id, status="queued").update(
+        status="processing", updated_at=timezone.now()
+    )
+    return PredictionUpload.objects.select_related("dataset").get(pk=upload_id) if changed else None
+
+
+def _progress(upload: PredictionUpload, fraction: float) -> None:
+    PredictionUpload.objects.filter(pk=upload.pk).update(progress=round(fraction, 4), updated_at=timezone.now())
+
+
+class _CountingLines:
+    """Lines of a stored body, reporting the share read so far."""
+
+    def __init__(self, handle, size: int, report):
+        self.handle, self.size, self.report, self.read = handle, max(size, 1), report, 0
+
+    def __iter__(self):
+        last = 0
+        for line in self.handle:  # Django's File yields lines, reading a chunk at a time
+            self.read += len(line)
+            if self.read - last > 32 * READ_CHUNK:
+                last = self.read
+                self.report(0.6 * self.read / self.size)
+            yield line
+
+
+def process(upload_id: str) -> str:
+    """Parse, check and store a queued upload; returns its final status (failed uploads store nothing)."""
+    upload = _claim(upload_id)
+    if upload is None:
+        return "skipped"
+    try:
+        result = _store(upload)
+    except (PredictionsInvalid, fmt.PredictionError) as exc:
+        PredictionUpload.objects.filter(pk=upload.pk).update(status="failed", error=str(exc), updated_at=timezone.now())
+        storage.delete_keys([upload.body_key])
+        return "failed"
+    except Exception as exc:
+        PredictionUpload.objects.filter(pk=upload.pk).update(
+            status="failed", error=f"internal error: {type(exc).__name__}", updated_at=timezone.now()
+        )
+        raise
+    storage.delete_keys([upload.body_key])
+    PredictionUpload.objects.filter(pk=upload.pk).update(
+        status="succeeded", progress=1.0, result=result, updated_at=timezone.now()
+    )
+    return "succeeded"
+
+
+def _parse(upload: PredictionUpload) -> fmt.Columns:
+    with storage.open_file(upload.body_key) as handle:
+        if upload.kind == "json":
+            try:
+                doc = json.load(handle, parse_constant=fmt._reject_constant)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise PredictionsInvalid(f"body: not valid JSON ({exc})", "body") from None
+            return fmt.parse_document(doc, task=upload.task_name)
+        lines = _CountingLines(handle, upload.size, lambda f: _progress(upload, f))
+        return fmt.parse_stream(lines, task=upload.task_name)
+
+
+def _lookup(dataset: Dataset, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(idx, width, height) per file name (idx -1: not a sample), a bounded IN list per query."""
+    idx = np.full(len(names), -1, dtype=np.int64)
+    width = np.zeros(len(names), dtype=np.int64)
+    height = np.zeros(len(names), dtype=np.int64)
+    for start in range(0, len(names), LOOKUP_BATCH):
+        chunk = names[start : start + LOOKUP_BATCH]
+        pos = {name: start + i for i, name in enumerate(chunk)}
+        rows = Sample.objects.filter(dataset=dataset, file_name__in=chunk).values_list(
+            "file_name", "idx", "width", "height"
+        )
+        for name, i, w, h in rows.iterator(chunk_size=LOOKUP_BATCH):
+            p = pos[name]
+            idx[p], width[p], height[p] = i, w or 0, h or 0
+    return idx, width, height
+
+
+def _store(upload: PredictionUpload) -> dict:
+    dataset = upload.dataset
+    columns = _parse(upload)
+    _progress(upload, 0.6)
+    idx, width, height = _lookup(dataset, columns.file_names)
+    missing = np.flatnonzero(idx < 0)
+    if len(missing):
+        shown = ", ".join(repr(columns.file_names[i]) for i in missing[:MAX_LISTED])
+        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise PredictionsInvalid(
+            f"file_name: {len(missing)} file name(s) are not samples of this dataset: {shown}{more}"
+        )
+    fmt.check_boxes(columns, width, height)
+    _progress(upload, 0.7)
+    scores = fmt.scores(columns)
+    classes = fmt.predicted_class(columns)
+    prefix = f"{dataset.storage_prefix}predictions/{columns.schema.name}/{upload.id}/"
+    keys = [storage.save_matrix(f"{prefix}idx.npy", idx)]
+    for name, array in columns.arrays.items():
+        keys.append(storage.save_matrix(f"{prefix}{name}.npy", array))
+    _progress(upload, 0.8)
+    try:
+        with transaction.atomic():
+            task, _ = PredictionTask.objects.select_for_update().get_or_create(
+                dataset=dataset, name=columns.schema.name, defaults={"creator": upload.creator}
+            )
+            old_prefix = task.arrays_prefix
+            _write_scores(dataset, task.name, idx, scores, classes, columns.schema)
+            task.type = columns.schema.type
+            task.categories = columns.schema.categories
+            task.is_labels = columns.schema.is_labels
+            task.count = len(columns)
+            task.object_count = len(columns.arrays.get("object_score", ()))
+            task.arrays_prefix = prefix
+            task.save()
+    except Exception:
+        storage.delete_keys(keys)
+        raise
+    if old_prefix and old_prefix != prefix:
+        storage.delete_prefix(old_prefix)
+    return {"task": task.id, "name": task.name, "samples": len(columns), "scores": sorted(scores) + ["predicted_class"]}
+
+
+def _sample_values(scores: dict[str, np.ndarray], classes: np.ndarray, schema: fmt.Schema):
+    """The JSON object each sample gets at predictions.<task>, as text lines (NaN scores left out)."""
+    names = [c["name"] for c in schema.categories]
+    key = "label" if schema.is_labels else "predicted_class"
+    keys = list(scores)
+    cols = [np.round(scores[k], 6).tolist() for k in keys]
+    for i, cls in enumerate(classes.tolist()):
+        value = {k: c[i] for k, c in zip(keys, cols, strict=True) if not math.isnan(c[i])}
+        if cls >= 0:
+            value[key] = names[cls]
+        yield json.dumps(value, separators=(",", ":"))
+
+
+def _write_scores(dataset, task_name, idx, scores, classes, schema) -> None:
+    """Replace predictions.<task> in every sample's metadata: removed where it was, set where the upload has it."""
+    table = Sample._meta.db_table
+    values = _sample_values(scores, classes, schema)
+    if connection.vendor != "postgresql":
+        by_idx = dict(zip(idx.tolist(), values, strict=True))
+        changed = []
+        for sample in Sample.objects.filter(dataset=dataset).only("id", "idx", "metadata"):
+            meta = dict(sample.metadata or {})
+            preds = dict(meta.get(PREFIX) or {})
+            had = preds.pop(task_name, None) is not None
+            if sample.idx in by_idx:
+                preds[task_name] = json.loads(by_idx[sample.idx])
+            elif not had:
+                continue
+            meta[PREFIX] = preds
+            sample.metadata = meta
+            changed.append(sample)
+        Sample.objects.bulk_update(changed, ["metadata"], batch_size=500)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE winnow_staged_predictions (idx integer, value jsonb) ON COMMIT DROP")
+        buffer = io.StringIO()
+        for i, line in zip(idx.tolist(), values, strict=True):
+            buffer.write(f"{i}\t{line.replace(chr(92), chr(92) * 2)}\n")
+        buffer.seek(0)
+        cursor.cursor.copy_expert("COPY winnow_staged_predictions (idx, value) FROM STDIN", buffer, size=COPY_BUFFER)
+        cursor.execute(
+            f"UPDATE {table} SET metadata = metadata #- ARRAY[%s, %s] WHERE dataset_id = %s AND metadata -> %s ? %s",
+            [PREFIX, task_name, dataset.id, PREFIX, task_name],
+        )
+        cursor.execute(
+            f"UPDATE {table} AS s SET metadata = jsonb_set("
+            f"  CASE WHEN jsonb_typeof(s.metadata -> %s) = 'object' THEN s.metadata "
+            f"       ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(%s, '{{}}'::jsonb) END,"
+            f"  ARRAY[%s, %s], v.value) "
+            f"FROM winnow_staged_predictions AS v WHERE s.dataset_id = %s AND s.idx = v.idx",
+            [PREFIX, PREFIX, PREFIX, task_name, dataset.id],
+        )
+        cursor.execute("DROP TABLE winnow_staged_predictions")
+
+
+def delete_task(task: PredictionTask) -> None:
+    """Remove a task and its scores from every sample's metadata."""
+    empty = np.zeros(0, dtype=np.int64)
+    schema = fmt.Schema(task.name, task.type, task.categories, task.is_labels)
+    with transaction.atomic():
+        _write_scores(task.dataset, task.name, empty, {}, empty, schema)
+        prefix = task.arrays_prefix
+        task.delete()
+    if prefix:
+        storage.delete_prefix(prefix)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def sample_predictions(task: PredictionTask, idx: int) -> list[dict] | None:
+    """One sample's predictions as Lightly singletons (None: the task has none for it), from the memory-mapped
+    columns: a binary search over the task's idx, then a slice."""
+    if not task.arrays_prefix:
+        return None
+    order = storage.open_matrix(f"{task.arrays_prefix}idx.npy")
+    # idx.npy is in upload order, not sorted: find the position by a vectorised comparison over the memory map.
+    hits = np.flatnonzero(np.asarray(order) == idx)
+    if not len(hits):
+        return None
+    pos = int(hits[0])
+    ids = [c["id"] for c in task.categories]
+    if task.type == fmt.CLASSIFICATION:
+        cat = int(storage.open_matrix(f"{task.arrays_prefix}category.npy")[pos])
+        score = float(storage.open_matrix(f"{task.arrays_prefix}score.npy")[pos])
+        probs = storage.open_matrix(f"{task.arrays_prefix}probabilities.npy")[pos]
+        item = {"category_id": ids[cat], "score": round(score, 6)}
+        if not np.isnan(probs).any():
+            item["probabilities"] = [round(float(p), 6) for p in probs]
+        return [item]
+    offsets = storage.open_matrix(f"{task.arrays_prefix}offsets.npy")
+    lo, hi = int(offsets[pos]), int(offsets[pos + 1])
+    cats = storage.open_matrix(f"{task.arrays_prefix}object_category.npy")[lo:hi]
+    sc = storage.open_matrix(f"{task.arrays_prefix}object_score.npy")[lo:hi]
+    boxes = storage.open_matrix(f"{task.arrays_prefix}boxes.npy")[lo:hi]
+    return [
+        {"category_id": ids[int(c)], "score": round(float(s), 6), "bbox": [round(float(v), 3) for v in b]}
+        for c, s, b in zip(cats, sc, boxes, strict=True)
+    ]
