@@ -187,3 +187,15 @@ def test_large_uploads_go_to_the_worker_path(samples, editor_api, settings, djan
     assert state["status"] == "succeeded" and state["progress"] == 1.0
     assert meta(samples)["img_000000.jpg"]["predictions"]["clf"]["predicted_class"] == "bird"
     assert state["result"]["samples"] == 1
+
+
+def test_a_metadata_upload_keeps_the_prediction_scores_and_reserves_their_key(samples, editor_api):
+    assert put(editor_api, samples, body([clf("img_000000.jpg", [0.7, 0.2, 0.1])])).status_code == 200
+    doc = {"images": [{"file_name": "img_000000.jpg", "id": 1}], "metadata": [{"image_id": 1, "camera": "rear"}]}
+    assert editor_api.post(f"/api/v1/datasets/{samples.id}/metadata", doc, format="json").status_code == 200
+    m = meta(samples)["img_000000.jpg"]
+    assert m["camera"] == "rear" and m["predictions"]["clf"]["predicted_class"] == "cat"
+    doc["metadata"][0]["predictions"] = {"clf": {"predicted_class": "dog"}}
+    response = editor_api.post(f"/api/v1/datasets/{samples.id}/metadata", doc, format="json")
+    assert response.status_code == 400 and "reserved" in str(response.json())
+    assert meta(samples)["img_000000.jpg"]["predictions"]["clf"]["predicted_class"] == "cat"
