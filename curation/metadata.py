@@ -245,7 +245,10 @@ def _write_metadata(dataset: Dataset, rows: list[tuple[str, dict]]) -> None:
                 "id", "metadata__predictions"
             )
         )
-        samples = [Sample(id=sid, metadata={**meta, **({"predictions": kept[sid]} if sid in kept else {})}) for sid, meta in rows]
+        samples = [
+            Sample(id=sid, metadata={**meta, **({"predictions": kept[sid]} if sid in kept else {})})
+            for sid, meta in rows
+        ]
         Sample.objects.bulk_update(samples, ["metadata"], batch_size=500)
 
 

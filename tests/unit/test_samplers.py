@@ -584,4 +584,6 @@ def test_strategies_lists_every_strategy():
         "weights",
         "threshold",
         "balance",
+        "uncertainty",
+        "coral",
     }
