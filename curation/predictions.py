@@ -21,7 +21,7 @@ import uuid
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from curation import storage
@@ -274,9 +274,15 @@ def delete_task(task: PredictionTask) -> None:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def sample_predictions(task: PredictionTask, idx: int) -> list[dict] | None:
-    """One sample's predictions as Lightly singletons (None: the task has none for it), from the memory-mapped
-    columns: a binary search over the task's idx, then a slice."""
+def sample_predictions(task: PredictionTask, idx: int, metadata: dict | None = None) -> list[dict] | None:
+    """One sample's predictions as Lightly singletons (None: the task has none for it): those sent one sample at
+    a time (kept in its metadata), else from the task's memory-mapped columns."""
+    own = (
+        ((metadata or {}).get(PREFIX) or {}).get(task.name) if isinstance((metadata or {}).get(PREFIX), dict) else None
+    )
+    if isinstance(own, dict) and isinstance(own.get("singletons"), list):
+        return [{k: v for k, v in item.items() if k in ("category_id", "score", "probabilities", "bbox")}
+                for item in own["singletons"]]  # fmt: skip
     if not task.arrays_prefix:
         return None
     order = storage.open_matrix(f"{task.arrays_prefix}idx.npy")
@@ -303,3 +309,104 @@ def sample_predictions(task: PredictionTask, idx: int) -> list[dict] | None:
         {"category_id": ids[int(c)], "score": round(float(s), 6), "bbox": [round(float(v), 3) for v in b]}
         for c, s, b in zip(cats, sc, boxes, strict=True)
     ]
+
+
+# --- one sample, one schema, one tag's scores at a time (Lightly's client protocol) ----------------
+
+
+def set_schema(dataset: Dataset, schema: fmt.Schema, creator) -> PredictionTask:
+    """Create a task, or change its schema; a changed type or categories drops the predictions stored so far."""
+    with transaction.atomic():
+        task, created = PredictionTask.objects.select_for_update().get_or_create(
+            dataset=dataset,
+            name=schema.name,
+            defaults={"type": schema.type, "categories": schema.categories, "is_labels": schema.is_labels,
+                      "creator": creator},
+        )  # fmt: skip
+        if created or (task.type, task.categories) == (schema.type, schema.categories):
+            return task
+        empty = np.zeros(0, dtype=np.int64)
+        _write_scores(dataset, task.name, empty, {}, empty, schema)
+        old_prefix = task.arrays_prefix
+        task.type, task.categories, task.is_labels = schema.type, schema.categories, schema.is_labels
+        task.count, task.object_count, task.arrays_prefix = 0, 0, ""
+        task.save()
+    if old_prefix:
+        storage.delete_prefix(old_prefix)
+    return task
+
+
+def set_sample_predictions(task: PredictionTask, sample: Sample, singletons: list) -> None:
+    """Replace one sample's predictions of a task; its scores and singletons go to its metadata at once.
+
+    (A whole-task upload keeps predictions as columns; one sample at a time, as Lightly's client sends them,
+    they are kept with the sample, under `predictions.<task>.singletons`, a list no field reads.)
+    """
+    schema = fmt.Schema(
+        task.name, task.type, task.categories, task.is_labels, {c["id"]: i for i, c in enumerate(task.categories)}
+    )
+    builder = fmt.Builder(schema)
+    builder.add({"file_name": sample.file_name, "predictions": singletons}, sample.file_name)
+    columns = builder.finish()
+    fmt.check_boxes(columns, np.array([sample.width or 0]), np.array([sample.height or 0]))
+    scores = fmt.scores(columns)
+    value = json.loads(next(_sample_values(scores, fmt.predicted_class(columns), schema)))
+    value["singletons"] = singletons
+    with transaction.atomic():
+        locked = Sample.objects.select_for_update().only("id", "metadata").get(pk=sample.pk)
+        meta = dict(locked.metadata or {})
+        preds = dict(meta.get(PREFIX) or {}) if isinstance(meta.get(PREFIX), dict) else {}
+        new = task.name not in preds
+        preds[task.name] = value
+        meta[PREFIX] = preds
+        Sample.objects.filter(pk=sample.pk).update(metadata=meta)
+        if new:
+            PredictionTask.objects.filter(pk=task.pk).update(count=models.F("count") + 1, updated_at=timezone.now())
+
+
+def upload_tag_scores(dataset: Dataset, idx: np.ndarray, score_type: str, scores: list) -> None:
+    """Active-learning scores of a tag's samples (ascending idx), at predictions._scores.<score_type>: one UPDATE."""
+    field = f"{fmt.UPLOADED_SCORES}"
+    if len(scores) != len(idx):
+        raise PredictionsInvalid(f"scores: {len(scores)} values for a tag of {len(idx)} samples", "scores")
+    values = np.asarray(scores, dtype=np.float64) if all(fmt._is_number(s) for s in scores) else None
+    if values is None:
+        raise PredictionsInvalid("scores: every score must be a finite number", "scores")
+    table = Sample._meta.db_table
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            for sample in Sample.objects.filter(dataset=dataset, idx__in=idx.tolist()).only("id", "idx", "metadata"):
+                meta = dict(sample.metadata or {})
+                preds = dict(meta.get(PREFIX) or {})
+                preds[field] = {**(preds.get(field) or {}), score_type: float(values[np.searchsorted(idx, sample.idx)])}
+                meta[PREFIX] = preds
+                Sample.objects.filter(pk=sample.pk).update(metadata=meta)
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS s SET metadata = jsonb_set(jsonb_set("
+                f"  CASE WHEN jsonb_typeof(s.metadata -> %s) = 'object' THEN s.metadata "
+                f"       ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(%s, '{{}}'::jsonb) END,"
+                f"  ARRAY[%s, %s], COALESCE(s.metadata -> %s -> %s, '{{}}'::jsonb)),"
+                f"  ARRAY[%s, %s, %s], to_jsonb(v.score)) "
+                f"FROM (SELECT unnest(%s::integer[]) AS idx, unnest(%s::double precision[]) AS score) AS v "
+                f"WHERE s.dataset_id = %s AND s.idx = v.idx",
+                [PREFIX, PREFIX, PREFIX, field, PREFIX, field, PREFIX, field, score_type,
+                 idx.tolist(), values.tolist(), dataset.id],
+            )  # fmt: skip
+
+
+def uploaded_score_types(dataset: Dataset) -> list[str]:
+    """The score types uploaded per tag (Lightly's upload_scores) in this dataset."""
+    if connection.vendor != "postgresql":
+        found = set()
+        for meta in Sample.objects.filter(dataset=dataset).values_list("metadata", flat=True):
+            found.update(((meta or {}).get(PREFIX) or {}).get(fmt.UPLOADED_SCORES) or {})
+        return sorted(found)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT jsonb_object_keys(metadata -> %s -> %s) FROM {Sample._meta.db_table} "
+            f"WHERE dataset_id = %s AND jsonb_typeof(metadata -> %s -> %s) = 'object'",
+            [PREFIX, fmt.UPLOADED_SCORES, dataset.id, PREFIX, fmt.UPLOADED_SCORES],
+        )
+        return sorted(row[0] for row in cursor.fetchall())

@@ -133,12 +133,12 @@ class SamplePredictions(APIView):
     )
     def get(self, request, dataset_id: str, sample_id: str):
         dataset = get_dataset(request.user, dataset_id)
-        sample = Sample.objects.filter(dataset=dataset, pk=sample_id).only("idx", "width", "height").first()
+        sample = Sample.objects.filter(dataset=dataset, pk=sample_id).only("idx", "width", "height", "metadata").first()
         if sample is None:
             raise Http404("No sample with that id in this dataset.")
         tasks = []
         for task in dataset.prediction_tasks.all():
-            preds = services.sample_predictions(task, sample.idx)
+            preds = services.sample_predictions(task, sample.idx, sample.metadata)
             if preds is not None:
                 tasks.append(
                     {

@@ -33,7 +33,9 @@ from winnow.client.formats import FormatError
 
 TASK_TYPES = ("classification", "object-detection")
 CLASSIFICATION, DETECTION = TASK_TYPES
-TASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# A task name starts with a letter or digit: `_scores` (scores uploaded per tag, /v1/) cannot be a task.
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+UPLOADED_SCORES = "_scores"
 # Probabilities are model output rounded to a few digits by whoever wrote the JSON.
 PROBABILITY_TOLERANCE = 1e-2
 # A box may stick out of the image by rounding (e.g. x + w = 640.4 on a 640-pixel image).
@@ -75,7 +77,7 @@ def _is_number(value) -> bool:
 
 def task_name_error(name) -> str | None:
     if not isinstance(name, str) or not TASK_NAME.match(name):
-        return "must be 1 to 100 letters, digits, '_' or '-'"
+        return "must be 1 to 100 letters, digits, '_' or '-', starting with a letter or digit"
     return None
 
 
