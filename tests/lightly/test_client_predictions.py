@@ -93,3 +93,38 @@ def test_predictions_scores_and_active_learning_selection(celery_worker, lightly
     assert all(int(name[-6:-4]) >= 5 for name in picked)
     runs = owner_api.get(f"/api/v1/datasets/{dataset_id}/sampling-runs").json()["results"]
     assert sorted(r["strategy"] for r in runs) == ["coral", "uncertainty"]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_bad_prediction_calls_are_refused_and_change_nothing(owner_v1, dataset):
+    from curation import services
+
+    services.add_samples(dataset, [{"file_name": "a.jpg", "width": 10, "height": 10}])
+    sample = Sample.objects.get(dataset=dataset)
+    tasks = f"datasets/{dataset.id}/predictions/tasks"
+    bad_schemas = [
+        {"name": "t", "type": "KEYPOINT_DETECTION", "categories": [{"id": 0, "name": "a"}]},
+        {"name": "bad name", "type": "CLASSIFICATION", "categories": [{"id": 0, "name": "a"}]},
+        {"name": "t", "type": "CLASSIFICATION", "categories": [{"id": 0, "name": "a"}, {"id": 0, "name": "b"}]},
+    ]
+    for body in bad_schemas:
+        response = owner_v1.post(tasks, body)
+        assert response.status_code == 400, body
+    det = {"name": "det", "type": "OBJECT_DETECTION", "categories": [{"id": 0, "name": "a"}]}
+    assert owner_v1.post(tasks, det).status_code == 201
+    path = f"datasets/{dataset.id}/predictions/samples/{sample.id}"
+    outside = [{"type": "OBJECT_DETECTION", "taskName": "det", "categoryId": 0, "score": 0.5, "bbox": [5, 5, 10, 2]}]
+    response = owner_v1.post(path, outside)
+    assert response.status_code == 400 and "a.jpg.predictions[0].bbox" in response.json()["error"]
+    response = owner_v1.post(path, [{"taskName": "nope", "categoryId": 0, "score": 0.5}])
+    assert response.status_code == 400 and "nope" in response.json()["error"]
+    assert Sample.objects.get(pk=sample.pk).metadata == {}
+    initial = dataset.tags.get(name="initial-tag")
+    scores = f"datasets/{dataset.id}/tags/{initial.id}/scores"
+    assert owner_v1.post(scores, {"scoreType": "m", "scores": [0.1, 0.2]}).status_code == 400  # wrong length
+    assert owner_v1.post(scores, {"scoreType": "a.b", "scores": [0.1]}).status_code == 400
+    assert owner_v1.post(scores, {"scoreType": "m", "scores": ["x"]}).status_code == 400
+    assert Sample.objects.get(pk=sample.pk).metadata == {}
+    assert owner_v1.post(path, [{"type": "OBJECT_DETECTION", "taskName": "det", "categoryId": 0, "score": 0.5,
+                                 "bbox": [0, 0, 10, 10]}]).status_code == 201  # fmt: skip
+    assert Sample.objects.get(pk=sample.pk).metadata["predictions"]["det"]["object_count"] == 1
