@@ -1,6 +1,7 @@
 // The thumbnail grid shared by Explore, the embedding map's selection and the sampling preview:
 // tiles (image or, for metadata-only datasets, the file name), selection, infinite scrolling, sample view.
 import { api, clear, datasetId, el, fmtNum, fmtValue } from "./lib.js";
+import { showPredictions } from "./predictions.js";
 
 // Tiles are at least this wide (px), with this gap between them; rows are square tiles plus the gap.
 const MIN_TILE = 132;
@@ -261,6 +262,7 @@ export async function openSample(sampleId) {
         el("h3", { style: "margin-top:14px" }, "Metadata"),
         meta.length ? el("dl", { class: "kv" }, meta.map(([k, v]) => [el("dt", {}, k), el("dd", {}, fmtValue(v))]))
           : el("p", { class: "muted" }, "No metadata.")));
+    showPredictions(body, base);
   } catch (err) {
     clear(body, el("div", { class: "alert error", role: "alert" }, err.message));
   }

@@ -13,7 +13,15 @@ const NEEDS = {
   coreset: ["embedding", "n_samples"], diversity: ["embedding", "min_distance", "n_samples"],
   typicality: ["embedding", "n_samples"], random: ["n_samples"], similarity: ["embedding", "query_tag", "n_samples"],
   weights: ["field", "n_samples"], threshold: ["field", "operation", "n_samples"], balance: ["field", "target", "n_samples"],
+  uncertainty: ["task", "score", "n_samples"], coral: ["embedding", "task", "score", "weight", "n_samples"],
+  predicted_balance: ["task", "target", "n_samples"],
 };
+// Scores a prediction task of each type offers (winnow/client/predictions.py), the default first.
+const TASK_SCORES = {
+  classification: ["uncertainty_least_confidence", "uncertainty_margin", "uncertainty_entropy"],
+  "object-detection": ["objectness_least_confidence", "object_count", "mean_confidence", "min_confidence"],
+};
+let predictionTasks = [];
 const STATUS = { queued: "amber", running: "blue", succeeded: "green", failed: "red", cancelled: "" };
 const PREVIEW = 60;
 let runs = [];
@@ -32,9 +40,11 @@ function showFields() {
 
 function requestBody() {
   const f = form.elements;
-  const strategy = f.strategy.value;
-  const needs = NEEDS[strategy];
+  const chosen = f.strategy.value;
+  const needs = NEEDS[chosen];
+  const strategy = chosen === "predicted_balance" ? "balance" : chosen;
   const body = { name: f.name.value.trim(), strategy };
+  pick_prediction_fields(body, needs, f);
   const pick = (key, value) => { if (needs.includes(key) && value !== "" && value !== null) body[key] = value; };
   pick("embedding", f.embedding.value);
   pick("n_samples", f.n_samples.value === "" ? "" : Number(f.n_samples.value));
@@ -54,6 +64,28 @@ function requestBody() {
   if (f.input_tag.value) body.input_tag = f.input_tag.value;
   if (f.preselected_tag.value) body.preselected_tag = f.preselected_tag.value;
   return body;
+}
+
+function pick_prediction_fields(body, needs, f) {
+  if (needs.includes("task")) body.task = f.task.value;
+  if (needs.includes("score") && f.score.value) body.score = f.score.value;
+  if (needs.includes("weight") && f.weight.value !== "") body.weight = Number(f.weight.value);
+}
+
+function fillScores() {
+  const f = form.elements;
+  const task = predictionTasks.find((t) => t.name === f.task.value);
+  const scores = task ? TASK_SCORES[task.type] || [] : [];
+  clear(f.score, scores.map((s) => el("option", { value: s }, s.replace(/_/g, " "))));
+}
+
+async function loadPredictionTasks() {
+  predictionTasks = list(await api(base + "/predictions")).filter((t) => !t.is_labels);
+  const f = form.elements;
+  clear(f.task, predictionTasks.length ? predictionTasks.map((t) => el("option", { value: t.name }, t.name + " (" + t.type + ", " + fmtNum(t.count) + ")"))
+    : el("option", { value: "" }, "no prediction tasks yet"));
+  fillScores();
+  f.task.addEventListener("change", fillScores);
 }
 
 function renderRuns() {
@@ -254,6 +286,7 @@ async function init() {
       clear(f.query_tag, tagOptions("choose a tag"));
       clear(f.field, list(fields).map((x) => el("option", { value: x.path }, (x.display_name || x.path) + " (" + x.type + ")")));
       f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");
+      await loadPredictionTasks();
     }
     await loadRuns();
   } catch (err) {
