@@ -199,3 +199,19 @@ def test_a_metadata_upload_keeps_the_prediction_scores_and_reserves_their_key(sa
     response = editor_api.post(f"/api/v1/datasets/{samples.id}/metadata", doc, format="json")
     assert response.status_code == 400 and "reserved" in str(response.json())
     assert meta(samples)["img_000000.jpg"]["predictions"]["clf"]["predicted_class"] == "cat"
+
+
+def test_scores_filter_and_sort_like_any_field(samples, editor_api):
+    records = [
+        clf(f"img_00000{i}.jpg", p) for i, p in enumerate([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.6, 0.3, 0.1]])
+    ]
+    assert put(editor_api, samples, body(records)).status_code == 200
+    field = {"path": "predictions.clf.uncertainty_margin", "type": "float"}
+    assert editor_api.post(f"/api/v1/datasets/{samples.id}/configurator", field, format="json").status_code == 201
+    listing = f"/api/v1/datasets/{samples.id}/samples"
+    got = editor_api.get(listing, {"where": "predictions.clf.uncertainty_margin:gt:0.5"}).json()["results"]
+    assert sorted(s["file_name"] for s in got) == ["img_000001.jpg", "img_000002.jpg"]
+    got = editor_api.get(listing, {"sort": "-predictions.clf.uncertainty_margin", "limit": 3}).json()["results"]
+    assert [s["file_name"] for s in got] == ["img_000001.jpg", "img_000002.jpg", "img_000000.jpg"]
+    got = editor_api.get(listing, {"where": "predictions.clf.predicted_class:eq:cat"}).json()["results"]
+    assert len(got) == 3
