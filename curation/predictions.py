@@ -274,41 +274,91 @@ def delete_task(task: PredictionTask) -> None:
 # --- reading -------------------------------------------------------------------------------------
 
 
+class TaskReader:
+    """One task's predictions by sample idx, from its memory-mapped columns (an idx -> row index built once)."""
+
+    def __init__(self, task: PredictionTask):
+        self.task = task
+        self.ids = [c["id"] for c in task.categories]
+        self.names = {c["id"]: c["name"] for c in task.categories}
+        self.row = np.zeros(0, dtype=np.int64)
+        if task.arrays_prefix:
+            idx = np.asarray(storage.open_matrix(f"{task.arrays_prefix}idx.npy"))
+            self.row = np.full(int(idx.max()) + 1 if len(idx) else 0, -1, dtype=np.int64)
+            self.row[idx] = np.arange(len(idx))
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = storage.open_matrix(f"{self.task.arrays_prefix}{name}.npy")
+        return self._arrays[name]
+
+    def get(self, idx: int, metadata: dict | None = None) -> list[dict] | None:
+        """The sample's singletons (None: none for this task): those sent one sample at a time (kept in its
+        metadata) win over the columns of the last whole-task upload."""
+        preds = (metadata or {}).get(PREFIX)
+        own = preds.get(self.task.name) if isinstance(preds, dict) else None
+        if isinstance(own, dict) and isinstance(own.get("singletons"), list):
+            keys = ("category_id", "score", "probabilities", "bbox")
+            return [{k: v for k, v in item.items() if k in keys} for item in own["singletons"]]
+        if idx >= len(self.row) or self.row[idx] < 0:
+            return None
+        pos = int(self.row[idx])
+        if self.task.type == fmt.CLASSIFICATION:
+            item = {
+                "category_id": self.ids[int(self._array("category")[pos])],
+                "score": round(float(self._array("score")[pos]), 6),
+            }
+            probs = self._array("probabilities")[pos]
+            if not np.isnan(probs).any():
+                item["probabilities"] = [round(float(p), 6) for p in probs]
+            return [item]
+        offsets = self._array("offsets")
+        lo, hi = int(offsets[pos]), int(offsets[pos + 1])
+        cats, scores = self._array("object_category")[lo:hi], self._array("object_score")[lo:hi]
+        boxes = self._array("boxes")[lo:hi]
+        return [
+            {"category_id": self.ids[int(c)], "score": round(float(s), 6), "bbox": [round(float(v), 3) for v in b]}
+            for c, s, b in zip(cats, scores, boxes, strict=True)
+        ]
+
+
 def sample_predictions(task: PredictionTask, idx: int, metadata: dict | None = None) -> list[dict] | None:
-    """One sample's predictions as Lightly singletons (None: the task has none for it): those sent one sample at
-    a time (kept in its metadata), else from the task's memory-mapped columns."""
-    own = (
-        ((metadata or {}).get(PREFIX) or {}).get(task.name) if isinstance((metadata or {}).get(PREFIX), dict) else None
-    )
-    if isinstance(own, dict) and isinstance(own.get("singletons"), list):
-        return [{k: v for k, v in item.items() if k in ("category_id", "score", "probabilities", "bbox")}
-                for item in own["singletons"]]  # fmt: skip
-    if not task.arrays_prefix:
-        return None
-    order = storage.open_matrix(f"{task.arrays_prefix}idx.npy")
-    # idx.npy is in upload order, not sorted: find the position by a vectorised comparison over the memory map.
-    hits = np.flatnonzero(np.asarray(order) == idx)
-    if not len(hits):
-        return None
-    pos = int(hits[0])
-    ids = [c["id"] for c in task.categories]
-    if task.type == fmt.CLASSIFICATION:
-        cat = int(storage.open_matrix(f"{task.arrays_prefix}category.npy")[pos])
-        score = float(storage.open_matrix(f"{task.arrays_prefix}score.npy")[pos])
-        probs = storage.open_matrix(f"{task.arrays_prefix}probabilities.npy")[pos]
-        item = {"category_id": ids[cat], "score": round(score, 6)}
-        if not np.isnan(probs).any():
-            item["probabilities"] = [round(float(p), 6) for p in probs]
-        return [item]
-    offsets = storage.open_matrix(f"{task.arrays_prefix}offsets.npy")
-    lo, hi = int(offsets[pos]), int(offsets[pos + 1])
-    cats = storage.open_matrix(f"{task.arrays_prefix}object_category.npy")[lo:hi]
-    sc = storage.open_matrix(f"{task.arrays_prefix}object_score.npy")[lo:hi]
-    boxes = storage.open_matrix(f"{task.arrays_prefix}boxes.npy")[lo:hi]
-    return [
-        {"category_id": ids[int(c)], "score": round(float(s), 6), "bbox": [round(float(v), 3) for v in b]}
-        for c, s, b in zip(cats, sc, boxes, strict=True)
-    ]
+    """One sample's predictions of a task as Lightly singletons, or None."""
+    return TaskReader(task).get(idx, metadata)
+
+
+def label_studio_predictions(dataset: Dataset):
+    """(idx, width, height, metadata) -> Label Studio pre-annotations of every prediction task (not labels):
+    `choices` for classification, `rectanglelabels` in percent of the image for detection (when its size is
+    known). `from_name` is the task's name and `to_name` is `image`, for the labeling config to match."""
+    readers = [TaskReader(t) for t in dataset.prediction_tasks.filter(is_labels=False)]
+
+    def convert(idx: int, width, height, metadata) -> list[dict]:
+        out = []
+        for reader in readers:
+            preds = reader.get(idx, metadata)
+            if preds is None:
+                continue
+            name, result = reader.task.name, []
+            for k, p in enumerate(preds):
+                label = reader.names.get(p["category_id"], str(p["category_id"]))
+                if "bbox" not in p:
+                    result.append({"id": f"{name}-{k}", "from_name": name, "to_name": "image", "type": "choices",
+                                   "value": {"choices": [label]}, "score": p["score"]})  # fmt: skip
+                elif width and height:
+                    x, y, w, h = p["bbox"]
+                    value = {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
+                             "height": 100 * h / height, "rotation": 0, "rectanglelabels": [label]}  # fmt: skip
+                    result.append({"id": f"{name}-{k}", "from_name": name, "to_name": "image", "type": "rectanglelabels",
+                                   "original_width": width, "original_height": height, "image_rotation": 0,
+                                   "value": value, "score": p["score"]})  # fmt: skip
+            scores = [p["score"] for p in preds]
+            out.append({"model_version": name, "score": round(sum(scores) / len(scores), 6) if scores else 0.0,
+                        "result": result})  # fmt: skip
+        return out
+
+    return convert
 
 
 # --- one sample, one schema, one tag's scores at a time (Lightly's client protocol) ----------------

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from curation.models import PredictionTask, PredictionUpload, Sample
+from curation import bitmask
+from curation.models import PredictionTask, PredictionUpload, Sample, Tag
 from tests.factories import make_samples
 
 pytestmark = pytest.mark.django_db
@@ -215,3 +216,24 @@ def test_scores_filter_and_sort_like_any_field(samples, editor_api):
     assert [s["file_name"] for s in got] == ["img_000001.jpg", "img_000002.jpg", "img_000000.jpg"]
     got = editor_api.get(listing, {"where": "predictions.clf.predicted_class:eq:cat"}).json()["results"]
     assert len(got) == 3
+
+
+def test_label_studio_export_carries_the_predictions_as_pre_annotations(samples, editor_api):
+    det = [
+        {"file_name": "img_000000.jpg", "predictions": [{"category_id": 1, "score": 0.8, "bbox": [64, 48, 320, 240]}]}
+    ]
+    assert put(editor_api, samples, body(det, task_type="object-detection"), task="det").status_code == 200
+    assert put(editor_api, samples, body([clf("img_000001.jpg", [0.1, 0.2, 0.7])])).status_code == 200
+    tag = Tag.objects.create(
+        dataset=samples, name="all", bitmask=bitmask.from_indices([0, 1, 2]), count=3, origin="selection"
+    )
+    response = editor_api.get(f"/api/v1/datasets/{samples.id}/tags/{tag.id}/export", {"format": "label-studio"})
+    tasks = json.loads(b"".join(response.streaming_content))
+    first, second, third = tasks[0]["predictions"], tasks[1]["predictions"], tasks[2]["predictions"]
+    assert first[0]["model_version"] == "det"
+    assert first[0]["result"][0]["type"] == "rectanglelabels"
+    assert first[0]["result"][0]["value"] == {
+        "x": 10.0, "y": 10.0, "width": 50.0, "height": 50.0, "rotation": 0, "rectanglelabels": ["dog"]
+    }  # fmt: skip
+    assert second[0]["result"][0]["value"] == {"choices": ["bird"]} and second[0]["score"] == pytest.approx(0.7)
+    assert third == []
