@@ -25,7 +25,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from curation import storage
-from curation.models import Dataset, PredictionTask, PredictionUpload, Sample
+from curation.models import Dataset, FieldType, MetadataField, PredictionTask, PredictionUpload, Sample
 from winnow.celery import task as celery_task
 from winnow.client import predictions as fmt
 
@@ -196,12 +196,31 @@ def _store(upload: PredictionUpload) -> dict:
             task.object_count = len(columns.arrays.get("object_score", ()))
             task.arrays_prefix = prefix
             task.save()
+            _configure_fields(dataset, columns.schema)
     except Exception:
         storage.delete_keys(keys)
         raise
     if old_prefix and old_prefix != prefix:
         storage.delete_prefix(old_prefix)
     return {"task": task.id, "name": task.name, "samples": len(columns), "scores": sorted(scores) + ["predicted_class"]}
+
+
+def _configure_fields(dataset: Dataset, schema: fmt.Schema) -> None:
+    """Configure the task's class and its default uncertainty score (if not yet configured), so that Explore's
+    filters and sort, Analyze & Filter and the map offer them at once; their sort indexes build on a worker."""
+    wanted = [("label" if schema.is_labels else "predicted_class", FieldType.CATEGORICAL_STRING)]
+    if not schema.is_labels:
+        wanted.append((fmt.DEFAULT_SCORE[schema.type], FieldType.FLOAT))
+    for key, field_type in wanted:
+        field, created = MetadataField.objects.get_or_create(
+            dataset=dataset, path=f"{PREFIX}.{schema.name}.{key}",
+            defaults={"type": field_type, "display_name": f"{schema.name}: {key.replace('_', ' ')}"},
+        )  # fmt: skip
+        if created:
+            dataset_id, field_id = dataset.id, field.pk
+            transaction.on_commit(
+                lambda d=dataset_id, f=field_id: celery_task("curation.sync_sort_indexes").delay(d, f), robust=True
+            )
 
 
 def _sample_values(scores: dict[str, np.ndarray], classes: np.ndarray, schema: fmt.Schema):

@@ -237,3 +237,14 @@ def test_label_studio_export_carries_the_predictions_as_pre_annotations(samples,
     }  # fmt: skip
     assert second[0]["result"][0]["value"] == {"choices": ["bird"]} and second[0]["score"] == pytest.approx(0.7)
     assert third == []
+
+
+def test_the_class_and_default_score_are_configured_for_filters_and_sort(samples, editor_api):
+    assert put(editor_api, samples, body([clf("img_000000.jpg", [0.7, 0.2, 0.1])])).status_code == 200
+    fields = {f["path"]: f["type"] for f in editor_api.get(f"/api/v1/datasets/{samples.id}/configurator").json()}
+    assert fields == {
+        "predictions.clf.predicted_class": "categorical_string",
+        "predictions.clf.uncertainty_least_confidence": "float",
+    }
+    assert put(editor_api, samples, body([clf("img_000000.jpg", [0.7, 0.2, 0.1])])).status_code == 200  # no twice
+    assert len(editor_api.get(f"/api/v1/datasets/{samples.id}/configurator").json()) == 2
