@@ -166,9 +166,11 @@ class Builder:
         if not isinstance(probs, list) or len(probs) != self.n_cat:
             got = len(probs) if isinstance(probs, list) else type(probs).__name__
             raise PredictionError(f"{at}.probabilities: must list {self.n_cat} numbers (one per category), got {got}")
-        if not all(_is_number(p) and 0 <= p <= 1 for p in probs):
+        # Type by exact class (bool is an int subclass), range by min/max, NaN by the sum: C loops, not per-entry calls.
+        numbers = all(type(p) is float or type(p) is int for p in probs)
+        total = math.fsum(probs) if numbers else math.nan
+        if not numbers or total != total or min(probs) < 0 or max(probs) > 1:
             raise PredictionError(f"{at}.probabilities: every entry must be a number between 0 and 1")
-        total = math.fsum(probs)
         if abs(total - 1.0) > PROBABILITY_TOLERANCE:
             raise PredictionError(f"{at}.probabilities: sum to {total:.6g}, not 1 (tolerance {PROBABILITY_TOLERANCE})")
         return probs
