@@ -18,10 +18,12 @@ import io
 import json
 import math
 import uuid
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from curation import storage
@@ -82,11 +84,26 @@ def enqueue(upload: PredictionUpload) -> None:
 # --- processing ----------------------------------------------------------------------------------
 
 
+def _stale_cutoff():
+    return timezone.now() - timedelta(seconds=settings.WINNOW_RUN_STALE_SECONDS)
+
+
 def _claim(upload_id: str) -> PredictionUpload | None:
-    changed = PredictionUpload.objects.filter(pk=upload_id, status="queued").update(
+    """Take a queued upload, or one whose worker went silent (died): exactly one attempt gets it."""
+    claimable = Q(status="queued") | Q(status="processing", updated_at__lt=_stale_cutoff())
+    changed = PredictionUpload.objects.filter(claimable, pk=upload_id).update(
         status="processing", updated_at=timezone.now()
     )
     return PredictionUpload.objects.select_related("dataset").get(pk=upload_id) if changed else None
+
+
+def abandoned_uploads() -> list[str]:
+    """Uploads a worker died on (silent for WINNOW_RUN_STALE_SECONDS) or whose message was lost (queued as long)."""
+    return list(
+        PredictionUpload.objects.filter(status__in=("queued", "processing"), updated_at__lt=_stale_cutoff())
+        .order_by("created_at")
+        .values_list("id", flat=True)[:100]
+    )
 
 
 def _progress(upload: PredictionUpload, fraction: float) -> None:
@@ -144,7 +161,7 @@ def _parse(upload: PredictionUpload) -> fmt.Columns:
         return fmt.parse_stream(lines, task=upload.task_name)
 
 
-def _lookup(dataset: Dataset, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _lookup(dataset: Dataset, names: list[str], beat=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(idx, width, height) per file name (idx -1: not a sample), a bounded IN list per query."""
     idx = np.full(len(names), -1, dtype=np.int64)
     width = np.zeros(len(names), dtype=np.int64)
@@ -158,6 +175,8 @@ def _lookup(dataset: Dataset, names: list[str]) -> tuple[np.ndarray, np.ndarray,
         for name, i, w, h in rows.iterator(chunk_size=LOOKUP_BATCH):
             p = pos[name]
             idx[p], width[p], height[p] = i, w or 0, h or 0
+        if beat is not None and (start // LOOKUP_BATCH) % 20 == 19:
+            beat(0.6 + 0.1 * start / max(len(names), 1))
     return idx, width, height
 
 
@@ -165,7 +184,7 @@ def _store(upload: PredictionUpload) -> dict:
     dataset = upload.dataset
     columns = _parse(upload)
     _progress(upload, 0.6)
-    idx, width, height = _lookup(dataset, columns.file_names)
+    idx, width, height = _lookup(dataset, columns.file_names, lambda f: _progress(upload, f))
     missing = np.flatnonzero(idx < 0)
     if len(missing):
         shown = ", ".join(repr(columns.file_names[i]) for i in missing[:MAX_LISTED])

@@ -248,3 +248,23 @@ def test_the_class_and_default_score_are_configured_for_filters_and_sort(samples
     }
     assert put(editor_api, samples, body([clf("img_000000.jpg", [0.7, 0.2, 0.1])])).status_code == 200  # no twice
     assert len(editor_api.get(f"/api/v1/datasets/{samples.id}/configurator").json()) == 2
+
+
+def test_an_upload_a_worker_died_on_is_taken_over_once_silent(samples, editor_api, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from curation import predictions as services
+    from curation.tasks import resume_prediction_uploads
+
+    settings.WINNOW_PREDICTIONS_INLINE_BYTES = 10
+    response = put(editor_api, samples, body([clf("img_000000.jpg", [0.2, 0.2, 0.6])]))
+    upload_id = response.json()["id"]
+    # As if a worker had claimed it and died: "processing", and silent.
+    PredictionUpload.objects.filter(pk=upload_id).update(status="processing")
+    assert services.process(upload_id) == "skipped"  # a live claim is not taken over
+    PredictionUpload.objects.filter(pk=upload_id).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert resume_prediction_uploads() == [upload_id]  # runs eagerly here
+    assert PredictionUpload.objects.get(pk=upload_id).status == "succeeded"
+    assert meta(samples)["img_000000.jpg"]["predictions"]["clf"]["predicted_class"] == "bird"
