@@ -197,8 +197,9 @@ def _store(upload: PredictionUpload) -> dict:
     scores = fmt.scores(columns)
     classes = fmt.predicted_class(columns)
     prefix = f"{dataset.storage_prefix}predictions/{columns.schema.name}/{upload.id}/"
-    keys = [storage.save_matrix(f"{prefix}idx.npy", idx)]
-    for name, array in columns.arrays.items():
+    sorted_idx, arrays = _by_idx(idx, columns)
+    keys = [storage.save_matrix(f"{prefix}idx.npy", sorted_idx)]
+    for name, array in arrays.items():
         keys.append(storage.save_matrix(f"{prefix}{name}.npy", array))
     _progress(upload, 0.8)
     try:
@@ -222,6 +223,20 @@ def _store(upload: PredictionUpload) -> dict:
     if old_prefix and old_prefix != prefix:
         storage.delete_prefix(old_prefix)
     return {"task": task.id, "name": task.name, "samples": len(columns), "scores": sorted(scores) + ["predicted_class"]}
+
+
+def _by_idx(idx: np.ndarray, columns: fmt.Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The columns reordered by ascending sample idx, so one sample is found by a binary search of a memory map."""
+    order = np.argsort(idx, kind="stable")
+    a = columns.arrays
+    if columns.schema.type == fmt.CLASSIFICATION:
+        return idx[order], {name: array[order] for name, array in a.items()}
+    counts = np.diff(a["offsets"])[order]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    # Object k of the new order comes from its sample's old start plus its rank within the sample.
+    take = np.repeat(a["offsets"][:-1][order], counts) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts))
+    arrays = {"offsets": offsets, **{name: a[name][take] for name in ("object_category", "object_score", "boxes")}}
+    return idx[order], arrays
 
 
 def _configure_fields(dataset: Dataset, schema: fmt.Schema) -> None:
@@ -313,17 +328,13 @@ def delete_task(task: PredictionTask) -> None:
 
 
 class TaskReader:
-    """One task's predictions by sample idx, from its memory-mapped columns (an idx -> row index built once)."""
+    """One task's predictions by sample idx, from its memory-mapped columns (ordered by idx: a binary search)."""
 
     def __init__(self, task: PredictionTask):
         self.task = task
         self.ids = [c["id"] for c in task.categories]
         self.names = {c["id"]: c["name"] for c in task.categories}
-        self.row = np.zeros(0, dtype=np.int64)
-        if task.arrays_prefix:
-            idx = np.asarray(storage.open_matrix(f"{task.arrays_prefix}idx.npy"))
-            self.row = np.full(int(idx.max()) + 1 if len(idx) else 0, -1, dtype=np.int64)
-            self.row[idx] = np.arange(len(idx))
+        self.idx = storage.open_matrix(f"{task.arrays_prefix}idx.npy") if task.arrays_prefix else np.zeros(0, np.int64)
         self._arrays: dict[str, np.ndarray] = {}
 
     def _array(self, name: str) -> np.ndarray:
@@ -339,9 +350,9 @@ class TaskReader:
         if isinstance(own, dict) and isinstance(own.get("singletons"), list):
             keys = ("category_id", "score", "probabilities", "bbox")
             return [{k: v for k, v in item.items() if k in keys} for item in own["singletons"]]
-        if idx >= len(self.row) or self.row[idx] < 0:
+        pos = int(np.searchsorted(self.idx, idx))
+        if pos >= len(self.idx) or int(self.idx[pos]) != idx:
             return None
-        pos = int(self.row[idx])
         if self.task.type == fmt.CLASSIFICATION:
             item = {
                 "category_id": self.ids[int(self._array("category")[pos])],
@@ -454,7 +465,7 @@ def set_sample_predictions(task: PredictionTask, sample: Sample, singletons: lis
 
 def upload_tag_scores(dataset: Dataset, idx: np.ndarray, score_type: str, scores: list) -> None:
     """Active-learning scores of a tag's samples (ascending idx), at predictions._scores.<score_type>: one UPDATE."""
-    field = f"{fmt.UPLOADED_SCORES}"
+    field = fmt.UPLOADED_SCORES
     if len(scores) != len(idx):
         raise PredictionsInvalid(f"scores: {len(scores)} values for a tag of {len(idx)} samples", "scores")
     values = np.asarray(scores, dtype=np.float64) if all(fmt._is_number(s) for s in scores) else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from django.conf import settings
 from django.http import Http404
 from django.urls import path
@@ -95,7 +97,9 @@ class PredictionTaskDetail(APIView):
         else:
             raise ValidationError({"body": [f"Content-Type must be application/json or {JSON_LINES[0]}"]})
         try:
-            upload = services.receive(dataset, name, request._request, kind=kind, creator=request.user)
+            # DRF's stream is the raw body (None when empty); the view never parses it into request.data.
+            stream = request.stream if request.stream is not None else io.BytesIO()
+            upload = services.receive(dataset, name, stream, kind=kind, creator=request.user)
         except services.PredictionsInvalid as exc:
             raise ValidationError({exc.field: [exc.message]}) from None
         inline = (

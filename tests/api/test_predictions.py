@@ -268,3 +268,20 @@ def test_an_upload_a_worker_died_on_is_taken_over_once_silent(samples, editor_ap
     assert resume_prediction_uploads() == [upload_id]  # runs eagerly here
     assert PredictionUpload.objects.get(pk=upload_id).status == "succeeded"
     assert meta(samples)["img_000000.jpg"]["predictions"]["clf"]["predicted_class"] == "bird"
+
+
+def test_each_sample_reads_back_its_own_boxes_whatever_the_upload_order(samples, editor_api):
+    def box(cat, x):
+        return {"category_id": cat, "score": 0.5, "bbox": [x, 1, 2, 3]}
+
+    det = [
+        {"file_name": "img_000002.jpg", "predictions": [box(0, 20), box(2, 21)]},
+        {"file_name": "img_000000.jpg", "predictions": [box(1, 0)]},
+        {"file_name": "img_000001.jpg", "predictions": []},
+        {"file_name": "img_000003.jpg", "predictions": [box(2, 30), box(0, 31), box(1, 32)]},
+    ]
+    assert put(editor_api, samples, body(det, task_type="object-detection"), task="det").status_code == 200
+    for idx, expected in [(0, [(1, 0)]), (1, []), (2, [(0, 20), (2, 21)]), (3, [(2, 30), (0, 31), (1, 32)])]:
+        sample = Sample.objects.get(dataset=samples, idx=idx)
+        got = editor_api.get(f"/api/v1/datasets/{samples.id}/samples/{sample.id}/predictions").json()["tasks"]
+        assert [(p["category_id"], p["bbox"][0]) for p in got[0]["predictions"]] == expected
