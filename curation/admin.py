@@ -2,7 +2,18 @@ from django.contrib import admin
 from django.db.models import Count
 
 from curation.embedding_uploads import delete_upload, expire_uploads
-from curation.models import Dataset, Embedding, EmbeddingUpload, Membership, MetadataField, Sample, Tag
+from curation.models import (
+    Dataset,
+    Embedding,
+    EmbeddingUpload,
+    Membership,
+    MetadataField,
+    PredictionTask,
+    PredictionUpload,
+    Sample,
+    Tag,
+)
+from curation.predictions import delete_task
 from curation.services import delete_dataset
 
 
@@ -145,3 +156,33 @@ class EmbeddingUploadAdmin(admin.ModelAdmin):
     @admin.action(description="Delete every abandoned upload (receiving, idle past the expiry)")
     def expire_abandoned(self, request, queryset):
         self.message_user(request, f"{expire_uploads()} abandoned upload(s) deleted")
+
+
+@admin.register(PredictionTask)
+class PredictionTaskAdmin(admin.ModelAdmin):
+    list_display = ["name", "dataset", "type", "is_labels", "count", "updated_at"]
+    list_filter = ["type", "is_labels"]
+    search_fields = ["name", "dataset__name"]
+    readonly_fields = ["id", "dataset", "name", "type", "categories", "count", "object_count", "arrays_prefix",
+                       "creator", "created_at", "updated_at"]  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False
+
+    def delete_model(self, request, obj):
+        delete_task(obj)  # its scores leave the samples' metadata too
+
+    def delete_queryset(self, request, queryset):
+        for task in queryset:
+            delete_task(task)
+
+
+@admin.register(PredictionUpload)
+class PredictionUploadAdmin(admin.ModelAdmin):
+    list_display = ["task_name", "dataset", "kind", "size", "status", "progress", "created_at"]
+    list_filter = ["status", "kind"]
+    readonly_fields = ["id", "dataset", "task_name", "kind", "body_key", "size", "status", "progress", "error",
+                       "result", "creator", "created_at", "updated_at"]  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False

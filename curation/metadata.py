@@ -202,6 +202,8 @@ def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
         used[image_id] = j
         values = {k: v for k, v in entry.items() if k != "image_id"}
         problem = bad_value(values) or size_error(values)
+        if "predictions" in values:
+            problem = "'predictions' is reserved for the scores of prediction tasks; upload those as a prediction task"
         if problem:
             problems.append(f"{where}: {problem}")
         else:
@@ -229,13 +231,24 @@ def _write_metadata(dataset: Dataset, rows: list[tuple[str, dict]]) -> None:
             for start in range(0, len(rows), WRITE_BATCH):
                 batch = rows[start : start + WRITE_BATCH]
                 cursor.execute(
-                    f"UPDATE {Sample._meta.db_table} AS s SET metadata = v.metadata "
+                    # Keep the scores of prediction tasks (predictions.<task>): they are not the uploader's metadata.
+                    f"UPDATE {Sample._meta.db_table} AS s SET metadata = CASE WHEN s.metadata ? 'predictions' "
+                    "THEN v.metadata || jsonb_build_object('predictions', s.metadata -> 'predictions') "
+                    "ELSE v.metadata END "
                     "FROM (SELECT unnest(%s::text[]) AS id, unnest(%s::text[])::jsonb AS metadata) AS v "
                     "WHERE s.id = v.id AND s.dataset_id = %s",
                     [[sid for sid, _ in batch], [json.dumps(meta, allow_nan=False) for _, meta in batch], dataset.id],
                 )
     else:
-        samples = [Sample(id=sid, metadata=meta) for sid, meta in rows]
+        kept = dict(
+            Sample.objects.filter(id__in=[sid for sid, _ in rows], metadata__has_key="predictions").values_list(
+                "id", "metadata__predictions"
+            )
+        )
+        samples = [
+            Sample(id=sid, metadata={**meta, **({"predictions": kept[sid]} if sid in kept else {})})
+            for sid, meta in rows
+        ]
         Sample.objects.bulk_update(samples, ["metadata"], batch_size=500)
 
 

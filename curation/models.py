@@ -310,6 +310,33 @@ class SavedView(models.Model):
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="saved_view_unique_name")]
 
+
+class PredictionTask(models.Model):
+    """A model's predictions (or ground-truth labels) for the dataset, in Lightly's prediction format.
+
+    The predictions live as compact columns (.npy, ordered like `idx.npy`) under `arrays_prefix` in object
+    storage; the scores computed from them live in each sample's metadata at `predictions.<name>.<score>`,
+    so filters, histograms, sorting and samplers read them like any other field. A new upload replaces both
+    in one transaction.
+    """
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="prediction_tasks")
+    name = models.CharField(max_length=100)
+    type = models.CharField(max_length=32)  # classification | object-detection
+    categories = models.JSONField(default=list)  # [{"id", "name"}] sorted by id
+    is_labels = models.BooleanField(default=False)
+    count = models.PositiveIntegerField(default=0)  # samples with predictions
+    object_count = models.PositiveBigIntegerField(default=0)  # detections over all samples (0 for classification)
+    arrays_prefix = models.CharField(max_length=1200, blank=True, default="")
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="prediction_task_unique_name")]
+
     def __str__(self) -> str:
         return self.name
 
@@ -331,6 +358,21 @@ class SimilarityRun(models.Model):
     error = models.TextField(blank=True, default="")
     result_key = models.CharField(max_length=1200, blank=True, default="")
     summary = models.JSONField(default=dict, blank=True)  # counts, the threshold used
+
+
+class PredictionUpload(models.Model):
+    """One upload of a prediction task: its body in storage until a worker (or the request) has stored it."""
+
+    id = PublicIdField()
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="prediction_uploads")
+    task_name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8)  # json | jsonl
+    body_key = models.CharField(max_length=1200)
+    size = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=16, default="queued")  # queued processing succeeded failed
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True, default="")
+    result = models.JSONField(default=dict, blank=True)
     creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -340,3 +382,5 @@ class SimilarityRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"
+
+        return f"{self.task_name} ({self.status})"

@@ -27,6 +27,7 @@ from curation.access import resolve_tag
 from curation.filters import parse_filter, select_samples
 from curation.metadata import bad_value, flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
+from curation.predictions import label_studio_predictions
 
 NAME_MAX = 200
 LOOKUP_BATCH = 5000
@@ -438,7 +439,9 @@ def _export_json(dataset: Dataset, tag: Tag, base: str, user):
 
 def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
     url = _image_url(dataset, base, user)
-    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "metadata"))
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
+    # Each prediction task's output for the sample, as pre-annotations (curation.predictions).
+    predictions = label_studio_predictions(dataset)
     # Metadata keys are spread into `data`; `image`, `file_name` and `sample_id` win over same-named keys.
     # A `meta` dataset keeps no pixels: its task points at the file name, for a Label Studio storage to resolve.
     return _json_list(
@@ -450,8 +453,9 @@ def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
                 "file_name": name,
                 "sample_id": sid,
             },
+            "predictions": predictions(idx, w, h, meta),
         }
-        for sid, idx, name, meta in rows
+        for sid, idx, name, w, h, meta in rows
     )
 
 

@@ -11,7 +11,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 
-from curation import columns, embedding_uploads, embeddings, filters, similarity
+from curation import columns, embedding_uploads, embeddings, filters, predictions, similarity
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,24 @@ def process_embedding_upload(self, upload_id: str) -> str | None:
 def run_similarity(run_id: str) -> str | None:
     """A similarity search or near-duplicate grouping too large for a request (curation.similarity)."""
     return similarity.execute(run_id)
+
+
+@shared_task(name="curation.process_prediction_upload")
+def process_prediction_upload(upload_id: str) -> str:
+    """Parse, check and store a prediction task upload (curation.predictions)."""
+    return predictions.process(upload_id)
+
+
+@shared_task(name="curation.resume_prediction_uploads")
+def resume_prediction_uploads() -> list[str]:
+    """Send abandoned prediction uploads out again; the claim lets exactly one attempt take each."""
+    upload_ids = predictions.abandoned_uploads()
+    for upload_id in upload_ids:
+        process_prediction_upload.delay(upload_id)
+    return upload_ids
+
+
+@worker_ready.connect
+def _resume_uploads_on_worker_start(sender=None, **_kwargs):
+    # A worker that starts often replaces one that died mid-upload.
+    resume_prediction_uploads.delay()

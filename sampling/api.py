@@ -54,6 +54,11 @@ class SamplingRunCreateSerializer(serializers.Serializer):
     target = serializers.JSONField(required=False, allow_null=True)
     metric = StringField(max_length=16, required=False, allow_null=True)
     strength = serializers.FloatField(required=False, allow_null=True)
+    # Prediction strategies: coral's weight of uncertainty against diversity; a prediction task (and its score)
+    # in place of `field` for uncertainty, coral and balance.
+    weight = serializers.FloatField(required=False, allow_null=True)
+    task = serializers.CharField(max_length=100, required=False, allow_null=True)
+    score = serializers.CharField(max_length=100, required=False, allow_null=True)
 
     def validate(self, attrs):
         unknown = [key for key in self.initial_data if key not in self.fields]

@@ -54,7 +54,7 @@ from django.utils import timezone
 
 from curation import storage
 from curation.metadata import path_error
-from curation.models import Embedding, FieldType, MetadataField, Sample, Tag
+from curation.models import Embedding, FieldType, MetadataField, PredictionTask, Sample, Tag
 from sampling.models import FINISHED, ImportanceScore, RunStatus, SamplingRun
 from sampling.samplers import (
     STRATEGIES,
@@ -70,14 +70,17 @@ from sampling.samplers import (
 from sampling.samplers.base import Monitor
 from sampling.samplers.kcenter import KCenter
 from sampling.samplers.metadata import OPERATIONS
+from sampling.samplers.predictions import coral_weight
 from sampling.samplers.similarity import METRICS
 from winnow.celery import task
+from winnow.client.predictions import DEFAULT_SCORE
+from winnow.client.predictions import PREFIX as PREDICTIONS
 from winnow.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
 # Strategy parameters that may stand at the top level of a request next to a single `strategy`.
-PARAM_KEYS = ("field", "operation", "value", "target", "metric", "strength")
+PARAM_KEYS = ("field", "operation", "value", "target", "metric", "strength", "weight", "task", "score")
 MAX_STRATEGIES = 8
 MAX_SHARDS = 64
 NUMERIC_TYPES = {FieldType.INT, FieldType.FLOAT}
@@ -106,7 +109,7 @@ class LostClaim(Exception):
 # ---- the request ---------------------------------------------------------------------------------
 
 
-def _strategy_list(data: dict) -> list[dict]:
+def _strategy_list(data: dict, task_types: dict[str, str] | None = None) -> list[dict]:
     single, many = data.get("strategy"), data.get("strategies")
     top_params = [k for k in PARAM_KEYS if data.get(k) is not None]
     if single is None and many is None:
@@ -120,18 +123,44 @@ def _strategy_list(data: dict) -> list[dict]:
             raise InvalidRun("strategies", "must be a non-empty list of strategy objects")
         if len(many) > MAX_STRATEGIES:
             raise InvalidRun("strategies", f"at most {MAX_STRATEGIES} strategies can be combined")
-        return [_check_strategy(spec, f"strategies[{i}]") for i, spec in enumerate(many)]
+        return [_check_strategy(spec, f"strategies[{i}]", task_types) for i, spec in enumerate(many)]
     spec = {"strategy": single, **{k: data[k] for k in top_params}}
-    return [_check_strategy(spec, "")]
+    return [_check_strategy(spec, "", task_types)]
 
 
 def _where(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _check_strategy(spec, prefix: str) -> dict:
+def _task_field(spec: dict, prefix: str, task_types: dict[str, str]) -> dict:
+    """`task` (and `score`) name a prediction task's score in place of `field`: uncertainty and coral use the
+    score (by default the task type's uncertainty score), balance the predicted class."""
+    if "task" not in spec and "score" not in spec:
+        return spec
+    spec = dict(spec)
+    name, score = spec.pop("task", None), spec.pop("score", None)
+    if spec.get("field") is not None:
+        raise InvalidRun(_where(prefix, "task"), "give either 'field' or 'task', not both")
+    if name not in task_types:
+        raise InvalidRun(_where(prefix, "task"), f"no prediction task {name!r} in this dataset")
+    if spec.get("strategy") == "balance":
+        if score is not None:
+            raise InvalidRun(_where(prefix, "score"), "balance uses the task's predicted class, not a score")
+        spec["field"] = f"{PREDICTIONS}.{name}.predicted_class"
+    elif spec.get("strategy") in ("uncertainty", "coral", "weights", "threshold"):
+        score = score if score is not None else DEFAULT_SCORE[task_types[name]]
+        if not isinstance(score, str) or path_error(score):
+            raise InvalidRun(_where(prefix, "score"), "must be the name of a score of the task")
+        spec["field"] = f"{PREDICTIONS}.{name}.{score}"
+    else:
+        raise InvalidRun(_where(prefix, "task"), f"the {spec.get('strategy')} strategy does not use a task")
+    return spec
+
+
+def _check_strategy(spec, prefix: str, task_types: dict[str, str] | None = None) -> dict:
     if not isinstance(spec, dict):
         raise InvalidRun(prefix, "must be an object with a 'strategy' key")
+    spec = _task_field(spec, prefix, task_types or {})
     name = spec.get("strategy")
     if not isinstance(name, str) or name not in STRATEGIES:  # a list or object here is not hashable
         raise InvalidRun(_where(prefix, "strategy"), f"unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
@@ -148,6 +177,11 @@ def _check_strategy(spec, prefix: str) -> dict:
         raise InvalidRun(_where(prefix, "min_distance"), "must be a number greater than 0")
     if "metric" in spec and spec["metric"] not in METRICS:
         raise InvalidRun(_where(prefix, "metric"), f"must be one of {', '.join(METRICS)}")
+    if "weight" in spec:
+        try:
+            coral_weight(spec["weight"], prefix or "weight")
+        except SamplerError as exc:
+            raise InvalidRun(_where(prefix, "weight"), str(exc).split(": ", 1)[-1]) from None
     if "field" in spec:
         problem = path_error(spec["field"])
         if problem:
@@ -195,7 +229,7 @@ def _check_field(dataset, spec: dict, prefix: str) -> None:
         if not present.exists():
             raise InvalidRun(where, f"no sample of this dataset has the metadata field {path!r}")
         return
-    numeric_needed = name == "weights" or (name == "threshold" and spec["operation"] != "eq")
+    numeric_needed = name in ("weights", "uncertainty", "coral") or (name == "threshold" and spec["operation"] != "eq")
     if numeric_needed and configured not in NUMERIC_TYPES:
         raise InvalidRun(where, f"the {name} strategy needs a numeric field; {path!r} is {configured}")
     if name == "balance" and configured not in CATEGORICAL_TYPES:
@@ -232,10 +266,11 @@ def _candidates(
 
 def prepare_run(dataset, data: dict) -> dict:
     """Check a run request completely (nothing is written); return the SamplingRun fields. Raises InvalidRun."""
-    strategies = _strategy_list(data)
+    task_types = dict(PredictionTask.objects.filter(dataset=dataset).values_list("name", "type"))
+    strategies = _strategy_list(data, task_types)
     names = [s["strategy"] for s in strategies]
     counts = {n: names.count(n) for n in names}
-    if counts.get("coreset", 0) + counts.get("diversity", 0) > 1:
+    if counts.get("coreset", 0) + counts.get("diversity", 0) + counts.get("coral", 0) > 1:
         raise InvalidRun("strategies", "combine at most one coreset or diversity strategy")
     for name in ("balance", "typicality", "similarity", "random"):
         if counts.get(name, 0) > 1:

@@ -338,3 +338,7 @@ LOGGING = {
 }
 # The DEBUG error page hides DATABASE_URL, broker and cache URLs besides Django's usual secrets.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "winnow.redaction.SecretsHiddenFilter"
+
+# Prediction uploads up to this many bytes are stored within the request; larger ones go to a worker.
+WINNOW_PREDICTIONS_INLINE_BYTES = env_int("WINNOW_PREDICTIONS_INLINE_BYTES", 2 * 1024 * 1024, minimum=0)
+WINNOW_PREDICTIONS_MAX_BYTES = env_int("WINNOW_PREDICTIONS_MAX_BYTES", 8 * 1024**3, minimum=1)

@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("curation.api.saved_views")),
     path("", include("curation.api.embeddings")),
     path("", include("curation.api.similarity")),
+    path("", include("curation.api.predictions")),
     path("", include("sampling.api")),
     path("", include("sampling.scale")),
 ]

@@ -49,6 +49,7 @@ from winnow.values import is_finite_number
 
 from . import kcenter
 from . import metadata as meta
+from . import predictions as pred
 from .auto import auto_picks
 from .base import Monitor, SamplerError, SelectionInput, as_index, below, drop_pages
 from .similarity import METRICS, similarity, similarity_factor
@@ -66,6 +67,7 @@ STRATEGIES: dict[str, dict] = {
     "weights": {"required": ("field",), "optional": ("strength",), "embeddings": False},
     "threshold": {"required": ("field", "operation", "value"), "optional": (), "embeddings": False},
     "balance": {"required": ("field", "target"), "optional": (), "embeddings": False},
+    **pred.STRATEGIES,
 }
 
 
@@ -95,6 +97,10 @@ def _parse(strategies) -> list[dict]:
         for key in info["required"]:
             if key not in spec or spec[key] is None:
                 raise SamplerError(f"{where}.{key}: required for {name}")
+        if name in pred.STRATEGIES:
+            spec = dict(spec, strength=_number(f"{where}.strength", spec.get("strength", 1.0)))
+            out.extend(pred.expand(spec, where))
+            continue
         spec = dict(spec, where=where)
         spec["strength"] = _number(f"{where}.strength", spec.get("strength", 1.0))
         out.append(spec)

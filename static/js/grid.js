@@ -2,6 +2,7 @@
 // tiles (image or, for metadata-only datasets, the file name), selection, infinite scrolling, sample view.
 import { api, clear, datasetId, el, fmtNum, fmtValue } from "./lib.js";
 import { moreLikeThisButton } from "./similar.js";
+import { showPredictions } from "./predictions.js";
 
 // Tiles are at least this wide (px), with this gap between them; rows are square tiles plus the gap.
 const MIN_TILE = 132;
@@ -333,6 +334,7 @@ export async function openSample(sampleId, navigation = null) {
         el("h3", { style: "margin-top:14px" }, "Metadata"),
         meta.length ? el("dl", { class: "kv", "data-testid": "sample-metadata" }, meta.map(([k, v]) => [el("dt", {}, k), el("dd", {}, fmtValue(v))]))
           : el("p", { class: "muted" }, "No metadata.")));
+    showPredictions(body, base);
   } catch (err) {
     clear(body, el("div", { class: "alert error", role: "alert" }, err.message));
   }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from curation import embeddings, services
-from curation.models import Dataset, Embedding, Sample, Tag
+from curation.models import Dataset, Embedding, PredictionTask, Sample, Tag
 from sampling.models import SamplingRun
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +45,14 @@ ENDPOINTS = [
         {"newTagName": "picked", "method": "RANDOM", "config": {"stoppingCondition": {"nSamples": 1}}},
         True,
     ),
+    (
+        "post",
+        "datasets/{ds}/predictions/tasks",
+        {"name": "t", "type": "CLASSIFICATION", "categories": [{"id": 0, "name": "a"}]},
+        True,
+    ),
+    ("post", "datasets/{ds}/predictions/samples/{sample}", [{"taskName": "t", "categoryId": 0, "score": 1}], True),
+    ("post", "datasets/{ds}/tags/{tag}/scores", {"scoreType": "uncertainty_margin", "scores": [0.5]}, True),
 ]
 
 
@@ -61,7 +69,7 @@ def world(dataset):
 def snapshot():
     return [
         list(model.objects.order_by("pk").values_list("pk", flat=True))
-        for model in (Dataset, Sample, Tag, Embedding, SamplingRun)
+        for model in (Dataset, Sample, Tag, Embedding, SamplingRun, PredictionTask)
     ] + [list(Sample.objects.order_by("pk").values_list("metadata", flat=True))]
 
 
@@ -70,6 +78,8 @@ def fill(value, ids):
         return value.format(**ids)
     if isinstance(value, dict):
         return {k: fill(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, ids) for v in value]
     return value
 
 

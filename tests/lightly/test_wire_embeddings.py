@@ -235,8 +235,8 @@ def test_fraction_of_the_query_tag(editor_v1, samples, embedded, django_capture_
 @pytest.mark.parametrize(
     "body, field",
     [
-        ({"method": "CORAL"}, "CORAL"),
-        ({"method": "ACTIVE_LEARNING"}, "ACTIVE_LEARNING"),
+        ({"method": "CORAL"}, "scoreType"),  # no active-learning scores uploaded
+        ({"method": "ACTIVE_LEARNING", "scoreType": "margin"}, "scoreType"),
         ({"config": {"stoppingCondition": {"nSamples": 5, "minDistance": 0.5}}}, "minDistance"),
         ({"config": {"stoppingCondition": {"nSamples": 0}}}, "nSamples"),
         ({"config": {"stoppingCondition": {"nSamples": "5"}}}, "nSamples"),

@@ -585,4 +585,6 @@ def test_strategies_lists_every_strategy():
         "weights",
         "threshold",
         "balance",
+        "uncertainty",
+        "coral",
     }

@@ -28,8 +28,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from winnow.client import formats
+from winnow.client import formats, prediction_upload
 from winnow.client.formats import IMAGE_EXTENSIONS, find_images  # noqa: F401  (part of the client's API)
+from winnow.client.predictions import PredictionError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 UPLOAD_MODES = ("full", "thumbnails", "meta")
@@ -811,6 +812,55 @@ class Client:
         return json.loads(text)
 
     # --- sampling --------------------------------------------------------------------------------
+
+    # --- predictions ---------------------------------------------------------------------------
+
+    def upload_predictions(
+        self,
+        task: str,
+        schema,
+        predictions,
+        dataset_id: str | None = None,
+        *,
+        file_names=None,
+        is_labels: bool | None = None,
+        progress: bool = True,
+        wait: bool = True,
+        timeout: float = 3600,
+    ) -> dict:
+        """Upload a whole prediction task in Lightly's format; it replaces the task's previous upload.
+
+        Args:
+            task: the task's name (letters, digits, '_' and '-').
+            schema: `{"task_type": "classification" | "object-detection", "categories": [{"id", "name"}]}`,
+                or the path of Lightly's `schema.json`.
+            predictions: Lightly's `.lightly/predictions/<task>/` folder (one JSON per image), an iterable of
+                per-file records `{"file_name", "predictions": [singletons]}`, a `{file_name: [singletons]}`
+                mapping, or an (n, C) numpy array of class probabilities (columns in category id order)
+                with `file_names`.
+            is_labels: mark the task as ground-truth labels rather than a model's predictions.
+            wait: wait while a worker stores a large upload (with progress); False returns the upload to poll.
+
+        Every record is checked here with the server's parser first: a refused one raises WinnowError naming
+        the file and field, and nothing is sent. Returns the upload: id, status, result (samples, scores).
+        """
+        try:
+            return prediction_upload.upload_predictions(
+                self, task, schema, predictions, self._dataset(dataset_id), bars=(progress_bar, _byte_bar),
+                file_names=file_names, is_labels=is_labels, progress=progress, wait=wait, timeout=timeout,
+            )  # fmt: skip
+        except PredictionError as exc:
+            raise WinnowError(400, str(exc)) from None
+        except TimeoutError as exc:
+            raise WinnowError(None, str(exc)) from None
+
+    def list_prediction_tasks(self, dataset_id: str | None = None) -> list[dict]:
+        """The dataset's prediction tasks: name, type, categories, is_labels, count."""
+        return self._json("GET", f"datasets/{self._dataset(dataset_id)}/predictions")
+
+    def delete_prediction_task(self, task: str, dataset_id: str | None = None) -> None:
+        """Remove a prediction task and its scores."""
+        self._json("DELETE", f"datasets/{self._dataset(dataset_id)}/predictions/{task}")
 
     def create_sampling_run(
         self,

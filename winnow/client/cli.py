@@ -140,6 +140,36 @@ def _parser() -> argparse.ArgumentParser:
     metadata.add_argument("--file", required=True, type=Path)
     metadata.set_defaults(handler=cmd_metadata)
 
+    preds = sub.add_parser("predictions", help="upload a prediction task (Lightly's .lightly/predictions/<task>/)")
+    connection(preds)
+    preds.add_argument("--dataset-id", required=True)
+    preds.add_argument("--task", required=True, help="the task's name")
+    preds.add_argument("--schema", type=Path, help="the task's schema.json (default: schema.json in --input-dir)")
+    preds.add_argument("--input-dir", required=True, type=Path, help="one JSON per image, as Lightly lays it out")
+    preds.add_argument("--labels", action="store_true", help="the files are ground-truth labels, not predictions")
+    preds.add_argument("--no-wait", action="store_true", help="return once sent; a worker stores it in the background")
+    preds.set_defaults(handler=cmd_predictions)
+
+    select = sub.add_parser("select", help="run a sampling run and save its top N as a tag")
+    connection(select)
+    select.add_argument("--dataset-id", required=True)
+    select.add_argument("--name", required=True, help="name of the run and of the tag it makes")
+    select.add_argument("--strategy", help="e.g. coreset, uncertainty, coral, balance (or --strategies)")
+    select.add_argument(
+        "--strategies", help='a JSON list, e.g. \'[{"strategy": "coral", "task": "clf", "weight": 0.7}]\''
+    )
+    select.add_argument("--task", help="prediction task for uncertainty, coral or balance")
+    select.add_argument("--score", help="the task's score to use (default: its uncertainty score)")
+    select.add_argument("--field", help="metadata field for weights, threshold or balance")
+    select.add_argument("--weight", type=float, help="coral: weight of uncertainty against diversity (0-1)")
+    select.add_argument("--target", help="balance: 'uniform' or a JSON mapping of category to share")
+    select.add_argument("--embedding", help="embedding name or id (for coreset, coral, ...)")
+    select.add_argument("--n-samples", type=int, required=True)
+    select.add_argument("--input-tag", help="tag name or id: select only among its samples")
+    select.add_argument("--preselected-tag", help="tag name or id: already selected (e.g. labeled) samples")
+    select.add_argument("--seed", type=int, default=0)
+    select.set_defaults(handler=cmd_select)
+
     export = sub.add_parser("export", help="download a tag's samples")
     connection(export)
     export.add_argument("--dataset-id", required=True)
@@ -475,6 +505,57 @@ def cmd_metadata(args) -> int:
     print(f"custom metadata: {result['updated']} samples updated")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_predictions(args) -> int:
+    input_dir = args.input_dir
+    if (input_dir / args.task).is_dir() and not (input_dir / "schema.json").is_file():
+        input_dir = input_dir / args.task  # the .lightly/predictions/ folder itself
+    if not input_dir.is_dir():
+        raise CommandError(f"--input-dir {args.input_dir} is not a folder")
+    schema = args.schema or input_dir / "schema.json"
+    if not schema.is_file():
+        raise CommandError(f"--schema {schema} does not exist")
+    client = _client(args, args.dataset_id)
+    upload = client.upload_predictions(
+        args.task, schema, input_dir, is_labels=args.labels or None, progress=not args.quiet, wait=not args.no_wait
+    )
+    if upload["status"] == "succeeded":
+        result = upload["result"]
+        print(f"prediction task {args.task!r}: {result['samples']} samples; scores: {', '.join(result['scores'])}")
+    else:
+        print(f"prediction upload {upload['id']} is {upload['status']}")
+    return 0
+
+
+def cmd_select(args) -> int:
+    params: dict = {}
+    if args.strategies:
+        try:
+            params["strategies"] = json.loads(args.strategies)
+        except ValueError as exc:
+            raise CommandError(f"--strategies is not valid JSON ({exc})") from None
+    elif not args.strategy:
+        raise CommandError("give --strategy or --strategies")
+    for key in ("task", "score", "field", "weight"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    if args.target is not None:
+        try:
+            params["target"] = args.target if args.target == "uniform" else json.loads(args.target)
+        except ValueError as exc:
+            raise CommandError(f"--target is 'uniform' or a JSON mapping ({exc})") from None
+    client = _client(args, args.dataset_id)
+    for key in ("input_tag", "preselected_tag"):
+        if getattr(args, key):
+            params[key] = client.get_tag(getattr(args, key))["id"]
+    run = client.create_sampling_run(
+        args.name, args.embedding, args.strategy, n_samples=args.n_samples, seed=args.seed, **params
+    )
+    client.wait_for_run(run["id"], progress=not args.quiet)
+    tag = client.create_tag_from_run(args.name, run["id"], args.n_samples)
+    print(f"tag {tag['name']!r}: {tag['count']} samples (run {run['id']})")
     return 0
 
 

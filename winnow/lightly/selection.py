@@ -21,18 +21,19 @@ from django.db.models import Q
 from django.http import JsonResponse
 from rest_framework.exceptions import ValidationError
 
-from curation import bitmask, tagging
+from curation import bitmask, predictions, tagging
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
 from sampling import tagging as sampling_tags
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from winnow.client.predictions import PREFIX, UPLOADED_SCORES
 from winnow.lightly.base import ApiError, LightlyView, first_message, ms, not_found, tag_name_ok
 from winnow.lightly.embeddings import dataset_embedding
 from winnow.lightly.positions import Positions
 from winnow.lightly.tags import any_tag
 from winnow.values import is_finite_number
 
-STRATEGIES = {"RANDOM": "random", "CORESET": "coreset"}
+STRATEGIES = {"RANDOM": "random", "CORESET": "coreset", "ACTIVE_LEARNING": "uncertainty", "CORAL": "coral"}
 JOB_STATES = {
     RunStatus.QUEUED: "WAITING",
     RunStatus.RUNNING: "RUNNING",
@@ -69,8 +70,8 @@ class SamplingView(LightlyView):
         method = body.get("method")
         if method not in STRATEGIES:
             raise self.invalid(
-                f"method {method!r} is not supported here: use RANDOM or CORESET (CORAL and ACTIVE_LEARNING "
-                "need active-learning scores; Winnow's own sampling runs offer more strategies)."
+                f"method {method!r} is not supported here: use RANDOM, CORESET, ACTIVE_LEARNING or CORAL "
+                "(Winnow's own sampling runs offer more strategies)."
             )
         config = body.get("config") if isinstance(body.get("config"), dict) else {}
         stop = config.get("stoppingCondition") if isinstance(config.get("stoppingCondition"), dict) else {}
@@ -116,12 +117,15 @@ class SamplingView(LightlyView):
                 f"remain, and nSamples asks for {wanted} in total"
             )
 
+        # CORESET with a minimum distance is Winnow's diversity strategy: greedy k-center that also stops
+        # once no candidate lies farther than min_distance from the selected set.
+        strategy = {"strategy": "diversity" if min_distance is not None else STRATEGIES[method]}
+        if method in ("ACTIVE_LEARNING", "CORAL"):
+            strategy["field"] = scores_field(self, dataset, body.get("scoreType"))
         request_data = {
             "name": name,
             "embedding": embedding.id,
-            # CORESET with a minimum distance is Winnow's diversity strategy: greedy k-center that also stops
-            # once no candidate lies farther than min_distance from the selected set.
-            "strategy": "diversity" if min_distance is not None else STRATEGIES[method],
+            "strategies": [strategy],
             "n_samples": new,
             "seed": secrets.randbelow(2**31),
             "input_tag": query.id if query else None,
@@ -137,6 +141,23 @@ class SamplingView(LightlyView):
             marker = {"new_tag_name": name, "n_samples": wanted, "result_tag": None}
             SamplingRun.objects.filter(pk=run.pk).update(parameters={**run.parameters, "lightly": marker})
         return JsonResponse({"jobId": run.id})
+
+
+def scores_field(view: LightlyView, dataset, score_type) -> str:
+    """The metadata field of the active-learning scores a selection uses: `scoreType` if given, else the one
+    uploaded (or `uncertainty_margin` among several, Lightly's default)."""
+    uploaded = predictions.uploaded_score_types(dataset)
+    if score_type is None:
+        if len(uploaded) == 1:
+            score_type = uploaded[0]
+        elif "uncertainty_margin" in uploaded:
+            score_type = "uncertainty_margin"
+        else:
+            have = ", ".join(uploaded) or "none"
+            raise view.invalid(f"scoreType: name the active-learning scores to use (uploaded: {have})")
+    if score_type not in uploaded:
+        raise view.invalid(f"scoreType {score_type!r}: no such scores were uploaded (upload_scores) to this dataset")
+    return f"{PREFIX}.{UPLOADED_SCORES}.{score_type}"
 
 
 def _result_tag(run: SamplingRun) -> Tag:

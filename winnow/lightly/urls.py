@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from winnow.lightly import base, datasets, embeddings, samples, selection, tags
+from winnow.lightly import base, datasets, embeddings, predictions, samples, selection, tags
 
 DS = "datasets/<str:dataset_id>"
 TAG = f"{DS}/tags/<str:tag_id>"
@@ -33,6 +33,13 @@ urlpatterns = [
     path(f"{EMB}/readCSVUrl", embeddings.ReadCsvUrlView.as_view(), name="lightly-embedding-read-url"),
     path(f"{EMB}/csv", embeddings.EmbeddingCsvView.as_view(), name="lightly-embedding-csv"),
     path(f"{EMB}/trigger2dEmbeddingsJob", embeddings.Trigger2dView.as_view(), name="lightly-embedding-2d"),
+    path(f"{DS}/predictions/tasks", predictions.PredictionTaskSchemaView.as_view(), name="lightly-prediction-tasks"),
+    path(
+        f"{DS}/predictions/samples/<str:sample_id>",
+        predictions.SamplePredictionsView.as_view(),
+        name="lightly-sample-predictions",
+    ),
+    path(f"{TAG}/scores", predictions.TagScoresView.as_view(), name="lightly-tag-scores"),
     path(f"{EMB}/sampling", selection.SamplingView.as_view(), name="lightly-sampling"),
     path("jobs/<str:job_id>", selection.JobView.as_view(), name="lightly-job"),
     re_path(r"", base.NotImplementedRoute.as_view(), name="lightly-not-implemented"),

@@ -1,0 +1,91 @@
+"""Predictions on screen: boxes over the image where bbox says; an uncertainty run from the Sampling page."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from curation.models import Sample
+from curation.services import create_dataset
+from tests.browser.conftest import sign_in
+from tests.browser.data import Api
+from winnow.accounts.models import ApiToken
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+CATS = [{"id": 0, "name": "car"}, {"id": 1, "name": "person"}]
+
+
+def _png(w: int, h: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 120, 160)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_detection_boxes_are_drawn_where_the_bbox_says(page, live_server, shot, owner):
+    ds = create_dataset(owner, "streets", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    api = Api(live_server.url, key)
+    api.call("POST", f"/datasets/{ds.id}/samples", files=[("files", ("road.png", _png(400, 200), "image/png"))],
+             data={"embed": "false"})  # fmt: skip
+    boxes = [[40, 20, 100, 50], [300, 100, 80, 90]]
+    doc = {
+        "schema": {"task_type": "object-detection", "categories": CATS},
+        "predictions": [{"file_name": "road.png", "predictions": [
+            {"category_id": 0, "score": 0.9, "bbox": boxes[0]}, {"category_id": 1, "score": 0.4, "bbox": boxes[1]}]}],
+    }  # fmt: skip
+    api.call("PUT", f"/datasets/{ds.id}/predictions/det", data=json.dumps(doc),
+             headers={"Content-Type": "application/json"})  # fmt: skip
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
+    page.get_by_role("button", name="View road.png").click()
+    view = page.get_by_test_id("sample-view")
+    page.wait_for_function(
+        "() => document.querySelector('dialog img') && document.querySelector('dialog img').naturalWidth > 0"
+    )
+    expect(view.get_by_test_id("prediction-box")).to_have_count(2)
+    expect(view.get_by_test_id("sample-predictions")).to_contain_text("car 0.90")
+    image = view.locator(".imgbox img").bounding_box()
+    scale = image["width"] / 400
+    assert image["height"] / 200 == pytest.approx(scale, rel=0.02)
+    for rect, (x, y, w, h) in zip(view.get_by_test_id("prediction-box").all(), boxes, strict=True):
+        got = rect.bounding_box()
+        assert got["x"] - image["x"] == pytest.approx(x * scale, abs=2.5)
+        assert got["y"] - image["y"] == pytest.approx(y * scale, abs=2.5)
+        assert got["width"] == pytest.approx(w * scale, abs=3.5)
+        assert got["height"] == pytest.approx(h * scale, abs=3.5)
+    shot(page, "sample-view-prediction-boxes")
+    view.get_by_label("det (predictions)").uncheck()
+    expect(view.get_by_test_id("prediction-layer")).to_be_hidden()
+
+
+def test_an_uncertainty_run_from_the_sampling_page(page, live_server, owner):
+    ds = create_dataset(owner, "pool", "meta")
+    _token, key = ApiToken.issue(owner, "cli")
+    api = Api(live_server.url, key)
+    api.call("POST", f"/datasets/{ds.id}/samples", json={"samples": [{"file_name": f"s{i}.jpg"} for i in range(5)]})
+    top = [0.9, 0.55, 0.7, 0.51, 0.8]
+    records = [{"file_name": f"s{i}.jpg", "predictions": [{"category_id": 0, "score": p, "probabilities": [p, 1 - p]}]}
+               for i, p in enumerate(top)]  # fmt: skip
+    doc = {"schema": {"task_type": "classification", "categories": CATS}, "predictions": records}
+    api.call(
+        "PUT", f"/datasets/{ds.id}/predictions/clf", data=json.dumps(doc), headers={"Content-Type": "application/json"}
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/sampling")
+    page.get_by_label("Strategy").select_option("uncertainty")
+    expect(page.get_by_label("Prediction task")).to_have_value("clf")
+    page.get_by_label("Uncertainty score").select_option("uncertainty_margin")
+    page.get_by_label("Samples to score (the slider's maximum)").fill("2")
+    page.get_by_role("button", name="Process").click()
+    expect(page.get_by_test_id("run-status").last).to_have_text("succeeded", timeout=30_000)
+    from sampling.models import ImportanceScore
+
+    top2 = (
+        ImportanceScore.objects.filter(run__dataset=ds).order_by("rank").values_list("sample__file_name", flat=True)[:2]
+    )
+    assert list(top2) == ["s3.jpg", "s1.jpg"]
+    assert Sample.objects.filter(dataset=ds).count() == 5
