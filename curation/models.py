@@ -358,6 +358,15 @@ class SimilarityRun(models.Model):
     error = models.TextField(blank=True, default="")
     result_key = models.CharField(max_length=1200, blank=True, default="")
     summary = models.JSONField(default=dict, blank=True)  # counts, the threshold used
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
 
 
 class PredictionUpload(models.Model):
@@ -381,6 +390,4 @@ class PredictionUpload(models.Model):
         ordering = ["created_at"]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.id} ({self.status})"
-
         return f"{self.task_name} ({self.status})"

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery._state import _set_task_join_will_block
 from rest_framework.test import APIClient
 
 from curation.models import Membership, Role
@@ -147,6 +148,10 @@ def _eager_tasks(request):
     eager = request.node.get_closest_marker("worker") is None
     previous = app.conf.task_always_eager
     app.conf.task_always_eager = eager
+    # An eager apply() sets Celery's process-wide "a join would block" flag and restores the value it found;
+    # two live-server threads applying tasks at once can leave it set (each restores what the other set),
+    # and a later test's result.get() from the test process would be refused. Each test starts with it clear.
+    _set_task_join_will_block(False)
     yield
     app.conf.task_always_eager = previous
 

@@ -90,7 +90,9 @@ def test_admin_sign_in_is_throttled(django_user_model):
 
 
 def _production_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINNOW_", "DEBUG", "ALLOWED_HOSTS"))}
+    # DJANGO_ALLOW_ASYNC_UNSAFE: set for the browser tests (Playwright's loop) in this process, never in deployment.
+    skip = ("WINNOW_", "DEBUG", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env.update(
         DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/winnow"),
         SECRET_KEY="k3" + "x7Qp9-Lm2_zV8r" * 5,

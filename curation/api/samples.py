@@ -337,12 +337,6 @@ class SampleList(APIView):
             body["count"] = qs.count() if found is None else found.count()
         return Response(body)
 
-    @extend_schema(
-        operation_id="samples_create",
-        request={"application/json": RegisterRequest, "multipart/form-data": OpenApiTypes.OBJECT},
-        responses={201: RegisterResponse, 200: RegisterResponse},
-        summary="Register samples without pixels (JSON, meta datasets) or upload images (multipart)",
-    )
     def finalize_response(self, request, response, *args, **kwargs):
         # A DRF request and its parser context refer to each other, so the body would live until the cyclic GC
         # runs, which a decoded registration (few Python objects) seldom triggers: web memory grew with N.
@@ -352,6 +346,12 @@ class SampleList(APIView):
         request.json_text = request.parsed_body = None
         return super().finalize_response(request, response, *args, **kwargs)
 
+    @extend_schema(
+        operation_id="samples_create",
+        request={"application/json": RegisterRequest, "multipart/form-data": OpenApiTypes.OBJECT},
+        responses={201: RegisterResponse, 200: RegisterResponse},
+        summary="Register samples without pixels (JSON, meta datasets) or upload images (multipart)",
+    )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         if (request.content_type or "").startswith("multipart/"):

@@ -94,6 +94,8 @@ def test_each_strategy_says_what_it_is_for_and_diversity_shows_the_distance_scal
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/sampling")
     helpline = page.get_by_test_id("strategy-help")
+    expect(helpline).to_contain_text("Recommended for what to label first")  # auto, the default
+    page.get_by_label("Strategy").select_option("coreset")
     expect(helpline).to_contain_text("rare kinds")
     page.get_by_label("Strategy").select_option("typicality")
     expect(helpline).to_contain_text("small budgets")
