@@ -29,6 +29,13 @@ function boxLayer(task, img, width, height) {
     svg.style.height = img.offsetHeight + "px";
   };
   if (img.complete) place(); else img.addEventListener("load", place);
+  // The image moves and resizes while the sample view lays out (details, navigation, the picture loading):
+  // follow it, not only the window.
+  if (window.ResizeObserver) {
+    const observer = new ResizeObserver(place);
+    observer.observe(img);
+    if (img.parentElement) observer.observe(img.parentElement);
+  }
   window.addEventListener("resize", place);
   for (const p of task.predictions) {
     const [x, y, w, h] = p.bbox;

@@ -65,12 +65,14 @@ def test_registers_a_stream_in_parallel_batches_and_resumes(client):
     assert (again["created"], again["skipped"]) == (166, 134)
     dense(client.dataset_id, 1400)
 
+    # Overwritten in place: its idx (whichever its parallel batch landed at) stays.
+    idx = sample.idx
     replaced = client.register_samples(
         [{"file_name": "cam1/00007.jpg", "width": 10, "metadata": {"fixed": True}}], overwrite=True, progress=False
     )
     assert (replaced["created"], replaced["replaced"]) == (0, 1)
     sample.refresh_from_db()
-    assert (sample.idx, sample.width, sample.height, sample.metadata) == (7, 10, None, {"fixed": True})
+    assert (sample.idx, sample.width, sample.height, sample.metadata) == (idx, 10, None, {"fixed": True})
 
 
 def test_retries_what_is_safe_and_counts_each_sample_once(client, monkeypatch):
