@@ -367,6 +367,9 @@ if (form) {
 
 async function init() {
   showFields();
+  // A default run name at once, before anything loads: set later, it would land in the middle of a name
+  // being typed.
+  if (form && !form.elements.name.value) form.elements.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");
   try {
     const [embs, tags, fields, views] = await Promise.all([api(base + "/embeddings"), api(base + "/tags"), api(base + "/configurator"),
       api(base + "/views").catch(() => [])]);
@@ -387,7 +390,6 @@ async function init() {
       clear(f.preselected_tag, tagOptions("none"));
       clear(f.query_tag, tagOptions("choose a tag"));
       clear(f.field, list(fields).map((x) => el("option", { value: x.path }, (x.display_name || x.path) + " (" + x.type + ")")));
-      if (!f.name.value) f.name.value = "run " + new Date().toISOString().slice(0, 16).replace("T", " ");  // not over a typed name
       await loadPredictionTasks();
     }
     await loadRuns();
