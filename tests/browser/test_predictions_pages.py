@@ -89,3 +89,24 @@ def test_an_uncertainty_run_from_the_sampling_page(page, live_server, owner):
     )
     assert list(top2) == ["s3.jpg", "s1.jpg"]
     assert Sample.objects.filter(dataset=ds).count() == 5
+
+
+def test_explore_tiles_show_each_tasks_class_and_confidence(page, live_server, owner):
+    ds = create_dataset(owner, "tiles", "meta")
+    _token, key = ApiToken.issue(owner, "cli")
+    api = Api(live_server.url, key)
+    api.call("POST", f"/datasets/{ds.id}/samples", json={"samples": [{"file_name": f"s{i}.jpg"} for i in range(3)]})
+    probabilities = [[0.9, 0.1], [0.3, 0.7], [0.55, 0.45]]
+    records = [{"file_name": f"s{i}.jpg", "predictions": [{"category_id": int(p[1] > p[0]), "score": max(p), "probabilities": p}]}
+               for i, p in enumerate(probabilities)]  # fmt: skip
+    doc = {"schema": {"task_type": "classification", "categories": CATS}, "predictions": records}
+    api.call(
+        "PUT", f"/datasets/{ds.id}/predictions/clf", data=json.dumps(doc), headers={"Content-Type": "application/json"}
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
+    badges = page.get_by_test_id("tile-badge")
+    expect(badges).to_have_count(3)
+    expect(badges.nth(0)).to_contain_text("clf: car 0.90")
+    expect(badges.nth(1)).to_contain_text("clf: person 0.70")
+    expect(badges.nth(2)).to_contain_text("clf: car 0.55")

@@ -40,11 +40,26 @@ let generation = 0;
 function sortBadge(sample) {
   const sorted = state.sort.replace(/^-/, "");
   const paths = [sorted, state.show].filter((p, i, all) => p && p !== "idx" && all.indexOf(p) === i);
-  if (!paths.length) return null;
-  return paths.map((path) => {
+  const parts = paths.map((path) => {
     const f = fieldOf(path);
     return (f ? label(f) : path) + ": " + fmtValue(getPath(sample.metadata || {}, path));
-  }).join(" · ");
+  });
+  parts.push(...predictionBadges(sample));
+  return parts.length ? parts.join(" · ") : null;
+}
+
+// A model's predictions (and ground-truth labels) on the tiles, per task: the class and the model's confidence
+// for classification, the class of the surest object and the object count for detection (metadata at
+// predictions.<task>, written by a prediction upload; keys starting with "_" are Lightly's per-tag scores).
+function predictionBadges(sample) {
+  const tasks = (sample.metadata || {}).predictions;
+  if (!tasks || typeof tasks !== "object" || Array.isArray(tasks)) return [];
+  return Object.entries(tasks).filter(([name, v]) => !name.startsWith("_") && v && typeof v === "object").map(([name, v]) => {
+    const cls = v.predicted_class ?? v.label ?? "–";
+    const extra = typeof v.confidence === "number" ? " " + v.confidence.toFixed(2)
+      : typeof v.object_count === "number" ? " (" + v.object_count + (v.object_count === 1 ? " object)" : " objects)") : "";
+    return name + ": " + cls + extra;
+  });
 }
 const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge });
 const scroller = infiniteScroll(results, loadMore);
