@@ -358,6 +358,32 @@ def _sampled_metadata(dataset: Dataset, limit: int) -> tuple[list, int, bool]:
     return list(rows.order_by("idx").values_list("metadata", flat=True)), total, sampled
 
 
+NUMERIC_TYPES = (FieldType.INT, FieldType.FLOAT, FieldType.CATEGORICAL_INT)
+
+
+def type_mismatch(dataset: Dataset, path: str, field_type: str, *, limit: int = PROPOSAL_SAMPLE_SIZE) -> str | None:
+    """Why `field_type` cannot fit `path`, judged on the same spread-out sample of rows as the proposals: a
+    numeric type for a path whose present values are all text (or all booleans); None when it may fit, or no
+    sampled row has the path yet (metadata may come later)."""
+    if field_type not in NUMERIC_TYPES:
+        return None
+    metadata, _total, _sampled = _sampled_metadata(dataset, limit)
+    kinds, example = set(), None
+    for meta in metadata:
+        try:
+            value = get_path(meta, path)
+        except KeyError:
+            continue
+        kind = _kind(value)
+        if kind is not None:
+            kinds.add(kind)
+            example = value if example is None else example
+    if not kinds or kinds & {"int", "float"}:
+        return None
+    proposed = FieldType.BOOLEAN if kinds == {"boolean"} else FieldType.CATEGORICAL_STRING
+    return f"{path!r} holds {'text' if 'string' in kinds else 'true/false'} (e.g. {example!r}), not numbers: type it {proposed}"
+
+
 def propose_fields(dataset: Dataset, *, limit: int = PROPOSAL_SAMPLE_SIZE) -> dict:
     """Every leaf dot path found in the (sampled) metadata with a proposed type, examples and coverage."""
     metadata, total, sampled = _sampled_metadata(dataset, limit)

@@ -113,6 +113,11 @@ class MetadataFieldSerializer(serializers.ModelSerializer):
         problem = services.fallback_error(field_type, fallback)
         if problem:
             raise ValidationError({"fallback": [problem]})
+        path = attrs.get("path", getattr(self.instance, "path", None))
+        if "type" in attrs or "path" in attrs:
+            problem = services.type_mismatch(self.context["dataset"], path, field_type)
+            if problem:
+                raise ValidationError({"type": [problem]})
         if not attrs.get("display_name") and self.instance is None:
             attrs["display_name"] = attrs["path"]
         return attrs

@@ -3,6 +3,7 @@
 import pytest
 
 from curation.models import MetadataField
+from tests.factories import make_samples
 
 pytestmark = pytest.mark.django_db
 
@@ -154,3 +155,25 @@ def test_a_field_of_another_dataset_is_a_404(dataset, owner, owner_api):
     assert owner_api.get(url(dataset, field["id"])).status_code == 404
     assert owner_api.delete(url(dataset, field["id"])).status_code == 404
     assert MetadataField.objects.filter(pk=field["id"]).exists()
+
+
+def test_a_numeric_type_for_a_path_holding_text_is_refused_in_words(editor_api, dataset):
+    """Issue 11: the API, not only the page, refuses typing a text field as a number; nothing is saved."""
+    make_samples(dataset, 6, metadata=lambda i: {"weather": {"scenario": ["rainy", "sunny"][i % 2], "temp": i / 2}})
+    url = f"/api/v1/datasets/{dataset.id}/configurator"
+    for field_type in ("int", "float", "categorical_int"):
+        r = editor_api.post(url, {"path": "weather.scenario", "type": field_type}, format="json")
+        assert r.status_code == 400, r.content
+        assert "holds text" in r.json()["errors"]["type"][0] and "categorical_string" in r.json()["errors"]["type"][0]
+    assert not MetadataField.objects.filter(dataset=dataset).exists()
+    # What fits is accepted: text as categorical, numbers as float, a path no sample has yet (metadata may follow).
+    assert (
+        editor_api.post(url, {"path": "weather.scenario", "type": "categorical_string"}, format="json").status_code
+        == 201
+    )
+    assert editor_api.post(url, {"path": "weather.temp", "type": "float"}, format="json").status_code == 201
+    assert editor_api.post(url, {"path": "later.value", "type": "int"}, format="json").status_code == 201
+    # Changing a field's type to one that does not fit is refused the same way.
+    field = MetadataField.objects.get(dataset=dataset, path="weather.scenario")
+    r = editor_api.patch(f"{url}/{field.id}", {"type": "int"}, format="json")
+    assert r.status_code == 400 and "holds text" in r.json()["errors"]["type"][0]
