@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import close_old_connections
 
 from curation import columns, embedding_uploads, embeddings, filters, predictions, similarity
+from winnow.celery import sweep_while_up
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +40,16 @@ def resend_stale_projections(last_sent: dict[str, float]) -> list[str]:
     return due
 
 
-def _sweep_projections(interval: float) -> None:
-    last_sent: dict[str, float] = {}
-    while True:
-        time.sleep(interval)
-        try:
-            resend_stale_projections(last_sent)
-        except Exception:  # the broker or database is away: try again next time
-            log.warning("sweeping pending projections failed", exc_info=True)
-        finally:
-            close_old_connections()
-
-
 @worker_ready.connect
 def _sweep_projections_while_up(sender=None, **_kwargs):
     # A projection whose message was lost (broker down at upload) would stay "pending" forever otherwise.
-    threading.Thread(target=_sweep_projections, args=(60.0,), name="winnow-projection-sweeper", daemon=True).start()
+    last_sent: dict[str, float] = {}
+    sweep_while_up(
+        "winnow-projection-sweeper",
+        60.0,
+        functools.partial(resend_stale_projections, last_sent),
+        what="sweeping pending projections",
+    )
 
 
 @shared_task(name="curation.embed_dataset")

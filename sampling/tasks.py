@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
-import time
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError
 
 from sampling import services
+from winnow.celery import sweep_while_up
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,17 @@ def resume_abandoned_runs(include_lost_queued: bool = True) -> list[str]:
     return run_ids + [run.id for run in services.unsent_runs() if run.id not in run_ids and services.send_run(run)]
 
 
-def _sweep_forever(interval: float) -> None:
-    """Every `interval` seconds, in a live worker: runs whose worker died (heartbeat stale) and runs created while
-    the broker was down go out again, so neither waits for the broker's visibility timeout or a worker restart."""
-    while True:
-        time.sleep(interval)
-        try:
-            resume_abandoned_runs(include_lost_queued=False)
-        except Exception:  # the broker or database is away: try again next time
-            log.warning("sweeping abandoned sampling runs failed", exc_info=True)
-        finally:
-            close_old_connections()
-
-
 @worker_ready.connect
 def _resume_on_worker_start(sender=None, **_kwargs):
     # A worker that starts is often the replacement of one that died: pick up what it left at once,
     # rather than after the broker's visibility timeout; then keep sweeping while it lives.
     resume_abandoned_runs.delay()
     interval = max(2.0, settings.WINNOW_RUN_STALE_SECONDS / 2)
-    threading.Thread(target=_sweep_forever, args=(interval,), name="winnow-run-sweeper", daemon=True).start()
+    # Runs whose worker died (heartbeat stale) and runs created while the broker was down go out again, so neither
+    # waits for the broker's visibility timeout or a worker restart.
+    sweep_while_up(
+        "winnow-run-sweeper",
+        interval,
+        functools.partial(resume_abandoned_runs, include_lost_queued=False),
+        what="sweeping abandoned sampling runs",
+    )

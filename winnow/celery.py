@@ -7,12 +7,19 @@ doing matrix work at once do not start N x cores threads that fight over the cor
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 
 from celery import Celery
 from celery.signals import task_postrun, worker_init, worker_process_init
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
+
+log = logging.getLogger(__name__)
 
 app = Celery("winnow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -106,3 +113,25 @@ def task(name: str):
         # The tasks modules load when a worker starts; elsewhere (web, shell) on first use, as the worker would.
         app.loader.import_default_modules()
     return app.tasks[name]
+
+
+def sweep_while_up(name: str, interval: float, sweep: Callable[[], object], *, what: str) -> threading.Thread:
+    """Call `sweep` every `interval` seconds in a daemon thread called `name`, for as long as the worker lives.
+
+    A failing sweep (the broker or database is away) is logged as "`what` failed" and tried again next time;
+    the thread's database connection is closed after each sweep, so a dropped one is not reused.
+    """
+
+    def forever() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                sweep()
+            except Exception:
+                log.warning("%s failed", what, exc_info=True)
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=forever, name=name, daemon=True)
+    thread.start()
+    return thread
