@@ -1,5 +1,8 @@
 """Setting up a benchmark's Django environment: its own PostgreSQL database (created if missing), migrated.
 
+The one place benchmarks create, drop and connect to their PostgreSQL databases (`ensure_database`,
+`fresh_database`, `drop_database`, `connect`).
+
 from _setup import django_environment, setup_database
 django_environment("winnow_bench_scores")   # before importing anything that touches settings
 ...
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,29 +37,60 @@ def django_environment(database: str | None, **defaults: str) -> None:
         os.environ.setdefault(name, value)
 
 
-def ensure_database(url: str) -> None:
-    """Create the benchmark's database if it does not exist (connecting to the server's `postgres` db)."""
+def _parse(url: str) -> dict:
     import dj_database_url
-    import psycopg2
 
     cfg = dj_database_url.parse(url)
     if "postgresql" not in cfg["ENGINE"]:
         sys.exit(f"DATABASE_URL must point at PostgreSQL, not {cfg['ENGINE']}")
-    conn = psycopg2.connect(
-        dbname="postgres",
+    return cfg
+
+
+def connect(url: str, dbname: str | None = None):
+    """A psycopg2 connection to the database named by `url` (or to `dbname` on the same server)."""
+    import psycopg2
+
+    cfg = _parse(url)
+    return psycopg2.connect(
+        dbname=dbname or cfg["NAME"],
         user=cfg["USER"],
         password=cfg["PASSWORD"] or None,
         host=cfg["HOST"] or "127.0.0.1",
         port=cfg["PORT"] or 5432,
     )
+
+
+@contextmanager
+def _server(url: str):
+    """(cursor on the server's `postgres` db in autocommit, the name of `url`'s database)."""
+    conn = connect(url, dbname="postgres")
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+            yield cur, _parse(url)["NAME"]
     finally:
         conn.close()
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's database if it does not exist."""
+    with _server(url) as (cur, name):
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database named by `url`, closing its connections."""
+    with _server(url) as (cur, name):
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_database(url: str) -> None:
+    """Drop and create the PostgreSQL database named by `url`."""
+    with _server(url) as (cur, name):
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_database() -> None:

@@ -36,13 +36,12 @@ import scale_embeddings
 import scale_registration
 import scale_workers
 from _report import write_section
+from _setup import connect, drop_database, fresh_database
 from scale_common import (
     ROOT,
     CpuMeter,
     PeakRss,
-    connect,
     descendants,
-    fresh_database,
     mib,
     rss_bytes,
     session,
@@ -615,20 +614,6 @@ def run(args) -> list[Row]:
             redis.Redis.from_url(BROKER_URL).flushdb()
             drop_database(DATABASE_URL)
     return rows
-
-
-def drop_database(url: str) -> None:
-    import dj_database_url
-    import psycopg2
-
-    cfg = dj_database_url.parse(url)
-    conn = psycopg2.connect(dbname="postgres", user=cfg["USER"], host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"])
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 def report(rows: list[Row], args) -> str:

@@ -1,5 +1,5 @@
 """Helpers for benchmarks/bench_scale.py: processes started in their own group and ended with it, peak RSS
-sampled from /proc, timing, a small HTTP session, the fresh PostgreSQL database. No Django: the benchmark talks
+sampled from /proc, timing, a small HTTP session (its database: _setup.py). No Django: the benchmark talks
 HTTP to gunicorn and a Celery worker like any client."""
 
 from __future__ import annotations
@@ -214,45 +214,6 @@ def wait_until_idle(roots: Sequence[int], timeout: float = 90, busy: float = 0.1
         if sum(cpu_seconds(pid) for pid in pids) - before < busy:
             break
     return time.monotonic() - began
-
-
-# --- database ----------------------------------------------------------------------------------------------------
-
-
-def fresh_database(url: str) -> None:
-    """Drop and create the PostgreSQL database named by `url` (connecting to the server's `postgres` db)."""
-    import dj_database_url
-    import psycopg2
-
-    cfg = dj_database_url.parse(url)
-    conn = psycopg2.connect(
-        dbname="postgres",
-        user=cfg["USER"],
-        password=cfg["PASSWORD"] or None,
-        host=cfg["HOST"] or "127.0.0.1",
-        port=cfg["PORT"] or 5432,
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
-    finally:
-        conn.close()
-
-
-def connect(url: str):
-    import dj_database_url
-    import psycopg2
-
-    cfg = dj_database_url.parse(url)
-    return psycopg2.connect(
-        dbname=cfg["NAME"],
-        user=cfg["USER"],
-        password=cfg["PASSWORD"] or None,
-        host=cfg["HOST"] or "127.0.0.1",
-        port=cfg["PORT"] or 5432,
-    )
 
 
 def mib(n_bytes: float) -> str:
