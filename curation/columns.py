@@ -99,7 +99,7 @@ def fields_changed(dataset_id: str) -> None:
 def drop(dataset_id: str) -> None:
     """Remove the dataset's column store: its row now, its files after the commit."""
     MetadataColumns.objects.filter(pk=dataset_id).delete()
-    transaction.on_commit(lambda: storage.delete_prefix(f"datasets/{dataset_id}/columns/"), robust=True)
+    transaction.on_commit(lambda: storage.delete_prefix(storage.metadata_columns_prefix(dataset_id)), robust=True)
 
 
 def samples_added(dataset_id: str) -> None:
@@ -329,7 +329,7 @@ def build(dataset_id: str) -> dict | None:
     MetadataColumns.objects.filter(pk=dataset_id).update(status="building", error="")
     started = time.perf_counter()
     size, version = current["next_idx"], current["metadata_version"]
-    folder = f"datasets/{dataset_id}/columns/{secrets.token_hex(6)}/"
+    folder = f"{storage.metadata_columns_prefix(dataset_id)}{secrets.token_hex(6)}/"
     try:
         seen_all = np.ones(size, dtype=bool)
         built = {

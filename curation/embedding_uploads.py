@@ -92,7 +92,7 @@ class OffsetMismatch(Exception):
 
 
 def chunk_key(upload: EmbeddingUpload, part: str, offset: int) -> str:
-    return f"{upload.prefix}{part}/{offset:015d}"
+    return storage.embedding_upload_chunk_key(upload.prefix, part, offset)
 
 
 def add_chunk(upload_id: str, part: str, offset: int, data: bytes) -> EmbeddingUpload:

@@ -22,14 +22,11 @@ uploaded (S3) as is. Memory: the matrix once plus a few blocks, whatever the fil
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import threading
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
 from queue import Full, Queue
 
@@ -40,10 +37,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
-from curation.models import Dataset, Embedding, EmbeddingSource, Sample, UploadMode, new_public_id
+from curation.models import Dataset, Embedding, EmbeddingSource, Sample, new_public_id
 from winnow import safejson
 from winnow.celery import task
-from winnow.client import embedder, pretrained
+from winnow.client import embedder, embeddings_csv, pretrained
+from winnow.client.embeddings_csv import ParsedCsv
+from winnow.client.formats import FormatError
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +71,15 @@ class EmbeddingError(ValueError):
 # --- keys -----------------------------------------------------------------------------------------
 
 
-def matrix_key(dataset_id: str, embedding_id: str) -> str:
-    return f"datasets/{dataset_id}/embeddings/{embedding_id}.npy"
-
-
-def _sibling(embedding: Embedding, suffix: str) -> str:
-    return embedding.matrix_key.removesuffix(".npy") + suffix
+matrix_key = storage.embedding_matrix_key  # (dataset id, embedding id) -> the matrix's key
 
 
 def rows_key(embedding: Embedding) -> str:
-    return _sibling(embedding, ".rows.npz")
+    return storage.embedding_file_key(embedding.matrix_key, ".rows.npz")
 
 
 def layout_key(embedding: Embedding, method: str) -> str:
-    return _sibling(embedding, f".{method}.npy")
+    return storage.embedding_file_key(embedding.matrix_key, f".{method}.npy")
 
 
 def layout_method(key: str) -> str:
@@ -95,7 +89,7 @@ def layout_method(key: str) -> str:
 
 def model_key(embedding: Embedding) -> str:
     """The fitted built-in embedder that made this embedding (so a query image is embedded the same way)."""
-    return _sibling(embedding, ".model.npz")
+    return storage.embedding_file_key(embedding.matrix_key, ".model.npz")
 
 
 def all_keys(embedding: Embedding) -> list[str]:
@@ -144,12 +138,12 @@ NPY_BLOCK_ROWS = 65536
 _UNKNOWN_KEPT = 10_000  # unknown file names remembered to tell a repeated unknown name apart
 
 
-@dataclass
-class ParsedCsv:
-    file_names: list[str]
-    line_numbers: list[int]  # the file's row number of each entry (the header is row 1)
-    matrix: np.ndarray  # float32 (m, d)
-    labels: np.ndarray  # int64 (m,)
+def _embedding_errors(blocks):
+    """The shared parser's FormatError as an EmbeddingError (the API answers it as a 400 on `file`)."""
+    try:
+        yield from blocks
+    except FormatError as exc:
+        raise EmbeddingError(str(exc)) from None
 
 
 def parse_csv(data: bytes) -> ParsedCsv:
@@ -165,219 +159,17 @@ def parse_csv(data: bytes) -> ParsedCsv:
     )
 
 
-def _text_blocks(fileobj, block_bytes: int) -> Iterator[tuple[int, str]]:
-    """(line number of the first line, text of whole lines) from a binary stream, UTF-8, BOM dropped."""
-    tail = b""
-    offset = 0  # byte offset of `tail` in the file
-    line = 1
-    first = True
-    while True:
-        chunk = fileobj.read(block_bytes)
-        data = tail + chunk if tail else chunk
-        if first and data:
-            if len(data) < 3 and chunk:
-                tail = data
-                continue
-            if data.startswith(b"\xef\xbb\xbf"):
-                data, offset = data[3:], 3
-            first = False
-        if not chunk:
-            complete, tail = data, b""
-        else:
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                tail = data
-                continue
-            complete, tail = data[: cut + 1], data[cut + 1 :]
-        if complete:
-            try:
-                text = complete.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EmbeddingError(f"the CSV is not UTF-8 text (bad byte at offset {offset + exc.start})") from None
-            yield line, text
-            line += text.count("\n")
-            offset += len(complete)
-        if not chunk:
-            return
-
-
 def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
-    """Parse Lightly's `filenames,embedding_0,...,embedding_{d-1},labels` block by block; EmbeddingError names the row.
-
-    Each block's numbers are parsed by numpy in one pass; Python only splits lines.
-    """
-    dimension = None
-    for first_line, text in _text_blocks(fileobj, block_bytes):
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        start = 0
-        if dimension is None:
-            if not lines:
-                continue
-            header = _split_line(lines[0].rstrip("\r"), 1)
-            dimension = _check_header(header)
-            start = 1
-        block = _parse_block_fast(lines, start, first_line, dimension) or _parse_lines(
-            lines, start, first_line, dimension
-        )
-        if block is not None:
-            yield block
-    if dimension is None:
-        raise EmbeddingError("row 1: the CSV is empty; expected the header filenames,embedding_0,...,labels")
-
-
-def _parse_block_fast(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
-    """A block without quotes or blank lines, parsed by numpy's C reader; None: let `_parse_lines` do it
-    (which names the row at fault when there is one)."""
-    rows = lines[start:] if start else lines
-    if not rows:
-        return None
-    for line in (rows[0], rows[-1]):
-        if not line.strip():
-            return None
-    joined = "\n".join(rows)
-    if '"' in joined or "\n\n" in joined or "\x00" in joined:
-        return None
-    if "\r" in joined:
-        if joined.count("\r") != len(rows) or "\r\n\r" in joined:
-            return None
-        rows = joined.replace("\r", "").split("\n")
-    text_commas = joined.count(",")
-    if text_commas != len(rows) * (dimension + 1):
-        return None
-    try:
-        with np.errstate(over="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("error")
-            matrix = np.loadtxt(
-                rows, delimiter=",", usecols=range(1, dimension + 1), dtype=np.float32, comments=None, ndmin=2
-            )
-            labels = np.array([line[line.rfind(",") + 1 :] for line in rows]).astype(np.int64)
-    except (ValueError, OverflowError, TypeError, Warning):
-        return None
-    if matrix.shape != (len(rows), dimension) or not np.isfinite(matrix).all():
-        return None
-    names = [line[: line.find(",")] for line in rows]
-    return ParsedCsv(names, list(range(first_line + start, first_line + start + len(rows))), matrix, labels)
-
-
-def _parse_lines(lines: list[str], start: int, first_line: int, dimension: int) -> ParsedCsv | None:
-    names: list[str] = []
-    numbers: list[str] = []
-    labels: list[str] = []
-    line_numbers: list[int] = []
-    for number in range(start, len(lines)):
-        line = lines[number].rstrip("\r")
-        number += first_line
-        if not line.strip():
-            continue
-        if '"' in line:  # a quoted file name (one holding a comma): the csv module splits it
-            fields = _split_line(line, number)
-            name, middle, label = fields[0], fields[1:-1], fields[-1] if len(fields) > 1 else ""
-            values, count = ",".join(middle), len(middle)
-        else:
-            first, last = line.find(","), line.rfind(",")
-            if first < 0 or first == last:
-                name, values, label, count = line.split(",")[0], "", "", 0
-            else:
-                name, values, label = line[:first], line[first + 1 : last], line[last + 1 :]
-                count = values.count(",") + 1
-        if count != dimension:
-            raise EmbeddingError(f"row {number} ({name!r}): has {count} embedding values, the header names {dimension}")
-        names.append(name)
-        numbers.append(values)
-        labels.append(label)
-        line_numbers.append(number)
-    if not names:
-        return None
-    matrix = _parse_numbers(numbers, len(names), dimension, names, line_numbers)
-    return ParsedCsv(names, line_numbers, matrix, _parse_labels(labels, names, line_numbers))
-
-
-def _split_line(line: str, number: int) -> list[str]:
-    try:
-        rows = list(csv.reader([line], strict=True))
-    except csv.Error as exc:
-        raise EmbeddingError(f"row {number}: malformed CSV ({exc})") from None
-    return rows[0] if rows else []
-
-
-def _check_header(header: list[str]) -> int:
-    shape = "the header must be filenames,embedding_0,...,embedding_{d-1},labels"
-    if len(header) < 3 or header[0].strip() != "filenames" or header[-1].strip() != "labels":
-        raise EmbeddingError(f"row 1: {shape}, not {','.join(header[:3])}{',...' if len(header) > 3 else ''}")
-    for i, column in enumerate(header[1:-1]):
-        if column.strip() != f"embedding_{i}":
-            raise EmbeddingError(f"row 1: column {i + 2} is {column!r}, expected 'embedding_{i}' ({shape})")
-    return check_dimension(len(header) - 2, "row 1: the header")
+    """Lightly's CSV block by block (winnow.client.embeddings_csv); EmbeddingError names the row."""
+    return _embedding_errors(embeddings_csv.csv_blocks(fileobj, block_bytes, settings.WINNOW_MAX_EMBEDDING_DIMENSION))
 
 
 def check_dimension(d: int, what: str) -> int:
     """d, if at most WINNOW_MAX_EMBEDDING_DIMENSION; else an EmbeddingError (the map and samplers grow with d)."""
-    limit = settings.WINNOW_MAX_EMBEDDING_DIMENSION
-    if d > limit:
-        raise EmbeddingError(
-            f"{what} has {d} embedding dimensions; this server accepts at most {limit} (WINNOW_MAX_EMBEDDING_DIMENSION)"
-        )
-    return d
-
-
-def _parse_numbers(numbers: list[str], m: int, d: int, names: list[str], line_numbers: list[int]) -> np.ndarray:
-    flat = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # older numpy only warns on unparsable text
-            flat = np.fromstring(",".join(numbers), dtype=np.float64, sep=",")
-    except (ValueError, DeprecationWarning):
-        flat = None
-    if flat is None or flat.size != m * d:
-        _raise_bad_number(numbers, names, line_numbers)
-    with np.errstate(over="ignore"):
-        matrix = flat.reshape(m, d).astype(np.float32)
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row, column = map(int, np.argwhere(~finite)[0])
-        raw = numbers[row].split(",")[column].strip()
-        raise EmbeddingError(
-            f"row {line_numbers[row]} ({names[row]!r}): embedding_{column} is {raw!r}; "
-            "embeddings must be finite numbers within float32 range"
-        )
-    return matrix
-
-
-def _raise_bad_number(numbers: list[str], names: list[str], line_numbers: list[int]):
-    """Find the row numpy could not read (rows one by one: only on the error path)."""
-    for row, values in enumerate(numbers):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                ok = np.fromstring(values, dtype=np.float64, sep=",").size == values.count(",") + 1
-        except (ValueError, DeprecationWarning):
-            ok = False
-        if ok:
-            continue
-        where = f"row {line_numbers[row]} ({names[row]!r})"
-        for column, raw in enumerate(values.split(",")):
-            try:
-                float(raw.strip().replace("_", "!"))  # "1_0" is a Python float but not a CSV number
-            except ValueError:
-                raise EmbeddingError(f"{where}: embedding_{column} is {raw.strip()!r}, not a number") from None
-        raise EmbeddingError(f"{where}: the embedding values are not comma-separated numbers")
-    raise EmbeddingError("the embedding values could not be read as numbers")
-
-
-def _parse_labels(labels: list[str], names: list[str], line_numbers: list[int]) -> np.ndarray:
-    try:
-        return np.array([int(label) for label in labels], dtype=np.int64)
-    except (ValueError, OverflowError):
-        for row, label in enumerate(labels):
-            try:
-                np.int64(int(label))
-            except (ValueError, OverflowError):
-                raise EmbeddingError(
-                    f"row {line_numbers[row]} ({names[row]!r}): labels is {label!r}, not an integer"
-                ) from None
-        raise
+        return embeddings_csv.check_dimension(d, what, settings.WINNOW_MAX_EMBEDDING_DIMENSION)
+    except FormatError as exc:
+        raise EmbeddingError(str(exc)) from None
 
 
 def clean_name(dataset: Dataset, name) -> str:
@@ -797,7 +589,7 @@ def _name_lines(stream) -> Iterator[tuple[int, str]]:
             raise EmbeddingError("the file names JSON must be a list of strings", "names")
         yield from enumerate(names, start=1)
         return
-    for first_line, text in _text_blocks(body, BLOCK_BYTES):
+    for first_line, text in _embedding_errors(embeddings_csv.text_blocks(body, BLOCK_BYTES)):
         for number, line in enumerate(text.split("\n"), start=first_line):
             line = line.rstrip("\r")
             if line.strip():
@@ -1162,7 +954,7 @@ def embed_dataset(dataset_id: str, requested_at: str | None = None) -> str | Non
     images, or an uploaded CSV already holds the name "default".
     """
     dataset = Dataset.objects.filter(pk=dataset_id).only("id", "upload_mode").first()
-    if dataset is None or dataset.upload_mode == UploadMode.META:
+    if dataset is None or not dataset.has_pixels:
         return None
     since = parse_datetime(requested_at) if requested_at else None
     if since and Sample.objects.filter(dataset_id=dataset_id, created_at__gt=since).exists():

@@ -1,15 +1,9 @@
-"""Image upload: a multipart batch of files becomes samples, each file landing or failing on its own.
+"""Image upload: a batch of image files becomes samples, each file landing or failing on its own.
 
-Form fields of `POST /api/v1/datasets/<id>/samples` (multipart/form-data):
-
-- `files`: the image files (many);
-- `file_names`: optional JSON list of relative paths aligned with `files`. Without it each file keeps
-  the name its part carries, which browsers and HTTP clients reduce to the base name, so a client
-  uploading a folder tree sends `file_names`;
-- `metadata`: optional JSON object, file name -> that sample's custom metadata object;
-- `overwrite`: optional boolean; a file name already in the dataset is skipped unless it is true;
-- `embed`: optional boolean, default true; false defers the built-in embedder (a client uploading
-  many batches sends true only with the last).
+`store_images` takes plain values: the uploaded files, their names (optional), per-file metadata, `overwrite`
+(a file name already in the dataset is skipped unless it is true) and `embed` (false defers the built-in
+embedder: a client uploading many batches sends true only with the last). The HTTP form that carries them
+(`POST /api/v1/datasets/<id>/samples`, multipart) is read in curation.api.samples.
 
 Order of work: check everything per file (name, size, decode, thumbnail), write the files to storage,
 then create the rows in one transaction. If that transaction fails, the files just written are
@@ -24,25 +18,18 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.files.base import ContentFile, File
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import status
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
 
 from curation import columns, services, storage
 from curation.images import ImageRejected, process_image
-from curation.models import Dataset, Sample, UploadMode, new_public_id
-from winnow import safejson
+from curation.models import Dataset, Sample, new_public_id
 from winnow.celery import task
 
 log = logging.getLogger(__name__)
 
 META_MODE_MESSAGE = "this dataset keeps no pixels (upload_mode meta): register samples as JSON"
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
 
 
 @dataclass
@@ -53,24 +40,42 @@ class _Prepared:
     thumbnail: bytes = b""
 
 
-def original_key(dataset_id: str, sample_id: str, extension: str) -> str:
-    return f"datasets/{dataset_id}/originals/{sample_id}{extension}"
+@dataclass
+class UploadOutcome:
+    created: list[dict] = field(default_factory=list)
+    replaced: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # file names, as the JSON registration reports them
+    rejected: list[dict] = field(default_factory=list)
+
+    @property
+    def stored(self) -> bool:
+        """Whether any sample was created or replaced."""
+        return bool(self.created or self.replaced)
+
+    def as_dict(self) -> dict:
+        return {"created": self.created, "replaced": self.replaced, "skipped": self.skipped, "rejected": self.rejected}
 
 
-def thumbnail_key(dataset_id: str, sample_id: str) -> str:
-    return f"datasets/{dataset_id}/thumbnails/{sample_id}.webp"
+def store_images(
+    dataset: Dataset,
+    files: list,
+    *,
+    file_names: list | None = None,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+    embed: bool = True,
+    creator=None,
+) -> UploadOutcome:
+    """Store a batch of uploaded images in `dataset` (already checked: the caller may edit it).
 
-
-def handle_multipart_upload(request, dataset: Dataset) -> Response:
-    """Store a batch of uploaded images in `dataset` (already checked: the caller may edit it)."""
-    if dataset.upload_mode == UploadMode.META:
-        return Response({"detail": META_MODE_MESSAGE}, status=status.HTTP_400_BAD_REQUEST)
-    files = request.FILES.getlist("files")
-    form = request.data
-    file_names = _json_field(form, "file_names", list)
-    metadata = _json_field(form, "metadata", dict) or {}
-    overwrite = _bool_field(form, "overwrite", False)
-    embed = _bool_field(form, "embed", True)
+    `files` are Django UploadedFile objects (in memory, or on disk when large); `file_names`, when given, names them in
+    order (relative paths; without it each file keeps its own name); `metadata` maps file names to custom
+    metadata. Raises ValidationError for a batch that cannot be read as a whole; a single bad file is rejected
+    in the outcome while the rest lands.
+    """
+    if not dataset.has_pixels:
+        raise ValidationError({"upload_mode": [META_MODE_MESSAGE]})
+    metadata = metadata or {}
     if not files:
         raise ValidationError({"files": ["no files in the request: send the images as `files` parts"]})
     if len(files) > settings.WINNOW_MAX_SAMPLES_PER_REQUEST:
@@ -120,11 +125,11 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
             outcome.rejected.append({"file_name": raw_names[i], "reason": str(exc)})
 
     if not prepared:  # everything skipped or rejected: nothing to write, no lock to take
-        return Response(outcome.as_dict(), status=status.HTTP_200_OK)
+        return outcome
     written = _write_files(prepared)
     try:
         with transaction.atomic():
-            result = services.add_samples(dataset, [p.row for p in prepared], overwrite=overwrite, creator=request.user)
+            result = services.add_samples(dataset, [p.row for p in prepared], overwrite=overwrite, creator=creator)
             if result.replaced_old_keys:
                 old_keys = list(result.replaced_old_keys)
                 transaction.on_commit(lambda: storage.delete_keys(old_keys), robust=True)
@@ -144,51 +149,11 @@ def handle_multipart_upload(request, dataset: Dataset) -> Response:
         outcome.skipped.extend(result.skipped)
     outcome.created = [_summary(s) for s in result.created]
     outcome.replaced = [_summary(s) for s in result.replaced]
-    code = status.HTTP_201_CREATED if outcome.created or outcome.replaced else status.HTTP_200_OK
-    return Response(outcome.as_dict(), status=code)
-
-
-@dataclass
-class UploadOutcome:
-    created: list[dict] = field(default_factory=list)
-    replaced: list[dict] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # file names, as the JSON registration reports them
-    rejected: list[dict] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"created": self.created, "replaced": self.replaced, "skipped": self.skipped, "rejected": self.rejected}
+    return outcome
 
 
 def _summary(sample: Sample) -> dict:
     return {"id": sample.id, "idx": sample.idx, "file_name": sample.file_name}
-
-
-def _json_field(form, name: str, kind: type):
-    value = form.get(name)
-    if value is None or value == "":
-        return None
-    if hasattr(value, "read"):  # sent as a file part rather than a plain field
-        value = value.read().decode("utf-8", errors="replace")
-    try:
-        parsed = safejson.loads(value, name, text=False)  # each file's name is judged on its own
-    except (TypeError, ValueError) as exc:
-        raise ValidationError({name: [f"is not valid JSON: {exc}"]}) from None
-    if not isinstance(parsed, kind):
-        expected = "a JSON list" if kind is list else "a JSON object"
-        raise ValidationError({name: [f"must be {expected}"]})
-    return parsed
-
-
-def _bool_field(form, name: str, default: bool) -> bool:
-    value = form.get(name)
-    if value is None:
-        return default
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValidationError({name: [f"must be true or false, not {value!r}"]})
 
 
 def _metadata_by_name(metadata: dict, names: set[str], rejected: set[str] = frozenset()) -> dict[str, dict]:
@@ -234,7 +199,7 @@ def _prepare(dataset: Dataset, name: str, upload, metadata: dict | None) -> _Pre
         raise ImageRejected("the file is empty")
     image = process_image(data)
     sample_id = new_public_id()
-    keep_original = dataset.upload_mode == UploadMode.FULL
+    keep_original = dataset.stores_originals
     row = {
         "id": sample_id,
         "file_name": name,
@@ -243,8 +208,8 @@ def _prepare(dataset: Dataset, name: str, upload, metadata: dict | None) -> _Pre
         "size_bytes": len(data),
         "format": image.format,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "original_key": original_key(dataset.pk, sample_id, image.extension) if keep_original else "",
-        "thumbnail_key": thumbnail_key(dataset.pk, sample_id),
+        "original_key": storage.original_key(dataset.pk, sample_id, image.extension) if keep_original else "",
+        "thumbnail_key": storage.thumbnail_key(dataset.pk, sample_id),
     }
     if metadata is not None:
         row["metadata"] = metadata
@@ -258,31 +223,17 @@ def _write_files(prepared: list[_Prepared]) -> list[str]:
     try:
         for p in prepared:
             if p.original is not None:
-                written.append(_put(p.row["original_key"], p.original))
+                # The upload's own file (on disk when large), not the upload: its content type is the client's claim.
+                written.append(storage.save_new(p.row["original_key"], p.original.file))
                 p.keys.append(p.row["original_key"])
                 p.original = None
-            written.append(_put(p.row["thumbnail_key"], p.thumbnail))
+            written.append(storage.save_new(p.row["thumbnail_key"], p.thumbnail))
             p.keys.append(p.row["thumbnail_key"])
             p.thumbnail = b""
     except BaseException:
         storage.delete_keys(written)
         raise
     return written
-
-
-def _put(key: str, data) -> str:
-    # Keys name a fresh sample id, so nothing is there: skip storage.save_bytes' exists/delete round trips.
-    if isinstance(data, bytes):
-        data = ContentFile(data)
-    else:
-        data.seek(0)
-        # A bare File: S3 then types the object by the key's extension, never by the client's claim.
-        data = File(data.file)
-    saved = default_storage.save(key, data)
-    if saved != key:
-        default_storage.delete(saved)
-        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
-    return key
 
 
 def _enqueue_embedding(dataset_id: str) -> None:

@@ -8,7 +8,6 @@ Upload format (Lightly's COCO-like custom metadata):
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 
@@ -16,16 +15,12 @@ from django.db import connection, transaction
 from rest_framework.exceptions import ValidationError
 
 from curation.models import Dataset, FieldType, Sample
-from winnow.values import is_finite_number
+from winnow.client.formats import MetadataErrors, validate_custom_metadata
+from winnow.values import MAX_METADATA_BYTES, is_finite_number  # noqa: F401  (the cap is read from here too)
 
 SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_PATH_DEPTH = 8
 MAX_PATH_LENGTH = 300
-# Deeper JSON than this is almost surely a mistake and slows every walk over it.
-MAX_VALUE_DEPTH = 32
-# One sample's metadata, serialised; more than this is a document, not metadata.
-MAX_METADATA_BYTES = 64 * 1024
-MAX_ERRORS = 20
 WRITE_BATCH = 5000
 LOOKUP_BATCH = 5000
 PROPOSAL_SAMPLE_SIZE = 5000
@@ -77,36 +72,6 @@ def flatten(metadata: dict, prefix: str = "", depth: int = 0):
 # --- value checks ----------------------------------------------------------------------------------
 
 
-def bad_value(value, where: str = "", depth: int = 0) -> str | None:
-    """Where and why a JSON value is not storable (NaN, Infinity, too deep, odd types), or None."""
-    if depth > MAX_VALUE_DEPTH:
-        return f"{where or 'value'}: nested deeper than {MAX_VALUE_DEPTH} levels"
-    if isinstance(value, str):
-        # PostgreSQL's jsonb cannot hold U+0000.
-        return f"{where or 'value'}: text contains a NUL character (\\u0000)" if "\x00" in value else None
-    if value is None or isinstance(value, (bool, int)):
-        return None
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
-        return f"{where or 'value'}: {value} is not a finite number (NaN and Infinity are not allowed)"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or "\x00" in key:
-                return f"{where or 'value'}: key {key!r} is not a string without NUL characters"
-            problem = bad_value(item, f"{where}.{key}" if where else key, depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            problem = bad_value(item, f"{where}[{i}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where or 'value'}: {type(value).__name__} is not a JSON value"
-
-
 def fallback_error(field_type: str, value) -> str | None:
     """Why `value` is not a fallback for a field of `field_type`, or None. Booleans are not numbers."""
     if value is None:
@@ -129,90 +94,12 @@ def fallback_error(field_type: str, value) -> str | None:
 # --- upload ----------------------------------------------------------------------------------------
 
 
-def _describe(kind: str, index: int, entry) -> str:
-    name = entry.get("file_name") if isinstance(entry, dict) else None
-    return f"{kind}[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
-
-
-def size_error(values: dict) -> str | None:
-    """The per-sample cap that every path storing metadata applies (registration, metadata upload), or None."""
-    size = len(json.dumps(values, separators=(",", ":")))
-    if size > MAX_METADATA_BYTES:
-        return f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed per sample"
-    return None
-
-
 def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
-    """Check the document's shape; return {image id: file name} and [(file name, metadata)] or raise."""
-    if not isinstance(payload, dict):
-        raise ValidationError({"non_field_errors": ["expected a JSON object with 'images' and 'metadata' lists"]})
-    errors: dict[str, list[str]] = {}
-    for key in ("images", "metadata"):
-        if not isinstance(payload.get(key), list):
-            errors[key] = [f"'{key}' is required and must be a list"]
-    if errors:
-        raise ValidationError(errors)
-
-    problems: list[str] = []
-    id_to_name: dict = {}
-    seen_names: dict[str, int] = {}
-    for i, image in enumerate(payload["images"]):
-        where = _describe("images", i, image)
-        if not isinstance(image, dict):
-            problems.append(f"{where}: must be an object with 'file_name' and 'id'")
-            continue
-        name, image_id = image.get("file_name"), image.get("id")
-        if not isinstance(name, str) or not name:
-            problems.append(f"{where}: 'file_name' is required and must be a non-empty string")
-        if image_id is None or isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            problems.append(f"{where}: 'id' is required and must be an integer or a string")
-            continue
-        if image_id in id_to_name:
-            problems.append(f"{where}: id {image_id!r} is used by another image")
-        elif isinstance(name, str) and name:
-            if name in seen_names:
-                problems.append(f"{where}: file name {name!r} is already listed at images[{seen_names[name]}]")
-            else:
-                seen_names[name] = i
-            id_to_name[image_id] = name
-        if len(problems) >= MAX_ERRORS:
-            break
-    if problems:
-        raise ValidationError({"images": problems})
-
-    entries: list[tuple[str, dict]] = []
-    used: dict = {}
-    for j, entry in enumerate(payload["metadata"]):
-        where = f"metadata[{j}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be an object with 'image_id'")
-            continue
-        image_id = entry.get("image_id")
-        if "image_id" not in entry or isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            problems.append(f"{where}: 'image_id' is required and must be an integer or a string")
-            continue
-        name = id_to_name.get(image_id)
-        if name is None:
-            problems.append(f"{where}: image_id {image_id!r} is not the id of any entry in 'images'")
-            continue
-        where = f"{where} (image_id {image_id!r}, file {name!r})"
-        if image_id in used:
-            problems.append(f"{where}: image {image_id!r} already has metadata at metadata[{used[image_id]}]")
-            continue
-        used[image_id] = j
-        values = {k: v for k, v in entry.items() if k != "image_id"}
-        problem = bad_value(values) or size_error(values)
-        if "predictions" in values:
-            problem = "'predictions' is reserved for the scores of prediction tasks; upload those as a prediction task"
-        if problem:
-            problems.append(f"{where}: {problem}")
-        else:
-            entries.append((name, values))
-        if len(problems) >= MAX_ERRORS:
-            break
-    if problems:
-        raise ValidationError({"metadata": problems})
-    return id_to_name, entries
+    """The document checked by the parser the client shares (winnow.client.formats), its problems as a 400."""
+    try:
+        return validate_custom_metadata(payload)
+    except MetadataErrors as exc:
+        raise ValidationError(exc.errors) from None
 
 
 def _sample_ids_by_name(dataset: Dataset, names: list[str]) -> dict[str, str]:

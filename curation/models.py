@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from curation import storage
 from curation.bitmask import ones, to_indices
 
 
@@ -30,6 +31,11 @@ class UploadMode(models.TextChoices):
     FULL = "full", "Full images"
     THUMBNAILS = "thumbnails", "Thumbnails only"
     META = "meta", "Metadata only"
+
+
+# What each upload mode keeps of a sample's pixels: the file a sample's pixels are read from, in the words of the
+# `/samples/<id>/<kind>` routes ("image" for the original, "thumbnail"), or None when the dataset keeps none.
+PIXEL_KINDS = {UploadMode.FULL: "image", UploadMode.THUMBNAILS: "thumbnail", UploadMode.META: None}
 
 
 class Role(models.TextChoices):
@@ -60,9 +66,26 @@ class Dataset(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # What the upload mode means; code asks these rather than comparing `upload_mode` with UploadMode values.
+
+    @property
+    def pixel_kind(self) -> str | None:
+        """ "image" (full: originals and thumbnails), "thumbnail" (thumbnails only) or None (meta: no pixels)."""
+        return PIXEL_KINDS[self.upload_mode]
+
+    @property
+    def has_pixels(self) -> bool:
+        """Samples arrive as image uploads and have thumbnails (full, thumbnails); meta samples are registered as JSON."""
+        return self.pixel_kind is not None
+
+    @property
+    def stores_originals(self) -> bool:
+        """The uploaded image files themselves are kept (full), not only their thumbnails."""
+        return self.pixel_kind == "image"
+
     @property
     def storage_prefix(self) -> str:
-        return f"datasets/{self.id}/"
+        return storage.dataset_prefix(self.id)
 
 
 class Membership(models.Model):
@@ -289,7 +312,7 @@ class EmbeddingUpload(models.Model):
 
     @property
     def prefix(self) -> str:
-        return f"datasets/{self.dataset_id}/uploads/{self.id}/"
+        return storage.embedding_upload_prefix(self.dataset_id, self.id)
 
 
 class SavedView(models.Model):

@@ -56,7 +56,7 @@ def receive(dataset: Dataset, task_name: str, stream, *, kind: str, creator) -> 
     if problem:
         raise PredictionsInvalid(f"the task name {task_name!r} {problem}", "task")
     upload_id = uuid.uuid4().hex[:24]
-    key = f"{dataset.storage_prefix}predictions/uploads/{upload_id}.{kind}"
+    key = storage.prediction_upload_key(dataset.pk, upload_id, kind)
     path = storage.spool_path(f".{kind}")
     size = 0
     try:
@@ -217,7 +217,7 @@ def _store(upload: PredictionUpload) -> dict:
     _progress(upload, 0.7)
     scores = fmt.scores(columns)
     classes = fmt.predicted_class(columns)
-    prefix = f"{dataset.storage_prefix}predictions/{columns.schema.name}/{upload.id}/"
+    prefix = storage.prediction_arrays_prefix(dataset.pk, columns.schema.name, upload.id)
     sorted_idx, arrays = _by_idx(idx, columns)
     keys = [storage.save_matrix(f"{prefix}idx.npy", sorted_idx)]
     for name, array in arrays.items():

@@ -16,8 +16,8 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404
 
 from curation import filters, storage, tagging
-from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
 from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
+from winnow.values import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
 
 MAX_FILE_NAME_LENGTH = 1024
 MAX_DATASET_NAME_LENGTH = 200

@@ -80,7 +80,7 @@ def _tag_mask(dataset: Dataset, tag_id: str, n: int, field: str) -> np.ndarray:
 
 
 def result_key(run: SimilarityRun) -> str:
-    return f"{run.dataset.storage_prefix}similarity/{run.pk}.npz"
+    return storage.similarity_result_key(run.dataset_id, run.pk)
 
 
 # --- creating runs --------------------------------------------------------------------------------------

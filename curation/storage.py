@@ -1,7 +1,8 @@
 """Object storage for originals, thumbnails and embedding matrices, through Django's storage API.
 
 A local directory by default, an S3-compatible bucket when AWS_STORAGE_BUCKET_NAME is set.
-Keys are relative paths under `datasets/<dataset id>/`.
+Keys are relative paths under `datasets/<dataset id>/`; the key scheme (which object lives where) is written
+once, below, and every module builds its keys through it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,80 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+
+# ---- the key scheme ------------------------------------------------------------------------------
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    """Everything a dataset stores lives under this prefix (deleting the dataset deletes it)."""
+    return f"datasets/{dataset_id}/"
+
+
+def original_key(dataset_id: str, sample_id: str, extension: str) -> str:
+    return f"{dataset_prefix(dataset_id)}originals/{sample_id}{extension}"
+
+
+def thumbnail_key(dataset_id: str, sample_id: str) -> str:
+    return f"{dataset_prefix(dataset_id)}thumbnails/{sample_id}.webp"
+
+
+def embedding_matrix_key(dataset_id: str, embedding_id: str) -> str:
+    """The (n, d) float32 .npy of an embedding; its other files sit beside it (`embedding_file_key`)."""
+    return f"{dataset_prefix(dataset_id)}embeddings/{embedding_id}.npy"
+
+
+def embedding_file_key(matrix_key: str, suffix: str) -> str:
+    """A file stored beside an embedding's matrix: `.rows.npz`, `.<method>.npy` layouts, `.model.npz`."""
+    return matrix_key.removesuffix(".npy") + suffix
+
+
+def embedding_upload_prefix(dataset_id: str, upload_id: str) -> str:
+    """The chunks of a resumable embeddings upload, until it is processed or abandoned."""
+    return f"{dataset_prefix(dataset_id)}uploads/{upload_id}/"
+
+
+def embedding_upload_chunk_key(upload_prefix: str, part: str, offset: int) -> str:
+    return f"{upload_prefix}{part}/{offset:015d}"
+
+
+def prediction_upload_key(dataset_id: str, upload_id: str, kind: str) -> str:
+    """The body of a large prediction upload, kept for the worker that parses it."""
+    return f"{dataset_prefix(dataset_id)}predictions/uploads/{upload_id}.{kind}"
+
+
+def prediction_arrays_prefix(dataset_id: str, task_name: str, upload_id: str) -> str:
+    """A prediction task's columns (`idx.npy` and one .npy per column), one folder per upload that wrote them."""
+    return f"{dataset_prefix(dataset_id)}predictions/{task_name}/{upload_id}/"
+
+
+def similarity_result_key(dataset_id: str, run_id: str) -> str:
+    return f"{dataset_prefix(dataset_id)}similarity/{run_id}.npz"
+
+
+def metadata_columns_prefix(dataset_id: str) -> str:
+    """The metadata column store (curation.columns): one folder per build under it."""
+    return f"{dataset_prefix(dataset_id)}columns/"
+
+
+# ---- reading and writing -------------------------------------------------------------------------
+
+
+def save_new(key: str, data) -> str:
+    """Write `data` (bytes, or a binary file object read from its start) at `key`, which names a fresh id.
+
+    Nothing is there yet, so this skips save_bytes' exists/delete round trips. A file object is stored as a
+    bare File: S3 then types the object by the key's extension, never by what an uploading client claimed.
+    """
+    if isinstance(data, bytes):
+        content = ContentFile(data)
+    else:
+        data.seek(0)
+        content = File(data)
+    saved = default_storage.save(key, content)
+    if saved != key:
+        default_storage.delete(saved)
+        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
+    return key
 
 
 def save_bytes(key: str, data: bytes) -> str:

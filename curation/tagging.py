@@ -13,21 +13,23 @@ import csv
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, F, Func
-from django.http import StreamingHttpResponse
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, signing
 from curation.access import resolve_tag
 from curation.filters import parse_filter, select_samples
-from curation.metadata import bad_value, flatten, get_path
-from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
+from curation.metadata import flatten, get_path
+from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin
 from curation.predictions import label_studio_predictions
+from winnow.values import bad_value
 
 NAME_MAX = 200
 LOOKUP_BATCH = 5000
@@ -35,7 +37,6 @@ EXPORT_BATCH = 5000
 EXPORT_BLOCK_BYTES = 64 * 1024
 MAX_OPERANDS = 16
 MAX_CSV_METADATA_COLUMNS = 500
-EXPORT_FORMATS = ("filenames", "csv", "json", "label-studio")
 OPERATIONS = {"union": bitmask.union, "intersection": bitmask.intersection, "difference": bitmask.difference}
 
 
@@ -375,7 +376,7 @@ def _csv_paths(dataset: Dataset, tag: Tag) -> list[str]:
     return sorted(paths)[:MAX_CSV_METADATA_COLUMNS]
 
 
-def _export_csv(dataset: Dataset, tag: Tag):
+def _export_csv(dataset: Dataset, tag: Tag, _base: str, _user):
     paths = _csv_paths(dataset, tag)
     writer = csv.writer(_Echo())
     yield writer.writerow([*BASE_COLUMNS, *(_text_cell(f"metadata.{p}" if p in BASE_COLUMNS else p) for p in paths)])
@@ -391,7 +392,7 @@ def _export_csv(dataset: Dataset, tag: Tag):
         yield writer.writerow(cells)
 
 
-def _export_filenames(dataset: Dataset, tag: Tag):
+def _export_filenames(dataset: Dataset, tag: Tag, _base: str, _user):
     for (file_name,) in _tag_rows(dataset, tag, ("file_name",)):
         yield file_name + "\n"
 
@@ -412,9 +413,9 @@ def _image_url(dataset: Dataset, base: str, user):
     one) to the original (`full`) or the thumbnail (`thumbnails`); `meta` datasets keep no pixels,
     so None. The path is reversed once: an export signs one link per sample.
     """
-    if dataset.upload_mode == UploadMode.META:
+    kind = dataset.pixel_kind
+    if kind is None:
         return lambda sample_id, file_name: None
-    kind = "thumbnail" if dataset.upload_mode == UploadMode.THUMBNAILS else "image"
     head, tail = reverse(f"sample-{kind}-signed", args=[dataset.id, "-"]).rsplit("/-/", 1)
     ttl = settings.WINNOW_EXPORT_URL_SECONDS
     return lambda sample_id, file_name: base + signing.sign_path("GET", f"{head}/{sample_id}/{tail}", {}, ttl, user)
@@ -473,7 +474,26 @@ def _in_blocks(pieces):
         yield "".join(block)
 
 
-def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None) -> StreamingHttpResponse:
+@dataclass(frozen=True)
+class Export:
+    """A tag's samples as a download: the text in blocks, its content type and a file name."""
+
+    body: Iterator[str]
+    content_type: str
+    filename: str
+
+
+# format -> (writer(dataset, tag, base URL, user), content type, file name after the tag's name).
+EXPORTS = {
+    "filenames": (_export_filenames, "text/plain; charset=utf-8", ".txt"),
+    "csv": (_export_csv, "text/csv; charset=utf-8", ".csv"),
+    "json": (_export_json, "application/json", ".json"),
+    "label-studio": (_export_label_studio, "application/json", "-label-studio.json"),
+}
+EXPORT_FORMATS = tuple(EXPORTS)
+
+
+def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = None, user=None) -> Export:
     """The tag's samples as a download, streamed in idx order.
 
     filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
@@ -481,25 +501,14 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None)
     empty cell, the configured fallback is not applied; a text cell starting with = + - @ tab or CR gets a
     leading ' (OWASP's CSV-injection advice), numbers stay as they are. json: a list of samples with their metadata
     and `image_url`. label-studio: a task list whose `data.image` is that URL (the file name for `meta`
-    datasets, which keep no pixels). The URLs are signed for `user` (default: the request's) and open
-    without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
+    datasets, which keep no pixels). The URLs start with `base_url` (default: settings.SITE_URL) and are signed
+    for `user`: they open without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
     """
-    if fmt not in EXPORT_FORMATS:
+    if fmt not in EXPORTS:
         raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}"]})
-    base = request.build_absolute_uri("/").rstrip("/") if request is not None else settings.SITE_URL
-    user = user if user is not None else getattr(request, "user", None)
-    if fmt in ("json", "label-studio") and dataset.upload_mode != UploadMode.META and user is None:
+    base = base_url if base_url is not None else settings.SITE_URL
+    if fmt in ("json", "label-studio") and dataset.has_pixels and user is None:
         raise ValueError("export_tag needs the user who signs the image links")
-    stem = _safe_filename(tag.name)
-    if fmt == "filenames":
-        body, content_type, filename = _export_filenames(dataset, tag), "text/plain; charset=utf-8", f"{stem}.txt"
-    elif fmt == "csv":
-        body, content_type, filename = _export_csv(dataset, tag), "text/csv; charset=utf-8", f"{stem}.csv"
-    elif fmt == "json":
-        body, content_type, filename = _export_json(dataset, tag, base, user), "application/json", f"{stem}.json"
-    else:
-        body = _export_label_studio(dataset, tag, base, user)
-        content_type, filename = "application/json", f"{stem}-label-studio.json"
-    response = StreamingHttpResponse(_in_blocks(body), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    write, content_type, suffix = EXPORTS[fmt]
+    body = write(dataset, tag, base, user)
+    return Export(_in_blocks(body), content_type, f"{_safe_filename(tag.name)}{suffix}")

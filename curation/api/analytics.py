@@ -35,7 +35,7 @@ from curation import bitmask, columns
 from curation.access import get_dataset
 from curation.api.tags import decode_selection
 from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
-from curation.models import FieldType, MetadataField, Role, Sample, Tag, UploadMode
+from curation.models import FieldType, MetadataField, Role, Sample, Tag
 from winnow import safejson
 
 DEFAULT_BINS = 24
@@ -691,7 +691,7 @@ class SamplesByIdx(APIView):
         rows = Sample.objects.filter(dataset=dataset, idx__in=wanted).order_by("idx")
         if body.get("fields") == "id":
             return Response({"count": count, "ids": list(rows.values_list("id", flat=True))})
-        keep_pixels = dataset.upload_mode != UploadMode.META
+        keep_pixels = dataset.has_pixels
         samples = [
             {
                 "id": sid,

@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from curation import signing
 from curation.access import get_dataset
 from curation.images import CONTENT_TYPES
-from curation.models import Sample, UploadMode
+from curation.models import Sample
 
 # Pixels change only when a file is re-uploaded with overwrite; a short private cache keeps grids fast.
 CACHE_CONTROL = "private, max-age=300"
@@ -76,13 +76,13 @@ def sample_file(dataset, sample_id: str, kind: str):
     )
     if sample is None:
         raise Http404("No sample with that id in this dataset.")
-    if dataset.upload_mode == UploadMode.META:
+    if not dataset.has_pixels:
         raise Http404("This dataset keeps no pixels (upload_mode meta): it has no thumbnails or images.")
     if kind == "thumbnail":
         if not sample.thumbnail_key:
             raise Http404("This sample has no thumbnail.")
         return serve_key(sample.thumbnail_key, "image/webp")
-    if dataset.upload_mode == UploadMode.THUMBNAILS:
+    if not dataset.stores_originals:
         raise Http404("This dataset keeps only thumbnails (upload_mode thumbnails): GET .../thumbnail instead.")
     if not sample.original_key:
         raise Http404("This sample has no stored image.")

@@ -1,7 +1,8 @@
 """REST API: samples of a dataset — register (JSON, `meta` datasets), upload (multipart), list, get.
 
 JSON registration is for `meta` datasets, whose pixels never reach the server; a `full` or
-`thumbnails` dataset takes its samples as image uploads (multipart), which curation.ingest handles.
+`thumbnails` dataset takes its samples as image uploads (multipart): the view reads the form, curation.ingest
+stores the files.
 
 The list is cursor-paginated (keyset on idx, or on (metadata value, idx) when sorted by a path) and
 filtered by `tag`, `file_name` (substring), and metadata conditions given as repeated
@@ -26,10 +27,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import columns, filters, services
+from curation import columns, filters, ingest, services
 from curation.access import get_dataset
-from curation.ingest import handle_multipart_upload
-from curation.models import Role, Sample, UploadMode
+from curation.models import Role, Sample
 from winnow import safejson
 from winnow.parsers import MultiPartParser, too_large
 
@@ -298,6 +298,56 @@ RegisterResponse = inline_serializer(
 )
 
 
+# --- the multipart upload's form (curation.ingest stores what it carries) ---------------------------------------
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def _upload_form(form) -> dict:
+    """The multipart upload's fields besides `files`, as store_images' keyword arguments.
+
+    `file_names`: optional JSON list of relative paths aligned with `files`. Without it each file keeps the
+    name its part carries, which browsers and HTTP clients reduce to the base name, so a client uploading a
+    folder tree sends `file_names`. `metadata`: optional JSON object, file name -> that sample's custom
+    metadata. `overwrite`: optional boolean (default false). `embed`: optional boolean (default true).
+    """
+    return {
+        "file_names": _json_field(form, "file_names", list),
+        "metadata": _json_field(form, "metadata", dict) or {},
+        "overwrite": _bool_field(form, "overwrite", False),
+        "embed": _bool_field(form, "embed", True),
+    }
+
+
+def _json_field(form, name: str, kind: type):
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    if hasattr(value, "read"):  # sent as a file part rather than a plain field
+        value = value.read().decode("utf-8", errors="replace")
+    try:
+        parsed = safejson.loads(value, name, text=False)  # each file's name is judged on its own
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({name: [f"is not valid JSON: {exc}"]}) from None
+    if not isinstance(parsed, kind):
+        expected = "a JSON list" if kind is list else "a JSON object"
+        raise ValidationError({name: [f"must be {expected}"]})
+    return parsed
+
+
+def _bool_field(form, name: str, default: bool) -> bool:
+    value = form.get(name)
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError({name: [f"must be true or false, not {value!r}"]})
+
+
 class SampleList(APIView):
     parser_classes = [LenientJSONParser, MultiPartParser]
 
@@ -355,7 +405,7 @@ class SampleList(APIView):
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         if (request.content_type or "").startswith("multipart/"):
-            if dataset.upload_mode == UploadMode.META:
+            if not dataset.has_pixels:
                 raise ValidationError(
                     {
                         "upload_mode": [
@@ -364,8 +414,11 @@ class SampleList(APIView):
                         ]
                     }
                 )
-            return handle_multipart_upload(request, dataset)
-        if dataset.upload_mode != UploadMode.META:
+            outcome = ingest.store_images(
+                dataset, request.FILES.getlist("files"), creator=request.user, **_upload_form(request.data)
+            )
+            return Response(outcome.as_dict(), status=status.HTTP_201_CREATED if outcome.stored else status.HTTP_200_OK)
+        if dataset.has_pixels:
             raise ValidationError(
                 {
                     "upload_mode": [

@@ -4,6 +4,9 @@ The CSV is `filenames,embedding_0,...,embedding_{d-1},labels`, written by Python
 (comma, CRLF line ends), one row per image; the JSON is
 `{"images": [{"id", "file_name"}], "metadata": [{"image_id", ...}]}`. Files written here load in
 Lightly and the reverse. No Django: this module runs on training machines.
+
+`validate_custom_metadata` is the one check of a metadata document: the server runs it on every upload
+(curation.metadata) and the client before anything is sent, so both name the same entries at fault.
 """
 
 from __future__ import annotations
@@ -19,14 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from winnow.values import bad_value, size_error
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 _EMBEDDING_COLUMN = re.compile(r"embedding_\d+\Z")
 # Lightly tolerates these between the embedding columns and `labels`; we read past them.
 _SPECIAL_COLUMNS = {"masked", "selected"}
+MAX_ERRORS = 20  # problems a rejected metadata document reports
 
 
 class FormatError(ValueError):
     """A file is not in the expected format; the message names the line or entry at fault."""
+
+
+class MetadataErrors(FormatError):
+    """A custom metadata document with problems: `errors` maps `images`, `metadata` or `non_field_errors` to
+    messages that each name the entry at fault."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(message for messages in errors.values() for message in messages))
+        self.errors = errors
 
 
 def save_embeddings(
@@ -225,33 +240,99 @@ def load_custom_metadata(path: str | os.PathLike) -> dict[str, list[dict]]:
     return data
 
 
-def check_custom_metadata(data: Any) -> None:
-    """Raise FormatError unless `data` has `images` [{id, file_name}] and `metadata` [{image_id, ...}]."""
+def check_custom_metadata(data: Any) -> list[tuple[str, dict]]:
+    """Raise FormatError unless `data` has `images` [{id, file_name}] and `metadata` [{image_id, ...}] that the
+    server stores (the server's own check, `validate_custom_metadata`); return [(file name, metadata)]."""
     if not isinstance(data, Mapping):
         raise FormatError("custom metadata must be a JSON object with `images` and `metadata`")
     for key in ("images", "metadata"):
         if not isinstance(data.get(key), list):
             raise FormatError(f"custom metadata needs a list `{key}`")
-    ids = set()
-    for i, image in enumerate(data["images"]):
-        if not isinstance(image, Mapping) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise FormatError(f"images[{i}] needs `id` and a string `file_name`")
-        ids.add(image["id"])
-    for i, entry in enumerate(data["metadata"]):
-        if not isinstance(entry, Mapping) or "image_id" not in entry:
-            raise FormatError(f"metadata[{i}] needs an `image_id`")
-        if entry["image_id"] not in ids:
-            raise FormatError(f"metadata[{i}]: image_id {entry['image_id']!r} is not in `images`")
+    return validate_custom_metadata(dict(data))[1]
+
+
+def _describe(kind: str, index: int, entry) -> str:
+    name = entry.get("file_name") if isinstance(entry, dict) else None
+    return f"{kind}[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
+
+
+def validate_custom_metadata(payload) -> tuple[dict, list[tuple[str, dict]]]:
+    """Check a whole custom metadata document as the server stores it; return {image id: file name} and
+    [(file name, metadata)], or raise MetadataErrors naming each entry at fault (at most MAX_ERRORS of them)."""
+    if not isinstance(payload, dict):
+        raise MetadataErrors({"non_field_errors": ["expected a JSON object with 'images' and 'metadata' lists"]})
+    errors: dict[str, list[str]] = {}
+    for key in ("images", "metadata"):
+        if not isinstance(payload.get(key), list):
+            errors[key] = [f"'{key}' is required and must be a list"]
+    if errors:
+        raise MetadataErrors(errors)
+
+    problems: list[str] = []
+    id_to_name: dict = {}
+    seen_names: dict[str, int] = {}
+    for i, image in enumerate(payload["images"]):
+        where = _describe("images", i, image)
+        if not isinstance(image, dict):
+            problems.append(f"{where}: must be an object with 'file_name' and 'id'")
+            continue
+        name, image_id = image.get("file_name"), image.get("id")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: 'file_name' is required and must be a non-empty string")
+        if image_id is None or isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            problems.append(f"{where}: 'id' is required and must be an integer or a string")
+            continue
+        if image_id in id_to_name:
+            problems.append(f"{where}: id {image_id!r} is used by another image")
+        elif isinstance(name, str) and name:
+            if name in seen_names:
+                problems.append(f"{where}: file name {name!r} is already listed at images[{seen_names[name]}]")
+            else:
+                seen_names[name] = i
+            id_to_name[image_id] = name
+        if len(problems) >= MAX_ERRORS:
+            break
+    if problems:
+        raise MetadataErrors({"images": problems})
+
+    entries: list[tuple[str, dict]] = []
+    used: dict = {}
+    for j, entry in enumerate(payload["metadata"]):
+        where = f"metadata[{j}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: must be an object with 'image_id'")
+            continue
+        image_id = entry.get("image_id")
+        if "image_id" not in entry or isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            problems.append(f"{where}: 'image_id' is required and must be an integer or a string")
+            continue
+        name = id_to_name.get(image_id)
+        if name is None:
+            problems.append(f"{where}: image_id {image_id!r} is not the id of any entry in 'images'")
+            continue
+        where = f"{where} (image_id {image_id!r}, file {name!r})"
+        if image_id in used:
+            problems.append(f"{where}: image {image_id!r} already has metadata at metadata[{used[image_id]}]")
+            continue
+        used[image_id] = j
+        values = {k: v for k, v in entry.items() if k != "image_id"}
+        problem = bad_value(values) or size_error(values)
+        if "predictions" in values:
+            problem = "'predictions' is reserved for the scores of prediction tasks; upload those as a prediction task"
+        if problem:
+            problems.append(f"{where}: {problem}")
+        else:
+            entries.append((name, values))
+        if len(problems) >= MAX_ERRORS:
+            break
+    if problems:
+        raise MetadataErrors({"metadata": problems})
+    return id_to_name, entries
 
 
 def metadata_by_file_name(data: Mapping[str, list[dict]]) -> dict[str, dict]:
     """The COCO-like dict as {file_name: metadata without image_id}."""
-    check_custom_metadata(data)
-    names = {image["id"]: image["file_name"] for image in data["images"]}
-    result = {}
-    for entry in data["metadata"]:
-        result[names[entry["image_id"]]] = {k: v for k, v in entry.items() if k != "image_id"}
-    return result
+    return dict(check_custom_metadata(data))
 
 
 def find_images(input_dir: str | os.PathLike) -> list[str]:

@@ -19,7 +19,7 @@ from curation import bitmask, columns, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
 from curation.images import CONTENT_TYPES
-from curation.models import Dataset, Role, Sample, Tag, TagOrigin, UploadMode
+from curation.models import Dataset, Role, Sample, Tag, TagOrigin
 from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
 from winnow.lightly.positions import Positions
 
@@ -122,7 +122,7 @@ def _row(view: LightlyView, body: dict) -> dict:
 class SampleListView(LightlyView):
     def post(self, request, dataset_id: str):
         dataset = self.dataset(request, dataset_id, need=Role.EDITOR)
-        if dataset.upload_mode != UploadMode.META:
+        if dataset.has_pixels:
             raise self.invalid(
                 f"This dataset keeps pixels ({dataset.upload_mode}): upload its images through Winnow "
                 "(/api/v1/ or the winnow CLI). Samples without pixels are registered in meta datasets."
@@ -217,9 +217,13 @@ class MappingsView(LightlyView):
 # --- read URLs ---------------------------------------------------------------------------------------
 
 
+# Lightly's word for the file a read URL serves, by Winnow's (Dataset.pixel_kind).
+WIRE_PIXEL_KINDS = {"image": "full", "thumbnail": "thumbnail"}
+
+
 def pixel_kind(dataset: Dataset) -> str | None:
     """Which file a read URL serves: the original (full), the thumbnail (thumbnails), none (meta)."""
-    return {UploadMode.FULL: "full", UploadMode.THUMBNAILS: "thumbnail"}.get(dataset.upload_mode)
+    return WIRE_PIXEL_KINDS.get(dataset.pixel_kind)
 
 
 def read_url(request, dataset: Dataset, sample_id: str, kind: str, ttl: int) -> str:
