@@ -27,6 +27,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from queue import Full, Queue
 
@@ -138,25 +139,24 @@ NPY_BLOCK_ROWS = 65536
 _UNKNOWN_KEPT = 10_000  # unknown file names remembered to tell a repeated unknown name apart
 
 
-def _embedding_errors(blocks):
+@contextmanager
+def _as_embedding_error():
     """The shared parser's FormatError as an EmbeddingError (the API answers it as a 400 on `file`)."""
     try:
-        yield from blocks
+        yield
     except FormatError as exc:
         raise EmbeddingError(str(exc)) from None
 
 
+def _embedding_errors(blocks):
+    with _as_embedding_error():
+        yield from blocks
+
+
 def parse_csv(data: bytes) -> ParsedCsv:
     """Parse a whole CSV in memory (tests and small files); uploads go through the streaming `create_*`."""
-    blocks = list(_csv_blocks(io.BytesIO(data), BLOCK_BYTES))
-    if not blocks:
-        raise EmbeddingError("the CSV has a header but no rows")
-    return ParsedCsv(
-        [n for b in blocks for n in b.file_names],
-        [n for b in blocks for n in b.line_numbers],
-        np.concatenate([b.matrix for b in blocks]),
-        np.concatenate([b.labels for b in blocks]),
-    )
+    with _as_embedding_error():
+        return embeddings_csv.parse_csv(data, settings.WINNOW_MAX_EMBEDDING_DIMENSION)
 
 
 def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
@@ -166,10 +166,8 @@ def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
 
 def check_dimension(d: int, what: str) -> int:
     """d, if at most WINNOW_MAX_EMBEDDING_DIMENSION; else an EmbeddingError (the map and samplers grow with d)."""
-    try:
+    with _as_embedding_error():
         return embeddings_csv.check_dimension(d, what, settings.WINNOW_MAX_EMBEDDING_DIMENSION)
-    except FormatError as exc:
-        raise EmbeddingError(str(exc)) from None
 
 
 def clean_name(dataset: Dataset, name) -> str:

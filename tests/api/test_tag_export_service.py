@@ -24,10 +24,10 @@ def tag(dataset, owner):
 @pytest.mark.parametrize(
     ("fmt", "content_type", "filename"),
     [
-        ("filenames", "text/plain; charset=utf-8", "my pick.txt"),
-        ("csv", "text/csv; charset=utf-8", "my pick.csv"),
-        ("json", "application/json", "my pick.json"),
-        ("label-studio", "application/json", "my pick-label-studio.json"),
+        ("filenames", "text/plain; charset=utf-8", "my_pick.txt"),
+        ("csv", "text/csv; charset=utf-8", "my_pick.csv"),
+        ("json", "application/json", "my_pick.json"),
+        ("label-studio", "application/json", "my_pick-label-studio.json"),
     ],
 )
 def test_each_format_has_its_writer_content_type_and_file_name(dataset, tag, fmt, content_type, filename):
