@@ -159,8 +159,10 @@ def parse_csv(data: bytes) -> ParsedCsv:
         return embeddings_csv.parse_csv(data, settings.WINNOW_MAX_EMBEDDING_DIMENSION)
 
 
-def _csv_blocks(fileobj, block_bytes: int = BLOCK_BYTES) -> Iterator[ParsedCsv]:
+def _csv_blocks(fileobj, block_bytes: int | None = None) -> Iterator[ParsedCsv]:
     """Lightly's CSV block by block (winnow.client.embeddings_csv); EmbeddingError names the row."""
+    # BLOCK_BYTES is read now, not when the module loads, so a test that sets it gets blocks of that size.
+    block_bytes = block_bytes or BLOCK_BYTES
     return _embedding_errors(embeddings_csv.csv_blocks(fileobj, block_bytes, settings.WINNOW_MAX_EMBEDDING_DIMENSION))
 
 

@@ -70,7 +70,7 @@ class Dataset(models.Model):
 
     @property
     def pixel_kind(self) -> str | None:
-        """ "image" (full: originals and thumbnails), "thumbnail" (thumbnails only) or None (meta: no pixels)."""
+        """The file a sample's pixels are read from: "image" (full), "thumbnail" (thumbnails) or None (meta)."""
         return PIXEL_KINDS[self.upload_mode]
 
     @property
