@@ -312,3 +312,20 @@ def test_boxes_of_many_samples_at_once_for_the_tiles(samples, editor_api, outsid
     response = editor_api.get(boxes_url, {"sample_ids": too_many})
     assert response.status_code == 400 and "sample_ids" in errors(response)
     assert outsider_api.get(boxes_url, {"sample_ids": ids[0]}).status_code == 404
+
+
+def test_a_reupload_keeps_unchanged_samples_changes_the_rest_and_drops_the_left_out(samples, editor_api):
+    first = [clf("img_000000.jpg", [0.7, 0.2, 0.1]), clf("img_000001.jpg", [0.1, 0.8, 0.1]),
+             clf("img_000002.jpg", [0.2, 0.2, 0.6])]  # fmt: skip
+    assert put(editor_api, samples, body(first)).status_code == 200
+    before = meta(samples)
+    second = [clf("img_000000.jpg", [0.7, 0.2, 0.1]), clf("img_000001.jpg", [0.6, 0.3, 0.1]),
+              clf("img_000003.jpg", [0.1, 0.1, 0.8])]  # fmt: skip
+    assert put(editor_api, samples, body(second)).status_code == 200
+    m = meta(samples)
+    assert m["img_000000.jpg"] == before["img_000000.jpg"]
+    assert m["img_000001.jpg"]["predictions"]["clf"]["predicted_class"] == "cat"
+    assert m["img_000001.jpg"]["predictions"]["clf"]["confidence"] == pytest.approx(0.6)
+    assert "clf" not in m["img_000002.jpg"].get("predictions", {})
+    assert m["img_000002.jpg"]["camera"] == "front"
+    assert m["img_000003.jpg"]["predictions"]["clf"]["predicted_class"] == "bird"
