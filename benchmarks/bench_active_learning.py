@@ -231,7 +231,7 @@ def upload_timing(n: int) -> tuple[float, float, float]:
 def report(curves_by_seed: dict, timings: dict, seeds: int, total_s: float) -> str:
     curves = {name: np.mean(c, axis=0) for name, c in curves_by_seed.items()}
     labels = [START + STEP * i for i in range(ROUNDS + 1)]
-    shown = [0, 1, 2, 4, 6, 8, 10]
+    shown = [0, 1, 2, 4, 5, 6, 8, 9, 10]
     head = (
         "| strategy | "
         + " | ".join(f"{labels[i]:,}" for i in shown)
