@@ -314,14 +314,21 @@ def _write_scores(dataset, task_name, idx, scores, classes, schema) -> None:
         column_store.metadata_changed(dataset.pk)
         return
     with connection.cursor() as cursor:
+        # Every rewritten row is a new tuple in each index of the sample table (its GIN index over metadata and
+        # the sort indexes too): write each sample at most once, and not at all when its value is unchanged.
+        cursor.execute("SET LOCAL work_mem = '256MB'")  # the joins below hash a whole task
         cursor.execute("CREATE TEMP TABLE winnow_staged_predictions (idx integer, value jsonb) ON COMMIT DROP")
         buffer = io.StringIO()
         for i, line in zip(idx.tolist(), values, strict=True):
             buffer.write(f"{i}\t{line.replace(chr(92), chr(92) * 2)}\n")
         buffer.seek(0)
         cursor.cursor.copy_expert("COPY winnow_staged_predictions (idx, value) FROM STDIN", buffer, size=COPY_BUFFER)
+        cursor.execute("ANALYZE winnow_staged_predictions")  # a temp table has no statistics: the planner guesses
+        # The task's key goes only from samples this upload leaves out; the others get their new value below.
         cursor.execute(
-            f"UPDATE {table} SET metadata = metadata #- ARRAY[%s, %s] WHERE dataset_id = %s AND metadata -> %s ? %s",
+            f"UPDATE {table} AS s SET metadata = s.metadata #- ARRAY[%s, %s] "
+            f"WHERE s.dataset_id = %s AND s.metadata -> %s ? %s "
+            f"AND NOT EXISTS (SELECT 1 FROM winnow_staged_predictions AS v WHERE v.idx = s.idx)",
             [PREFIX, task_name, dataset.id, PREFIX, task_name],
         )
         cursor.execute(
@@ -329,8 +336,9 @@ def _write_scores(dataset, task_name, idx, scores, classes, schema) -> None:
             f"  CASE WHEN jsonb_typeof(s.metadata -> %s) = 'object' THEN s.metadata "
             f"       ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(%s, '{{}}'::jsonb) END,"
             f"  ARRAY[%s, %s], v.value) "
-            f"FROM winnow_staged_predictions AS v WHERE s.dataset_id = %s AND s.idx = v.idx",
-            [PREFIX, PREFIX, PREFIX, task_name, dataset.id],
+            f"FROM winnow_staged_predictions AS v WHERE s.dataset_id = %s AND s.idx = v.idx "
+            f"AND s.metadata #> ARRAY[%s, %s] IS DISTINCT FROM v.value",
+            [PREFIX, PREFIX, PREFIX, task_name, dataset.id, PREFIX, task_name],
         )
         cursor.execute("DROP TABLE winnow_staged_predictions")
     column_store.metadata_changed(dataset.pk)  # the scores are metadata: the column store rebuilds from them

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 
 from django.conf import settings
 from django.http import Http404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import BaseParser
@@ -156,7 +157,47 @@ class SamplePredictions(APIView):
         return Response({"sample": sample_id, "width": sample.width, "height": sample.height, "tasks": tasks})
 
 
+MAX_BOX_SAMPLES = 500  # a few pages of Explore's tiles per request
+SAMPLE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class SampleBoxes(APIView):
+    @extend_schema(
+        summary="Detection boxes of many samples at once (for drawing them over thumbnails)",
+        description=(
+            "`?sample_ids=a,b,c` (at most 500). Returns the dataset's object-detection tasks with their categories, "
+            "and per sample id the boxes of each task that has predictions for it, as Lightly singletons "
+            "(`category_id`, `score`, `bbox` [x, y, w, h] in image pixels) with the image's width and height."
+        ),
+        parameters=[OpenApiParameter("sample_ids", str, description="Sample ids, comma-separated")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        ids = [i for i in request.query_params.get("sample_ids", "").split(",") if i]
+        if len(ids) > MAX_BOX_SAMPLES:
+            raise ValidationError({"sample_ids": [f"at most {MAX_BOX_SAMPLES} sample ids (got {len(ids)})"]})
+        ids = [i for i in ids if SAMPLE_ID.fullmatch(i)]  # anything else names no sample (and never reaches SQL)
+        tasks = list(dataset.prediction_tasks.filter(type="object-detection"))
+        out: dict[str, dict] = {}
+        if tasks and ids:
+            readers = [services.TaskReader(t) for t in tasks]
+            # Only what drawing needs: the metadata holds boxes sent one sample at a time.
+            rows = Sample.objects.filter(dataset=dataset, pk__in=ids).only("id", "idx", "width", "height", "metadata")
+            for sample in rows:
+                boxes = {}
+                for reader in readers:
+                    preds = reader.get(sample.idx, sample.metadata)
+                    if preds:
+                        boxes[reader.task.name] = preds
+                if boxes:
+                    out[sample.id] = {"width": sample.width, "height": sample.height, "boxes": boxes}
+        described = [{"name": t.name, "is_labels": t.is_labels, "categories": t.categories} for t in tasks]
+        return Response({"tasks": described, "samples": out})
+
+
 urlpatterns = [
+    path("datasets/<str:dataset_id>/prediction-boxes", SampleBoxes.as_view(), name="prediction-boxes"),
     path("datasets/<str:dataset_id>/predictions", PredictionTaskList.as_view(), name="prediction-tasks"),
     path(
         "datasets/<str:dataset_id>/predictions/uploads/<str:upload_id>",

@@ -18,6 +18,8 @@ STRATEGIES: dict[str, dict] = {
     "uncertainty": {"required": ("field",), "optional": ("strength",), "embeddings": False},
     "coral": {"required": ("field",), "optional": ("weight",), "embeddings": True},
 }
+# Measured in benchmarks/bench_active_learning.py (Fashion-MNIST, 3 seeds): 0.5 and 0.7 reach random's
+# 1,000-label accuracy with 1,000 labels, 0.3 with 1,100; 0.5 is ahead at 300-500 labels and at the end.
 DEFAULT_WEIGHT = 0.5
 
 

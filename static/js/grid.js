@@ -11,9 +11,10 @@ const GAP = 8;
 // A windowed grid: every loaded sample lives in `samples` (and selection in `selected`), but only the
 // rows near the viewport exist in the DOM, so scrolling through 100,000 samples keeps the page light.
 export class SampleGrid {
-  constructor(container, { selectable = false, onSelectionChange = () => {}, showRank = false, badge = null } = {}) {
+  constructor(container, { selectable = false, onSelectionChange = () => {}, showRank = false, badge = null, overlay = null } = {}) {
     this.container = container;
     this.badge = badge;  // sample -> short text shown on its tile (e.g. the value sorted by), or null
+    this.overlay = overlay;  // (sample, thumbnail img) -> nodes drawn over the thumbnail (e.g. detection boxes), or null
     this.selectable = selectable;
     this.onSelectionChange = onSelectionChange;
     this.showRank = showRank;
@@ -146,9 +147,10 @@ export class SampleGrid {
     // One tab stop per tile: the ⤢ button is for the mouse; the keyboard opens with O (or Enter when not selecting).
     const view = this.selectable ? el("button", { type: "button", class: "view", tabindex: "-1", "aria-label": "View " + sample.file_name, title: "Open" }, "⤢") : null;
     const badgeText = this.badge ? this.badge(sample) : null;
+    const over = this.overlay && sample.thumbnail_url ? this.overlay(sample, picture) : null;
     const node = el("div", { class: sample.thumbnail_url ? "tile" : "tile noimg", role: "listitem", "data-testid": "tile",
       "data-sample-id": sample.id, "data-idx": sample.idx, "aria-posinset": position + 1, "aria-setsize": -1 },
-      picture,
+      picture, over,
       this.selectable ? el("span", { class: "check", "aria-hidden": "true" }) : null,
       this.showRank && sample.rank !== undefined ? el("span", { class: "rank" }, "#" + fmtNum(sample.rank)) : null,
       badgeText === null || badgeText === undefined ? null : el("span", { class: "vbadge", "data-testid": "tile-badge" }, badgeText),

@@ -1,21 +1,25 @@
-// Predictions in the sample view: per task a toggle; detection boxes drawn over the image where `bbox` says
-// (image pixels, scaled with the shown image), coloured by class; classification shows class and score.
+// Predictions on screen: detection boxes drawn over an image where `bbox` says (image pixels, scaled and cropped
+// as the shown image is), coloured by class, toggled per task; used by the sample view and by Explore's tiles.
 import { api, el } from "./lib.js";
 
 const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#469990", "#808000"];
 const SVG = "http://www.w3.org/2000/svg";
+// How the image fills its box (CSS object-fit) is how the boxes' viewBox must fill the layer over it.
+const ASPECT = { cover: "xMidYMid slice", contain: "xMidYMid meet", "scale-down": "xMidYMid meet", fill: "none" };
 
-function colour(task, categoryId) {
+export function colour(task, categoryId) {
   const i = task.categories.findIndex((c) => c.id === categoryId);
   return COLOURS[(i < 0 ? 0 : i) % COLOURS.length];
 }
 
-function categoryName(task, categoryId) {
+export function categoryName(task, categoryId) {
   const cat = task.categories.find((c) => c.id === categoryId);
   return cat ? cat.name : String(categoryId);
 }
 
-function boxLayer(task, img, width, height) {
+// An SVG layer over `img` with one rectangle per prediction of `task` ({name, categories}); `width` x `height`
+// is the image's size in pixels (the boxes' units), whatever size the picture is shown at (a thumbnail too).
+export function boxLayer(task, predictions, img, width, height) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", "0 0 " + width + " " + height);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -23,21 +27,25 @@ function boxLayer(task, img, width, height) {
   svg.setAttribute("data-task", task.name);
   svg.style.cssText = "position:absolute;pointer-events:none;overflow:visible";
   const place = () => {
+    const fit = getComputedStyle(img).objectFit;
+    svg.setAttribute("preserveAspectRatio", ASPECT[fit] || "none");
+    svg.style.overflow = fit === "cover" ? "hidden" : "visible";  // a cropped picture crops its boxes too
     svg.style.left = img.offsetLeft + "px";
     svg.style.top = img.offsetTop + "px";
     svg.style.width = img.offsetWidth + "px";
     svg.style.height = img.offsetHeight + "px";
   };
-  if (img.complete) place(); else img.addEventListener("load", place);
-  // The image moves and resizes while the sample view lays out (details, navigation, the picture loading):
-  // follow it, not only the window.
+  if (img.complete && img.isConnected) place(); else img.addEventListener("load", place);
+  // The image moves and resizes while its view lays out (the sample view's details, a grid's columns, the
+  // picture loading): follow it, not only the window.
   if (window.ResizeObserver) {
     const observer = new ResizeObserver(place);
     observer.observe(img);
     if (img.parentElement) observer.observe(img.parentElement);
+  } else {
+    window.addEventListener("resize", place);
   }
-  window.addEventListener("resize", place);
-  for (const p of task.predictions) {
+  for (const p of predictions) {
     const [x, y, w, h] = p.bbox;
     const rect = document.createElementNS(SVG, "rect");
     Object.entries({ x, y, width: w, height: h, fill: "none", stroke: colour(task, p.category_id),
@@ -69,7 +77,7 @@ export async function showPredictions(body, sampleUrl) {
       el("label", {}, toggle, " " + task.name + " (" + kind + ")"), " ",
       items.length ? el("span", { class: "chips" }, items) : el("span", { class: "muted" }, "nothing detected")));
     if (task.type === "object-detection" && img && data.width && data.height) {
-      const layer = boxLayer(task, img, data.width, data.height);
+      const layer = boxLayer(task, task.predictions, img, data.width, data.height);
       imgBox.appendChild(layer);
       toggle.addEventListener("change", () => { layer.style.display = toggle.checked ? "" : "none"; });
     }

@@ -285,3 +285,47 @@ def test_each_sample_reads_back_its_own_boxes_whatever_the_upload_order(samples,
         sample = Sample.objects.get(dataset=samples, idx=idx)
         got = editor_api.get(f"/api/v1/datasets/{samples.id}/samples/{sample.id}/predictions").json()["tasks"]
         assert [(p["category_id"], p["bbox"][0]) for p in got[0]["predictions"]] == expected
+
+
+def test_boxes_of_many_samples_at_once_for_the_tiles(samples, editor_api, outsider_api):
+    det = [
+        {"file_name": "img_000000.jpg", "predictions": [{"category_id": 2, "score": 0.8, "bbox": [5, 6, 7, 8]}]},
+        {"file_name": "img_000001.jpg", "predictions": []},
+    ]
+    assert put(editor_api, samples, body(det, task_type="object-detection"), task="det").status_code == 200
+    assert put(editor_api, samples, body([clf("img_000000.jpg", [0.7, 0.2, 0.1])])).status_code == 200
+    ids = {s.idx: s.id for s in Sample.objects.filter(dataset=samples)}
+    boxes_url = f"/api/v1/datasets/{samples.id}/prediction-boxes"
+    got = editor_api.get(boxes_url, {"sample_ids": ",".join([ids[0], ids[1], ids[2]])}).json()
+    # Only detection tasks; only the samples with a box; each with the image size the boxes are in.
+    assert got["tasks"] == [{"name": "det", "is_labels": False, "categories": CATS}]
+    assert got["samples"] == {
+        ids[0]: {
+            "width": 640,
+            "height": 480,
+            "boxes": {"det": [{"category_id": 2, "score": 0.8, "bbox": [5, 6, 7, 8]}]},
+        }
+    }
+    odd = editor_api.get(boxes_url, {"sample_ids": "no such id;1=1," + ids[0]})
+    assert odd.status_code == 200 and list(odd.json()["samples"]) == [ids[0]]
+    too_many = ",".join(["x"] * 501)
+    response = editor_api.get(boxes_url, {"sample_ids": too_many})
+    assert response.status_code == 400 and "sample_ids" in errors(response)
+    assert outsider_api.get(boxes_url, {"sample_ids": ids[0]}).status_code == 404
+
+
+def test_a_reupload_keeps_unchanged_samples_changes_the_rest_and_drops_the_left_out(samples, editor_api):
+    first = [clf("img_000000.jpg", [0.7, 0.2, 0.1]), clf("img_000001.jpg", [0.1, 0.8, 0.1]),
+             clf("img_000002.jpg", [0.2, 0.2, 0.6])]  # fmt: skip
+    assert put(editor_api, samples, body(first)).status_code == 200
+    before = meta(samples)
+    second = [clf("img_000000.jpg", [0.7, 0.2, 0.1]), clf("img_000001.jpg", [0.6, 0.3, 0.1]),
+              clf("img_000003.jpg", [0.1, 0.1, 0.8])]  # fmt: skip
+    assert put(editor_api, samples, body(second)).status_code == 200
+    m = meta(samples)
+    assert m["img_000000.jpg"] == before["img_000000.jpg"]
+    assert m["img_000001.jpg"]["predictions"]["clf"]["predicted_class"] == "cat"
+    assert m["img_000001.jpg"]["predictions"]["clf"]["confidence"] == pytest.approx(0.6)
+    assert "clf" not in m["img_000002.jpg"].get("predictions", {})
+    assert m["img_000002.jpg"]["camera"] == "front"
+    assert m["img_000003.jpg"]["predictions"]["clf"]["predicted_class"] == "bird"

@@ -110,3 +110,48 @@ def test_explore_tiles_show_each_tasks_class_and_confidence(page, live_server, o
     expect(badges.nth(0)).to_contain_text("clf: car 0.90")
     expect(badges.nth(1)).to_contain_text("clf: person 0.70")
     expect(badges.nth(2)).to_contain_text("clf: car 0.55")
+
+
+def test_explore_tiles_draw_detection_boxes_scaled_to_the_thumbnail(page, live_server, shot, owner):
+    ds = create_dataset(owner, "street tiles", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    api = Api(live_server.url, key)
+    api.call("POST", f"/datasets/{ds.id}/samples", data={"embed": "false"},
+             files=[("files", ("wide.png", _png(300, 200), "image/png")), ("files", ("empty.png", _png(120, 160), "image/png"))])  # fmt: skip
+    # Inside the part a square tile shows of a 300 x 200 picture (it is cropped to x 50..250).
+    boxes = [[60, 20, 100, 50], [150, 100, 80, 90]]
+    doc = {
+        "schema": {"task_type": "object-detection", "categories": CATS},
+        "predictions": [
+            {"file_name": "wide.png", "predictions": [
+                {"category_id": 0, "score": 0.9, "bbox": boxes[0]}, {"category_id": 1, "score": 0.4, "bbox": boxes[1]}]},
+            {"file_name": "empty.png", "predictions": []},
+        ],
+    }  # fmt: skip
+    api.call("PUT", f"/datasets/{ds.id}/predictions/det", data=json.dumps(doc),
+             headers={"Content-Type": "application/json"})  # fmt: skip
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
+    tile = page.get_by_test_id("tile").filter(has=page.get_by_role("button", name="Select wide.png"))
+    expect(tile.get_by_test_id("prediction-box")).to_have_count(2)
+    expect(page.get_by_test_id("tile").filter(has=page.get_by_role("button", name="Select empty.png"))
+           .get_by_test_id("prediction-layer")).to_have_count(0)  # fmt: skip
+    page.wait_for_function("() => [...document.querySelectorAll('.tile img')].every((i) => i.naturalWidth > 0)")
+    image = tile.locator("img").bounding_box()
+    # The thumbnail fills the square tile as object-fit: cover does: scaled to cover it, centred, the rest cropped.
+    scale = max(image["width"] / 300, image["height"] / 200)
+    left = image["x"] + (image["width"] - 300 * scale) / 2
+    top = image["y"] + (image["height"] - 200 * scale) / 2
+    for rect, (x, y, w, h) in zip(tile.get_by_test_id("prediction-box").all(), boxes, strict=True):
+        got = rect.bounding_box()
+        assert got["x"] == pytest.approx(left + x * scale, abs=2.5)
+        assert got["y"] == pytest.approx(top + y * scale, abs=2.5)
+        assert got["width"] == pytest.approx(w * scale, abs=3.5)
+        assert got["height"] == pytest.approx(h * scale, abs=3.5)
+    assert tile.get_by_test_id("prediction-box").first.get_attribute("data-category") == "car"
+    shot(page, "explore-tile-prediction-boxes")
+    toggles = page.get_by_test_id("box-tasks")
+    toggles.get_by_label("det").uncheck()
+    expect(tile.get_by_test_id("prediction-layer")).to_be_hidden()
+    toggles.get_by_label("det").check()
+    expect(tile.get_by_test_id("prediction-layer")).to_be_visible()

@@ -3,6 +3,7 @@
 import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
 
 import { SampleGrid, infiniteScroll } from "../grid.js";
+import { boxLayer } from "../predictions.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
 const form = document.getElementById("filters");
@@ -61,7 +62,46 @@ function predictionBadges(sample) {
     return name + ": " + cls + extra;
   });
 }
-const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge });
+// Detection boxes over the thumbnails, per object-detection task, each task toggled under "Boxes on tiles".
+// The boxes of a page of samples are asked for in one request as the page loads (only when some task has them).
+const boxTasksBox = document.getElementById("box-tasks");
+let boxTasks = [];                 // the dataset's object-detection tasks: {name, categories, is_labels}
+const hiddenBoxes = new Set();     // names of the tasks whose boxes are switched off
+
+function tileBoxes(sample, img) {
+  const drawn = sample.prediction_boxes;
+  if (!drawn || !drawn.width || !drawn.height) return null;
+  return boxTasks.filter((t) => drawn.boxes[t.name]).map((t) => {
+    const layer = boxLayer(t, drawn.boxes[t.name], img, drawn.width, drawn.height);
+    if (hiddenBoxes.has(t.name)) layer.style.display = "none";
+    return layer;
+  });
+}
+
+async function attachBoxes(samples) {
+  const ids = samples.filter((s) => s.thumbnail_url).map((s) => s.id);
+  if (!boxTasks.length || !ids.length) return;
+  try {
+    const data = await api(base + "/prediction-boxes", { params: { sample_ids: ids.join(",") } });
+    for (const s of samples) if (data.samples[s.id]) s.prediction_boxes = data.samples[s.id];
+  } catch (_) { /* the tiles show without boxes */ }
+}
+
+function renderBoxToggles() {
+  boxTasksBox.classList.toggle("hidden", !boxTasks.length);
+  clear(boxTasksBox, el("legend", { style: "padding:0;font-weight:600" }, "Boxes on tiles"), boxTasks.map((t) => {
+    const box = el("input", { type: "checkbox", checked: !hiddenBoxes.has(t.name), style: "width:auto;margin:0 4px 0 0" });
+    box.addEventListener("change", () => {
+      if (box.checked) hiddenBoxes.delete(t.name); else hiddenBoxes.add(t.name);
+      for (const layer of results.querySelectorAll('[data-testid="prediction-layer"]')) {
+        if (layer.dataset.task === t.name) layer.style.display = box.checked ? "" : "none";
+      }
+    });
+    return el("label", { style: "display:inline-flex;align-items:center;margin:6px 10px 0 0" }, box, t.name + (t.is_labels ? " (labels)" : ""));
+  }));
+}
+
+const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge, overlay: tileBoxes });
 const scroller = infiniteScroll(results, loadMore);
 
 const samples = (n) => fmtCount(n, "sample");
@@ -213,6 +253,8 @@ async function loadMore() {
         el("p", {}, filtered ? "Remove a condition or choose another tag." : "Add images with the winnow CLI: see the dataset's Overview.")));
     }
   }
+  await attachBoxes(data.results);
+  if (mine !== generation) return true;
   grid.append(data.results);
   next = data.next;
   return Boolean(next);
@@ -495,7 +537,10 @@ async function init() {
   loadViews().catch((err) => viewError.appendChild(errorBox(err)));
   nameInput.value = state.file_name;
   try {
-    const [tags, configured] = await Promise.all([api(base + "/tags"), api(base + "/configurator")]);
+    const [tags, configured, tasks] = await Promise.all([api(base + "/tags"), api(base + "/configurator"),
+      api(base + "/predictions").catch(() => [])]);
+    boxTasks = (Array.isArray(tasks) ? tasks : tasks.results || []).filter((t) => t.type === "object-detection");
+    renderBoxToggles();
     fields = Array.isArray(configured) ? configured : configured.results || [];
     const tagList = Array.isArray(tags) ? tags : tags.results || [];
     tagSelect.append(...tagList.map((t) => el("option", { value: t.id }, t.name + " (" + fmtNum(t.count) + ")")));
