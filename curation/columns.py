@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from curation import bitmask, storage
 from curation.access import resolve_tag
-from curation.filters import Condition, condition_expression, fallbacks, select_samples
+from curation.filters import TEXT_OPS, Condition, condition_expression, fallbacks, select_samples
 from curation.models import Dataset, FieldType, MetadataColumns, MetadataField, Sample
 from winnow.celery import task
 
@@ -397,7 +397,12 @@ def _numeric_condition(cond: Condition, fallback, odd: int):
 
     if op == "exists":
         return (lambda v, s: s != MISSING) if value else (lambda v, s: s == MISSING)
-    if op in ("eq", "ne", "in"):
+    if op in TEXT_OPS:
+        # Only strings match, and a numeric column keeps no text: exact only when the path holds no other type.
+        if odd:
+            return None
+        base = lambda v, s: np.zeros(s.shape, dtype=bool)  # noqa: E731
+    elif op in ("eq", "ne", "in"):
         items = value if op == "in" else [value]
         numbers = np.array([float(x) for x in items if is_number(x)], dtype=np.float64)
         if odd and len(numbers) < len(items):

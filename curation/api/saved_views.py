@@ -44,7 +44,10 @@ VIEW_REQUEST = inline_serializer(
     "SavedViewRequest",
     {
         "name": serializers.CharField(max_length=200),
-        "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
+        "filter": serializers.DictField(
+            required=False,
+            help_text="{tag, file_name, conditions: [{path, op, value}]}; op as in the sample list's `where` (eq ... exists, contains, icontains, ieq, iin)",
+        ),
         "sort": serializers.CharField(required=False, help_text="idx, -idx, a metadata path or -path"),
         "color": serializers.CharField(required=False, help_text='the map\'s colour: "", "field:<path>" or "tag:<id>"'),
     },

@@ -95,6 +95,13 @@ FILTERS = [
     {"conditions": [{"path": "flag", "op": "exists", "value": True}, {"path": "score", "op": "lt", "value": 10}]},
     {"conditions": [{"path": "unconfigured", "op": "exists", "value": False}]},  # not a column: SQL part
     {"file_name": "01", "conditions": [{"path": "w", "op": "eq", "value": "rain"}]},
+    # Text operations: on the categories' codes for a categorical field; none of them matches a number.
+    {"conditions": [{"path": "w", "op": "contains", "value": "n"}]},
+    {"conditions": [{"path": "w", "op": "icontains", "value": "RA"}]},
+    {"conditions": [{"path": "w", "op": "ieq", "value": "SUN"}]},  # the fallback matches: missing ones too
+    {"conditions": [{"path": "w", "op": "iin", "value": ["Fog", "SNOW"]}]},
+    {"conditions": [{"path": "cam.id", "op": "icontains", "value": "1"}]},  # numeric, numbers only: none
+    {"conditions": [{"path": "t", "op": "icontains", "value": "HO"}]},  # a string on a mixed numeric path: SQL
 ]
 
 
