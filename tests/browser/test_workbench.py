@@ -636,3 +636,65 @@ def test_sampling_with_the_keyboard_only(page, live_server, shot, dataset, owner
     page.keyboard.press("Enter")
     expect(page.get_by_text("Tag “keyboard picks” created with 30 samples")).to_be_visible(timeout=LONG)
     assert Tag.objects.get(dataset=dataset, name="keyboard picks").count == 30
+
+
+def test_explore_text_contains_and_any_case_in_the_builder_and_the_sidebar(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # The builder: part of a value, in any case.
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="contains (any case)")
+    page.get_by_label("Value", exact=True).fill("SUN")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_text(re.compile(r'Scenario contains \(any case\) "SUN"'))
+    assert '"op":"icontains"' in page.url.replace("%22", '"').replace("%3A", ":").replace("%2C", ",")
+    page.get_by_role("button", name="Remove condition Scenario").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # The same as "is (any case)".
+    page.get_by_label("Condition", exact=True).select_option(label="is (any case)")
+    page.get_by_label("Value", exact=True).fill("Rainy")
+    page.get_by_role("button", name="Add condition").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_role("button", name="Remove condition Scenario").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+
+    # The sidebar: a contains box on the text field, with the value counts following it.
+    facet = page.locator('.facet[data-path="weather.scenario"]')
+    box = page.get_by_label("Scenario contains", exact=True)
+    box.fill("NY")
+    box.press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)  # sunny, rainy
+    expect(facet.get_by_test_id("facet-value").filter(has_text="cloudy").get_by_test_id("facet-count")).to_have_text(
+        "0", timeout=LONG
+    )
+    expect(facet.get_by_test_id("facet-value").filter(has_text="sunny").get_by_test_id("facet-count")).to_have_text(
+        "40"
+    )
+    shot(page, "explore-text-contains")
+    # Match case: "NY" is in no value as typed.
+    page.get_by_label("Scenario: match case").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("0 samples", timeout=LONG)
+    page.get_by_label("Scenario contains", exact=True).fill("ny")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    # A reload keeps it (from the URL).
+    page.reload()
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    expect(page.get_by_label("Scenario contains", exact=True)).to_have_value("ny")
+    expect(page.get_by_label("Scenario: match case")).to_be_checked()
+
+    # Bad values in a link are said in words, not "0 samples".
+    page.goto(base + '?conditions=[{"path":"weather.scenario","op":"icontains","value":5}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        "Scenario contains (any case) 5: the value must be text", timeout=LONG
+    )
+    page.goto(base + '?conditions=[{"path":"weather.temperature","op":"icontains","value":"1"}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        "“icontains” is not a condition for a float field (it matches text, and this field holds numbers)",
+        timeout=LONG,
+    )
+    expect(page.get_by_test_id("match-count")).not_to_have_text(re.compile("0 samples"))
