@@ -381,3 +381,21 @@ def test_schema_documents_the_text_operations(viewer_api):
     where_doc = next(p for p in params if p["name"] == "where")["description"]
     for op in ("contains", "icontains", "ieq", "iin"):
         assert op in where_doc
+
+
+def test_the_colour_column_of_a_filter_marks_its_matches(filled, viewer_api):
+    url = f"/api/v1/datasets/{filled.id}/metadata/column"
+    body = viewer_api.get(url, {"filter": json.dumps({"conditions": ["weather.scenario:icontains:RAI"]})}).json()
+    assert body["categories"] == ["not matching", "matching"]
+    assert body["codes"] == [1, 0, 0, 0, 0, 0, 1] and body["matched"] == 2
+    tag = make_tag(filled, "two", [0, 1])
+    body = viewer_api.get(url, {"filter": json.dumps({"tag": tag.id, "file_name": "cam0"})}).json()
+    assert body["codes"] == [1, 1, 0, 0, 0, 0, 0]
+    binary = viewer_api.get(url, {"filter": json.dumps({"conditions": ["n:gt:2"]}), "encoding": "binary"})
+    head = int.from_bytes(binary.content[:4], "little")
+    legend = json.loads(binary.content[4 : 4 + head])
+    assert legend["matched"] == 2 and legend["dtype"] == "int16"
+    bad = viewer_api.get(url, {"filter": json.dumps({"conditions": ["n:iin:[1]"]})})
+    assert bad.status_code == 400 and "n iin: 1 is not a string" in bad.content.decode()
+    both = viewer_api.get(url, {"filter": "{}", "path": "n"})
+    assert both.status_code == 400 and "exactly one of path" in both.content.decode()

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection  # noqa: F401  (the skipif condition reads it)
 
-from curation import columns, tagging
+from curation import bitmask, columns, tagging
 from curation.api.analytics import _histograms_from_columns, histograms
 from curation.filters import parse_filter, select_samples
 from curation.models import Dataset, FieldType, MetadataColumns, MetadataField
@@ -322,3 +322,14 @@ def test_removing_the_last_field_drops_the_store(rich, owner_api, django_capture
             assert owner_api.delete(url).status_code == 204
     assert not MetadataColumns.objects.filter(pk=rich.pk).exists()
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("filter_obj", [f for f in FILTERS if f and f.get("conditions")], ids=str)
+def test_filter_masks_from_columns_equal_sql(rich, filter_obj):
+    parsed = parse_filter(filter_obj)
+    from_sql = columns.filter_mask(rich, **parsed)  # no store yet: SQL
+    _fresh(rich)
+    assert columns.fresh_store(rich, queue=False) is not None
+    from_columns = columns.filter_mask(rich, **parsed)
+    expected = sorted(select_samples(rich, **parsed).values_list("idx", flat=True))
+    assert bitmask.to_indices(from_columns).tolist() == bitmask.to_indices(from_sql).tolist() == expected

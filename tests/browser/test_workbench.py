@@ -698,3 +698,47 @@ def test_explore_text_contains_and_any_case_in_the_builder_and_the_sidebar(page,
         timeout=LONG,
     )
     expect(page.get_by_test_id("match-count")).not_to_have_text(re.compile("0 samples"))
+
+
+def test_the_map_highlights_the_samples_the_explore_filter_matches(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    _map_embedding(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Scenario contains", exact=True).fill("RAIN")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    page.get_by_label("Temperature at most").fill("9")
+    page.get_by_label("Temperature at most").press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("10 samples", timeout=LONG)
+    # Explore links to the map with the same filter; the map highlights exactly those samples.
+    page.get_by_test_id("explore-map").click()
+    expect(page).to_have_url(re.compile(r"/map\?conditions="), timeout=LONG)
+    expect(page.get_by_test_id("map-status")).to_contain_text("120 points", timeout=LONG)
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text(
+        "Highlighting 10 samples that match the filter from Explore", timeout=LONG
+    )
+    expected = [i for i in range(120) if i % 3 == 2 and i % 40 <= 9]
+    assert page.evaluate("() => winnowMap.highlightedIdx") == expected
+    shot(page, "map-filter-highlight")
+    # A colour keeps the highlight (the URL holds both), and a reload reads both back.
+    page.locator("#m-color").select_option(label="Temperature")
+    expect(page).to_have_url(re.compile(r"conditions=.*color=field%3Aweather.temperature"), timeout=LONG)
+    page.reload()
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text("Highlighting 10 samples", timeout=LONG)
+    assert page.evaluate("() => winnowMap.highlightedIdx") == expected
+    # "Show all samples" drops the filter; back brings it again.
+    page.get_by_role("button", name="Show all samples").click()
+    expect(page.get_by_test_id("map-filter")).to_be_hidden(timeout=LONG)
+    assert page.evaluate("() => winnowMap.highlightedIdx") is None
+    page.go_back()
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text("Highlighting 10 samples", timeout=LONG)
+    # A bad filter in a link is said in words.
+    page.goto(
+        f"{live_server.url}/datasets/{dataset.id}/map"
+        '?conditions=[{"path":"weather.scenario","op":"icontains","value":""}]'
+    )
+    page.errors.allow("status of 400")
+    expect(page.get_by_test_id("map-filter-error")).to_contain_text(
+        "weather.scenario icontains: value must be a non-empty string", timeout=LONG
+    )

@@ -20,6 +20,7 @@ const selCount = document.getElementById("sel-count");
 const results = document.getElementById("results");
 const saveForm = document.getElementById("save-form");
 const saveError = document.getElementById("save-error");
+const mapLink = document.getElementById("explore-map");
 
 const PAGE = 120;
 const OPS = {
@@ -138,6 +139,10 @@ function syncUrl(push) {
   if (state.show) qs.set("show", state.show);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
   const s = qs.toString();
+  // The map highlights the same filter (it reads tag, file_name and conditions the way this page writes them).
+  const onMap = new URLSearchParams();
+  for (const key of ["tag", "file_name", "conditions"]) if (qs.get(key)) onMap.set(key, qs.get(key));
+  mapLink.href = base + "/map" + (onMap.toString() ? "?" + onMap : "");
   const url = location.pathname + (s ? "?" + s : "");
   if (url === location.pathname + location.search) return;
   // A change the curator made is a new history entry, so back and forward walk through the filters.
