@@ -214,7 +214,7 @@ def test_sample_view_walks_with_arrow_keys_and_shows_display_names(page, live_se
     _street(dataset, 12)
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
-    expect(page.get_by_test_id("match-count")).to_have_text("12 samples", timeout=LONG)
+    expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
     page.locator('[data-idx="0"] .pick').focus()
     page.keyboard.press("o")
     view = page.get_by_test_id("sample-view")
@@ -742,3 +742,53 @@ def test_the_map_highlights_the_samples_the_explore_filter_matches(page, live_se
     expect(page.get_by_test_id("map-filter-error")).to_contain_text(
         "weather.scenario icontains: value must be a non-empty string", timeout=LONG
     )
+
+
+def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live_server, shot, dataset, owner):
+    import json as _json
+
+    from curation.models import SavedView, Tag
+
+    _street(dataset, 120)
+    SavedView.objects.create(
+        dataset=dataset,
+        name="cold rain",
+        creator=owner,
+        filter={
+            "conditions": [
+                {"path": "weather.scenario", "op": "eq", "value": "rainy"},
+                {"path": "weather.temperature", "op": "lte", "value": 3},
+            ]
+        },
+    )
+    tags_before = Tag.objects.filter(dataset=dataset).count()
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export all samples")
+    # The current filter, as CSV.
+    page.get_by_label("Scenario contains", exact=True).fill("SUN")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_label("Export as").select_option("csv")
+    expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
+    assert rows[0].startswith("file_name,sample_id,idx")
+    assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in range(0, 120, 3)]
+    # A saved view, opened, exports under its name; changing the filter afterwards exports the filter again.
+    page.get_by_test_id("view-select").select_option(label="cold rain")
+    expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export view “cold rain”")
+    page.get_by_label("Export as").select_option("json")
+    shot(page, "explore-export-view")
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    assert caught.value.suggested_filename == "cold_rain.json"
+    items = _json.loads(open(caught.value.path(), encoding="utf-8").read())
+    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in range(120) if i % 3 == 2 and i % 40 <= 3]
+    page.get_by_role("button", name=re.compile("Remove condition Temperature")).click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
+    assert Tag.objects.filter(dataset=dataset).count() == tags_before  # no tag on the way

@@ -1,6 +1,6 @@
 // Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
 // file name and configured metadata fields, sorting, selection and "save selection as tag".
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
+import { api, apiRoot, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
 
 import { SampleGrid, infiniteScroll } from "../grid.js";
 
@@ -143,6 +143,7 @@ function syncUrl(push) {
   const onMap = new URLSearchParams();
   for (const key of ["tag", "file_name", "conditions"]) if (qs.get(key)) onMap.set(key, qs.get(key));
   mapLink.href = base + "/map" + (onMap.toString() ? "?" + onMap : "");
+  updateExport();
   const url = location.pathname + (s ? "?" + s : "");
   if (url === location.pathname + location.search) return;
   // A change the curator made is a new history entry, so back and forward walk through the filters.
@@ -466,7 +467,27 @@ function renderViews(selectedId = viewSelect.value) {
   for (const id of ["v-rename", "v-delete"]) { const b = document.getElementById(id); if (b) b.disabled = !chosen; }
   viewMap.classList.toggle("hidden", !(chosen && chosen.color));
   if (chosen && chosen.color) viewMap.href = "/datasets/" + encodeURIComponent(datasetId) + "/map?color=" + encodeURIComponent(chosen.color);
+  updateExport();
 }
+
+// Export: the open saved view (while the filter is still the view's), else the current filter, as a download in the
+// tag export's formats, without making a tag first.
+const exportFormat = document.getElementById("x-format");
+const exportLink = document.getElementById("x-link");
+const sameFilter = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
+function updateExport() {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  const format = "format=" + encodeURIComponent(exportFormat.value);
+  if (chosen && sameFilter(chosen.filter, filterObject())) {
+    exportLink.href = apiRoot + base + "/views/" + encodeURIComponent(chosen.id) + "/export?" + format;
+    exportLink.textContent = "Export view “" + chosen.name + "”";
+  } else {
+    const filter = filterObject();
+    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "");
+    exportLink.textContent = Object.keys(filter).length ? "Export the matching samples" : "Export all samples";
+  }
+}
+exportFormat.addEventListener("change", updateExport);
 
 async function loadViews(selectedId) {
   const data = await api(base + "/views");
