@@ -449,22 +449,34 @@ def test_every_page_at_768_px_has_no_horizontal_scroll_and_a_skip_link(browser, 
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
-    pages = ["", "explore", "analyze", "map", "sampling", "tags", "configurator"]
+    pages = ["", "explore", "analyze", "map", "sampling", "similar", "duplicates", "tags", "configurator"]
     wide = {}
+
+    def measure(key: str) -> None:
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[key] = width
+        shot(pg, f"768-{key}")
+
     for sub in pages:
         pg.goto(f"{live_server.url}/datasets/{dataset.id}" + (f"/{sub}" if sub else ""))
-        pg.wait_for_load_state("networkidle")
-        width = pg.evaluate("() => document.documentElement.scrollWidth")
-        if width > 768:
-            wide[sub or "overview"] = width
-        shot(pg, f"768-{sub or 'overview'}")
-    for path in ["/", "/preferences"]:
+        measure(sub or "overview")
+    for path, key in [("/", "datasets"), ("/preferences", "preferences")]:
         pg.goto(live_server.url + path)
-        pg.wait_for_load_state("networkidle")
-        width = pg.evaluate("() => document.documentElement.scrollWidth")
-        if width > 768:
-            wide[path] = width
+        measure(key)
+    # The sample view (a dialog over Explore) and the sign-in page, too.
+    pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    pg.get_by_test_id("tile").first.locator(".pick").press("o")
+    expect(pg.get_by_test_id("sample-view")).to_be_visible(timeout=LONG)
+    measure("sample-view")
+    pg.keyboard.press("Escape")
+    pg.get_by_test_id("sign-out").click()
+    pg.wait_for_url(re.compile(r".*/login.*"))
+    pg.goto(live_server.url + "/login")
+    measure("login")
     assert not wide, f"pages wider than 768 px: {wide}"
+    sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
     # The first Tab reaches a skip link that moves focus past the navigation.
     pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
     pg.keyboard.press("Tab")
@@ -792,3 +804,78 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
     expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
     expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
     assert Tag.objects.filter(dataset=dataset).count() == tags_before  # no tag on the way
+
+
+def _tab_to(pg, selector: str, limit: int = 120) -> None:
+    """Press Tab (only) until the focused element matches `selector`; fails when it never does."""
+    for _ in range(limit):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def test_explore_and_analyze_with_the_keyboard_only(page, live_server, shot, dataset):
+    """No click, no focus(), no fill: Tab, typing, Enter, Space and arrows, as a keyboard user works."""
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    count = page.get_by_test_id("match-count")
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    # The skip link first, then on to the file-name filter.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    _tab_to(page, "#f-name")
+    page.keyboard.type("f00")
+    page.keyboard.press("Enter")
+    expect(count).to_have_text("10 samples", timeout=LONG)  # f000..f009
+    # The sidebar's text box: "contains", any case.
+    _tab_to(page, '[data-facet-key="weather.scenario:contains"]')
+    page.keyboard.type("SUN")
+    page.keyboard.press("Enter")
+    expect(count).to_have_text("4 samples", timeout=LONG)  # f000, f003, f006, f009
+    expect(page.locator('[data-facet-key="weather.scenario:contains"]')).to_be_focused()
+    # The tiles: one tab stop, arrows move, Space selects.
+    _tab_to(page, '[data-testid="tile"] .pick')
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected")
+    # Save the two as a tag, from the keyboard.
+    _tab_to(page, "#save-name")
+    page.keyboard.type("picked by keys")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Tag “picked by keys” saved with 2 samples")).to_be_visible(timeout=LONG)
+    assert Tag.objects.get(dataset=dataset, name="picked by keys").indices().tolist() == [0, 6]
+    # Open a sample with O and walk to the next with the arrow key; Escape closes it.
+    _tab_to(page, '[data-testid="tile"] .pick')
+    page.keyboard.press("o")
+    expect(page.get_by_test_id("sample-view")).to_be_visible(timeout=LONG)
+    expect(page.get_by_test_id("sample-view").locator("#sample-title")).to_contain_text("f000.jpg", timeout=LONG)
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_test_id("sample-view").locator("#sample-title")).to_contain_text("f003.jpg", timeout=LONG)
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("sample-view")).to_be_hidden(timeout=LONG)
+    shot(page, "explore-keyboard")
+
+    # Analyze: a range typed into "from" and "to", a category toggled, a filter removed.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    _tab_to(page, '[aria-label="Temperature from"]')
+    page.keyboard.type("5")
+    page.keyboard.press("Tab")
+    page.keyboard.type("12")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("24", timeout=LONG)
+    _tab_to(page, '[data-path="weather.scenario"] [data-value="sunny"]')
+    page.keyboard.press("Space")
+    expect(matched).to_have_text("8", timeout=LONG)
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("24", timeout=LONG)
+    page.keyboard.press("Shift+Tab")  # back into the page, then on to a chip's remove button
+    _tab_to(page, '[aria-label^="Remove filter on"]')
+    page.keyboard.press("Enter")
+    expect(matched).not_to_have_text("24", timeout=LONG)
+    shot(page, "analyze-keyboard")
