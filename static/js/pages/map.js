@@ -215,7 +215,12 @@ function paintColors() {
   const rgba = new Uint8Array(baseColors.length);
   for (let i = 0; i < rgba.length; i += 4) { rgba[i] = 70; rgba[i + 1] = 80; rgba[i + 2] = 100; rgba[i + 3] = 70; }
   const lit = selected.length ? selected : null;
-  const light = (i) => { rgba.set(baseColors.subarray(4 * i, 4 * i + 3), 4 * i); rgba[4 * i + 3] = 255; };
+  // Without a colouring, the filter's matches turn amber: they stand out from the faint rest at any zoom.
+  const amber = filterMatch && !colorSelect.value && !lit ? [255, 196, 61] : null;
+  const light = (i) => {
+    if (amber) rgba.set(amber, 4 * i); else rgba.set(baseColors.subarray(4 * i, 4 * i + 3), 4 * i);
+    rgba[4 * i + 3] = 255;
+  };
   if (lit) { for (const i of lit) if (!filterMatch || filterMatch[i]) light(i); }
   else { for (let i = 0; i < filterMatch.length; i++) if (filterMatch[i]) light(i); }
   scatter.setColors(rgba);
