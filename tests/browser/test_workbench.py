@@ -214,7 +214,7 @@ def test_sample_view_walks_with_arrow_keys_and_shows_display_names(page, live_se
     _street(dataset, 12)
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
-    expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
+    expect(page.get_by_test_id("match-count")).to_have_text("12 samples", timeout=LONG)
     page.locator('[data-idx="0"] .pick').focus()
     page.keyboard.press("o")
     view = page.get_by_test_id("sample-view")
