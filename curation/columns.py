@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from curation import bitmask, storage
 from curation.access import resolve_tag
-from curation.filters import Condition, condition_expression, fallbacks, select_samples
+from curation.filters import TEXT_OPS, Condition, condition_expression, fallbacks, select_samples
 from curation.models import Dataset, FieldType, MetadataColumns, MetadataField, Sample
 from winnow.celery import task
 
@@ -397,7 +397,12 @@ def _numeric_condition(cond: Condition, fallback, odd: int):
 
     if op == "exists":
         return (lambda v, s: s != MISSING) if value else (lambda v, s: s == MISSING)
-    if op in ("eq", "ne", "in"):
+    if op in TEXT_OPS:
+        # Only strings match, and a numeric column keeps no text: exact only when the path holds no other type.
+        if odd:
+            return None
+        base = lambda v, s: np.zeros(s.shape, dtype=bool)  # noqa: E731
+    elif op in ("eq", "ne", "in"):
         items = value if op == "in" else [value]
         numbers = np.array([float(x) for x in items if is_number(x)], dtype=np.float64)
         if odd and len(numbers) < len(items):
@@ -685,3 +690,27 @@ def category_column_blocks(store: Store, path: str, fallback, keep: int):
 
     categories = [json.loads(t) for t in kept] + (["other"] if len(ranked) > len(kept) else [])
     return categories, (block(start) for start in range(0, store.size, BLOCK))
+
+
+# --- the samples a filter matches, as a bitmask ----------------------------------------------------------------
+
+
+def filter_mask(dataset: Dataset, *, tag=None, file_name=None, conditions=()) -> bytes:
+    """The samples the filter (select_samples' arguments) matches as a bitmask over idx (bit i of byte i/8, least
+    significant first), for the map's highlight and for exports of a filter or a saved view. From the column store
+    when it is fresh (what it cannot answer is one SQL statement), else one SQL statement; never a row per sample
+    in Python on PostgreSQL."""
+    conditions = list(conditions)
+    store = fresh_store(dataset) if conditions else None
+    if store is not None:
+        found = match(dataset, store, tag=tag, file_name=file_name, conditions=conditions)
+        bits = np.zeros(store.size, dtype=bool)
+        for lo in range(0, store.size, BLOCK):
+            hi = min(store.size, lo + BLOCK)
+            bits[lo:hi] = found.block(lo, hi)
+        return np.packbits(bits, bitorder="little").tobytes()
+    size = Dataset.objects.filter(pk=dataset.pk).values_list("next_idx", flat=True).first() or 0
+    if supported():
+        return _sql_mask(dataset, size, tag=tag, file_name=file_name, conditions=conditions)
+    indices = select_samples(dataset, tag=tag, file_name=file_name, conditions=conditions).values_list("idx", flat=True)
+    return bitmask.from_indices(list(indices), size)

@@ -1,9 +1,14 @@
 """Sample filters and sorts: a bounded grammar over custom metadata, turned into SQL.
 
 A condition is `path op value`, with `path` a dot path into the sample's metadata (segments
-[A-Za-z0-9_-]+, at most 8 deep) and `op` one of eq, ne, lt, lte, gt, gte, in, exists:
+[A-Za-z0-9_-]+, at most 8 deep) and `op` one of eq, ne, lt, lte, gt, gte, in, exists, contains, icontains,
+ieq, iin:
 
 - eq / ne / in compare JSON scalars by type: 9 equals 9.0, but never "9" or true;
+- contains (case-sensitive) and icontains (any case) take a non-empty string and match string values that
+  contain it; ieq and iin take a string (a list of strings) and match string values equal to one of them in
+  any case. Case is folded with lower() (Python's str.lower, PostgreSQL's lower(); on SQLite, whose lower()
+  folds ASCII only, the same Python function is registered). Numbers and booleans never match these;
 - lt / lte / gt / gte take a number (compared as numbers) or a string (compared as strings) and only
   match values of that kind: a string never matches `gt 5`;
 - exists true|false asks whether the sample has a (non-null) value at the path.
@@ -36,11 +41,14 @@ from curation.models import Dataset, MetadataField, Sample, Tag
 from winnow import safejson
 from winnow.values import is_finite_number
 
-OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists")
+OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "exists", "contains", "icontains", "ieq", "iin")
+# Operations on text: they match only string values.
+TEXT_OPS = ("contains", "icontains", "ieq", "iin")
 COMPARISONS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 MAX_CONDITIONS = 20
 MAX_IN_VALUES = 1000
 MAX_FILE_NAME_FILTER = 1024
+MAX_TEXT_VALUE = 1024
 # A tag with at most this many samples filters by an IN list; a larger one by its bitmask in SQL.
 SMALL_TAG = 1000
 # A tag made of at most this many runs of consecutive idx filters by idx ranges.
@@ -85,6 +93,15 @@ class Condition:
             return not _same(value, self.value)
         if self.op == "in":
             return any(_same(value, item) for item in self.value)
+        if self.op in TEXT_OPS:
+            if not isinstance(value, str):
+                return False
+            if self.op == "contains":
+                return self.value in value
+            if self.op == "icontains":
+                return self.value.lower() in value.lower()
+            items = self.value if self.op == "iin" else [self.value]
+            return value.lower() in {item.lower() for item in items}
         if _is_number(self.value):
             if not _is_number(value):
                 return False
@@ -125,6 +142,10 @@ def _one_condition(item, where: str) -> Condition:
             if op != "exists":
                 raise ValidationError({where: [f"{item!r} has no value; write path:{op}:value"]})
             value = True
+        elif op in ("contains", "icontains", "ieq"):
+            # Text as typed (`name:contains:12` looks for "12"); a JSON string is unquoted.
+            parsed = _loads(parts[2])
+            value = parsed if isinstance(parsed, str) else parts[2]
         else:
             value = _loads(parts[2])
     elif isinstance(item, dict):
@@ -154,6 +175,24 @@ def _one_condition(item, where: str) -> Condition:
         bad = [v for v in value if not _is_scalar(v)]
         if bad:
             raise ValidationError({where: [f"{about}: {bad[0]!r} is not a string, number or boolean"]})
+    elif op in ("contains", "icontains", "ieq"):
+        if not isinstance(value, str) or (not value and op != "ieq"):
+            kind = "a non-empty string" if op != "ieq" else "a string"
+            quote = 'write it in quotes, such as "12", to match text' if _is_number(value) else ""
+            raise ValidationError(
+                {where: [f"{about}: value must be {kind}, not {value!r}{'; ' + quote if quote else ''}"]}
+            )
+        if len(value) > MAX_TEXT_VALUE:
+            raise ValidationError({where: [f"{about}: the text must be at most {MAX_TEXT_VALUE} characters"]})
+    elif op == "iin":
+        if not isinstance(value, list):
+            raise ValidationError({where: [f'{about}: value must be a JSON list of strings, such as ["a", "b"]']})
+        if not value or len(value) > MAX_IN_VALUES:
+            message = f"{about}: the list must have 1 to {MAX_IN_VALUES} strings (got {len(value)})"
+            raise ValidationError({where: [message]})
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ValidationError({where: [f"{about}: {bad[0]!r} is not a string"]})
     elif op in COMPARISONS:
         if not (isinstance(value, str) or is_finite_number(value)):
             raise ValidationError({where: [f"{about}: value must be a number or a string, not {value!r}"]})
@@ -233,6 +272,14 @@ def _nested(segments: list[str], value) -> str:
     return json.dumps(doc)
 
 
+# SQLite's own lower() folds ASCII only: curation.apps registers Python's str.lower under this name.
+LITE_LOWER = "winnow_lower"
+
+
+def lite_lower(text):
+    return text.lower() if isinstance(text, str) else text
+
+
 def _lite_path(segments: list[str]) -> str:
     return "$" + "".join(f'."{s}"' for s in segments)
 
@@ -279,6 +326,32 @@ def _condition_sql(cond: Condition) -> tuple[tuple[str, list], tuple[str, list]]
         return (
             (f"({has_pg[0]} AND NOT ({{col}} @> %s::jsonb))", [*has_pg[1], _nested(pp, value)]),
             (f"({has_lite[0]} AND NOT {eq_lite[0]})", [*has_lite[1], *eq_lite[1]]),
+        )
+    if op in TEXT_OPS:
+        # #>> gives the string's text; the typeof test keeps numbers and booleans out.
+        is_text_pg, is_text_lite = "jsonb_typeof({col} #> %s) = 'string'", "json_type({col}, %s) = 'text'"
+        if op == "contains":  # strpos/instr, so % and _ in the value are plain characters
+            return (
+                (f"({is_text_pg} AND strpos({{col}} #>> %s, %s) > 0)", [pp, pp, value]),
+                (f"({is_text_lite} AND instr(json_extract({{col}}, %s), %s) > 0)", [lp, lp, value]),
+            )
+        if op == "icontains":
+            return (
+                (f"({is_text_pg} AND strpos(lower({{col}} #>> %s), lower(%s)) > 0)", [pp, pp, value]),
+                (
+                    f"({is_text_lite} AND instr({LITE_LOWER}(json_extract({{col}}, %s)), {LITE_LOWER}(%s)) > 0)",
+                    [lp, lp, value],
+                ),
+            )
+        items = value if op == "iin" else [value]
+        lowered = sorted({item.lower() for item in items})
+        marks = ", ".join(["%s"] * len(lowered))
+        return (
+            (
+                f"({is_text_pg} AND lower({{col}} #>> %s) = ANY(ARRAY(SELECT lower(x) FROM unnest(%s::text[]) AS x)))",
+                [pp, pp, lowered],
+            ),
+            (f"({is_text_lite} AND {LITE_LOWER}(json_extract({{col}}, %s)) IN ({marks}))", [lp, lp, *lowered]),
         )
     if op == "in":
         pg = ("(({col} #> %s) = ANY(%s::jsonb[]))", [pp, [json.dumps(v) for v in value]])

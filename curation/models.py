@@ -7,6 +7,7 @@ import secrets
 import numpy as np
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from curation import storage
@@ -62,6 +63,11 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One owner's datasets can be told apart by name, in any case (the API and /v1/ check first and
+            # answer in words; this catches the race between two creates).
+            models.UniqueConstraint(Lower("name"), "owner", name="dataset_unique_name_per_owner"),
+        ]
 
     def __str__(self) -> str:
         return self.name

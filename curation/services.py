@@ -13,7 +13,10 @@ from typing import Annotated
 import msgspec
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.http import Http404
+from django.utils import timezone
 
 from curation import filters, storage, tagging
 from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
@@ -43,11 +46,46 @@ def clean_dataset_name(name) -> str:
     return name
 
 
-@transaction.atomic
+class DatasetNameTaken(ValueError):
+    """The owner already has a dataset of that name (in any case)."""
+
+    def __init__(self, owner, name: str):
+        super().__init__(f"{owner.username} already has a dataset named {name!r}; choose another name")
+
+
+def dataset_name_taken(owner, name: str, *, exclude: Dataset | None = None) -> bool:
+    """Whether `owner` has a dataset named `name` in any case (the test the unique constraint makes, by lower())."""
+    taken = Dataset.objects.annotate(_key=Lower("name")).filter(owner=owner, _key=Lower(Value(name)))
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    return taken.exists()
+
+
 def create_dataset(owner, name: str, upload_mode: str) -> Dataset:
-    dataset = Dataset.objects.create(owner=owner, name=name, upload_mode=upload_mode)
-    Membership.objects.create(dataset=dataset, user=owner, role=Role.OWNER)
+    """A new dataset with `owner` as its owner; DatasetNameTaken when the owner has one of that name (in any case),
+    also when two creates race (the database's unique constraint decides)."""
+    if dataset_name_taken(owner, name):
+        raise DatasetNameTaken(owner, name)
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(owner=owner, name=name, upload_mode=upload_mode)
+            Membership.objects.create(dataset=dataset, user=owner, role=Role.OWNER)
+    except IntegrityError:
+        if dataset_name_taken(owner, name):
+            raise DatasetNameTaken(owner, name) from None
+        raise
     return dataset
+
+
+def rename_dataset(dataset: Dataset, name: str) -> None:
+    """Rename; DatasetNameTaken when the owner has another dataset of that name (in any case)."""
+    if dataset_name_taken(dataset.owner, name, exclude=dataset):
+        raise DatasetNameTaken(dataset.owner, name)
+    try:
+        with transaction.atomic():
+            Dataset.objects.filter(pk=dataset.pk).update(name=name, updated_at=timezone.now())
+    except IntegrityError:
+        raise DatasetNameTaken(dataset.owner, name) from None
 
 
 def delete_dataset(dataset: Dataset) -> None:

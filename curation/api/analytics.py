@@ -526,10 +526,17 @@ def column_binary(legend: dict, data: np.ndarray) -> bytes:
 
 class Column(APIView):
     @extend_schema(
-        summary="One value per sample idx of a configured field (or 0/1 membership of a tag), for the embedding map",
+        summary="One value per sample idx of a configured field (or 0/1 membership of a tag or of a filter's "
+        "matches), for the embedding map",
         parameters=[
-            OpenApiParameter("path", str),
-            OpenApiParameter("tag", str),
+            OpenApiParameter("path", str, description="A configured field: its value per sample."),
+            OpenApiParameter("tag", str, description="A tag id: 1 for its samples, 0 for the rest."),
+            OpenApiParameter(
+                "filter",
+                str,
+                description='JSON {"tag", "file_name", "conditions"} as Explore applies it: 1 for the samples it '
+                "matches, 0 for the rest (the map highlights them). The legend adds `matched`, their count.",
+            ),
             OpenApiParameter(
                 "encoding",
                 str,
@@ -550,8 +557,21 @@ class Column(APIView):
         encoding = request.query_params.get("encoding") or "json"
         if encoding not in ("json", "binary"):
             raise ValidationError({"encoding": [f"{encoding!r} is not json or binary"]})
-        if bool(tag_id) == bool(field_path):
-            raise ValidationError({"path": ["give exactly one of path (a configured field) or tag"]})
+        filter_obj = _filter_param(request)
+        if bool(tag_id) + bool(field_path) + (filter_obj is not None) != 1:
+            raise ValidationError({"path": ["give exactly one of path (a configured field), tag or filter"]})
+        if filter_obj is not None:
+            mask = columns.filter_mask(dataset, **parse_filter(filter_obj))
+            codes = bitmask.to_bool(mask, size).astype(np.int16)
+            legend = {
+                "kind": "categorical",
+                "size": size,
+                "categories": ["not matching", "matching"],
+                "matched": int(codes.sum()),
+            }
+            if encoding == "binary":
+                return HttpResponse(column_binary(legend, codes), content_type="application/octet-stream")
+            return Response({**legend, "codes": codes.tolist()})
         if tag_id:
             tag = Tag.objects.filter(dataset=dataset, pk=tag_id).only("id", "name", "bitmask").first()
             if tag is None:

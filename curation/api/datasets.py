@@ -11,7 +11,6 @@ from django.db.models import Count, F, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.urls import path
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -92,16 +91,6 @@ def _clean_name(value) -> str:
         raise ValidationError({"name": [str(exc)]}) from None
 
 
-def _unique_name(owner, name: str, dataset=None) -> str:
-    """A dataset name is unique among its owner's datasets (any case): two alike could not be told apart."""
-    taken = Dataset.objects.filter(owner=owner, name__iexact=name)
-    if dataset is not None:
-        taken = taken.exclude(pk=dataset.pk)
-    if taken.exists():
-        raise ValidationError({"name": [f"{owner.username} already has a dataset named {name!r}; choose another name"]})
-    return name
-
-
 class DatasetList(APIView):
     @extend_schema(
         operation_id="datasets_list",
@@ -123,7 +112,11 @@ class DatasetList(APIView):
         mode = body.get("upload_mode", UploadMode.FULL)
         if mode not in UploadMode.values:
             raise ValidationError({"upload_mode": [f"{mode!r} is not one of {', '.join(UploadMode.values)}"]})
-        dataset = services.create_dataset(request.user, _unique_name(request.user, name), mode)
+        # A dataset name is unique among its owner's datasets (any case): two alike could not be told apart.
+        try:
+            dataset = services.create_dataset(request.user, name, mode)
+        except services.DatasetNameTaken as exc:
+            raise ValidationError({"name": [str(exc)]}) from None
         return Response(
             DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED
         )
@@ -149,8 +142,10 @@ class DatasetDetail(APIView):
             raise ValidationError({fixed[0]: ["cannot be changed; only the name can"]})
         if "name" not in body:
             raise ValidationError({"name": ["is required"]})
-        name = _unique_name(dataset.owner, _clean_name(body["name"]), dataset)
-        Dataset.objects.filter(pk=dataset.pk).update(name=name, updated_at=timezone.now())
+        try:
+            services.rename_dataset(dataset, _clean_name(body["name"]))
+        except services.DatasetNameTaken as exc:
+            raise ValidationError({"name": [str(exc)]}) from None
         return Response(DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data)
 
     @extend_schema(

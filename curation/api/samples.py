@@ -241,11 +241,19 @@ LIST_PARAMETERS = [
         "where",
         str,
         many=True,
-        description="A metadata condition `path:op:value` "
-        "(op: eq, ne, lt, lte, gt, gte, in, exists; value is JSON when it parses, else text). "
-        "Repeatable.",
+        description="A metadata condition `path:op:value`. "
+        "op: eq, ne, lt, lte, gt, gte, in, exists; and for text: contains (case-sensitive substring), "
+        "icontains (substring in any case), ieq (equal in any case), iin (one of a JSON list of strings, in any "
+        "case). The value is JSON when it parses, else text; contains, icontains and ieq take the text as "
+        'typed (`name:icontains:12` looks for "12"). Text operations match string values only. '
+        "A bad value is a 400 naming the condition. Repeatable.",
     ),
-    OpenApiParameter("conditions", str, description='A JSON list of {"path", "op", "value"} conditions.'),
+    OpenApiParameter(
+        "conditions",
+        str,
+        description='A JSON list of {"path", "op", "value"} conditions (the ops of `where`; '
+        "contains/icontains/ieq take a string value, iin a list of strings).",
+    ),
     OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path, or -path; missing values last."),
     OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
     OpenApiParameter("cursor", str, description="From a `next` or `previous` link."),

@@ -7,6 +7,9 @@ PATCH  /datasets/<id>/views/<view_id>          editor+: any of name, filter, sor
 DELETE /datasets/<id>/views/<view_id>          editor+
 POST   /datasets/<id>/views/<view_id>/tag      editor+: {"name"}: a tag of the samples the view's filter matches now,
                                                to sample from or export
+GET    /datasets/<id>/views/<view_id>/export?format=   any member: the samples the view's filter matches now, as a
+                                               download (the tag export's formats), without making a tag
+GET    /datasets/<id>/export?format=&filter=   any member: the same for a filter as Explore applies it
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import tagging
+from curation import bitmask, columns, tagging
 from curation.access import get_dataset, resolve_tag
-from curation.api.tags import TagSerializer
+from curation.api.analytics import _filter_param
+from curation.api.tags import IgnoreFormatParameter, TagSerializer
 from curation.filters import parse_filter, parse_sort
-from curation.models import Role, SavedView
+from curation.models import Role, SavedView, Tag
 
 KEYS = ("name", "filter", "sort", "color")
 MAX_VIEWS = 500  # per dataset: a list, not a table to page through
@@ -44,7 +49,10 @@ VIEW_REQUEST = inline_serializer(
     "SavedViewRequest",
     {
         "name": serializers.CharField(max_length=200),
-        "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
+        "filter": serializers.DictField(
+            required=False,
+            help_text="{tag, file_name, conditions: [{path, op, value}]}; op as in the sample list's `where` (eq ... exists, contains, icontains, ieq, iin)",
+        ),
         "sort": serializers.CharField(required=False, help_text="idx, -idx, a metadata path or -path"),
         "color": serializers.CharField(required=False, help_text='the map\'s colour: "", "field:<path>" or "tag:<id>"'),
     },
@@ -180,8 +188,68 @@ class SavedViewTag(APIView):
         return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
 
 
+def export_matches(request, dataset, name: str, filter_obj) -> object:
+    """The samples `filter_obj` matches now, streamed by the tag export (same formats, writers and idx order) from
+    an unsaved tag that holds their bitmask: nothing is stored. The format is checked before the filter is run."""
+    fmt = request.query_params.get("format", "")
+    if fmt not in tagging.EXPORT_FORMATS:
+        raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(tagging.EXPORT_FORMATS)}"]})
+    parsed = parse_filter(filter_obj or {})
+    if parsed["tag"] is not None:
+        parsed["tag"] = resolve_tag(dataset, parsed["tag"], "filter.tag")
+    mask = columns.filter_mask(dataset, **parsed)
+    matches = Tag(dataset=dataset, name=name, bitmask=mask, count=bitmask.count(mask))
+    return tagging.export_tag(dataset, matches, fmt, request)
+
+
+EXPORT_RESPONSES = {
+    (200, "text/plain"): OpenApiTypes.STR,
+    (200, "text/csv"): OpenApiTypes.STR,
+    (200, "application/json"): OpenApiTypes.OBJECT,
+}
+FORMAT_PARAMETER = OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)
+
+
+class SavedViewExport(APIView):
+    content_negotiation_class = IgnoreFormatParameter
+
+    @extend_schema(
+        summary="Download the samples a saved view matches now (in idx order; the tag export's formats)",
+        parameters=[FORMAT_PARAMETER],
+        responses=EXPORT_RESPONSES,
+    )
+    def get(self, request, dataset_id: str, view_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        view = _view(dataset, view_id)
+        return export_matches(request, dataset, view.name, view.filter)
+
+
+class FilterExport(APIView):
+    content_negotiation_class = IgnoreFormatParameter
+
+    @extend_schema(
+        summary="Download the samples a filter matches (in idx order; the tag export's formats)",
+        parameters=[
+            FORMAT_PARAMETER,
+            OpenApiParameter(
+                "filter",
+                str,
+                description='JSON {"tag", "file_name", "conditions"} as Explore applies it; none: every sample',
+            ),
+            OpenApiParameter("name", str, description="The download's file name (default: samples)."),
+        ],
+        responses=EXPORT_RESPONSES,
+    )
+    def get(self, request, dataset_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        name = (request.query_params.get("name") or "samples").strip()[:200] or "samples"
+        return export_matches(request, dataset, name, _filter_param(request))
+
+
 urlpatterns = [
     path("datasets/<str:dataset_id>/views", SavedViewList.as_view(), name="saved-view-list"),
     path("datasets/<str:dataset_id>/views/<str:view_id>", SavedViewDetail.as_view(), name="saved-view-detail"),
     path("datasets/<str:dataset_id>/views/<str:view_id>/tag", SavedViewTag.as_view(), name="saved-view-tag"),
+    path("datasets/<str:dataset_id>/views/<str:view_id>/export", SavedViewExport.as_view(), name="saved-view-export"),
+    path("datasets/<str:dataset_id>/export", FilterExport.as_view(), name="filter-export"),
 ]

@@ -55,7 +55,10 @@ TAG_CREATE = inline_serializer(
                 "lasso sends; any number of samples"
             ),
         ),
-        "filter": serializers.DictField(required=False, help_text='{"tag", "file_name", "conditions": [...]}'),
+        "filter": serializers.DictField(
+            required=False,
+            help_text="{tag, file_name, conditions: [{path, op, value}]}; op as in the sample list's `where` (eq ... exists, contains, icontains, ieq, iin)",
+        ),
         "exclude_sample_ids": serializers.ListField(
             child=serializers.CharField(),
             required=False,

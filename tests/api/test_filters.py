@@ -68,6 +68,21 @@ def where(api, dataset, *conditions, **params):
         ("n:gt:5", ["cam1/c.jpg"]),  # the string "9" never matches a numeric comparison
         ("weather:exists:true", ["cam0/a.jpg", "cam0/b.jpg", "cam1/c.jpg", "cam1/d.jpg", "cam2/f.jpg", "CAM3/g.jpg"]),
         ("missing.path:eq:1", []),
+        # Text: contains is case-sensitive, icontains/ieq/iin are not; numbers and booleans never match.
+        ("weather.scenario:contains:ai", ["cam0/a.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:contains:AI", []),
+        ("weather.scenario:icontains:AI", ["cam0/a.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:icontains:n", ["cam0/a.jpg", "cam0/b.jpg", "cam1/d.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:ieq:RAIN", ["cam0/a.jpg", "CAM3/g.jpg"]),
+        ("weather.scenario:ieq:rai", []),
+        ('weather.scenario:iin:["SUN", "Snow"]', ["cam0/b.jpg", "cam1/d.jpg"]),
+        ("weather.temperature:icontains:O", ["cam1/c.jpg"]),  # only the string "hot"; 10 is not text
+        ("weather.temperature:contains:1", []),
+        ("n:contains:9", ["CAM3/g.jpg"]),  # the text "9", typed bare, is text for contains
+        ('n:ieq:"9"', ["CAM3/g.jpg"]),
+        ("flag:icontains:true", []),
+        ("weather.scenario:contains:%", []),  # no LIKE wildcards
+        ("weather.scenario:contains:_", []),
     ],
 )
 def test_each_operator(filled, viewer_api, condition, expected):
@@ -305,3 +320,82 @@ def test_outsider_and_anonymous_cannot_list(filled, outsider_api, anon_api):
     assert listing(outsider_api, filled).status_code == 404
     assert listing(anon_api, filled).status_code == 401
     assert Sample.objects.filter(dataset=filled).count() == len(ROWS)
+
+
+def test_text_operations_in_the_json_form_and_unicode_case(dataset, viewer_api):
+    add_samples(
+        dataset,
+        [
+            {"file_name": "a.jpg", "metadata": {"place": "Straße Ölberg", "note": "50% off_site"}},
+            {"file_name": "b.jpg", "metadata": {"place": "ÖLBERG", "note": "500 offsite"}},
+            {"file_name": "c.jpg", "metadata": {"place": 12}},
+        ],
+    )
+    conditions = json.dumps([{"path": "place", "op": "icontains", "value": "ölberg"}])
+    assert names(listing(viewer_api, dataset, conditions=conditions)) == ["a.jpg", "b.jpg"]
+    assert where(viewer_api, dataset, "place:ieq:öLBERG") == ["b.jpg"]
+    assert where(viewer_api, dataset, "note:contains:0% off_") == ["a.jpg"]
+    assert where(viewer_api, dataset, "place:contains:12") == []  # the number 12 is not text
+
+
+def test_text_operation_with_a_fallback(filled, viewer_api):
+    MetadataField.objects.create(
+        dataset=filled, path="weather.scenario", type=FieldType.CATEGORICAL_STRING, fallback="Unknown"
+    )
+    assert where(viewer_api, filled, "weather.scenario:icontains:UNK") == ["cam1/c.jpg", "cam2/e.jpg", "cam2/f.jpg"]
+    assert where(viewer_api, filled, "weather.scenario:contains:unk") == []
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"path": "a", "op": "contains", "value": 12},
+            'a contains: value must be a non-empty string, not 12; write it in quotes, such as "12"',
+        ),
+        ({"path": "a", "op": "icontains", "value": ""}, "a icontains: value must be a non-empty string"),
+        ("a:icontains:", "a icontains: value must be a non-empty string"),
+        ({"path": "a", "op": "ieq", "value": True}, "a ieq: value must be a string, not True"),
+        ("a:iin:rain", 'a iin: value must be a JSON list of strings, such as ["a", "b"]'),
+        ('a:iin:["rain", 3]', "a iin: 3 is not a string"),
+        ("a:iin:[]", "a iin: the list must have 1 to 1000 strings (got 0)"),
+        ("a:icontains:" + "x" * 1025, "a icontains: the text must be at most 1024 characters"),
+        ("a:like:x", "op 'like' (path 'a') is not one of eq, ne, lt, lte, gt, gte, in, exists, contains, icontains"),
+    ],
+)
+def test_bad_text_conditions_are_named(raw, message):
+    with pytest.raises(ValidationError) as caught:
+        parse_conditions([raw])
+    assert message in str(caught.value.detail["conditions[0]"][0])
+
+
+def test_a_bad_text_condition_is_a_400_through_the_api(filled, viewer_api):
+    response = listing(viewer_api, filled, where="weather.scenario:iin:rain")
+    assert response.status_code == 400
+    assert "weather.scenario iin: value must be a JSON list of strings" in response.content.decode()
+
+
+def test_schema_documents_the_text_operations(viewer_api):
+    schema = viewer_api.get("/api/schema/", {"format": "json"}).json()
+    params = schema["paths"]["/api/v1/datasets/{dataset_id}/samples"]["get"]["parameters"]
+    where_doc = next(p for p in params if p["name"] == "where")["description"]
+    for op in ("contains", "icontains", "ieq", "iin"):
+        assert op in where_doc
+
+
+def test_the_colour_column_of_a_filter_marks_its_matches(filled, viewer_api):
+    url = f"/api/v1/datasets/{filled.id}/metadata/column"
+    body = viewer_api.get(url, {"filter": json.dumps({"conditions": ["weather.scenario:icontains:RAI"]})}).json()
+    assert body["categories"] == ["not matching", "matching"]
+    assert body["codes"] == [1, 0, 0, 0, 0, 0, 1] and body["matched"] == 2
+    tag = make_tag(filled, "two", [0, 1])
+    body = viewer_api.get(url, {"filter": json.dumps({"tag": tag.id, "file_name": "cam0"})}).json()
+    assert body["codes"] == [1, 1, 0, 0, 0, 0, 0]
+    binary = viewer_api.get(url, {"filter": json.dumps({"conditions": ["n:gt:2"]}), "encoding": "binary"})
+    head = int.from_bytes(binary.content[:4], "little")
+    legend = json.loads(binary.content[4 : 4 + head])
+    assert legend["matched"] == 2 and legend["dtype"] == "int16"
+    bad = viewer_api.get(url, {"filter": json.dumps({"conditions": ["n:iin:[1]"]})})
+    assert bad.status_code == 400 and "n iin: 1 is not a string" in bad.content.decode()
+    both = viewer_api.get(url, {"filter": "{}", "path": "n"})
+    assert both.status_code == 400 and "exactly one of path" in both.content.decode()

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection  # noqa: F401  (the skipif condition reads it)
 
-from curation import columns, tagging
+from curation import bitmask, columns, tagging
 from curation.api.analytics import _histograms_from_columns, histograms
 from curation.filters import parse_filter, select_samples
 from curation.models import Dataset, FieldType, MetadataColumns, MetadataField
@@ -95,6 +95,13 @@ FILTERS = [
     {"conditions": [{"path": "flag", "op": "exists", "value": True}, {"path": "score", "op": "lt", "value": 10}]},
     {"conditions": [{"path": "unconfigured", "op": "exists", "value": False}]},  # not a column: SQL part
     {"file_name": "01", "conditions": [{"path": "w", "op": "eq", "value": "rain"}]},
+    # Text operations: on the categories' codes for a categorical field; none of them matches a number.
+    {"conditions": [{"path": "w", "op": "contains", "value": "n"}]},
+    {"conditions": [{"path": "w", "op": "icontains", "value": "RA"}]},
+    {"conditions": [{"path": "w", "op": "ieq", "value": "SUN"}]},  # the fallback matches: missing ones too
+    {"conditions": [{"path": "w", "op": "iin", "value": ["Fog", "SNOW"]}]},
+    {"conditions": [{"path": "cam.id", "op": "icontains", "value": "1"}]},  # numeric, numbers only: none
+    {"conditions": [{"path": "t", "op": "icontains", "value": "HO"}]},  # a string on a mixed numeric path: SQL
 ]
 
 
@@ -315,3 +322,14 @@ def test_removing_the_last_field_drops_the_store(rich, owner_api, django_capture
             assert owner_api.delete(url).status_code == 204
     assert not MetadataColumns.objects.filter(pk=rich.pk).exists()
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("filter_obj", [f for f in FILTERS if f and f.get("conditions")], ids=str)
+def test_filter_masks_from_columns_equal_sql(rich, filter_obj):
+    parsed = parse_filter(filter_obj)
+    from_sql = columns.filter_mask(rich, **parsed)  # no store yet: SQL
+    _fresh(rich)
+    assert columns.fresh_store(rich, queue=False) is not None
+    from_columns = columns.filter_mask(rich, **parsed)
+    expected = sorted(select_samples(rich, **parsed).values_list("idx", flat=True))
+    assert bitmask.to_indices(from_columns).tolist() == bitmask.to_indices(from_sql).tolist() == expected

@@ -91,3 +91,77 @@ def test_roles_and_outsiders(viewer_api, outsider_api, editor_api, data):
     assert outsider_api.get(url(data)).status_code == 404
     assert outsider_api.get(url(data, f"/{view['id']}")).status_code == 404
     assert editor_api.get(url(data, "/" + "0" * 24)).status_code == 404
+
+
+def _body(response) -> str:
+    assert response.status_code == 200, response.content
+    return b"".join(response.streaming_content).decode()
+
+
+def test_a_view_exports_directly_in_every_format_without_making_a_tag(editor_api, viewer_api, data):
+    view = editor_api.post(url(data), {"name": "fast / now", "filter": FAST}, format="json").json()
+    tags_before = Tag.objects.count()
+    response = viewer_api.get(url(data, f"/{view['id']}/export"), {"format": "filenames"})
+    assert response["Content-Disposition"] == 'attachment; filename="fast_now.txt"'
+    assert _body(response).splitlines() == ["f6.jpg", "f7.jpg", "f8.jpg", "f9.jpg"]
+    rows = _body(viewer_api.get(url(data, f"/{view['id']}/export"), {"format": "csv"})).splitlines()
+    assert rows[0].startswith("file_name,sample_id,idx") and [r.split(",")[0] for r in rows[1:]] == [
+        "f6.jpg",
+        "f7.jpg",
+        "f8.jpg",
+        "f9.jpg",
+    ]
+    import json
+
+    items = json.loads(_body(viewer_api.get(url(data, f"/{view['id']}/export"), {"format": "json"})))
+    assert [item["file_name"] for item in items] == ["f6.jpg", "f7.jpg", "f8.jpg", "f9.jpg"]
+    tasks = json.loads(_body(viewer_api.get(url(data, f"/{view['id']}/export"), {"format": "label-studio"})))
+    assert len(tasks) == 4
+    assert Tag.objects.count() == tags_before  # nothing was stored
+    # The view is read when exported: a changed filter exports its new matches.
+    editor_api.patch(url(data, f"/{view['id']}"), {"filter": {"conditions": ["road:ieq:B"]}}, format="json")
+    text = _body(viewer_api.get(url(data, f"/{view['id']}/export"), {"format": "filenames"}))
+    assert text.splitlines() == ["f1.jpg", "f3.jpg", "f5.jpg", "f7.jpg", "f9.jpg"]
+
+
+def test_the_current_filter_exports_directly(viewer_api, data, owner):
+    import json
+
+    from curation import tagging
+
+    base = f"/api/v1/datasets/{data.id}/export"
+    text = _body(viewer_api.get(base, {"format": "filenames", "filter": json.dumps(FAST), "name": "quick"}))
+    assert text.splitlines() == ["f6.jpg", "f7.jpg", "f8.jpg", "f9.jpg"]
+    everything = viewer_api.get(base, {"format": "filenames"})
+    assert everything["Content-Disposition"] == 'attachment; filename="samples.txt"'
+    assert len(_body(everything).splitlines()) == 10
+    tag = tagging.create_tag(data, "some", [1, 2, 3, 8], origin="selection", origin_detail={}, creator=owner)
+    within = {"tag": tag.id, "conditions": [{"path": "road", "op": "icontains", "value": "A"}]}
+    assert _body(viewer_api.get(base, {"format": "filenames", "filter": json.dumps(within)})).splitlines() == [
+        "f2.jpg",
+        "f8.jpg",
+    ]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"format": "xml"}, "format: unknown format 'xml'"),
+        ({"format": "csv", "filter": "{"}, "filter: must be a JSON object"),
+        (
+            {"format": "csv", "filter": '{"conditions": ["speed:iin:abc"]}'},
+            "filter.conditions[0]: speed iin: value must be a JSON list",
+        ),
+        ({"format": "csv", "filter": '{"tag": "000000000000000000000000"}'}, "filter.tag: no tag with id"),
+    ],
+)
+def test_a_bad_export_request_is_named(viewer_api, data, params, message):
+    response = viewer_api.get(f"/api/v1/datasets/{data.id}/export", params)
+    assert response.status_code == 400 and response.json()["detail"].startswith(message), response.json()
+
+
+def test_exports_of_views_and_filters_need_membership(outsider_api, editor_api, data):
+    view = editor_api.post(url(data), {"name": "v", "filter": FAST}, format="json").json()
+    assert outsider_api.get(url(data, f"/{view['id']}/export"), {"format": "csv"}).status_code == 404
+    assert outsider_api.get(f"/api/v1/datasets/{data.id}/export", {"format": "csv"}).status_code == 404
+    assert editor_api.get(url(data, "/" + "0" * 24 + "/export"), {"format": "csv"}).status_code == 404

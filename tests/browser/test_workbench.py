@@ -449,22 +449,34 @@ def test_every_page_at_768_px_has_no_horizontal_scroll_and_a_skip_link(browser, 
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
-    pages = ["", "explore", "analyze", "map", "sampling", "tags", "configurator"]
+    pages = ["", "explore", "analyze", "map", "sampling", "similar", "duplicates", "tags", "configurator"]
     wide = {}
+
+    def measure(key: str) -> None:
+        pg.wait_for_load_state("networkidle")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        if width > 768:
+            wide[key] = width
+        shot(pg, f"768-{key}")
+
     for sub in pages:
         pg.goto(f"{live_server.url}/datasets/{dataset.id}" + (f"/{sub}" if sub else ""))
-        pg.wait_for_load_state("networkidle")
-        width = pg.evaluate("() => document.documentElement.scrollWidth")
-        if width > 768:
-            wide[sub or "overview"] = width
-        shot(pg, f"768-{sub or 'overview'}")
-    for path in ["/", "/preferences"]:
+        measure(sub or "overview")
+    for path, key in [("/", "datasets"), ("/preferences", "preferences")]:
         pg.goto(live_server.url + path)
-        pg.wait_for_load_state("networkidle")
-        width = pg.evaluate("() => document.documentElement.scrollWidth")
-        if width > 768:
-            wide[path] = width
+        measure(key)
+    # The sample view (a dialog over Explore) and the sign-in page, too.
+    pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    pg.get_by_test_id("tile").first.locator(".pick").press("o")
+    expect(pg.get_by_test_id("sample-view")).to_be_visible(timeout=LONG)
+    measure("sample-view")
+    pg.keyboard.press("Escape")
+    pg.get_by_test_id("sign-out").click()
+    pg.wait_for_url(re.compile(r".*/login.*"))
+    pg.goto(live_server.url + "/login")
+    measure("login")
     assert not wide, f"pages wider than 768 px: {wide}"
+    sign_in(pg, live_server.url, "olivia", "pw-olivia-123")
     # The first Tab reaches a skip link that moves focus past the navigation.
     pg.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
     pg.keyboard.press("Tab")
@@ -636,3 +648,234 @@ def test_sampling_with_the_keyboard_only(page, live_server, shot, dataset, owner
     page.keyboard.press("Enter")
     expect(page.get_by_text("Tag “keyboard picks” created with 30 samples")).to_be_visible(timeout=LONG)
     assert Tag.objects.get(dataset=dataset, name="keyboard picks").count == 30
+
+
+def test_explore_text_contains_and_any_case_in_the_builder_and_the_sidebar(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    base = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(base)
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # The builder: part of a value, in any case.
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="contains (any case)")
+    page.get_by_label("Value", exact=True).fill("SUN")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_test_id("condition")).to_have_text(re.compile(r'Scenario contains \(any case\) "SUN"'))
+    assert '"op":"icontains"' in page.url.replace("%22", '"').replace("%3A", ":").replace("%2C", ",")
+    page.get_by_role("button", name="Remove condition Scenario").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    # The same as "is (any case)".
+    page.get_by_label("Condition", exact=True).select_option(label="is (any case)")
+    page.get_by_label("Value", exact=True).fill("Rainy")
+    page.get_by_role("button", name="Add condition").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_role("button", name="Remove condition Scenario").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+
+    # The sidebar: a contains box on the text field, with the value counts following it.
+    facet = page.locator('.facet[data-path="weather.scenario"]')
+    box = page.get_by_label("Scenario contains", exact=True)
+    box.fill("NY")
+    box.press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)  # sunny, rainy
+    expect(facet.get_by_test_id("facet-value").filter(has_text="cloudy").get_by_test_id("facet-count")).to_have_text(
+        "0", timeout=LONG
+    )
+    expect(facet.get_by_test_id("facet-value").filter(has_text="sunny").get_by_test_id("facet-count")).to_have_text(
+        "40"
+    )
+    shot(page, "explore-text-contains")
+    # Match case: "NY" is in no value as typed.
+    page.get_by_label("Scenario: match case").check()
+    expect(page.get_by_test_id("match-count")).to_have_text("0 samples", timeout=LONG)
+    page.get_by_label("Scenario contains", exact=True).fill("ny")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    # A reload keeps it (from the URL).
+    page.reload()
+    expect(page.get_by_test_id("match-count")).to_have_text("80 samples", timeout=LONG)
+    expect(page.get_by_label("Scenario contains", exact=True)).to_have_value("ny")
+    expect(page.get_by_label("Scenario: match case")).to_be_checked()
+
+    # Bad values in a link are said in words, not "0 samples".
+    page.goto(base + '?conditions=[{"path":"weather.scenario","op":"icontains","value":5}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        "Scenario contains (any case) 5: the value must be text", timeout=LONG
+    )
+    page.goto(base + '?conditions=[{"path":"weather.temperature","op":"icontains","value":"1"}]')
+    expect(page.get_by_test_id("filter-error")).to_contain_text(
+        "“icontains” is not a condition for a float field (it matches text, and this field holds numbers)",
+        timeout=LONG,
+    )
+    expect(page.get_by_test_id("match-count")).not_to_have_text(re.compile("0 samples"))
+
+
+def test_the_map_highlights_the_samples_the_explore_filter_matches(page, live_server, shot, dataset):
+    _street(dataset, 120)
+    _map_embedding(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Scenario contains", exact=True).fill("RAIN")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    page.get_by_label("Temperature at most").fill("9")
+    page.get_by_label("Temperature at most").press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("10 samples", timeout=LONG)
+    # Explore links to the map with the same filter; the map highlights exactly those samples.
+    page.get_by_test_id("explore-map").click()
+    expect(page).to_have_url(re.compile(r"/map\?conditions="), timeout=LONG)
+    expect(page.get_by_test_id("map-status")).to_contain_text("120 points", timeout=LONG)
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text(
+        "Highlighting 10 samples that match the filter from Explore", timeout=LONG
+    )
+    expected = [i for i in range(120) if i % 3 == 2 and i % 40 <= 9]
+    assert page.evaluate("() => winnowMap.highlightedIdx") == expected
+    shot(page, "map-filter-highlight")
+    # A colour keeps the highlight (the URL holds both), and a reload reads both back.
+    page.locator("#m-color").select_option(label="Temperature")
+    expect(page).to_have_url(re.compile(r"conditions=.*color=field%3Aweather.temperature"), timeout=LONG)
+    page.reload()
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text("Highlighting 10 samples", timeout=LONG)
+    assert page.evaluate("() => winnowMap.highlightedIdx") == expected
+    # "Show all samples" drops the filter; back brings it again.
+    page.get_by_role("button", name="Show all samples").click()
+    expect(page.get_by_test_id("map-filter")).to_be_hidden(timeout=LONG)
+    assert page.evaluate("() => winnowMap.highlightedIdx") is None
+    page.go_back()
+    expect(page.get_by_test_id("map-filter-count")).to_contain_text("Highlighting 10 samples", timeout=LONG)
+    # A bad filter in a link is said in words.
+    page.goto(
+        f"{live_server.url}/datasets/{dataset.id}/map"
+        '?conditions=[{"path":"weather.scenario","op":"icontains","value":""}]'
+    )
+    page.errors.allow("status of 400")
+    expect(page.get_by_test_id("map-filter-error")).to_contain_text(
+        "weather.scenario icontains: value must be a non-empty string", timeout=LONG
+    )
+
+
+def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live_server, shot, dataset, owner):
+    import json as _json
+
+    from curation.models import SavedView, Tag
+
+    _street(dataset, 120)
+    SavedView.objects.create(
+        dataset=dataset,
+        name="cold rain",
+        creator=owner,
+        filter={
+            "conditions": [
+                {"path": "weather.scenario", "op": "eq", "value": "rainy"},
+                {"path": "weather.temperature", "op": "lte", "value": 3},
+            ]
+        },
+    )
+    tags_before = Tag.objects.filter(dataset=dataset).count()
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export all samples")
+    # The current filter, as CSV.
+    page.get_by_label("Scenario contains", exact=True).fill("SUN")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    page.get_by_label("Export as").select_option("csv")
+    expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
+    assert rows[0].startswith("file_name,sample_id,idx")
+    assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in range(0, 120, 3)]
+    # A saved view, opened, exports under its name; changing the filter afterwards exports the filter again.
+    page.get_by_test_id("view-select").select_option(label="cold rain")
+    expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export view “cold rain”")
+    page.get_by_label("Export as").select_option("json")
+    shot(page, "explore-export-view")
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    assert caught.value.suggested_filename == "cold_rain.json"
+    items = _json.loads(open(caught.value.path(), encoding="utf-8").read())
+    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in range(120) if i % 3 == 2 and i % 40 <= 3]
+    page.get_by_role("button", name=re.compile("Remove condition Temperature")).click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
+    expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
+    assert Tag.objects.filter(dataset=dataset).count() == tags_before  # no tag on the way
+
+
+def _tab_to(pg, selector: str, limit: int = 120) -> None:
+    """Press Tab (only) until the focused element matches `selector`; fails when it never does."""
+    for _ in range(limit):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def test_explore_and_analyze_with_the_keyboard_only(page, live_server, shot, dataset):
+    """No click, no focus(), no fill: Tab, typing, Enter, Space and arrows, as a keyboard user works."""
+    _street(dataset, 120)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    count = page.get_by_test_id("match-count")
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    # The skip link first, then on to the file-name filter.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    _tab_to(page, "#f-name")
+    page.keyboard.type("f00")
+    page.keyboard.press("Enter")
+    expect(count).to_have_text("10 samples", timeout=LONG)  # f000..f009
+    # The sidebar's text box: "contains", any case.
+    _tab_to(page, '[data-facet-key="weather.scenario:contains"]')
+    page.keyboard.type("SUN")
+    page.keyboard.press("Enter")
+    expect(count).to_have_text("4 samples", timeout=LONG)  # f000, f003, f006, f009
+    expect(page.locator('[data-facet-key="weather.scenario:contains"]')).to_be_focused()
+    # The tiles: one tab stop, arrows move, Space selects.
+    _tab_to(page, '[data-testid="tile"] .pick')
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected")
+    # Save the two as a tag, from the keyboard.
+    _tab_to(page, "#save-name")
+    page.keyboard.type("picked by keys")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Tag “picked by keys” saved with 2 samples")).to_be_visible(timeout=LONG)
+    assert Tag.objects.get(dataset=dataset, name="picked by keys").indices().tolist() == [0, 6]
+    # Open a sample with O and walk to the next with the arrow key; Escape closes it.
+    _tab_to(page, '[data-testid="tile"] .pick')
+    page.keyboard.press("o")
+    expect(page.get_by_test_id("sample-view")).to_be_visible(timeout=LONG)
+    expect(page.get_by_test_id("sample-view").locator("#sample-title")).to_contain_text("f000.jpg", timeout=LONG)
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_test_id("sample-view").locator("#sample-title")).to_contain_text("f003.jpg", timeout=LONG)
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("sample-view")).to_be_hidden(timeout=LONG)
+    shot(page, "explore-keyboard")
+
+    # Analyze: a range typed into "from" and "to", a category toggled, a filter removed.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    _tab_to(page, '[aria-label="Temperature from"]')
+    page.keyboard.type("5")
+    page.keyboard.press("Tab")
+    page.keyboard.type("12")
+    page.keyboard.press("Tab")
+    expect(matched).to_have_text("24", timeout=LONG)
+    _tab_to(page, '[data-path="weather.scenario"] [data-value="sunny"]')
+    page.keyboard.press("Space")
+    expect(matched).to_have_text("8", timeout=LONG)
+    page.keyboard.press("Enter")
+    expect(matched).to_have_text("24", timeout=LONG)
+    page.keyboard.press("Shift+Tab")  # back into the page, then on to a chip's remove button
+    _tab_to(page, '[aria-label^="Remove filter on"]')
+    page.keyboard.press("Enter")
+    expect(matched).not_to_have_text("24", timeout=LONG)
+    shot(page, "analyze-keyboard")

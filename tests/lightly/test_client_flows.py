@@ -54,6 +54,19 @@ def test_datasets_create_find_list_exist_and_delete(lightly_client, owner, outsi
     assert (dataset.name, dataset.upload_mode, dataset.owner) == ("street-scenes", "meta", owner)
     with pytest.raises(ValueError, match="already exists"):
         client.create_dataset("street-scenes")
+    # The client's own check is by exact name; the server refuses the same name in another case too, with
+    # Lightly's error code, and a create that skips the check is refused the same way.
+    from lightly.openapi_generated.swagger_client.rest import ApiException
+
+    for name, create in [
+        ("Street-Scenes", lambda n: client.create_dataset(n)),
+        ("street-scenes", lambda n: client._create_dataset_without_check_existing(n, "Images")),
+    ]:
+        with pytest.raises(ApiException) as refused:
+            create(name)
+        assert refused.value.status == 400 and "DATASET_NAME_EXISTS" in refused.value.body
+    assert Dataset.objects.filter(owner=owner).count() == 1
+    assert client.dataset_id == dataset_id
 
     other = lightly_client(owner)
     other.set_dataset_id_by_name("street-scenes")

@@ -94,6 +94,18 @@ def test_create_dataset_refuses_bad_input_and_writes_nothing(owner_v1, body, fie
     assert not Dataset.objects.exists()
 
 
+def test_create_dataset_refuses_a_name_the_owner_already_has(owner_v1, owner, outsider):
+    first = owner_v1.post("datasets", {"name": "street-scenes", "type": "Images"})
+    assert first.status_code == 201
+    for name in ("street-scenes", "Street-Scenes"):  # any case: two alike could not be told apart
+        message = error(owner_v1.post("datasets", {"name": name, "type": "Images"}), 400, "DATASET_NAME_EXISTS")
+        assert message == f"A dataset with the name {name!r} already exists."
+    assert Dataset.objects.filter(owner=owner).count() == 1
+    # Another user's dataset of that name does not stand in the way.
+    services.create_dataset(outsider, "their-scenes", "meta")
+    assert owner_v1.post("datasets", {"name": "their-scenes", "type": "Images"}).status_code == 201
+
+
 def test_create_dataset_refuses_malformed_json(owner_v1):
     error(owner_v1.post("datasets", raw=b"{not json"), 400, "MALFORMED_REQUEST")
     error(owner_v1.post("datasets", raw=b'{"name": NaN}'), 400, "MALFORMED_REQUEST")

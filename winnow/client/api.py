@@ -800,14 +800,29 @@ class Client:
         With raw=True every format comes back as the text the server sent.
         """
         tag_id = self.get_tag(tag, dataset_id)["id"]
-        response = self._request(
-            "GET", f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export", params={"format": format}
-        )
+        return self._export(f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export", {"format": format}, raw)
+
+    def export_view(self, view: str, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False):
+        """The samples a saved view (name or id) matches now, as export_tag gives a tag's (no tag is made)."""
+        view_id = self.get_view(view, dataset_id)["id"]
+        return self._export(f"datasets/{self._dataset(dataset_id)}/views/{view_id}/export", {"format": format}, raw)
+
+    def export_filter(
+        self, filter: dict | None = None, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False
+    ):
+        """The samples a filter {"tag", "file_name", "conditions"} matches (all without one), as export_tag gives."""
+        params = {"format": format}
+        if filter:
+            params["filter"] = json.dumps(filter)
+        return self._export(f"datasets/{self._dataset(dataset_id)}/export", params, raw)
+
+    def _export(self, path: str, params: dict, raw: bool):
+        response = self._request("GET", path, params=params)
         response.encoding = "utf-8"
         text = response.text
-        if raw or format == "csv":
+        if raw or params["format"] == "csv":
             return text
-        if format == "filenames":
+        if params["format"] == "filenames":
             return [line for line in text.splitlines() if line]
         return json.loads(text)
 

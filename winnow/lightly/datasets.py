@@ -100,7 +100,11 @@ class DatasetListView(_DatasetLists):
             raise self.invalid(
                 "parentDatasetId is not supported: Winnow datasets have no parent.", "DATASET_NOT_SUPPORTED"
             )
-        dataset = services.create_dataset(request.user, name, UPLOAD_MODES[img_type])
+        # As Lightly: one owner's dataset names are unique (here in any case), and a second create is refused.
+        try:
+            dataset = services.create_dataset(request.user, name, UPLOAD_MODES[img_type])
+        except services.DatasetNameTaken:
+            raise self.invalid(f"A dataset with the name {name!r} already exists.", "DATASET_NAME_EXISTS") from None
         return JsonResponse({"id": dataset.id}, status=201)
 
 

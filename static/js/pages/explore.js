@@ -1,6 +1,6 @@
 // Explore: the thumbnail grid over the dataset with cursor paging as you scroll, filters by tag,
 // file name and configured metadata fields, sorting, selection and "save selection as tag".
-import { api, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
+import { api, apiRoot, busy, clear, datasetId, el, emptyState, errorBox, fmtCount, fmtNum, fmtValue, getPath, toast } from "../lib.js";
 
 import { SampleGrid, infiniteScroll } from "../grid.js";
 import { boxLayer } from "../predictions.js";
@@ -21,13 +21,20 @@ const selCount = document.getElementById("sel-count");
 const results = document.getElementById("results");
 const saveForm = document.getElementById("save-form");
 const saveError = document.getElementById("save-error");
+const mapLink = document.getElementById("explore-map");
 
 const PAGE = 120;
 const OPS = {
   numeric: [["eq", "="], ["ne", "≠"], ["lt", "<"], ["lte", "≤"], ["gt", ">"], ["gte", "≥"]],
   categorical: [["eq", "is"], ["ne", "is not"], ["in", "is one of"]],
+  // Text fields also match part of a value, and in any case (the API's contains, icontains, ieq, iin).
+  text: [["eq", "is"], ["ne", "is not"], ["in", "is one of"], ["icontains", "contains (any case)"],
+    ["contains", "contains (exact case)"], ["ieq", "is (any case)"], ["iin", "is one of (any case)"]],
 };
-const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", in: "in", exists: "exists" };
+const OP_TEXT = { eq: "=", ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", in: "in", exists: "exists",
+  contains: "contains", icontains: "contains (any case)", ieq: "is (any case)", iin: "is one of (any case)" };
+const TEXT_OPS = ["contains", "icontains", "ieq", "iin"];
+const LIST_OPS = ["in", "iin"];
 
 let fields = [];               // configured fields
 let categories = new Map();    // path -> known values, for the value input's suggestions
@@ -107,6 +114,8 @@ const scroller = infiniteScroll(results, loadMore);
 const samples = (n) => fmtCount(n, "sample");
 
 function isNumeric(field) { return field && (field.type === "int" || field.type === "float"); }
+function isText(field) { return field && field.type === "categorical_string"; }
+function opsFor(field) { return isNumeric(field) ? OPS.numeric : isText(field) ? OPS.text : OPS.categorical; }
 
 function typed(field, text) {
   const t = text.trim();
@@ -143,11 +152,15 @@ function checkCondition(c) {
   if (!c || typeof c !== "object" || typeof c.path !== "string") throw new Error("a condition must be an object with path, op and value");
   const f = fieldOf(c.path);
   if (!f) throw new Error("“" + c.path + "” is not a configured metadata field");
-  const ops = (isNumeric(f) ? OPS.numeric : OPS.categorical).map(([v]) => v).concat(["exists"]);
-  if (!ops.includes(c.op)) throw new Error(label(f) + ": “" + c.op + "” is not a condition for a " + f.type + " field");
+  const ops = opsFor(f).map(([v]) => v).concat(["exists"]);
+  if (!ops.includes(c.op)) {
+    const why = TEXT_OPS.includes(c.op) ? " (it matches text, and this field holds " + (isNumeric(f) ? "numbers" : f.type.replace("_", " ") + " values") + ")" : "";
+    throw new Error(label(f) + ": “" + c.op + "” is not a condition for a " + f.type + " field" + why);
+  }
   if (c.op === "exists") return;
-  const values = c.op === "in" ? c.value : [c.value];
-  if (!Array.isArray(values) || !values.length) throw new Error(label(f) + ": “is one of” needs a list of values");
+  const values = LIST_OPS.includes(c.op) ? c.value : [c.value];
+  if (!Array.isArray(values) || !values.length) throw new Error(label(f) + ": “" + OP_TEXT[c.op] + "” needs a list of values");
+  if ((c.op === "contains" || c.op === "icontains") && values[0] === "") throw new Error(label(f) + " " + OP_TEXT[c.op] + ": enter the text to look for");
   for (const v of values) {
     const ok = isNumeric(f) || f.type === "categorical_int" ? typeof v === "number" && Number.isFinite(v) && (f.type === "float" || Number.isInteger(v))
       : f.type === "boolean" ? typeof v === "boolean" : typeof v === "string";
@@ -166,6 +179,11 @@ function syncUrl(push) {
   if (state.show) qs.set("show", state.show);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
   const s = qs.toString();
+  // The map highlights the same filter (it reads tag, file_name and conditions the way this page writes them).
+  const onMap = new URLSearchParams();
+  for (const key of ["tag", "file_name", "conditions"]) if (qs.get(key)) onMap.set(key, qs.get(key));
+  mapLink.href = base + "/map" + (onMap.toString() ? "?" + onMap : "");
+  updateExport();
   const url = location.pathname + (s ? "?" + s : "");
   if (url === location.pathname + location.search) return;
   // A change the curator made is a new history entry, so back and forward walk through the filters.
@@ -210,7 +228,7 @@ function renderChips() {
 
 function renderOps() {
   const f = fieldOf(fieldSelect.value);
-  clear(opSelect, (isNumeric(f) ? OPS.numeric : OPS.categorical).map(([v, t]) => el("option", { value: v }, t)));
+  clear(opSelect, opsFor(f).map(([v, t]) => el("option", { value: v }, t)));
   clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
   valueInput.value = "";
 }
@@ -321,8 +339,9 @@ function categoricalFacet(f, data) {
   const chosen = facetValues(f.path);
   const shown = data.values.slice(0, MAX_FACET_VALUES);
   for (const v of chosen) if (!shown.some((x) => x.value === v)) shown.push({ value: v, count: 0, matched: 0 });
+  const containsBox = isText(f) ? textFacet(f) : null;
   return el("fieldset", { class: "facet", "data-path": f.path, style: "margin:0" },
-    el("legend", { class: "sr-only" }, label(f)), el("h3", { "aria-hidden": "true" }, label(f)),
+    el("legend", { class: "sr-only" }, label(f)), el("h3", { "aria-hidden": "true" }, label(f)), containsBox,
     shown.map((v) => {
       const box = el("input", { type: "checkbox", checked: chosen.some((x) => x === v.value), "data-facet-key": f.path + "=" + JSON.stringify(v.value) });
       box.addEventListener("change", () => {
@@ -333,6 +352,24 @@ function categoricalFacet(f, data) {
     }),
     data.values.length > MAX_FACET_VALUES ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(data.values.length - MAX_FACET_VALUES) + " more values: use the condition builder") : null,
     data.other ? el("p", { class: "muted small", style: "margin:4px 0 0" }, fmtNum(facetsUnfiltered ? data.other : data.other_matched || 0) + " in rarer values") : null);
+}
+
+// A text field's "contains" box (any case by default; "Aa" makes it exact case). The value counts below
+// follow it, as they follow every condition.
+function textFacet(f) {
+  const current = state.conditions.find((c) => c.path === f.path && (c.op === "icontains" || c.op === "contains"));
+  const input = el("input", { type: "search", value: current ? current.value : "", placeholder: "contains…",
+    "aria-label": label(f) + " contains", "data-facet-key": f.path + ":contains", style: "width:100%" });
+  const exact = el("input", { type: "checkbox", checked: Boolean(current && current.op === "contains"),
+    "data-facet-key": f.path + ":contains-case", "aria-label": label(f) + ": match case" });
+  const update = () => {
+    const text = input.value;
+    setFacet(f.path, ["icontains", "contains"], text.trim() === "" ? [] : [{ path: f.path, op: exact.checked ? "contains" : "icontains", value: text }]);
+  };
+  input.addEventListener("change", update);
+  exact.addEventListener("change", () => { if (input.value.trim()) update(); });
+  return el("div", { class: "row small", style: "align-items:center;gap:6px;flex-wrap:nowrap;margin-bottom:4px" },
+    input, el("label", { class: "muted", title: "Match case" }, exact, "Aa"));
 }
 
 function numericFacet(f, data) {
@@ -408,10 +445,11 @@ function addCondition() {
   const f = fieldOf(fieldSelect.value);
   if (!f) return;
   try {
-    const value = opSelect.value === "in"
+    const list = LIST_OPS.includes(opSelect.value);
+    const value = list
       ? valueInput.value.split(",").filter((v) => v.trim()).map((v) => typed(f, f.type === "categorical_string" ? v.trim() : v))
       : typed(f, valueInput.value);
-    if (opSelect.value === "in" && !value.length) throw new Error(label(f) + ": enter values separated by commas");
+    if (list && !value.length) throw new Error(label(f) + ": enter values separated by commas");
     state.conditions.push({ path: f.path, op: opSelect.value, value });
   } catch (err) {
     toast(err.message, "error");
@@ -471,7 +509,27 @@ function renderViews(selectedId = viewSelect.value) {
   for (const id of ["v-rename", "v-delete"]) { const b = document.getElementById(id); if (b) b.disabled = !chosen; }
   viewMap.classList.toggle("hidden", !(chosen && chosen.color));
   if (chosen && chosen.color) viewMap.href = "/datasets/" + encodeURIComponent(datasetId) + "/map?color=" + encodeURIComponent(chosen.color);
+  updateExport();
 }
+
+// Export: the open saved view (while the filter is still the view's), else the current filter, as a download in the
+// tag export's formats, without making a tag first.
+const exportFormat = document.getElementById("x-format");
+const exportLink = document.getElementById("x-link");
+const sameFilter = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
+function updateExport() {
+  const chosen = views.find((v) => v.id === viewSelect.value);
+  const format = "format=" + encodeURIComponent(exportFormat.value);
+  if (chosen && sameFilter(chosen.filter, filterObject())) {
+    exportLink.href = apiRoot + base + "/views/" + encodeURIComponent(chosen.id) + "/export?" + format;
+    exportLink.textContent = "Export view “" + chosen.name + "”";
+  } else {
+    const filter = filterObject();
+    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "");
+    exportLink.textContent = Object.keys(filter).length ? "Export the matching samples" : "Export all samples";
+  }
+}
+exportFormat.addEventListener("change", updateExport);
 
 async function loadViews(selectedId) {
   const data = await api(base + "/views");

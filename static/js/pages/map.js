@@ -48,6 +48,13 @@ window.winnowMap = {
   toScreen(x, y) { return scatter.toScreen(x, y); },
   get pointSize() { return scatter.pointSize() / (window.devicePixelRatio || 1); },
   get viewport() { return scatter.getViewport(); },
+  // The samples (idx) the filter from the URL matches, drawn highlighted; null without a filter.
+  get highlightedIdx() {
+    if (!filterMatch) return null;
+    const out = [];
+    for (let i = 0; i < filterMatch.length; i++) if (filterMatch[i]) out.push(idxOf[i]);
+    return out.sort((a, b) => a - b);
+  },
 };
 
 // --- the view in the URL: embedding, colour and viewport -------------------------------------------------
@@ -105,10 +112,12 @@ async function loadProjection(embedding) {
   idxOf = new Uint32Array(keep);
   pointOf = new Map();
   keep.forEach((idx, i) => { xy[2 * i] = raw[2 * idx]; xy[2 * i + 1] = raw[2 * idx + 1]; pointOf.set(idx, i); });
+  filterMatch = null;  // per point of the previous projection: applied again below
   scatter.resize();
   scatter.setPoints(xy);
   applyViewFromUrl();
   await applyColor();
+  await applyFilter();
   const method = response.headers.get("X-Projection-Method");
   setStatus(fmtNum(keep.length) + " points · " + (method ? method.toUpperCase() + " layout · " : "") +
     (scatter.kind === "webgl" ? "WebGL" : "2D canvas"));
@@ -200,12 +209,89 @@ async function applyColor() {
 
 function paintColors() {
   if (!baseColors) return;
-  if (!selected.length) { scatter.setColors(baseColors); return; }
-  // Everything outside the lasso turns a faint grey, so the selection stands out in any colouring.
+  if (!selected.length && !filterMatch) { scatter.setColors(baseColors); return; }
+  // Everything outside the lasso (and outside the filter's matches) turns a faint grey, so what is chosen
+  // stands out in any colouring.
   const rgba = new Uint8Array(baseColors.length);
   for (let i = 0; i < rgba.length; i += 4) { rgba[i] = 70; rgba[i + 1] = 80; rgba[i + 2] = 100; rgba[i + 3] = 70; }
-  for (const i of selected) { rgba.set(baseColors.subarray(4 * i, 4 * i + 3), 4 * i); rgba[4 * i + 3] = 255; }
+  const lit = selected.length ? selected : null;
+  // Without a colouring, the filter's matches turn amber: they stand out from the faint rest at any zoom.
+  const amber = filterMatch && !colorSelect.value && !lit ? [255, 196, 61] : null;
+  const light = (i) => {
+    if (amber) rgba.set(amber, 4 * i); else rgba.set(baseColors.subarray(4 * i, 4 * i + 3), 4 * i);
+    rgba[4 * i + 3] = 255;
+  };
+  if (lit) { for (const i of lit) if (!filterMatch || filterMatch[i]) light(i); }
+  else { for (let i = 0; i < filterMatch.length; i++) if (filterMatch[i]) light(i); }
   scatter.setColors(rgba);
+}
+
+// --- the filter from Explore (tag, file_name, conditions in the URL, as Explore writes them) ---------------
+
+let filterMatch = null;   // per point: 1 when its sample matches the filter in the URL; null without a filter
+const filterBox = document.getElementById("map-filter");
+
+function filterFromUrl() {
+  const qs = urlParams();
+  const obj = {};
+  if (qs.get("tag")) obj.tag = qs.get("tag");
+  if (qs.get("file_name")) obj.file_name = qs.get("file_name");
+  if (qs.get("conditions")) {
+    let conditions;
+    try { conditions = JSON.parse(qs.get("conditions")); } catch (err) { throw new Error("The link's conditions are not valid JSON (" + err.message + ")."); }
+    if (!Array.isArray(conditions)) throw new Error("The link's conditions must be a list.");
+    if (conditions.length) obj.conditions = conditions;
+  }
+  return Object.keys(obj).length ? obj : null;
+}
+
+function exploreLink() {
+  const qs = new URLSearchParams();
+  for (const key of ["tag", "file_name", "conditions"]) { const v = urlParams().get(key); if (v) qs.set(key, v); }
+  return base + "/explore" + (qs.toString() ? "?" + qs : "");
+}
+
+async function applyFilter() {
+  let obj;
+  try { obj = filterFromUrl(); } catch (err) { obj = err; }
+  if (!obj) {
+    filterMatch = null;
+    filterBox.classList.add("hidden");
+    paintColors();
+    return;
+  }
+  filterBox.classList.remove("hidden");
+  let column = null;
+  let problem = obj instanceof Error ? obj.message : null;
+  if (!problem) {
+    try { column = await fetchColumn({ filter: JSON.stringify(obj) }); } catch (err) { problem = err.message; }
+  }
+  const clearButton = el("button", { type: "button", class: "small", onclick: () => {
+    const qs = urlParams();
+    for (const key of ["tag", "file_name", "conditions"]) qs.delete(key);
+    history.pushState(null, "", location.pathname + (qs.toString() ? "?" + qs : ""));
+    applyFilter();
+  } }, "Show all samples");
+  if (problem) {
+    // A filter that cannot be applied is said in words; the map then shows every sample as it is.
+    filterMatch = null;
+    clear(filterBox, el("div", { class: "alert error", role: "alert", "data-testid": "map-filter-error" },
+      "The filter from the link cannot be applied: " + problem + " "), clearButton);
+    paintColors();
+    return;
+  }
+  filterMatch = new Uint8Array(idxOf.length);
+  let shown = 0;
+  for (let i = 0; i < idxOf.length; i++) {
+    const idx = idxOf[i];
+    if (idx < column.codes.length && column.codes[idx] === 1) { filterMatch[i] = 1; shown += 1; }
+  }
+  const off = column.matched - shown;
+  clear(filterBox, el("span", { "data-testid": "map-filter-count" },
+    "Highlighting " + fmtCount(shown, "sample") + " that match the filter from Explore" +
+    (off > 0 ? " (" + fmtNum(off) + " more match but have no point in this embedding)" : "") + ". "),
+  el("a", { href: exploreLink() }, "Open in Explore"), " ", clearButton);
+  paintColors();
 }
 
 // --- interaction -------------------------------------------------------------------------------------
@@ -429,6 +515,7 @@ async function init() {
         colorSelect.value = [...colorSelect.options].some((o) => o.value === color) ? color : "";
         work.push(applyColor());
       }
+      work.push(applyFilter());
     }
     Promise.all(work).catch(showError).finally(() => { restoring = false; });
   });
