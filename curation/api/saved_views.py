@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from curation import bitmask, columns, tagging
 from curation.access import get_dataset, resolve_tag
 from curation.api.analytics import _filter_param
-from curation.api.tags import IgnoreFormatParameter, TagSerializer
+from curation.api.tags import IgnoreFormatParameter, TagSerializer, export_response
 from curation.filters import parse_filter, parse_sort
 from curation.models import Role, SavedView, Tag
 
@@ -199,7 +199,7 @@ def export_matches(request, dataset, name: str, filter_obj) -> object:
         parsed["tag"] = resolve_tag(dataset, parsed["tag"], "filter.tag")
     mask = columns.filter_mask(dataset, **parsed)
     matches = Tag(dataset=dataset, name=name, bitmask=mask, count=bitmask.count(mask))
-    return tagging.export_tag(dataset, matches, fmt, request)
+    return export_response(request, dataset, matches, fmt)
 
 
 EXPORT_RESPONSES = {

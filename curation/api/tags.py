@@ -226,12 +226,17 @@ class TagExport(APIView):
         dataset = get_dataset(request.user, dataset_id)
         tag = _tag(dataset, tag_id)
         fmt = request.query_params.get("format", "")
-        export = tagging.export_tag(
-            dataset, tag, fmt, base_url=request.build_absolute_uri("/").rstrip("/"), user=request.user
-        )
-        response = StreamingHttpResponse(export.body, content_type=export.content_type)
-        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
-        return response
+        return export_response(request, dataset, tag, fmt)
+
+
+def export_response(request, dataset, tag, fmt: str) -> StreamingHttpResponse:
+    """The tag export as a streamed download, its links signed for the requesting user on this host."""
+    export = tagging.export_tag(
+        dataset, tag, fmt, base_url=request.build_absolute_uri("/").rstrip("/"), user=request.user
+    )
+    response = StreamingHttpResponse(export.body, content_type=export.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+    return response
 
 
 urlpatterns = [
