@@ -131,27 +131,24 @@ class EmbeddingList(APIView):
                 f"The upload is larger than {limit} bytes (WINNOW_MAX_REQUEST_BYTES): send it in chunks "
                 "(POST .../embeddings/uploads; the client and CLI do so for files over 32 MiB)."
             )
-        try:
-            if (request.content_type or "").startswith("multipart/"):
-                name = request.data.get("name")
-                if "matrix" in request.FILES or "names" in request.FILES:
-                    embedding = self._npy(dataset, name, request)
-                else:
-                    upload = request.FILES.get("file")
-                    if upload is None:
-                        raise ValidationError({"file": ["is required: the CSV as a `file` part"]})
-                    if not upload.size:
-                        raise ValidationError({"file": ["the CSV is empty"]})
-                    embedding = embeddings.create_from_csv(dataset, name, upload, creator=request.user)
+        if (request.content_type or "").startswith("multipart/"):
+            name = request.data.get("name")
+            if "matrix" in request.FILES or "names" in request.FILES:
+                embedding = self._npy(dataset, name, request)
             else:
-                if not _content_length(request):
+                upload = request.FILES.get("file")
+                if upload is None:
+                    raise ValidationError({"file": ["is required: the CSV as a `file` part"]})
+                if not upload.size:
                     raise ValidationError({"file": ["the CSV is empty"]})
-                stream = request.data if hasattr(request.data, "read") else io.BytesIO()
-                embedding = embeddings.create_from_csv(
-                    dataset, request.query_params.get("name"), stream, creator=request.user
-                )
-        except embeddings.EmbeddingError as exc:
-            raise ValidationError({exc.field: [str(exc)]}) from None
+                embedding = embeddings.create_from_csv(dataset, name, upload, creator=request.user)
+        else:
+            if not _content_length(request):
+                raise ValidationError({"file": ["the CSV is empty"]})
+            stream = request.data if hasattr(request.data, "read") else io.BytesIO()
+            embedding = embeddings.create_from_csv(
+                dataset, request.query_params.get("name"), stream, creator=request.user
+            )
         return Response(EmbeddingSerializer(embedding).data, status=status.HTTP_201_CREATED)
 
     def _npy(self, dataset, name, request):
@@ -213,10 +210,6 @@ def _upload(dataset, upload_id: str) -> EmbeddingUpload:
     return upload
 
 
-def _domain_error(exc: embeddings.EmbeddingError):
-    return ValidationError({exc.field: [str(exc)]})
-
-
 class UploadList(APIView):
     @extend_schema(
         request=UploadCreateSerializer,
@@ -231,12 +224,9 @@ class UploadList(APIView):
         sizes = dict(body.validated_data.get("sizes") or {})
         if "size" in body.validated_data:
             sizes.setdefault("file" if body.validated_data["kind"] == "csv" else "matrix", body.validated_data["size"])
-        try:
-            upload = embedding_uploads.create_upload(
-                dataset, body.validated_data["name"], body.validated_data["kind"], sizes, creator=request.user
-            )
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
+        upload = embedding_uploads.create_upload(
+            dataset, body.validated_data["name"], body.validated_data["kind"], sizes, creator=request.user
+        )
         return Response(UploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
 
@@ -294,8 +284,6 @@ class UploadChunk(APIView):
             upload = embedding_uploads.add_chunk(upload.pk, part, offset, data)
         except embedding_uploads.OffsetMismatch as exc:
             return Response({"detail": str(exc), "offset": exc.offset}, status=status.HTTP_409_CONFLICT)
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
         return Response(UploadSerializer(upload).data)
 
     post = put
@@ -323,10 +311,7 @@ class UploadComplete(APIView):
     def post(self, request, dataset_id: str, upload_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         upload = _upload(dataset, upload_id)
-        try:
-            upload = embedding_uploads.complete(upload.pk)
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
+        upload = embedding_uploads.complete(upload.pk)
         upload.refresh_from_db()
         return Response(UploadSerializer(upload).data, status=status.HTTP_202_ACCEPTED)
 

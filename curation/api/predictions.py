@@ -96,12 +96,9 @@ class PredictionTaskDetail(APIView):
             kind = "json"
         else:
             raise ValidationError({"body": [f"Content-Type must be application/json or {JSON_LINES[0]}"]})
-        try:
-            # DRF's stream is the raw body (None when empty); the view never parses it into request.data.
-            stream = request.stream if request.stream is not None else io.BytesIO()
-            upload = services.receive(dataset, name, stream, kind=kind, creator=request.user)
-        except services.PredictionsInvalid as exc:
-            raise ValidationError({exc.field: [exc.message]}) from None
+        # DRF's stream is the raw body (None when empty); the view never parses it into request.data.
+        stream = request.stream if request.stream is not None else io.BytesIO()
+        upload = services.receive(dataset, name, stream, kind=kind, creator=request.user)
         inline = (
             upload.size <= settings.WINNOW_PREDICTIONS_INLINE_BYTES and request.query_params.get("background") != "true"
         )

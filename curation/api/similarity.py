@@ -105,10 +105,6 @@ def _run(dataset, run_id: str) -> SimilarityRun:
     return run
 
 
-def _error(exc: similarity.SimilarityError) -> ValidationError:
-    return ValidationError({exc.field: [str(exc)]})
-
-
 def _bounded(request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -146,29 +142,26 @@ class Search(APIView):
         v = body.validated_data
         embedding = _embedding(dataset, v.get("embedding"))
         image = v.get("image")
-        try:
-            query = similarity.resolve_query(
-                dataset,
-                embedding,
-                sample=v.get("sample"),
-                tag=v.get("tag"),
-                mode=v["mode"],
-                vector=v.get("vector"),
-                image=image.read(similarity.MAX_IMAGE_BYTES + 1) if image is not None else None,
-                image_name=image.name if image is not None else "",
-            )
-            run = similarity.create_search(
-                dataset,
-                embedding,
-                query,
-                k=v["k"],
-                metric=v["metric"],
-                input_tag=v.get("input_tag"),
-                exclude_query=v["exclude_query"],
-                creator=request.user,
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        query = similarity.resolve_query(
+            dataset,
+            embedding,
+            sample=v.get("sample"),
+            tag=v.get("tag"),
+            mode=v["mode"],
+            vector=v.get("vector"),
+            image=image.read(similarity.MAX_IMAGE_BYTES + 1) if image is not None else None,
+            image_name=image.name if image is not None else "",
+        )
+        run = similarity.create_search(
+            dataset,
+            embedding,
+            query,
+            k=v["k"],
+            metric=v["metric"],
+            input_tag=v.get("input_tag"),
+            exclude_query=v["exclude_query"],
+            creator=request.user,
+        )
         done = run.status in (similarity.SUCCEEDED, similarity.FAILED)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED if done else status.HTTP_202_ACCEPTED)
 
@@ -184,17 +177,14 @@ class Duplicates(APIView):
         body = DuplicatesSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        try:
-            run = similarity.create_duplicates(
-                dataset,
-                _embedding(dataset, v.get("embedding")),
-                threshold=v.get("threshold"),
-                metric=v["metric"],
-                input_tag=v.get("input_tag"),
-                creator=request.user,
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        run = similarity.create_duplicates(
+            dataset,
+            _embedding(dataset, v.get("embedding")),
+            threshold=v.get("threshold"),
+            metric=v["metric"],
+            input_tag=v.get("input_tag"),
+            creator=request.user,
+        )
         run.refresh_from_db()
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -244,12 +234,9 @@ class RunTag(APIView):
         body = TagBodySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        try:
-            tag = similarity.tag_from_run(
-                run, v["name"], top_k=v.get("top_k"), keep=v["keep"], mode=v["mode"], creator=request.user
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        tag = similarity.tag_from_run(
+            run, v["name"], top_k=v.get("top_k"), keep=v["keep"], mode=v["mode"], creator=request.user
+        )
         return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
 
 
