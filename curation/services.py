@@ -16,8 +16,9 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404
 
 from curation import filters, storage, tagging
+from curation.errors import DomainError
 from curation.metadata import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
-from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
+from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, UploadMode, new_public_id
 
 MAX_FILE_NAME_LENGTH = 1024
 MAX_DATASET_NAME_LENGTH = 200
@@ -45,6 +46,9 @@ def clean_dataset_name(name) -> str:
 
 @transaction.atomic
 def create_dataset(owner, name: str, upload_mode: str) -> Dataset:
+    """A new dataset owned by `owner`; `name` already clean (clean_dataset_name). DomainError for an unknown mode."""
+    if upload_mode not in UploadMode.values:
+        raise DomainError(f"{upload_mode!r} is not one of {', '.join(UploadMode.values)}", "upload_mode")
     dataset = Dataset.objects.create(owner=owner, name=name, upload_mode=upload_mode)
     Membership.objects.create(dataset=dataset, user=owner, role=Role.OWNER)
     return dataset
