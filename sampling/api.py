@@ -22,12 +22,16 @@ from curation.access import get_dataset
 from curation.models import Role
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from sampling.samplers.strategies import MAX_STRATEGIES, NEEDS_N_SAMPLES, STRATEGIES
 from winnow.fields import StringField
 from winnow.parsers import JSONParser
 
 
 class SamplingRunCreateSerializer(serializers.Serializer):
-    """The request's types; what the values mean for the dataset is checked in services.prepare_run."""
+    """A run request, checked once here: the fields' types and bounds, then the strategy grammar
+    (sampling/samplers/strategies.py, through services.check_request: strategies and their parameters, how they
+    combine, n_samples / min_distance where a strategy needs one). What needs the dataset (the embedding, tags,
+    prediction tasks, metadata fields, n_samples against the candidates) is services.prepare_run's."""
 
     name = StringField(max_length=200)
     embedding = StringField(max_length=64, required=False, allow_null=True)
@@ -35,13 +39,26 @@ class SamplingRunCreateSerializer(serializers.Serializer):
         max_length=32,
         required=False,
         allow_null=True,
-        help_text="One strategy; `auto` is the recommended choice of what to label first (needs embedding and n_samples).",
+        help_text=f"One strategy, one of {', '.join(STRATEGIES)}, with its parameters beside it; `auto` is the "
+        "recommended choice of what to label first (needs embedding and n_samples).",
     )
     strategies = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True, min_length=1, max_length=services.MAX_STRATEGIES
+        child=serializers.DictField(),
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=MAX_STRATEGIES,
+        help_text='In place of `strategy`: strategy objects to combine, each `{"strategy": ..., <its parameters>}`.',
     )
-    n_samples = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    min_distance = serializers.FloatField(required=False, allow_null=True)
+    n_samples = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text=f"How many samples to pick; required by {', '.join(NEEDS_N_SAMPLES)}; at most the candidates.",
+    )
+    min_distance = serializers.FloatField(
+        required=False, allow_null=True, help_text="Greater than 0; diversity stops once no candidate is farther."
+    )
     input_tag = StringField(max_length=64, required=False, allow_null=True)
     preselected_tag = StringField(max_length=64, required=False, allow_null=True)
     query_tag = StringField(max_length=64, required=False, allow_null=True)
@@ -64,7 +81,10 @@ class SamplingRunCreateSerializer(serializers.Serializer):
         unknown = [key for key in self.initial_data if key not in self.fields]
         if unknown:
             raise ValidationError({unknown[0]: [f"unknown key; a run request takes {', '.join(self.fields)}"]})
-        return attrs
+        try:
+            return services.check_request(attrs)
+        except services.InvalidRun as exc:
+            raise ValidationError({exc.field: [exc.message]}) from None
 
 
 class SamplingRunSerializer(serializers.ModelSerializer):
@@ -189,10 +209,7 @@ class RunListView(APIView):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         serializer = SamplingRunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            run = services.create_run(dataset, serializer.validated_data, request.user)
-        except services.InvalidRun as exc:
-            raise ValidationError({exc.field: [exc.message]}) from None
+        run = services.create_run(dataset, serializer.validated_data, request.user)
         run.refresh_from_db()  # in-process mode has already run it
         return Response(SamplingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
