@@ -23,6 +23,7 @@ from curation.models import Role
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 from sampling.samplers.strategies import MAX_STRATEGIES, NEEDS_N_SAMPLES, STRATEGIES
+from winnow import query
 from winnow.fields import StringField
 from winnow.parsers import JSONParser
 
@@ -142,6 +143,9 @@ class RunPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request):
+        return query.integer(request.query_params, self.page_size_query_param, self.page_size, 1, self.max_page_size)
+
 
 class ScorePagination(CursorPagination):
     """Keyset pagination on (run, rank), which is unique and indexed."""
@@ -152,16 +156,7 @@ class ScorePagination(CursorPagination):
     max_page_size = 1000
 
     def get_page_size(self, request):
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None:
-            return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if not 1 <= size <= self.max_page_size:
-            raise ValidationError({"limit": [f"must be an integer between 1 and {self.max_page_size}"]})
-        return size
+        return query.integer(request.query_params, self.page_size_query_param, self.page_size, 1, self.max_page_size)
 
 
 def _runs(dataset):
@@ -188,7 +183,12 @@ class RunListView(APIView):
                 "results": SamplingRunSerializer(many=True),
             },
         ),
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="1-200, default 50")],
+        parameters=[
+            OpenApiParameter("page", int),
+            query.integer_parameter(
+                "page_size", "Runs per page", 1, RunPagination.max_page_size, RunPagination.page_size
+            ),
+        ],
         summary="Sampling runs of a dataset, newest first",
         operation_id="sampling_runs_list",
     )
@@ -244,7 +244,12 @@ class RunCancelView(APIView):
 
 class RunScoresView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-1000, default 100")],
+        parameters=[
+            OpenApiParameter("cursor", str),
+            query.integer_parameter(
+                "limit", "Scores per page", 1, ScorePagination.max_page_size, ScorePagination.page_size
+            ),
+        ],
         responses={
             200: inline_serializer(
                 "ImportanceScorePage",

@@ -43,6 +43,7 @@ from curation.access import get_dataset
 from curation.api.files import AnyAcceptNegotiation
 from curation.embeddings import Status
 from curation.models import Embedding, EmbeddingUpload, Role
+from winnow import query
 from winnow.fields import StringField
 from winnow.parsers import MultiPartParser, PayloadTooLarge
 
@@ -246,6 +247,7 @@ class UploadDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+MAX_OFFSET = 2**63 - 1
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 
@@ -261,7 +263,9 @@ class UploadChunk(APIView):
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        parameters=[OpenApiParameter("offset", int, description="Where the chunk starts (or a Content-Range header)")],
+        parameters=[
+            query.integer_parameter("offset", "Where the chunk starts (or a Content-Range header)", 0, MAX_OFFSET)
+        ],
         responses={
             200: UploadSerializer,
             409: OpenApiResponse(description="Not at the committed offset; the body's `offset` says where to continue"),
@@ -296,10 +300,10 @@ class UploadChunk(APIView):
             if not match or int(match[2]) < int(match[1]):
                 raise ValidationError({"Content-Range": ["must be `bytes <first>-<last>/<total>`"]})
             return int(match[1]), int(match[2]) - int(match[1]) + 1
-        raw = request.query_params.get("offset")
-        if raw is None or not raw.isdigit():
+        offset = query.integer(request.query_params, "offset", None, 0, MAX_OFFSET)
+        if offset is None:
             raise ValidationError({"offset": ["is required: ?offset=<bytes> or a Content-Range header"]})
-        return int(raw), None
+        return offset, None
 
 
 class UploadComplete(APIView):

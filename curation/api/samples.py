@@ -30,7 +30,7 @@ from curation import columns, filters, services
 from curation.access import get_dataset
 from curation.ingest import handle_multipart_upload
 from curation.models import Role, Sample, UploadMode
-from winnow import safejson
+from winnow import query, safejson
 from winnow.parsers import MultiPartParser, too_large
 
 DEFAULT_LIMIT = 100
@@ -196,28 +196,6 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
 # --- query parameters -------------------------------------------------------------------------------------
 
 
-def _flag(request, name: str) -> bool:
-    value = request.query_params.get(name, "false").strip().lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no", ""):
-        return False
-    raise ValidationError({name: [f"{value!r} is not true or false"]})
-
-
-def _limit(request) -> int:
-    text = request.query_params.get("limit")
-    if text is None:
-        return DEFAULT_LIMIT
-    try:
-        limit = int(text)
-    except ValueError:
-        raise ValidationError({"limit": [f"{text!r} is not an integer"]}) from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError({"limit": [f"must be between 1 and {MAX_LIMIT} (got {limit})"]})
-    return limit
-
-
 def _conditions(request) -> list[filters.Condition]:
     where = request.query_params.getlist("where")
     conditions = filters.parse_conditions(where, field="where") if where else []
@@ -247,9 +225,9 @@ LIST_PARAMETERS = [
     ),
     OpenApiParameter("conditions", str, description='A JSON list of {"path", "op", "value"} conditions.'),
     OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path, or -path; missing values last."),
-    OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    query.integer_parameter("limit", "Page size", 1, MAX_LIMIT, DEFAULT_LIMIT),
     OpenApiParameter("cursor", str, description="From a `next` or `previous` link."),
-    OpenApiParameter("count", bool, description="Also count every matching sample (slower)."),
+    query.flag_parameter("count", "Also count every matching sample (slower)"),
 ]
 
 SamplePage = inline_serializer(
@@ -313,7 +291,8 @@ class SampleList(APIView):
         if unknown:
             known = ", ".join(sorted(LIST_PARAMS - {"format"}))
             raise ValidationError({unknown[0]: [f"unknown parameter; use {known}"]})
-        limit, count = _limit(request), _flag(request, "count")
+        params = request.query_params
+        limit, count = query.integer(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), query.flag(params, "count")
         file_name = request.query_params.get("file_name") or None
         if file_name and len(file_name) > filters.MAX_FILE_NAME_FILTER:
             raise ValidationError({"file_name": [f"at most {filters.MAX_FILE_NAME_FILTER} characters"]})

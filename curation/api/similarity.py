@@ -30,8 +30,11 @@ from curation.access import get_dataset
 from curation.api.analytics import sample_urls
 from curation.api.tags import TagSerializer
 from curation.models import Embedding, Role, SimilarityRun
+from winnow import query
 
 MAX_PAGE = 1000
+MAX_GROUPS = 200
+MAX_OFFSET = 10**9
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -103,15 +106,6 @@ def _run(dataset, run_id: str) -> SimilarityRun:
     if run is None:
         raise Http404("No similarity run with that id in this dataset.")
     return run
-
-
-def _bounded(request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationError({name: [f"must be a whole number from {lo} to {hi}"]})
-    return int(raw)
 
 
 def _add_urls(dataset, row: dict) -> None:
@@ -208,16 +202,29 @@ class RunDetail(APIView):
 
 
 class RunResults(APIView):
-    @extend_schema(responses={200: None}, summary="A finished run's ranked results (search) or groups (duplicates)")
+    @extend_schema(
+        responses={200: None},
+        parameters=[
+            query.integer_parameter("offset", "Results (search) or groups (duplicates) to skip", 0, MAX_OFFSET, 0),
+            query.integer_parameter(
+                "limit",
+                f"Page size: search results (default 100), or groups (at most {MAX_GROUPS}, default 20)",
+                1,
+                MAX_PAGE,
+            ),
+        ],
+        summary="A finished run's ranked results (search) or groups (duplicates)",
+    )
     def get(self, request, dataset_id: str, run_id: str):
         dataset = get_dataset(request.user, dataset_id)
         run = _run(dataset, run_id)
-        offset = _bounded(request, "offset", 0, 0, 10**9)
+        params = request.query_params
+        offset = query.integer(params, "offset", 0, 0, MAX_OFFSET)
         try:
             if run.kind == similarity.SEARCH:
-                page = similarity.search_page(run, offset, _bounded(request, "limit", 100, 1, MAX_PAGE))
+                page = similarity.search_page(run, offset, query.integer(params, "limit", 100, 1, MAX_PAGE))
             else:
-                page = similarity.groups_page(run, offset, _bounded(request, "limit", 20, 1, 200))
+                page = similarity.groups_page(run, offset, query.integer(params, "limit", 20, 1, MAX_GROUPS))
         except similarity.SimilarityError as exc:
             return Response({"detail": str(exc), "status": run.status}, status=status.HTTP_409_CONFLICT)
         for row in page["results"]:
