@@ -13,17 +13,19 @@ import csv
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, F, Func
-from django.http import StreamingHttpResponse
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, signing
 from curation.access import resolve_tag
+from curation.errors import DomainError
 from curation.filters import parse_filter, select_samples
 from curation.metadata import bad_value, flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin, UploadMode
@@ -473,21 +475,30 @@ def _in_blocks(pieces):
         yield "".join(block)
 
 
-def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None) -> StreamingHttpResponse:
-    """The tag's samples as a download, streamed in idx order.
+@dataclass(frozen=True)
+class Export:
+    """A tag's download: text blocks to stream, their content type and the file name to save them as."""
+
+    blocks: Iterator[str]
+    content_type: str
+    filename: str
+
+
+def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, user=None, base_url: str | None = None) -> Export:
+    """The tag's samples as a download, streamed in idx order (the API wraps it in a streaming response).
 
     filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
     column per configured metadata field (else per metadata path found); a missing value is an
     empty cell, the configured fallback is not applied; a text cell starting with = + - @ tab or CR gets a
     leading ' (OWASP's CSV-injection advice), numbers stay as they are. json: a list of samples with their metadata
     and `image_url`. label-studio: a task list whose `data.image` is that URL (the file name for `meta`
-    datasets, which keep no pixels). The URLs are signed for `user` (default: the request's) and open
-    without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
+    datasets, which keep no pixels). The URLs start with `base_url` (default: settings.SITE_URL), are signed
+    for `user` and open without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
+    An unknown format is a DomainError on `format`.
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}"]})
-    base = request.build_absolute_uri("/").rstrip("/") if request is not None else settings.SITE_URL
-    user = user if user is not None else getattr(request, "user", None)
+        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
+    base = (base_url if base_url is not None else settings.SITE_URL).rstrip("/")
     if fmt in ("json", "label-studio") and dataset.upload_mode != UploadMode.META and user is None:
         raise ValueError("export_tag needs the user who signs the image links")
     stem = _safe_filename(tag.name)
@@ -500,6 +511,4 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, request=None, *, user=None)
     else:
         body = _export_label_studio(dataset, tag, base, user)
         content_type, filename = "application/json", f"{stem}-label-studio.json"
-    response = StreamingHttpResponse(_in_blocks(body), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return Export(_in_blocks(body), content_type, filename)

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Callable
 
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -222,8 +222,16 @@ class TagExport(APIView):
     def get(self, request, dataset_id: str, tag_id: str):
         dataset = get_dataset(request.user, dataset_id)
         tag = _tag(dataset, tag_id)
-        fmt = request.query_params.get("format", "")
-        return tagging.export_tag(dataset, tag, fmt, request)
+        export = tagging.export_tag(
+            dataset,
+            tag,
+            request.query_params.get("format", ""),
+            user=request.user,
+            base_url=request.build_absolute_uri("/"),
+        )
+        response = StreamingHttpResponse(export.blocks, content_type=export.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+        return response
 
 
 urlpatterns = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from curation.embeddings import EmbeddingError
@@ -10,6 +12,7 @@ from curation.predictions import PredictionsInvalid
 from curation.similarity import SimilarityError
 from sampling.services import InvalidRun
 from winnow.api import exception_handler
+from winnow.lightly.base import LightlyView
 
 
 @pytest.mark.parametrize(
@@ -49,3 +52,16 @@ def test_every_service_error_is_a_domain_error():
 
 def test_other_errors_are_left_to_django():
     assert exception_handler(KeyError("x"), {}) is None
+
+
+class _Refusing(LightlyView):
+    token_required = False
+
+    def get(self, request):
+        raise DomainError("no tag with id 'x' in this dataset", "tagId")
+
+
+def test_the_v1_adapter_answers_a_domain_error_in_lightly_format(rf):
+    response = _Refusing.as_view()(rf.get("/v1/anything"))
+    assert response.status_code == 400
+    assert json.loads(response.content) == {"code": "BAD_REQUEST", "error": "tagId: no tag with id 'x' in this dataset"}
