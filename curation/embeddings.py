@@ -38,6 +38,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from curation import storage
+from curation.errors import DomainError
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, new_public_id
 from winnow import safejson
 from winnow.celery import task
@@ -61,12 +62,11 @@ class Status:
     FAILED = "failed"
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(DomainError):
     """A rejected embedding upload; the message names the row at fault, `field` the request field."""
 
     def __init__(self, message: str, field: str = "file"):
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field)
 
 
 # --- keys -----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from curation import columns as column_store
 from curation import storage
+from curation.errors import DomainError
 from curation.models import Dataset, FieldType, MetadataField, PredictionTask, PredictionUpload, Sample
 from winnow.celery import task as celery_task
 from winnow.client import predictions as fmt
@@ -39,12 +40,11 @@ MAX_LISTED = 10
 READ_CHUNK = 1 << 20
 
 
-class PredictionsInvalid(Exception):
+class PredictionsInvalid(DomainError):
     """An upload that cannot be stored; the message names the file (or line) and field at fault."""
 
     def __init__(self, message: str, field: str = "predictions"):
-        super().__init__(message)
-        self.message, self.field = message, field
+        super().__init__(message, field)
 
 
 # --- receiving -----------------------------------------------------------------------------------

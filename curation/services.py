@@ -19,7 +19,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from curation import filters, storage, tagging
-from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, new_public_id
+from curation.errors import DomainError
+from curation.models import INITIAL_TAG, Dataset, Membership, Role, Sample, Tag, UploadMode, new_public_id
 from winnow.values import MAX_METADATA_BYTES, MAX_VALUE_DEPTH, bad_value, size_error
 
 MAX_FILE_NAME_LENGTH = 1024
@@ -63,7 +64,10 @@ def dataset_name_taken(owner, name: str, *, exclude: Dataset | None = None) -> b
 
 def create_dataset(owner, name: str, upload_mode: str) -> Dataset:
     """A new dataset with `owner` as its owner; DatasetNameTaken when the owner has one of that name (in any case),
-    also when two creates race (the database's unique constraint decides)."""
+    also when two creates race (the database's unique constraint decides); DomainError for an unknown mode.
+    `name` is already clean (clean_dataset_name)."""
+    if upload_mode not in UploadMode.values:
+        raise DomainError(f"{upload_mode!r} is not one of {', '.join(UploadMode.values)}", "upload_mode")
     if dataset_name_taken(owner, name):
         raise DatasetNameTaken(owner, name)
     try:

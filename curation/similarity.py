@@ -29,6 +29,7 @@ from django.utils import timezone
 from PIL import Image
 
 from curation import bitmask, embeddings, images, knn, storage, tagging
+from curation.errors import DomainError
 from curation.models import Dataset, Embedding, Sample, SimilarityRun, Tag, TagOrigin
 from winnow.celery import task
 from winnow.client import embedder
@@ -48,12 +49,8 @@ TAG_MODES = ("keepers", "deduplicated", "duplicates")
 STALE_FACTOR = 10  # a running run that reported nothing for this many stale periods died with its worker
 
 
-class SimilarityError(ValueError):
+class SimilarityError(DomainError):
     """Bad input for a search or duplicate run; `field` names the request field at fault."""
-
-    def __init__(self, message: str, field: str = "non_field_errors"):
-        super().__init__(message)
-        self.field = field
 
 
 # --- reading the embedding ----------------------------------------------------------------------------

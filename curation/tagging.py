@@ -25,6 +25,7 @@ from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, signing
 from curation.access import resolve_tag
+from curation.errors import DomainError
 from curation.filters import parse_filter, select_samples
 from curation.metadata import flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin
@@ -503,9 +504,10 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = N
     and `image_url`. label-studio: a task list whose `data.image` is that URL (the file name for `meta`
     datasets, which keep no pixels). The URLs start with `base_url` (default: settings.SITE_URL) and are signed
     for `user`: they open without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
+    An unknown format is a DomainError on `format`.
     """
     if fmt not in EXPORTS:
-        raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}"]})
+        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
     base = base_url if base_url is not None else settings.SITE_URL
     if fmt in ("json", "label-studio") and dataset.has_pixels and user is None:
         raise ValueError("export_tag needs the user who signs the image links")

@@ -22,12 +22,17 @@ from curation.access import get_dataset
 from curation.models import Role
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
+from sampling.samplers.strategies import MAX_STRATEGIES, NEEDS_N_SAMPLES, STRATEGIES
+from winnow import query
 from winnow.fields import StringField
 from winnow.parsers import JSONParser
 
 
 class SamplingRunCreateSerializer(serializers.Serializer):
-    """The request's types; what the values mean for the dataset is checked in services.prepare_run."""
+    """A run request, checked once here: the fields' types and bounds, then the strategy grammar
+    (sampling/samplers/strategies.py, through services.check_request: strategies and their parameters, how they
+    combine, n_samples / min_distance where a strategy needs one). What needs the dataset (the embedding, tags,
+    prediction tasks, metadata fields, n_samples against the candidates) is services.prepare_run's."""
 
     name = StringField(max_length=200)
     embedding = StringField(max_length=64, required=False, allow_null=True)
@@ -35,13 +40,26 @@ class SamplingRunCreateSerializer(serializers.Serializer):
         max_length=32,
         required=False,
         allow_null=True,
-        help_text="One strategy; `auto` is the recommended choice of what to label first (needs embedding and n_samples).",
+        help_text=f"One strategy, one of {', '.join(STRATEGIES)}, with its parameters beside it; `auto` is the "
+        "recommended choice of what to label first (needs embedding and n_samples).",
     )
     strategies = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True, min_length=1, max_length=services.MAX_STRATEGIES
+        child=serializers.DictField(),
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=MAX_STRATEGIES,
+        help_text='In place of `strategy`: strategy objects to combine, each `{"strategy": ..., <its parameters>}`.',
     )
-    n_samples = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    min_distance = serializers.FloatField(required=False, allow_null=True)
+    n_samples = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text=f"How many samples to pick; required by {', '.join(NEEDS_N_SAMPLES)}; at most the candidates.",
+    )
+    min_distance = serializers.FloatField(
+        required=False, allow_null=True, help_text="Greater than 0; diversity stops once no candidate is farther."
+    )
     input_tag = StringField(max_length=64, required=False, allow_null=True)
     preselected_tag = StringField(max_length=64, required=False, allow_null=True)
     query_tag = StringField(max_length=64, required=False, allow_null=True)
@@ -64,7 +82,10 @@ class SamplingRunCreateSerializer(serializers.Serializer):
         unknown = [key for key in self.initial_data if key not in self.fields]
         if unknown:
             raise ValidationError({unknown[0]: [f"unknown key; a run request takes {', '.join(self.fields)}"]})
-        return attrs
+        try:
+            return services.check_request(attrs)
+        except services.InvalidRun as exc:
+            raise ValidationError({exc.field: [exc.message]}) from None
 
 
 class SamplingRunSerializer(serializers.ModelSerializer):
@@ -122,6 +143,9 @@ class RunPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request):
+        return query.integer(request.query_params, self.page_size_query_param, self.page_size, 1, self.max_page_size)
+
 
 class ScorePagination(CursorPagination):
     """Keyset pagination on (run, rank), which is unique and indexed."""
@@ -132,16 +156,7 @@ class ScorePagination(CursorPagination):
     max_page_size = 1000
 
     def get_page_size(self, request):
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None:
-            return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if not 1 <= size <= self.max_page_size:
-            raise ValidationError({"limit": [f"must be an integer between 1 and {self.max_page_size}"]})
-        return size
+        return query.integer(request.query_params, self.page_size_query_param, self.page_size, 1, self.max_page_size)
 
 
 def _runs(dataset):
@@ -168,7 +183,12 @@ class RunListView(APIView):
                 "results": SamplingRunSerializer(many=True),
             },
         ),
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int, description="1-200, default 50")],
+        parameters=[
+            OpenApiParameter("page", int),
+            query.integer_parameter(
+                "page_size", "Runs per page", 1, RunPagination.max_page_size, RunPagination.page_size
+            ),
+        ],
         summary="Sampling runs of a dataset, newest first",
         operation_id="sampling_runs_list",
     )
@@ -189,10 +209,7 @@ class RunListView(APIView):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         serializer = SamplingRunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            run = services.create_run(dataset, serializer.validated_data, request.user)
-        except services.InvalidRun as exc:
-            raise ValidationError({exc.field: [exc.message]}) from None
+        run = services.create_run(dataset, serializer.validated_data, request.user)
         run.refresh_from_db()  # in-process mode has already run it
         return Response(SamplingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -227,7 +244,12 @@ class RunCancelView(APIView):
 
 class RunScoresView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-1000, default 100")],
+        parameters=[
+            OpenApiParameter("cursor", str),
+            query.integer_parameter(
+                "limit", "Scores per page", 1, ScorePagination.max_page_size, ScorePagination.page_size
+            ),
+        ],
         responses={
             200: inline_serializer(
                 "ImportanceScorePage",

@@ -40,6 +40,7 @@ import struct
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,6 +54,7 @@ from django.db.models.functions import Least
 from django.utils import timezone
 
 from curation import storage
+from curation.errors import DomainError
 from curation.metadata import path_error
 from curation.models import Embedding, FieldType, MetadataField, PredictionTask, Sample, Tag
 from sampling.models import FINISHED, ImportanceScore, RunStatus, SamplingRun
@@ -69,33 +71,31 @@ from sampling.samplers import (
 )
 from sampling.samplers.base import Monitor
 from sampling.samplers.kcenter import KCenter
-from sampling.samplers.metadata import OPERATIONS
-from sampling.samplers.predictions import coral_weight
-from sampling.samplers.similarity import METRICS
+from sampling.samplers.strategies import PARAM_KEYS
+from sampling.samplers.strategies import check_request as check_grammar
 from winnow.celery import task
 from winnow.client.predictions import DEFAULT_SCORE
 from winnow.client.predictions import PREFIX as PREDICTIONS
-from winnow.values import is_finite_number
 
 log = logging.getLogger(__name__)
 
-# Strategy parameters that may stand at the top level of a request next to a single `strategy`.
-PARAM_KEYS = ("field", "operation", "value", "target", "metric", "strength", "weight", "task", "score")
-MAX_STRATEGIES = 8
 MAX_SHARDS = 64
 NUMERIC_TYPES = {FieldType.INT, FieldType.FLOAT}
 CATEGORICAL_TYPES = {FieldType.CATEGORICAL_STRING, FieldType.CATEGORICAL_INT, FieldType.BOOLEAN}
 PROGRESS_EVERY_S = 0.5
 CANCEL_POLL_S = 0.5
 SCORE_BATCH = 5000
+CHECKED = "_checked"  # key of a request check_request returned: "single" (one `strategy`) or "list" (`strategies`)
 
 
-class InvalidRun(Exception):
+class InvalidRun(DomainError):
     """A run request that cannot be queued; `field` names the request key at fault."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
+        super().__init__(message, field)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 class RunFinished(Exception):
@@ -109,23 +109,25 @@ class LostClaim(Exception):
 # ---- the request ---------------------------------------------------------------------------------
 
 
-def _strategy_list(data: dict, task_types: dict[str, str] | None = None) -> list[dict]:
-    single, many = data.get("strategy"), data.get("strategies")
-    top_params = [k for k in PARAM_KEYS if data.get(k) is not None]
-    if single is None and many is None:
-        raise InvalidRun("strategy", f"required: one of {', '.join(STRATEGIES)} (or a list in 'strategies')")
-    if single is not None and many is not None:
-        raise InvalidRun("strategies", "give either 'strategy' or 'strategies', not both")
-    if many is not None:
-        if top_params:
-            raise InvalidRun(top_params[0], "with 'strategies', put the parameters inside each strategy object")
-        if not isinstance(many, list) or not many:
-            raise InvalidRun("strategies", "must be a non-empty list of strategy objects")
-        if len(many) > MAX_STRATEGIES:
-            raise InvalidRun("strategies", f"at most {MAX_STRATEGIES} strategies can be combined")
-        return [_check_strategy(spec, f"strategies[{i}]", task_types) for i, spec in enumerate(many)]
-    spec = {"strategy": single, **{k: data[k] for k in top_params}}
-    return [_check_strategy(spec, "", task_types)]
+@contextmanager
+def _as_invalid_run():
+    """The grammar's SamplerError, naming the request key, as this service's DomainError."""
+    try:
+        yield
+    except SamplerError as exc:
+        raise InvalidRun(exc.field or "strategies", exc.message) from None
+
+
+def check_request(data: dict) -> dict:
+    """A run request in the strategy grammar (sampling.samplers.strategies), with `strategies` as the checked list
+    and the top-level parameters of a single `strategy` moved into it. Raises InvalidRun. The API's serializer
+    calls this once; prepare_run then checks what needs the dataset."""
+    with _as_invalid_run():
+        strategies = check_grammar(data)
+    checked = {k: v for k, v in data.items() if k != "strategy" and k not in PARAM_KEYS}
+    checked["strategies"] = strategies
+    checked[CHECKED] = "list" if data.get("strategies") is not None else "single"
+    return checked
 
 
 def _where(prefix: str, key: str) -> str:
@@ -133,80 +135,21 @@ def _where(prefix: str, key: str) -> str:
 
 
 def _task_field(spec: dict, prefix: str, task_types: dict[str, str]) -> dict:
-    """`task` (and `score`) name a prediction task's score in place of `field`: uncertainty and coral use the
-    score (by default the task type's uncertainty score), balance the predicted class."""
+    """The prediction task a strategy names (the grammar checked the keys) as the metadata field it stands for."""
     if "task" not in spec and "score" not in spec:
         return spec
     spec = dict(spec)
     name, score = spec.pop("task", None), spec.pop("score", None)
-    if spec.get("field") is not None:
-        raise InvalidRun(_where(prefix, "task"), "give either 'field' or 'task', not both")
     if name not in task_types:
         raise InvalidRun(_where(prefix, "task"), f"no prediction task {name!r} in this dataset")
-    if spec.get("strategy") == "balance":
-        if score is not None:
-            raise InvalidRun(_where(prefix, "score"), "balance uses the task's predicted class, not a score")
+    if spec["strategy"] == "balance":
         spec["field"] = f"{PREDICTIONS}.{name}.predicted_class"
-    elif spec.get("strategy") in ("uncertainty", "coral", "weights", "threshold"):
+    else:
         score = score if score is not None else DEFAULT_SCORE[task_types[name]]
-        if not isinstance(score, str) or path_error(score):
+        if path_error(score):
             raise InvalidRun(_where(prefix, "score"), "must be the name of a score of the task")
         spec["field"] = f"{PREDICTIONS}.{name}.{score}"
-    else:
-        raise InvalidRun(_where(prefix, "task"), f"the {spec.get('strategy')} strategy does not use a task")
     return spec
-
-
-def _check_strategy(spec, prefix: str, task_types: dict[str, str] | None = None) -> dict:
-    if not isinstance(spec, dict):
-        raise InvalidRun(prefix, "must be an object with a 'strategy' key")
-    spec = _task_field(spec, prefix, task_types or {})
-    name = spec.get("strategy")
-    if not isinstance(name, str) or name not in STRATEGIES:  # a list or object here is not hashable
-        raise InvalidRun(_where(prefix, "strategy"), f"unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
-    info = STRATEGIES[name]
-    for key in spec:
-        if key != "strategy" and key not in info["required"] + info["optional"]:
-            raise InvalidRun(_where(prefix, key), f"not a parameter of the {name} strategy")
-    for key in info["required"]:
-        if spec.get(key) is None:
-            raise InvalidRun(_where(prefix, key), f"required by the {name} strategy")
-    if "strength" in spec and not (is_finite_number(spec["strength"]) and spec["strength"] > 0):
-        raise InvalidRun(_where(prefix, "strength"), "must be a number greater than 0")
-    if "min_distance" in spec and not (is_finite_number(spec["min_distance"]) and spec["min_distance"] > 0):
-        raise InvalidRun(_where(prefix, "min_distance"), "must be a number greater than 0")
-    if "metric" in spec and spec["metric"] not in METRICS:
-        raise InvalidRun(_where(prefix, "metric"), f"must be one of {', '.join(METRICS)}")
-    if "weight" in spec:
-        try:
-            coral_weight(spec["weight"], prefix or "weight")
-        except SamplerError as exc:
-            raise InvalidRun(_where(prefix, "weight"), str(exc).split(": ", 1)[-1]) from None
-    if "field" in spec:
-        problem = path_error(spec["field"])
-        if problem:
-            raise InvalidRun(_where(prefix, "field"), f"a metadata field path {problem}")
-    if name == "threshold":
-        if spec["operation"] not in OPERATIONS:
-            raise InvalidRun(_where(prefix, "operation"), f"must be one of {', '.join(OPERATIONS)}")
-        if spec["operation"] != "eq" and not is_finite_number(spec["value"]):
-            raise InvalidRun(_where(prefix, "value"), f"must be a finite number for operation {spec['operation']!r}")
-        if spec["operation"] == "eq" and not isinstance(spec["value"], (str, int, float, bool)):
-            raise InvalidRun(_where(prefix, "value"), "must be a string, number or boolean")
-    if name == "balance":
-        target = spec["target"]
-        ok = target == "uniform" or (
-            isinstance(target, dict)
-            and target
-            and all(is_finite_number(v) and v >= 0 for v in target.values())
-            and any(v > 0 for v in target.values())
-        )
-        if not ok:
-            raise InvalidRun(
-                _where(prefix, "target"),
-                "must be 'uniform' or a mapping of category to a non-negative share (not all zero)",
-            )
-    return dict(spec)
 
 
 def _tag(dataset, data: dict, key: str) -> Tag | None:
@@ -265,30 +208,29 @@ def _candidates(
 
 
 def prepare_run(dataset, data: dict) -> dict:
-    """Check a run request completely (nothing is written); return the SamplingRun fields. Raises InvalidRun."""
-    task_types = dict(PredictionTask.objects.filter(dataset=dataset).values_list("name", "type"))
-    strategies = _strategy_list(data, task_types)
-    names = [s["strategy"] for s in strategies]
-    counts = {n: names.count(n) for n in names}
-    if counts.get("coreset", 0) + counts.get("diversity", 0) + counts.get("coral", 0) > 1:
-        raise InvalidRun("strategies", "combine at most one coreset or diversity strategy")
-    for name in ("balance", "typicality", "similarity", "random"):
-        if counts.get(name, 0) > 1:
-            raise InvalidRun("strategies", f"at most one {name} strategy")
-    if "auto" in counts and len(names) - counts.get("threshold", 0) > 1:
-        raise InvalidRun("strategies", "auto is a combination already; it combines only with threshold strategies")
+    """Check a run request against the dataset (nothing is written); return the SamplingRun fields. Raises InvalidRun.
 
+    `data` is what check_request returned (a plain dict is checked by it first). What is left here needs the
+    dataset: prediction tasks, metadata fields, the embedding, tags, and n_samples against the candidates. The
+    request's types (n_samples an integer >= 1, seed, shards) are the API serializer's; Python callers pass
+    sound values.
+    """
+    if CHECKED not in data:
+        data = check_request(data)
+    task_types = dict(PredictionTask.objects.filter(dataset=dataset).values_list("name", "type"))
+    strategies, prefixes = [], []
+    for i, spec in enumerate(data["strategies"]):
+        prefix = "" if data[CHECKED] == "single" else f"strategies[{i}]"
+        spec = _task_field(spec, prefix, task_types)
+        if "field" in spec:
+            problem = path_error(spec["field"])
+            if problem:
+                raise InvalidRun(_where(prefix, "field"), f"a metadata field path {problem}")
+        strategies.append(spec)
+        prefixes.append(prefix)
+    names = [s["strategy"] for s in strategies]
     n_samples, min_distance = data.get("n_samples"), data.get("min_distance")
-    if min_distance is not None and not (is_finite_number(min_distance) and min_distance > 0):
-        raise InvalidRun("min_distance", "must be a number greater than 0")
-    if min_distance is not None and "diversity" not in names:
-        raise InvalidRun("min_distance", "only the diversity strategy stops at a minimum distance")
-    for i, spec in enumerate(strategies):
-        prefix = f"strategies[{i}]" if data.get("strategies") is not None else ""
-        if spec["strategy"] in ("auto", "coreset", "typicality") and n_samples is None:
-            raise InvalidRun("n_samples", f"required by the {spec['strategy']} strategy")
-        if spec["strategy"] == "diversity" and spec.get("min_distance") is None and min_distance is None:
-            raise InvalidRun("min_distance", "required by the diversity strategy")
+    for spec, prefix in zip(strategies, prefixes):
         if "field" in spec:
             _check_field(dataset, spec, prefix)
 
@@ -325,7 +267,7 @@ def prepare_run(dataset, data: dict) -> dict:
             else "dataset"
         )
         raise InvalidRun(culprit, "leaves no candidate samples to score")
-    if n_samples is not None and not 1 <= n_samples <= m:
+    if n_samples is not None and n_samples > m:
         raise InvalidRun("n_samples", f"must be between 1 and {m}, the number of candidate samples")
 
     shards = data.get("shards")

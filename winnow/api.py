@@ -10,11 +10,12 @@ from django.db import DataError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from curation.errors import DomainError
 from winnow import guard, parsers, safejson
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def exception_handler(exc, context):
     """DRF's handler, plus a top-level `detail` on validation errors so a client can print one message.
 
     Bad input that surfaces as a Python or database error rather than a DRF one is still bad input: a 4xx.
+    A service's `DomainError` is a validation error of the field it names.
     """
     exc = _as_api_exception(exc)
     response = drf_exception_handler(exc, context)
@@ -33,6 +35,8 @@ def exception_handler(exc, context):
 
 
 def _as_api_exception(exc):
+    if isinstance(exc, DomainError):
+        return ValidationError({exc.field: [exc.message]}, code=exc.code)
     if isinstance(exc, safejson.UnsafeJSON):
         return ParseError(str(exc))
     if isinstance(exc, RecursionError):

@@ -36,7 +36,7 @@ from curation.access import get_dataset
 from curation.api.tags import decode_selection
 from curation.filters import MetadataSQL, _lite_path, indexed_numeric_bounds, parse_filter, sample_filter
 from curation.models import FieldType, MetadataField, Role, Sample, Tag
-from winnow import safejson
+from winnow import query, safejson
 
 DEFAULT_BINS = 24
 MAX_BINS = 200
@@ -402,19 +402,6 @@ def _filter_param(request) -> dict | None:
     return obj
 
 
-def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError({name: [f"must be an integer, not {raw!r}"]}) from None
-    if not lo <= value <= hi:
-        raise ValidationError({name: [f"must be between {lo} and {hi}"]})
-    return value
-
-
 FIELD_SUMMARY = inline_serializer(
     "FieldDistribution",
     {
@@ -434,9 +421,7 @@ class Histograms(APIView):
             OpenApiParameter(
                 "filter", str, description='JSON: {"tag", "file_name", "conditions": [{path, op, value}]}'
             ),
-            OpenApiParameter(
-                "bins", int, description=f"bins per numeric histogram (1-{MAX_BINS}, default {DEFAULT_BINS})"
-            ),
+            query.integer_parameter("bins", "Bins per numeric histogram", 1, MAX_BINS, DEFAULT_BINS),
         ],
         responses={
             200: inline_serializer(
@@ -451,7 +436,7 @@ class Histograms(APIView):
     )
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
-        bins = _int_param(request, "bins", DEFAULT_BINS, 1, MAX_BINS)
+        bins = query.integer(request.query_params, "bins", DEFAULT_BINS, 1, MAX_BINS)
         return Response(histograms(dataset, _filter_param(request), bins))
 
 

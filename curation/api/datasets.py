@@ -35,13 +35,44 @@ class DatasetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DatasetNameField(StringField):
+    """`services.clean_dataset_name`'s rule: a string, stripped, not empty, at most 200 characters, no control
+    characters. (Unique among the owner's datasets, any case: checked by the view against the database.)"""
+
+    default_error_messages = {"blank": "must not be empty", "null": "must be a string", "required": "is required"}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", services.MAX_DATASET_NAME_LENGTH)
+        kwargs.setdefault(
+            "help_text",
+            "Surrounding spaces are dropped; not empty, no control characters, unique (any case) per owner.",
+        )
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            return services.clean_dataset_name(data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+def _not_one_of(values) -> dict:
+    message = f"{{input!r}} is not one of {', '.join(values)}"
+    return {"invalid_choice": message, "null": message.format(input=None), "required": message.format(input=None)}
+
+
 class NewDatasetSerializer(serializers.Serializer):
-    name = StringField(max_length=services.MAX_DATASET_NAME_LENGTH)
-    upload_mode = serializers.ChoiceField(choices=UploadMode.choices, default=UploadMode.FULL)
+    name = DatasetNameField(error_messages={"required": "must be a string"})
+    upload_mode = serializers.ChoiceField(
+        choices=UploadMode.choices,
+        default=UploadMode.FULL,
+        error_messages=_not_one_of(UploadMode.values),
+        help_text="What the dataset keeps: images (full), thumbnails only, or metadata only (meta). Fixed for life.",
+    )
 
 
 class RenameSerializer(serializers.Serializer):
-    name = StringField(max_length=services.MAX_DATASET_NAME_LENGTH)
+    name = DatasetNameField()
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -54,8 +85,10 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class NewMemberSerializer(serializers.Serializer):
-    username = StringField()
-    role = serializers.ChoiceField(choices=Role.choices)
+    username = StringField(
+        error_messages=dict.fromkeys(("invalid", "blank", "null", "required"), "must be a non-empty string")
+    )
+    role = serializers.ChoiceField(choices=Role.choices, error_messages=_not_one_of(Role.values))
 
 
 def _count(model):
@@ -84,11 +117,11 @@ def _body(request) -> dict:
     return request.data
 
 
-def _clean_name(value) -> str:
-    try:
-        return services.clean_dataset_name(value)
-    except ValueError as exc:
-        raise ValidationError({"name": [str(exc)]}) from None
+def _valid(serializer_class, request) -> dict:
+    """The request's JSON object, checked by the serializer that documents it (the OpenAPI schema)."""
+    serializer = serializer_class(data=_body(request))
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class DatasetList(APIView):
@@ -107,14 +140,10 @@ class DatasetList(APIView):
         summary="Create a dataset",
     )
     def post(self, request):
-        body = _body(request)
-        name = _clean_name(body.get("name"))
-        mode = body.get("upload_mode", UploadMode.FULL)
-        if mode not in UploadMode.values:
-            raise ValidationError({"upload_mode": [f"{mode!r} is not one of {', '.join(UploadMode.values)}"]})
+        body = _valid(NewDatasetSerializer, request)
         # A dataset name is unique among its owner's datasets (any case): two alike could not be told apart.
         try:
-            dataset = services.create_dataset(request.user, name, mode)
+            dataset = services.create_dataset(request.user, body["name"], body["upload_mode"])
         except services.DatasetNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from None
         return Response(
@@ -140,10 +169,8 @@ class DatasetDetail(APIView):
         fixed = sorted(set(body) & {"id", "upload_mode", "owner", "created_at"})
         if fixed:
             raise ValidationError({fixed[0]: ["cannot be changed; only the name can"]})
-        if "name" not in body:
-            raise ValidationError({"name": ["is required"]})
         try:
-            services.rename_dataset(dataset, _clean_name(body["name"]))
+            services.rename_dataset(dataset, _valid(RenameSerializer, request)["name"])
         except services.DatasetNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from None
         return Response(DatasetSerializer(_annotated(request.user).get(pk=dataset.pk)).data)
@@ -178,14 +205,9 @@ class MemberList(APIView):
     )
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.OWNER)
-        body = _body(request)
-        username, role = body.get("username"), body.get("role")
-        if not isinstance(username, str) or not username.strip():
-            raise ValidationError({"username": ["must be a non-empty string"]})
-        if role not in Role.values:
-            raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}"]})
+        body = _valid(NewMemberSerializer, request)
         try:
-            membership, created = services.set_member(dataset, username.strip(), role)
+            membership, created = services.set_member(dataset, body["username"], body["role"])
         except services.UnknownUser as exc:
             raise ValidationError({"username": [str(exc)]}) from None
         except ValueError as exc:

@@ -43,6 +43,7 @@ from curation.access import get_dataset
 from curation.api.files import AnyAcceptNegotiation
 from curation.embeddings import Status
 from curation.models import Embedding, EmbeddingUpload, Role
+from winnow import query
 from winnow.fields import StringField
 from winnow.parsers import MultiPartParser, PayloadTooLarge
 
@@ -131,27 +132,24 @@ class EmbeddingList(APIView):
                 f"The upload is larger than {limit} bytes (WINNOW_MAX_REQUEST_BYTES): send it in chunks "
                 "(POST .../embeddings/uploads; the client and CLI do so for files over 32 MiB)."
             )
-        try:
-            if (request.content_type or "").startswith("multipart/"):
-                name = request.data.get("name")
-                if "matrix" in request.FILES or "names" in request.FILES:
-                    embedding = self._npy(dataset, name, request)
-                else:
-                    upload = request.FILES.get("file")
-                    if upload is None:
-                        raise ValidationError({"file": ["is required: the CSV as a `file` part"]})
-                    if not upload.size:
-                        raise ValidationError({"file": ["the CSV is empty"]})
-                    embedding = embeddings.create_from_csv(dataset, name, upload, creator=request.user)
+        if (request.content_type or "").startswith("multipart/"):
+            name = request.data.get("name")
+            if "matrix" in request.FILES or "names" in request.FILES:
+                embedding = self._npy(dataset, name, request)
             else:
-                if not _content_length(request):
+                upload = request.FILES.get("file")
+                if upload is None:
+                    raise ValidationError({"file": ["is required: the CSV as a `file` part"]})
+                if not upload.size:
                     raise ValidationError({"file": ["the CSV is empty"]})
-                stream = request.data if hasattr(request.data, "read") else io.BytesIO()
-                embedding = embeddings.create_from_csv(
-                    dataset, request.query_params.get("name"), stream, creator=request.user
-                )
-        except embeddings.EmbeddingError as exc:
-            raise ValidationError({exc.field: [str(exc)]}) from None
+                embedding = embeddings.create_from_csv(dataset, name, upload, creator=request.user)
+        else:
+            if not _content_length(request):
+                raise ValidationError({"file": ["the CSV is empty"]})
+            stream = request.data if hasattr(request.data, "read") else io.BytesIO()
+            embedding = embeddings.create_from_csv(
+                dataset, request.query_params.get("name"), stream, creator=request.user
+            )
         return Response(EmbeddingSerializer(embedding).data, status=status.HTTP_201_CREATED)
 
     def _npy(self, dataset, name, request):
@@ -213,10 +211,6 @@ def _upload(dataset, upload_id: str) -> EmbeddingUpload:
     return upload
 
 
-def _domain_error(exc: embeddings.EmbeddingError):
-    return ValidationError({exc.field: [str(exc)]})
-
-
 class UploadList(APIView):
     @extend_schema(
         request=UploadCreateSerializer,
@@ -231,12 +225,9 @@ class UploadList(APIView):
         sizes = dict(body.validated_data.get("sizes") or {})
         if "size" in body.validated_data:
             sizes.setdefault("file" if body.validated_data["kind"] == "csv" else "matrix", body.validated_data["size"])
-        try:
-            upload = embedding_uploads.create_upload(
-                dataset, body.validated_data["name"], body.validated_data["kind"], sizes, creator=request.user
-            )
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
+        upload = embedding_uploads.create_upload(
+            dataset, body.validated_data["name"], body.validated_data["kind"], sizes, creator=request.user
+        )
         return Response(UploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
 
@@ -256,6 +247,7 @@ class UploadDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+MAX_OFFSET = 2**63 - 1
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 
@@ -271,7 +263,9 @@ class UploadChunk(APIView):
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        parameters=[OpenApiParameter("offset", int, description="Where the chunk starts (or a Content-Range header)")],
+        parameters=[
+            query.integer_parameter("offset", "Where the chunk starts (or a Content-Range header)", 0, MAX_OFFSET)
+        ],
         responses={
             200: UploadSerializer,
             409: OpenApiResponse(description="Not at the committed offset; the body's `offset` says where to continue"),
@@ -294,8 +288,6 @@ class UploadChunk(APIView):
             upload = embedding_uploads.add_chunk(upload.pk, part, offset, data)
         except embedding_uploads.OffsetMismatch as exc:
             return Response({"detail": str(exc), "offset": exc.offset}, status=status.HTTP_409_CONFLICT)
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
         return Response(UploadSerializer(upload).data)
 
     post = put
@@ -308,10 +300,10 @@ class UploadChunk(APIView):
             if not match or int(match[2]) < int(match[1]):
                 raise ValidationError({"Content-Range": ["must be `bytes <first>-<last>/<total>`"]})
             return int(match[1]), int(match[2]) - int(match[1]) + 1
-        raw = request.query_params.get("offset")
-        if raw is None or not raw.isdigit():
+        offset = query.integer(request.query_params, "offset", None, 0, MAX_OFFSET)
+        if offset is None:
             raise ValidationError({"offset": ["is required: ?offset=<bytes> or a Content-Range header"]})
-        return int(raw), None
+        return offset, None
 
 
 class UploadComplete(APIView):
@@ -323,10 +315,7 @@ class UploadComplete(APIView):
     def post(self, request, dataset_id: str, upload_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         upload = _upload(dataset, upload_id)
-        try:
-            upload = embedding_uploads.complete(upload.pk)
-        except embeddings.EmbeddingError as exc:
-            raise _domain_error(exc) from None
+        upload = embedding_uploads.complete(upload.pk)
         upload.refresh_from_db()
         return Response(UploadSerializer(upload).data, status=status.HTTP_202_ACCEPTED)
 

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from curation import predictions as services
 from curation.access import get_dataset
 from curation.models import PredictionTask, PredictionUpload, Role, Sample
+from winnow import query
 
 JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
 
@@ -86,6 +87,7 @@ class PredictionTaskDetail(APIView):
             "Anything invalid is refused naming the file and field, and nothing is stored."
         ),
         request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.BINARY},
+        parameters=[query.flag_parameter("background", "Store the upload by a worker even when it is small")],
         responses={200: PredictionUploadSerializer, 202: PredictionUploadSerializer},
     )
     def put(self, request, dataset_id: str, name: str):
@@ -97,14 +99,11 @@ class PredictionTaskDetail(APIView):
             kind = "json"
         else:
             raise ValidationError({"body": [f"Content-Type must be application/json or {JSON_LINES[0]}"]})
-        try:
-            # DRF's stream is the raw body (None when empty); the view never parses it into request.data.
-            stream = request.stream if request.stream is not None else io.BytesIO()
-            upload = services.receive(dataset, name, stream, kind=kind, creator=request.user)
-        except services.PredictionsInvalid as exc:
-            raise ValidationError({exc.field: [exc.message]}) from None
-        inline = (
-            upload.size <= settings.WINNOW_PREDICTIONS_INLINE_BYTES and request.query_params.get("background") != "true"
+        # DRF's stream is the raw body (None when empty); the view never parses it into request.data.
+        stream = request.stream if request.stream is not None else io.BytesIO()
+        upload = services.receive(dataset, name, stream, kind=kind, creator=request.user)
+        inline = upload.size <= settings.WINNOW_PREDICTIONS_INLINE_BYTES and not query.flag(
+            request.query_params, "background"
         )
         if not inline:
             services.enqueue(upload)

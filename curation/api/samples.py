@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 from curation import columns, filters, ingest, services
 from curation.access import get_dataset
 from curation.models import Role, Sample
-from winnow import safejson
+from winnow import query, safejson
 from winnow.parsers import MultiPartParser, too_large
 
 DEFAULT_LIMIT = 100
@@ -196,28 +196,6 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
 # --- query parameters -------------------------------------------------------------------------------------
 
 
-def _flag(request, name: str) -> bool:
-    value = request.query_params.get(name, "false").strip().lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no", ""):
-        return False
-    raise ValidationError({name: [f"{value!r} is not true or false"]})
-
-
-def _limit(request) -> int:
-    text = request.query_params.get("limit")
-    if text is None:
-        return DEFAULT_LIMIT
-    try:
-        limit = int(text)
-    except ValueError:
-        raise ValidationError({"limit": [f"{text!r} is not an integer"]}) from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError({"limit": [f"must be between 1 and {MAX_LIMIT} (got {limit})"]})
-    return limit
-
-
 def _conditions(request) -> list[filters.Condition]:
     where = request.query_params.getlist("where")
     conditions = filters.parse_conditions(where, field="where") if where else []
@@ -255,9 +233,9 @@ LIST_PARAMETERS = [
         "contains/icontains/ieq take a string value, iin a list of strings).",
     ),
     OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path, or -path; missing values last."),
-    OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    query.integer_parameter("limit", "Page size", 1, MAX_LIMIT, DEFAULT_LIMIT),
     OpenApiParameter("cursor", str, description="From a `next` or `previous` link."),
-    OpenApiParameter("count", bool, description="Also count every matching sample (slower)."),
+    query.flag_parameter("count", "Also count every matching sample (slower)"),
 ]
 
 SamplePage = inline_serializer(
@@ -308,9 +286,6 @@ RegisterResponse = inline_serializer(
 
 # --- the multipart upload's form (curation.ingest stores what it carries) ---------------------------------------
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
-
 
 def _upload_form(form) -> dict:
     """The multipart upload's fields besides `files`, as store_images' keyword arguments.
@@ -323,8 +298,8 @@ def _upload_form(form) -> dict:
     return {
         "file_names": _json_field(form, "file_names", list),
         "metadata": _json_field(form, "metadata", dict) or {},
-        "overwrite": _bool_field(form, "overwrite", False),
-        "embed": _bool_field(form, "embed", True),
+        "overwrite": query.flag(form, "overwrite", False),
+        "embed": query.flag(form, "embed", True),
     }
 
 
@@ -344,18 +319,6 @@ def _json_field(form, name: str, kind: type):
     return parsed
 
 
-def _bool_field(form, name: str, default: bool) -> bool:
-    value = form.get(name)
-    if value is None:
-        return default
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValidationError({name: [f"must be true or false, not {value!r}"]})
-
-
 class SampleList(APIView):
     parser_classes = [LenientJSONParser, MultiPartParser]
 
@@ -371,7 +334,8 @@ class SampleList(APIView):
         if unknown:
             known = ", ".join(sorted(LIST_PARAMS - {"format"}))
             raise ValidationError({unknown[0]: [f"unknown parameter; use {known}"]})
-        limit, count = _limit(request), _flag(request, "count")
+        params = request.query_params
+        limit, count = query.integer(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), query.flag(params, "count")
         file_name = request.query_params.get("file_name") or None
         if file_name and len(file_name) > filters.MAX_FILE_NAME_FILTER:
             raise ValidationError({"file_name": [f"at most {filters.MAX_FILE_NAME_FILTER} characters"]})

@@ -30,8 +30,11 @@ from curation.access import get_dataset
 from curation.api.analytics import sample_urls
 from curation.api.tags import TagSerializer
 from curation.models import Embedding, Role, SimilarityRun
+from winnow import query
 
 MAX_PAGE = 1000
+MAX_GROUPS = 200
+MAX_OFFSET = 10**9
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -105,19 +108,6 @@ def _run(dataset, run_id: str) -> SimilarityRun:
     return run
 
 
-def _error(exc: similarity.SimilarityError) -> ValidationError:
-    return ValidationError({exc.field: [str(exc)]})
-
-
-def _bounded(request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationError({name: [f"must be a whole number from {lo} to {hi}"]})
-    return int(raw)
-
-
 def _add_urls(dataset, row: dict) -> None:
     """The sample's thumbnail URL (the samples API's, permission-checked), where pixels are kept."""
     has = row.pop("has_thumbnail", False)
@@ -146,29 +136,26 @@ class Search(APIView):
         v = body.validated_data
         embedding = _embedding(dataset, v.get("embedding"))
         image = v.get("image")
-        try:
-            query = similarity.resolve_query(
-                dataset,
-                embedding,
-                sample=v.get("sample"),
-                tag=v.get("tag"),
-                mode=v["mode"],
-                vector=v.get("vector"),
-                image=image.read(similarity.MAX_IMAGE_BYTES + 1) if image is not None else None,
-                image_name=image.name if image is not None else "",
-            )
-            run = similarity.create_search(
-                dataset,
-                embedding,
-                query,
-                k=v["k"],
-                metric=v["metric"],
-                input_tag=v.get("input_tag"),
-                exclude_query=v["exclude_query"],
-                creator=request.user,
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        query = similarity.resolve_query(
+            dataset,
+            embedding,
+            sample=v.get("sample"),
+            tag=v.get("tag"),
+            mode=v["mode"],
+            vector=v.get("vector"),
+            image=image.read(similarity.MAX_IMAGE_BYTES + 1) if image is not None else None,
+            image_name=image.name if image is not None else "",
+        )
+        run = similarity.create_search(
+            dataset,
+            embedding,
+            query,
+            k=v["k"],
+            metric=v["metric"],
+            input_tag=v.get("input_tag"),
+            exclude_query=v["exclude_query"],
+            creator=request.user,
+        )
         done = run.status in (similarity.SUCCEEDED, similarity.FAILED)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED if done else status.HTTP_202_ACCEPTED)
 
@@ -184,17 +171,14 @@ class Duplicates(APIView):
         body = DuplicatesSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        try:
-            run = similarity.create_duplicates(
-                dataset,
-                _embedding(dataset, v.get("embedding")),
-                threshold=v.get("threshold"),
-                metric=v["metric"],
-                input_tag=v.get("input_tag"),
-                creator=request.user,
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        run = similarity.create_duplicates(
+            dataset,
+            _embedding(dataset, v.get("embedding")),
+            threshold=v.get("threshold"),
+            metric=v["metric"],
+            input_tag=v.get("input_tag"),
+            creator=request.user,
+        )
         run.refresh_from_db()
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -218,16 +202,29 @@ class RunDetail(APIView):
 
 
 class RunResults(APIView):
-    @extend_schema(responses={200: None}, summary="A finished run's ranked results (search) or groups (duplicates)")
+    @extend_schema(
+        responses={200: None},
+        parameters=[
+            query.integer_parameter("offset", "Results (search) or groups (duplicates) to skip", 0, MAX_OFFSET, 0),
+            query.integer_parameter(
+                "limit",
+                f"Page size: search results (default 100), or groups (at most {MAX_GROUPS}, default 20)",
+                1,
+                MAX_PAGE,
+            ),
+        ],
+        summary="A finished run's ranked results (search) or groups (duplicates)",
+    )
     def get(self, request, dataset_id: str, run_id: str):
         dataset = get_dataset(request.user, dataset_id)
         run = _run(dataset, run_id)
-        offset = _bounded(request, "offset", 0, 0, 10**9)
+        params = request.query_params
+        offset = query.integer(params, "offset", 0, 0, MAX_OFFSET)
         try:
             if run.kind == similarity.SEARCH:
-                page = similarity.search_page(run, offset, _bounded(request, "limit", 100, 1, MAX_PAGE))
+                page = similarity.search_page(run, offset, query.integer(params, "limit", 100, 1, MAX_PAGE))
             else:
-                page = similarity.groups_page(run, offset, _bounded(request, "limit", 20, 1, 200))
+                page = similarity.groups_page(run, offset, query.integer(params, "limit", 20, 1, MAX_GROUPS))
         except similarity.SimilarityError as exc:
             return Response({"detail": str(exc), "status": run.status}, status=status.HTTP_409_CONFLICT)
         for row in page["results"]:
@@ -244,12 +241,9 @@ class RunTag(APIView):
         body = TagBodySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        try:
-            tag = similarity.tag_from_run(
-                run, v["name"], top_k=v.get("top_k"), keep=v["keep"], mode=v["mode"], creator=request.user
-            )
-        except similarity.SimilarityError as exc:
-            raise _error(exc) from None
+        tag = similarity.tag_from_run(
+            run, v["name"], top_k=v.get("top_k"), keep=v["keep"], mode=v["mode"], creator=request.user
+        )
         return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
 
 

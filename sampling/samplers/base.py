@@ -11,7 +11,11 @@ import numpy as np
 
 
 class SamplerError(ValueError):
-    """A bad parameter or input; the message names the parameter."""
+    """A bad parameter or input; the message names the parameter (`field`, when given, is that name alone)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message, self.field = message, field
 
 
 class Cancelled(Exception):

@@ -6,8 +6,6 @@ import numbers
 
 import numpy as np
 
-from winnow.values import is_finite_number
-
 from .base import SamplerError
 
 OPERATIONS = ("gt", "ge", "lt", "le", "eq")
@@ -83,18 +81,13 @@ def weight_factor(values: np.ndarray) -> np.ndarray:
 
 
 def threshold_mask(col: np.ndarray, name: str, where: str, operation, value) -> np.ndarray:
-    """Which rows pass; a missing value never passes."""
-    if operation not in OPERATIONS:
-        raise SamplerError(f"{where}.operation: must be one of {', '.join(OPERATIONS)}")
-    if value is None:
-        raise SamplerError(f"{where}.value: a value is required")
+    """Which rows pass; a missing value never passes. (`operation` and `value` are checked by the grammar,
+    strategies.check_strategy.)"""
     if operation == "eq" and not isinstance(value, numbers.Real):
         missing = is_missing(col)
         return np.array(
             [(not m) and (v == value or str(v) == str(value)) for v, m in zip(col.tolist(), missing)], dtype=bool
         )
-    if not is_finite_number(value):
-        raise SamplerError(f"{where}.value: must be a finite number for operation {operation!r}")
     x = numeric(col, name, where)
     with np.errstate(invalid="ignore"):
         return {"gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal, "eq": np.equal}[
@@ -117,24 +110,17 @@ def categories(col: np.ndarray) -> tuple[np.ndarray, list]:
 
 
 def balance_shares(target, names: list, where: str) -> np.ndarray:
-    """Target share per category name (0 for categories the target leaves out), summing to 1."""
-    if isinstance(target, str):
-        if target != "uniform":
-            raise SamplerError(f"{where}.target: must be 'uniform' or a mapping of category to share")
+    """Target share per category name (0 for categories the target leaves out), summing to 1. (The target's shape,
+    'uniform' or non-negative shares not all zero, is checked by the grammar, strategies.check_strategy.)"""
+    if target == "uniform":
         return np.full(len(names), 1.0 / max(len(names), 1))
-    if not isinstance(target, dict) or not target:
-        raise SamplerError(f"{where}.target: must be 'uniform' or a non-empty mapping of category to share")
     shares = np.zeros(len(names))
     index = {n: i for i, n in enumerate(names)}
     total = 0.0
     for key, share in target.items():
-        if not is_finite_number(share) or share < 0:
-            raise SamplerError(f"{where}.target: share for {key!r} must be a non-negative number")
         total += float(share)
         if category_key(key) in index:
             shares[index[category_key(key)]] = float(share)
-    if total <= 0:
-        raise SamplerError(f"{where}.target: shares must not all be zero")
     return shares / total
 
 

@@ -23,11 +23,11 @@ STRATEGIES: dict[str, dict] = {
 DEFAULT_WEIGHT = 0.5
 
 
-def coral_weight(value, where: str) -> float:
+def coral_weight(value, field: str) -> float:
     if value is None:
         return DEFAULT_WEIGHT
     if not is_finite_number(value) or not 0 < value < 1:
-        raise SamplerError(f"{where}.weight: must be a number between 0 and 1 (both excluded)")
+        raise SamplerError("must be a number between 0 and 1 (both excluded)", field)
     return float(value)
 
 
@@ -35,7 +35,7 @@ def expand(spec: dict, where: str) -> list[dict]:
     """The weights / coreset specs a prediction strategy stands for (each keeps `where` for messages)."""
     if spec["strategy"] == "uncertainty":
         return [dict(spec, strategy="weights", where=where)]
-    w = coral_weight(spec.get("weight"), where)
+    w = coral_weight(spec.get("weight"), f"{where}.weight")
     return [
         {"strategy": "weights", "field": spec["field"], "strength": w, "where": where},
         {"strategy": "coreset", "strength": 1.0 - w, "where": where},

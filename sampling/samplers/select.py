@@ -45,73 +45,36 @@ from collections.abc import Callable
 
 import numpy as np
 
-from winnow.values import is_finite_number
-
 from . import kcenter
 from . import metadata as meta
 from . import predictions as pred
 from .auto import auto_picks
 from .base import Monitor, SamplerError, SelectionInput, as_index, below, drop_pages
-from .similarity import METRICS, similarity, similarity_factor
+from .similarity import similarity, similarity_factor
+from .strategies import STRATEGIES, check_stops, check_strategies
 from .typicality import MIN_CLUSTER_SIZE, Typicality
 
 SMALL_ELEMS = 1 << 20
 
-STRATEGIES: dict[str, dict] = {
-    "auto": {"required": (), "optional": (), "embeddings": True},
-    "random": {"required": (), "optional": ("strength",), "embeddings": False},
-    "coreset": {"required": (), "optional": ("strength",), "embeddings": True},
-    "diversity": {"required": (), "optional": ("min_distance", "strength"), "embeddings": True},
-    "typicality": {"required": (), "optional": ("strength",), "embeddings": True},
-    "similarity": {"required": (), "optional": ("metric", "strength"), "embeddings": True},
-    "weights": {"required": ("field",), "optional": ("strength",), "embeddings": False},
-    "threshold": {"required": ("field", "operation", "value"), "optional": (), "embeddings": False},
-    "balance": {"required": ("field", "target"), "optional": (), "embeddings": False},
-    **pred.STRATEGIES,
-}
 
-
-def _number(name: str, value, *, positive: bool = True) -> float:
-    if not is_finite_number(value):
-        raise SamplerError(f"{name}: must be a finite number")
-    if positive and value <= 0:
-        raise SamplerError(f"{name}: must be greater than 0")
-    return float(value)
-
-
-def _parse(strategies) -> list[dict]:
-    if not isinstance(strategies, (list, tuple)) or not strategies:
-        raise SamplerError("strategies: must be a non-empty list of strategy objects")
+def _parse(strategies, n_samples, min_distance) -> list[dict]:
+    """The strategies as the loop runs them: checked by the grammar (strategies.py), each with its `where` for
+    messages and its strength, prediction strategies expanded into the weights / coreset they stand for."""
+    checked = check_strategies(strategies)
+    check_stops(checked, n_samples, min_distance)
     out = []
-    for i, spec in enumerate(strategies):
+    for i, spec in enumerate(checked):
         where = f"strategies[{i}]"
-        if not isinstance(spec, dict):
-            raise SamplerError(f"{where}: must be an object with a 'strategy' key")
-        name = spec.get("strategy")
-        if name not in STRATEGIES:
-            raise SamplerError(f"{where}.strategy: unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
-        info = STRATEGIES[name]
-        for key in spec:
-            if key != "strategy" and key not in info["required"] + info["optional"]:
-                raise SamplerError(f"{where}.{key}: unknown parameter for {name}")
-        for key in info["required"]:
-            if key not in spec or spec[key] is None:
-                raise SamplerError(f"{where}.{key}: required for {name}")
-        if name in pred.STRATEGIES:
-            spec = dict(spec, strength=_number(f"{where}.strength", spec.get("strength", 1.0)))
+        spec = dict(spec, strength=float(spec.get("strength", 1.0)))
+        if spec["strategy"] in pred.STRATEGIES:
             out.extend(pred.expand(spec, where))
             continue
-        spec = dict(spec, where=where)
-        spec["strength"] = _number(f"{where}.strength", spec.get("strength", 1.0))
+        spec["where"] = where
+        if spec["strategy"] == "diversity" and spec.get("min_distance") is None:
+            spec["min_distance"] = min_distance
+        if "min_distance" in spec:
+            spec["min_distance"] = float(spec["min_distance"])
         out.append(spec)
-    counts = {n: sum(s["strategy"] == n for s in out) for n in STRATEGIES}
-    if counts["coreset"] + counts["diversity"] > 1:
-        raise SamplerError("strategies: combine at most one coreset or diversity strategy")
-    for name in ("balance", "typicality", "similarity", "random"):
-        if counts[name] > 1:
-            raise SamplerError(f"strategies: at most one {name} strategy")
-    if counts["auto"] and sum(s["strategy"] != "threshold" for s in out) > 1:
-        raise SamplerError("strategies: auto is a combination already; it combines only with threshold strategies")
     return out
 
 
@@ -155,7 +118,7 @@ def select(
     strategies combines. Raises SamplerError (message names the parameter) or Cancelled."""
     monitor = Monitor(progress, should_stop)
     monitor.check()
-    specs = _parse(strategies)
+    specs = _parse(strategies, n_samples, min_distance)
     needs_x = any(STRATEGIES[s["strategy"]]["embeddings"] for s in specs)
     X = _embeddings(inp) if needs_x else None
     md = inp.metadata or {}
@@ -171,13 +134,13 @@ def select(
     if len(eff) == 0:
         raise SamplerError("candidates: no candidates left (empty, or all preselected)")
     if n_samples is not None:
+        # A guard for direct callers: a run request had n_samples checked by its serializer (an integer >= 1) and
+        # by services.prepare_run (at most the candidates).
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples <= 0:
             raise SamplerError("n_samples: must be a positive integer")
         if n_samples > len(eff):
             raise SamplerError(f"n_samples: {n_samples} is more than the {len(eff)} candidates")
         n_samples = int(n_samples)
-    if min_distance is not None:
-        min_distance = _number("min_distance", min_distance)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise SamplerError("seed: must be an integer")
     query = None
@@ -191,17 +154,8 @@ def select(
         if query is not None:
             _check_finite(X, query, "query")
     for s in specs:
-        if s["strategy"] == "diversity":
-            value = s.get("min_distance", min_distance)
-            if value is None:
-                raise SamplerError(f"{s['where']}.min_distance: required for diversity")
-            s["min_distance"] = _number(f"{s['where']}.min_distance", value)
         if s["strategy"] == "similarity":
             s.setdefault("metric", "cosine")
-            if s["metric"] not in METRICS:
-                raise SamplerError(f"{s['where']}.metric: must be one of {', '.join(METRICS)}")
-        if s["strategy"] in ("auto", "coreset", "typicality") and n_samples is None:
-            raise SamplerError(f"n_samples: required for {s['strategy']}")
         if "field" in s:
             col = meta.column(md, s["field"], s["where"], n)
             if s["strategy"] == "weights":

@@ -6,8 +6,9 @@ import pytest
 from django.core.files.storage import default_storage
 
 from curation import storage
+from curation.errors import DomainError
 from curation.models import Dataset, Membership, Role, Sample, Tag
-from curation.services import add_samples
+from curation.services import add_samples, create_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -281,3 +282,30 @@ def test_removing_a_member_promoted_meanwhile_still_keeps_an_owner(dataset, owne
     with pytest.raises(ValueError, match="owner"):
         remove_member(dataset, stale)
     assert Membership.objects.filter(dataset=dataset, role=Role.OWNER).count() == 1
+
+
+def test_the_service_refuses_an_unknown_upload_mode(owner):
+    with pytest.raises(DomainError) as caught:
+        create_dataset(owner, "video set", "video")
+    assert caught.value.field == "upload_mode" and "'video' is not one of full, thumbnails, meta" in str(caught.value)
+    assert not Dataset.objects.exists()
+
+
+def test_the_schema_documents_what_create_and_members_check(owner_api):
+    schemas = owner_api.get("/api/schema/", {"format": "json"}).json()["components"]["schemas"]
+    new = schemas["NewDatasetRequest"]
+    assert new["required"] == ["name"]
+    assert new["properties"]["name"]["maxLength"] == 200
+    mode = new["properties"]["upload_mode"]
+    enum = schemas[mode["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"] if "allOf" in mode else mode["enum"]
+    assert enum == ["full", "thumbnails", "meta"]
+    member = schemas["NewMemberRequest"]
+    assert sorted(member["required"]) == ["role", "username"]
+
+
+@pytest.mark.parametrize("body", [{"name": "  "}, {"name": 5}, {}])
+def test_rename_checks_the_name_like_create(dataset, owner_api, body):
+    response = owner_api.patch(detail(dataset), body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"].startswith("name")
+    assert Dataset.objects.get(pk=dataset.pk).name == dataset.name

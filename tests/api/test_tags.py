@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from curation import tagging
+from curation.errors import DomainError
 from curation.models import (
     Membership,
     MetadataField,
@@ -562,3 +563,13 @@ def test_export_csv_prefixes_formula_cells(ds, viewer_api):
     assert first["file_name"] == "'=cmd.jpg" and first["camera"] == '\'=HYPERLINK("http://x")'
     assert first["note"] == "'+1" and first["who"] == "'@me" and first["t"] == "'\tx" and first["n"] == "-3.5"
     assert second["camera"] == "'-rear" and second["note"] == "'\rx" and second["who"] == "a=b"
+
+
+def test_export_is_a_service_of_plain_values(ds):
+    tag = Tag.objects.get(dataset=ds, name="initial-tag")
+    export = tagging.export_tag(ds, tag, "filenames")
+    assert export.content_type.startswith("text/plain") and export.filename.endswith(".txt")
+    assert len("".join(export.body).splitlines()) == 20
+    with pytest.raises(DomainError) as caught:
+        tagging.export_tag(ds, tag, "xml")
+    assert caught.value.field == "format" and "filenames, csv, json, label-studio" in caught.value.message

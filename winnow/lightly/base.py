@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import ValidationError
 
 from curation.access import get_dataset
+from curation.errors import DomainError
 from curation.models import Dataset, Role
 from winnow import safejson
 from winnow.accounts.models import ApiToken
@@ -109,6 +110,8 @@ class LightlyView(View):
             return exc.response()
         except ValidationError as exc:
             return ApiError(self.invalid_status, "BAD_REQUEST", first_message(exc.detail)).response()
+        except DomainError as exc:  # a service's refusal that no adapter check caught first
+            return ApiError(self.invalid_status, "BAD_REQUEST", first_message({exc.field: [exc.message]})).response()
         except RequestDataTooBig:
             return ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large.").response()
         except SuspiciousOperation as exc:  # Django's other request limits (too many parameters)
