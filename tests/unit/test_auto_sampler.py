@@ -167,3 +167,61 @@ def test_auto_with_exact_duplicates_still_spreads_and_scores_finitely():
 def test_auto_on_a_single_candidate():
     X = np.ones((1, 3), dtype=np.float32)
     assert select(make_input(X), [{"strategy": "auto"}], n_samples=1).tolist() == [2.0]
+
+
+def with_burst(seed=11, burst=40):
+    """Three planted clusters; cluster 2 (sparse, 30 samples) also holds a burst of `burst` near-identical frames."""
+    X, labels = planted([300, 150, 30], spread=1.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    frame = X[labels == 2][0]
+    copies = frame + 0.01 * rng.normal(size=(burst, X.shape[1]))
+    return np.concatenate([X, copies.astype(np.float32)]), np.concatenate([labels, np.full(burst, 3)])
+
+
+def test_near_duplicate_groups_gather_a_burst_and_leave_the_spread_samples_alone():
+    X, labels = with_burst()
+    R = X - X.mean(axis=0)
+    radius = auto_mod.near_duplicate_radius(R, auto_mod.K_NN, seed=0)
+    groups = auto_mod.near_duplicate_groups(R, radius)
+    burst = groups[labels == 3]
+    assert len(np.unique(burst)) == 1
+    others = groups[labels != 3]
+    assert np.sum(np.isin(others, burst)) <= 1  # the burst's source frame may join it
+    rest = others[~np.isin(others, burst)]
+    sizes = np.bincount(rest)
+    assert sizes.max() <= 2 and np.sum(sizes == 1) >= 0.95 * len(rest)  # spread samples: (almost) all alone
+
+
+def test_a_burst_of_near_duplicates_counts_once_in_typicality_so_auto_starts_in_the_dense_cluster():
+    X, labels = with_burst()
+    idx = np.arange(len(X))
+    typ = auto_mod.typicality(X, idx, idx)
+    # without the grouping the burst frames would be the densest samples by far
+    assert typ[labels == 3].max() < typ[labels == 0].max()
+    scores = select(make_input(X), [{"strategy": "auto"}], n_samples=3, seed=0)
+    picked = top(scores, idx, 3)
+    assert labels[picked[0]] == 0
+    assert np.sum(np.isin(labels[picked], [2, 3])) == 1  # the sparse cluster and its burst: one pick
+
+
+def test_without_near_duplicates_typicality_is_one_over_the_mean_distance_to_the_nearest_samples():
+    grid = np.stack(np.meshgrid(*[np.arange(7)] * 3), axis=-1).reshape(-1, 3)  # no two samples nearly alike
+    X = (grid + 0.05 * np.random.default_rng(12).normal(size=grid.shape)).astype(np.float32)
+    idx = np.arange(len(X))
+    R = X - X.mean(axis=0)
+    groups = auto_mod.near_duplicate_groups(R, auto_mod.near_duplicate_radius(R, auto_mod.K_NN, seed=0))
+    assert len(np.unique(groups)) == len(X)
+    D = np.sqrt(((R[:, None].astype(np.float64) - R[None]) ** 2).sum(-1))
+    np.fill_diagonal(D, np.inf)
+    mean = np.sort(D, axis=1)[:, : auto_mod.K_NN].mean(axis=1)
+    assert np.allclose(auto_mod.typicality(X, idx, idx), auto_mod._inverse(mean), rtol=1e-4)
+
+
+def test_reference_path_counts_a_burst_once_too(monkeypatch):
+    monkeypatch.setattr(auto_mod, "EXACT_ROWS", 400)
+    monkeypatch.setattr(auto_mod, "REF_PER_CLUSTER", 100)
+    X, labels = with_burst(seed=13, burst=300)
+    idx = np.arange(len(X))
+    typ = auto_mod.typicality(X, idx, idx, seed=2)
+    assert np.all(np.isfinite(typ)) and np.all(typ > 0)
+    assert typ[labels == 3].max() < typ[labels == 0].max()
