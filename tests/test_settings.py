@@ -139,6 +139,17 @@ def test_runserver_closes_its_connection_after_each_request(tmp_path):
     assert _settings_values(tmp_path, "s.DATABASES['default'].get('CONN_MAX_AGE', 0)") == 0
 
 
+def test_runserver_bounds_the_requests_running_at_once(tmp_path):
+    """runserver's threads are unbounded: its requests are not (winnow/wsgi.py); gunicorn's threads bound them."""
+    limits = "(s.WINNOW_MAX_CONCURRENT_REQUESTS, s.WINNOW_REQUEST_QUEUE_SECONDS)"
+    assert _settings_values(tmp_path, limits, ["manage.py", "runserver"]) == (8, 60)
+    assert _settings_values(tmp_path, limits, ["manage.py", "runserver"], WINNOW_MAX_CONCURRENT_REQUESTS="3") == (3, 60)
+    assert _settings_values(tmp_path, limits, ["gunicorn"], **POSTGRES) == (0, 60)
+    bounded = "type(__import__('winnow.wsgi').wsgi.application).__name__"
+    assert _settings_values(tmp_path, bounded, ["manage.py", "runserver"]) == "BoundedRequests"
+    assert _settings_values(tmp_path, bounded, ["gunicorn"]) == "WSGIHandler"
+
+
 def test_upload_limits_and_temporary_directory(tmp_path):
     expression = "(s.FILE_UPLOAD_MAX_MEMORY_SIZE, str(s.FILE_UPLOAD_TEMP_DIR), s.DATA_UPLOAD_MAX_MEMORY_SIZE)"
     memory, temp_dir, request = _settings_values(tmp_path, expression)

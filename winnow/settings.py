@@ -112,6 +112,11 @@ TEMPLATES = [
 _RUNSERVER = sys.argv[1:2] == ["runserver"]
 DB_CONN_MAX_AGE = 0 if _RUNSERVER else env_int("WINNOW_DB_CONN_MAX_AGE", 60, minimum=0)
 DB_CONN_HEALTH_CHECKS = env_bool("WINNOW_DB_CONN_HEALTH_CHECKS", True)
+# runserver also starts a thread for every client connection, without limit: at most this many requests run at once
+# there (each holding at most one database connection), the others wait up to WINNOW_REQUEST_QUEUE_SECONDS, then
+# get a 503 with Retry-After (winnow/wsgi.py). gunicorn is bounded by workers x threads instead: 0 (no limiter).
+WINNOW_MAX_CONCURRENT_REQUESTS = env_int("WINNOW_MAX_CONCURRENT_REQUESTS", 8 if _RUNSERVER else 0, minimum=0)
+WINNOW_REQUEST_QUEUE_SECONDS = env_int("WINNOW_REQUEST_QUEUE_SECONDS", 60, minimum=1)
 if DATABASE_URL:
     try:
         DATABASES = {
