@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
-from django.db import DataError, InterfaceError, OperationalError, connection
+from django.db import DataError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from winnow import guard, parsers, safejson
+from winnow.dberrors import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +38,6 @@ class DatabaseUnavailable(APIException):
     default_detail = "The database is unavailable (restarting or at its connection limit); try again shortly."
     default_code = "database_unavailable"
     wait = 5  # DRF's handler sends it as Retry-After
-
-
-# PostgreSQL's SQLSTATEs for a server going away, starting, or full (class 08: the connection itself failed).
-_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03", "53300"}
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether a database error says the database cannot be reached now, not that the request was wrong: the
-    connection was lost or refused (a restart, a crash), or the server has no connection left."""
-    if isinstance(exc, InterfaceError):  # "connection already closed"
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    cause = exc.__cause__
-    if any(kind.__module__.split(".")[0] in ("psycopg2", "psycopg") for kind in type(cause).__mro__):
-        code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-        return code is None or code in _UNAVAILABLE_CODES or code.startswith("08")
-    return "database is locked" in str(exc)  # SQLite: another writer held the lock past the timeout
 
 
 def _as_api_exception(exc):

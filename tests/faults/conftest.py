@@ -98,7 +98,7 @@ def serve(kind: str, env: dict, log_dir: Path) -> ServedWinnow:
     if kind == "runserver":
         argv = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
     elif kind == "gunicorn":
-        env = {**env, "WINNOW_BIND": f"127.0.0.1:{port}", "GUNICORN_ACCESS_LOG": ""}
+        env = {"GUNICORN_ACCESS_LOG": "", **env, "WINNOW_BIND": f"127.0.0.1:{port}"}
         argv = [sys.executable, "-m", "gunicorn", "-c", "winnow/gunicorn.conf.py", "winnow.wsgi:application"]
     else:
         raise ValueError(kind)

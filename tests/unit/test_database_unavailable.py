@@ -8,7 +8,8 @@ import pytest
 from django.db import IntegrityError, InterfaceError, OperationalError
 
 from tests.private_postgres import free_port
-from winnow.api import DatabaseUnavailable, _as_api_exception, database_unavailable, exception_handler
+from winnow.api import DatabaseUnavailable, _as_api_exception, exception_handler
+from winnow.dberrors import database_unavailable
 
 
 def _wrapped(cause: BaseException) -> OperationalError:
