@@ -150,6 +150,15 @@ def test_runserver_bounds_the_requests_running_at_once(tmp_path):
     assert _settings_values(tmp_path, bounded, ["gunicorn"]) == "WSGIHandler"
 
 
+def test_the_embedded_default_projects_in_a_bounded_child_process(tmp_path):
+    values = "(s.WINNOW_PROJECTION_IN_CHILD, s.WINNOW_PROJECTION_MEMORY_BYTES, s.WINNOW_PROJECTION_TIME_LIMIT)"
+    assert _settings_values(tmp_path, values, CELERY_BROKER_URL="") == (True, 4 << 30, 900)
+    assert _settings_values(tmp_path, values, CELERY_BROKER_URL="redis://r:6379/0")[0] is False  # a worker does
+    assert _settings_values(
+        tmp_path, values, CELERY_BROKER_URL="", WINNOW_PROJECTION_MEMORY_BYTES="0", WINNOW_PROJECTION_TIME_LIMIT="60"
+    ) == (True, 0, 60)
+
+
 def test_upload_limits_and_temporary_directory(tmp_path):
     expression = "(s.FILE_UPLOAD_MAX_MEMORY_SIZE, str(s.FILE_UPLOAD_TEMP_DIR), s.DATA_UPLOAD_MAX_MEMORY_SIZE)"
     memory, temp_dir, request = _settings_values(tmp_path, expression)

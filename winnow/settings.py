@@ -269,8 +269,12 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # file (CSV or .npy matrix) a chunked upload may announce. One-shot uploads stay under WINNOW_MAX_REQUEST_BYTES.
 WINNOW_MAX_EMBEDDING_DIMENSION = env_int("WINNOW_MAX_EMBEDDING_DIMENSION", 4096, minimum=2)
 WINNOW_MAX_EMBEDDING_FILE_BYTES = env_int("WINNOW_MAX_EMBEDDING_FILE_BYTES", 64 << 30, minimum=1024)
-# The map's projection task: seconds before it is stopped (the map then says failed), on a worker only.
+# The map's projection task: seconds before it is stopped (the map then says failed).
 WINNOW_PROJECTION_TIME_LIMIT = env_int("WINNOW_PROJECTION_TIME_LIMIT", 900, minimum=10)
+# Without a broker (tasks in-process) the projection runs in a child process of its own (curation/projection_child),
+# killed after the time limit and with its address space capped at this many bytes (0: no cap).
+WINNOW_PROJECTION_IN_CHILD = env_bool("WINNOW_PROJECTION_IN_CHILD", CELERY_TASK_ALWAYS_EAGER)
+WINNOW_PROJECTION_MEMORY_BYTES = env_int("WINNOW_PROJECTION_MEMORY_BYTES", 4 << 30, minimum=0)
 # The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
 WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 
