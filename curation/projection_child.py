@@ -3,7 +3,7 @@
 With a broker, a Celery worker computes the projection (its soft time limit stops it). Without one (the embedded
 default: tasks run in-process), it would run inside the web process, with no limit: a wide embedding could hold a
 request thread for minutes and the server's memory with it. There `run(embedding_id)` starts
-`python -m curation.projection_child <id>` instead, on the same database and files, waits at most
+`python -m django compute_projection <id>` instead, on the same database and files, waits at most
 WINNOW_PROJECTION_TIME_LIMIT seconds (then kills it) and caps its address space at
 WINNOW_PROJECTION_MEMORY_BYTES; a projection that does not finish within both is marked failed (a PCA layout
 already saved stands, as when t-SNE fails on a worker).
@@ -16,18 +16,22 @@ import os
 import subprocess
 import sys
 
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, storages
+from django.db import connection
+
+from curation.embeddings import Status
+from curation.models import Embedding
+
 log = logging.getLogger(__name__)
 
-# The child's command line, before the embedding id.
-COMMAND = [sys.executable, "-m", "curation.projection_child"]
+# The child's command line, before the embedding id (curation/management/commands/compute_projection.py).
+COMMAND = [sys.executable, "-m", "django", "compute_projection"]
 
 
 def _child_env() -> dict:
     """This process's environment, pointed at the database and files this process uses (they may differ from the
     environment's, e.g. under tests), with one BLAS thread: the child must not take every core from the web."""
-    from django.core.files.storage import FileSystemStorage, storages
-    from django.db import connection
-
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "winnow.settings")}
     db = connection.settings_dict
     if connection.vendor == "postgresql":
@@ -43,16 +47,12 @@ def _child_env() -> dict:
 
 def run(embedding_id: str) -> str | None:
     """Compute the projection in a bounded child process; the final status (None: the embedding is gone)."""
-    from django.conf import settings
-
-    from curation.embeddings import Status
-    from curation.models import Embedding
-
     limit = settings.WINNOW_PROJECTION_TIME_LIMIT
     try:
         done = subprocess.run(
             [*COMMAND, embedding_id],
             env=_child_env(),
+            cwd=settings.BASE_DIR,
             capture_output=True,
             text=True,
             timeout=limit,
@@ -70,24 +70,3 @@ def run(embedding_id: str) -> str | None:
     Embedding.objects.filter(pk=embedding_id, projection_status=Status.PENDING).update(projection_status=Status.FAILED)
     status = Embedding.objects.filter(pk=embedding_id).values_list("projection_status", flat=True).first()
     return status
-
-
-def main(embedding_id: str) -> None:
-    import resource
-
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
-    django.setup()
-    from django.conf import settings
-
-    memory = settings.WINNOW_PROJECTION_MEMORY_BYTES
-    if memory:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    from curation import embeddings
-
-    print(embeddings.compute_projection(embedding_id) or "")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

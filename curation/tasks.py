@@ -11,7 +11,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 
-from curation import columns, embedding_uploads, embeddings, filters, predictions, similarity
+from curation import columns, embedding_uploads, embeddings, filters, predictions, projection_child, similarity
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 def compute_projection(embedding_id: str) -> str | None:
     """The 2D layouts of an embedding for the map (PCA at once, t-SNE for small ones)."""
     if settings.WINNOW_PROJECTION_IN_CHILD:  # the embedded default: not in the web process, bounded
-        from curation import projection_child
-
         return projection_child.run(embedding_id)
     return embeddings.compute_projection(embedding_id)
 

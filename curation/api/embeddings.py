@@ -309,7 +309,7 @@ class UploadChunk(APIView):
                 raise ValidationError({"Content-Range": ["must be `bytes <first>-<last>/<total>`"]})
             return int(match[1]), int(match[2]) - int(match[1]) + 1
         raw = request.query_params.get("offset")
-        if raw is None or not raw.isdigit():
+        if raw is None or not (raw.isascii() and raw.isdigit()):
             raise ValidationError({"offset": ["is required: ?offset=<bytes> or a Content-Range header"]})
         return int(raw), None
 

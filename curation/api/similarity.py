@@ -113,7 +113,7 @@ def _bounded(request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:  # "²".isdigit()
         raise ValidationError({name: [f"must be a whole number from {lo} to {hi}"]})
     return int(raw)
 
