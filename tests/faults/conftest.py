@@ -4,6 +4,7 @@ session, with a user and a token, that the tests may starve, stop, restart or cr
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def private_winnow():
         yield PrivateWinnow(pg=pg, env=env, token=made.stdout.strip().splitlines()[-1], var=var)
     finally:
         pg.destroy()
+        shutil.rmtree(var, ignore_errors=True)
 
 
 @dataclass
