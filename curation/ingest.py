@@ -8,17 +8,20 @@ embedder: a client uploading many batches sends true only with the last). The HT
 Order of work: check everything per file (name, size, decode, thumbnail), write the files to storage,
 then create the rows in one transaction. If that transaction fails, the files just written are
 deleted again: no rows without files and no orphan files. Files a replaced sample no longer uses
-are deleted after the commit.
+are deleted after the commit. When the database connection is lost at the commit (a restart, a crash), the
+commit may have landed without its answer: the files are deleted only once the database says no row refers to
+them, and kept (logged) while it cannot say, so a row never loses its file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -26,6 +29,7 @@ from curation import columns, services, storage
 from curation.images import ImageRejected, process_image
 from curation.models import Dataset, Sample, new_public_id
 from winnow.celery import task
+from winnow.dberrors import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +143,13 @@ def store_images(
                 columns.metadata_changed(dataset.pk)
             elif result.created:
                 columns.samples_added(dataset.pk)
-    except BaseException:
-        storage.delete_keys(written)
+    except BaseException as exc:
+        if database_unavailable(exc) and _rows_refer_to(dataset.pk, [p.row["thumbnail_key"] for p in prepared]):
+            log.warning(
+                "upload into %s: the database went away at the commit; keeping %d files", dataset.pk, len(written)
+            )
+        else:
+            storage.delete_keys(written)
         raise
 
     if result.skipped:  # another upload added these names after our check: our copies are unused
@@ -150,6 +159,27 @@ def store_images(
     outcome.created = [_summary(s) for s in result.created]
     outcome.replaced = [_summary(s) for s in result.replaced]
     return outcome
+
+
+# After a lost connection, how long to wait for the database to say whether the batch's rows were committed.
+LANDED_CHECK_SECONDS = 15.0
+
+
+def _rows_refer_to(dataset_id: str, thumbnail_keys: list[str]) -> bool:
+    """Whether committed samples use these (fresh, per-sample) keys; True while the database cannot tell."""
+    if connection.in_atomic_block:  # an outer transaction: it cannot be asked apart from it
+        return True
+    deadline = time.monotonic() + LANDED_CHECK_SECONDS
+    while True:
+        try:
+            connection.close()  # the broken one; the query opens a new connection
+            return Sample.objects.filter(dataset_id=dataset_id, thumbnail_key__in=thumbnail_keys).exists()
+        except Exception as exc:
+            if not database_unavailable(exc) or time.monotonic() > deadline:
+                log.warning("cannot tell whether %d samples landed in %s: keeping their files", len(thumbnail_keys),
+                            dataset_id)  # fmt: skip
+                return True
+            time.sleep(0.5)
 
 
 def _summary(sample: Sample) -> dict:

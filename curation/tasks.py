@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from curation import columns, embedding_uploads, embeddings, filters, predictions, similarity
+from curation import columns, embedding_uploads, embeddings, filters, predictions, projection_child, similarity
 from winnow.celery import sweep_while_up
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 )
 def compute_projection(embedding_id: str) -> str | None:
     """The 2D layouts of an embedding for the map (PCA at once, t-SNE for small ones)."""
+    if settings.WINNOW_PROJECTION_IN_CHILD:  # the embedded default: not in the web process, bounded
+        return projection_child.run(embedding_id)
     return embeddings.compute_projection(embedding_id)
 
 

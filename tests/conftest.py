@@ -91,6 +91,12 @@ def anon_api():
 
 
 @pytest.fixture(autouse=True)
+def _projection_in_process(settings):
+    """Tests compute map projections in the test process (tests/api/test_projection_child.py runs the child)."""
+    settings.WINNOW_PROJECTION_IN_CHILD = False
+
+
+@pytest.fixture(autouse=True)
 def _media_root(tmp_path, settings):
     """Each test writes files into its own folder (local storage), so tests cannot see each other's files."""
     settings.STORAGES = {

@@ -90,6 +90,23 @@ def test_server_on_embedded_default(tmp_path):
         tags = tags["results"] if isinstance(tags, dict) else tags
         assert [(t["name"], t["count"]) for t in tags] == [("initial-tag", 3)]
         assert requests.get(f"{base}/api/v1/datasets", timeout=10).status_code == 401
+
+        # An embedding: its map projection runs in a child process of the server (bounded in time and memory),
+        # on the same SQLite file and media folder, and is ready when the upload answers.
+        header = "filenames,embedding_0,embedding_1,embedding_2,labels\n"
+        rows_csv = "a.jpg,0.1,0.2,0.3,0\nb.jpg,0.4,0.1,0.9,0\nc/d.jpg,0.7,0.5,0.2,0\n"
+        embeddings_url = f"{base}/api/v1/datasets/{created.json()['id']}/embeddings"
+        stored = requests.post(
+            embeddings_url,
+            files={"file": ("e.csv", header + rows_csv, "text/csv")},
+            data={"name": "e"},
+            headers=auth,
+            timeout=120,
+        )
+        assert stored.status_code == 201, stored.text
+        projection = requests.get(f"{embeddings_url}/{stored.json()['id']}/projection", headers=auth, timeout=30)
+        assert projection.status_code == 200, projection.text
+        assert server.poll() is None
     finally:
         server.terminate()
         server.wait(timeout=20)

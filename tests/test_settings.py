@@ -139,6 +139,26 @@ def test_runserver_closes_its_connection_after_each_request(tmp_path):
     assert _settings_values(tmp_path, "s.DATABASES['default'].get('CONN_MAX_AGE', 0)") == 0
 
 
+def test_runserver_bounds_the_requests_running_at_once(tmp_path):
+    """runserver's threads are unbounded: its requests are not (winnow/wsgi.py); gunicorn's threads bound them."""
+    limits = "(s.WINNOW_MAX_CONCURRENT_REQUESTS, s.WINNOW_REQUEST_QUEUE_SECONDS)"
+    assert _settings_values(tmp_path, limits, ["manage.py", "runserver"]) == (8, 60)
+    assert _settings_values(tmp_path, limits, ["manage.py", "runserver"], WINNOW_MAX_CONCURRENT_REQUESTS="3") == (3, 60)
+    assert _settings_values(tmp_path, limits, ["gunicorn"], **POSTGRES) == (0, 60)
+    bounded = "type(__import__('winnow.wsgi').wsgi.application).__name__"
+    assert _settings_values(tmp_path, bounded, ["manage.py", "runserver"]) == "BoundedRequests"
+    assert _settings_values(tmp_path, bounded, ["gunicorn"]) == "WSGIHandler"
+
+
+def test_the_embedded_default_projects_in_a_bounded_child_process(tmp_path):
+    values = "(s.WINNOW_PROJECTION_IN_CHILD, s.WINNOW_PROJECTION_MEMORY_BYTES, s.WINNOW_PROJECTION_TIME_LIMIT)"
+    assert _settings_values(tmp_path, values, CELERY_BROKER_URL="") == (True, 4 << 30, 900)
+    assert _settings_values(tmp_path, values, CELERY_BROKER_URL="redis://r:6379/0")[0] is False  # a worker does
+    assert _settings_values(
+        tmp_path, values, CELERY_BROKER_URL="", WINNOW_PROJECTION_MEMORY_BYTES="0", WINNOW_PROJECTION_TIME_LIMIT="60"
+    ) == (True, 0, 60)
+
+
 def test_upload_limits_and_temporary_directory(tmp_path):
     expression = "(s.FILE_UPLOAD_MAX_MEMORY_SIZE, str(s.FILE_UPLOAD_TEMP_DIR), s.DATA_UPLOAD_MAX_MEMORY_SIZE)"
     memory, temp_dir, request = _settings_values(tmp_path, expression)

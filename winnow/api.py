@@ -10,13 +10,14 @@ from django.db import DataError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from curation.errors import DomainError
 from winnow import guard, parsers, safejson
+from winnow.dberrors import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,17 @@ def exception_handler(exc, context):
     return response
 
 
+class DatabaseUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable (restarting or at its connection limit); try again shortly."
+    default_code = "database_unavailable"
+    wait = 5  # DRF's handler sends it as Retry-After
+
+
 def _as_api_exception(exc):
+    if database_unavailable(exc):
+        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        return DatabaseUnavailable()
     if isinstance(exc, DomainError):
         return ValidationError({exc.field: [exc.message]}, code=exc.code)
     if isinstance(exc, safejson.UnsafeJSON):

@@ -112,6 +112,11 @@ TEMPLATES = [
 _RUNSERVER = sys.argv[1:2] == ["runserver"]
 DB_CONN_MAX_AGE = 0 if _RUNSERVER else env_int("WINNOW_DB_CONN_MAX_AGE", 60, minimum=0)
 DB_CONN_HEALTH_CHECKS = env_bool("WINNOW_DB_CONN_HEALTH_CHECKS", True)
+# runserver also starts a thread for every client connection, without limit: at most this many requests run at once
+# there (each holding at most one database connection), the others wait up to WINNOW_REQUEST_QUEUE_SECONDS, then
+# get a 503 with Retry-After (winnow/wsgi.py). gunicorn is bounded by workers x threads instead: 0 (no limiter).
+WINNOW_MAX_CONCURRENT_REQUESTS = env_int("WINNOW_MAX_CONCURRENT_REQUESTS", 8 if _RUNSERVER else 0, minimum=0)
+WINNOW_REQUEST_QUEUE_SECONDS = env_int("WINNOW_REQUEST_QUEUE_SECONDS", 60, minimum=1)
 if DATABASE_URL:
     try:
         DATABASES = {
@@ -264,8 +269,12 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # file (CSV or .npy matrix) a chunked upload may announce. One-shot uploads stay under WINNOW_MAX_REQUEST_BYTES.
 WINNOW_MAX_EMBEDDING_DIMENSION = env_int("WINNOW_MAX_EMBEDDING_DIMENSION", 4096, minimum=2)
 WINNOW_MAX_EMBEDDING_FILE_BYTES = env_int("WINNOW_MAX_EMBEDDING_FILE_BYTES", 64 << 30, minimum=1024)
-# The map's projection task: seconds before it is stopped (the map then says failed), on a worker only.
+# The map's projection task: seconds before it is stopped (the map then says failed).
 WINNOW_PROJECTION_TIME_LIMIT = env_int("WINNOW_PROJECTION_TIME_LIMIT", 900, minimum=10)
+# Without a broker (tasks in-process) the projection runs in a child process of its own (curation/projection_child),
+# killed after the time limit and with its address space capped at this many bytes (0: no cap).
+WINNOW_PROJECTION_IN_CHILD = env_bool("WINNOW_PROJECTION_IN_CHILD", CELERY_TASK_ALWAYS_EAGER)
+WINNOW_PROJECTION_MEMORY_BYTES = env_int("WINNOW_PROJECTION_MEMORY_BYTES", 4 << 30, minimum=0)
 # The embedding map gets a t-SNE layout (besides PCA) up to this many samples; 0 turns it off.
 WINNOW_TSNE_MAX_POINTS = env_int("WINNOW_TSNE_MAX_POINTS", 5000, minimum=0)
 
