@@ -641,6 +641,16 @@ def categorical_groups(store: Store, path: str, fallback) -> dict:
     return {k: c for k, (c, _m) in groups.items()}
 
 
+def numeric_value_blocks(store: Store, path: str, fallback):
+    """The field as float64 per idx (its number, the fallback when missing, NaN otherwise), block by block."""
+    entry = store.fields[path]
+    for start in range(0, store.size, BLOCK):
+        end = min(store.size, start + BLOCK)
+        yield _numeric_effective(
+            store.array(entry["values_key"])[start:end], store.array(entry["state_key"])[start:end], fallback
+        )
+
+
 def numeric_column_blocks(store: Store, path: str, fallback):
     """(min, max, blocks): the field as float32 per idx (NaN without a value), yielded block by block."""
     entry = store.fields[path]

@@ -22,7 +22,7 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
-from curation import bitmask, signing
+from curation import bitmask, columns, signing
 from curation.access import resolve_tag
 from curation.filters import parse_filter, select_samples
 from curation.metadata import bad_value, flatten, get_path
@@ -207,25 +207,39 @@ def tag_from_filter(
         if isinstance(filter_tag, str):
             filter_tag = resolve_tag(dataset, filter_tag, "filter.tag")
             parsed["tag"] = filter_tag
-        indices = list(select_samples(dataset, **parsed).values_list("idx", flat=True))
+        selected = _filter_mask(dataset, parsed)
     except ValidationError as exc:
         # curation.filters already names its errors "filter..."; anything else gets that prefix.
         if isinstance(exc.detail, dict) and all(str(key).startswith("filter") for key in exc.detail):
             raise
         raise ValidationError({"filter": exc.detail}) from None
     if excluded is not None and len(excluded):
-        indices = np.setdiff1d(np.asarray(indices, dtype=np.int64), excluded).tolist()
+        selected = bitmask.difference(selected, bitmask.from_indices(excluded)).rstrip(b"\0")
     if parent is None and isinstance(filter_tag, Tag):
         parent = filter_tag
     return create_tag(
         dataset,
         name,
-        indices,
+        selected,
         origin=TagOrigin.FILTER,
         origin_detail={"filter": filter_obj},
         parent=parent,
         creator=creator,
     )
+
+
+def _filter_mask(dataset: Dataset, parsed: dict) -> bytes:
+    """The samples a parsed filter selects, as a bitmask without trailing zero bytes: read from the metadata
+    column store when it is fresh and the filter has conditions (what the columns cannot answer is asked of SQL
+    once), else from SQL."""
+    store = columns.fresh_store(dataset) if parsed.get("conditions") else None
+    if store is not None:
+        found = columns.match(dataset, store, **parsed)
+        blocks = (found.block(lo, min(store.size, lo + columns.BLOCK)) for lo in range(0, store.size, columns.BLOCK))
+        # BLOCK is a multiple of 8: each block packs into whole bytes of the mask.
+        return b"".join(np.packbits(bits, bitorder="little").tobytes() for bits in blocks).rstrip(b"\0")
+    indices = np.fromiter(select_samples(dataset, **parsed).values_list("idx", flat=True), dtype=np.int64)
+    return bitmask.from_indices(indices) if indices.size else b""
 
 
 def tag_from_operation(

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection  # noqa: F401  (the skipif condition reads it)
+from rest_framework.exceptions import ValidationError
 
 from curation import columns, tagging
 from curation.api.analytics import _histograms_from_columns, histograms
@@ -315,3 +316,71 @@ def test_removing_the_last_field_drops_the_store(rich, owner_api, django_capture
             assert owner_api.delete(url).status_code == 204
     assert not MetadataColumns.objects.filter(pk=rich.pk).exists()
     assert not folder.exists()
+
+
+def _spy(monkeypatch, module, name: str) -> list:
+    """Record the calls of module.name (still calling it), to show which path answered."""
+    calls: list = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def _tag_or_error(dataset, name: str, filter_obj, **kwargs):
+    try:
+        tag = tagging.tag_from_filter(dataset, name, filter_obj, **kwargs)
+    except ValidationError as exc:
+        return exc.detail
+    return bytes(tag.bitmask), tag.count, tag.parent_id
+
+
+@pytest.mark.parametrize("filter_obj", [f for f in FILTERS if f and f.get("conditions")], ids=str)
+def test_tags_from_a_filter_through_the_columns_equal_the_sql_path(rich, filter_obj, monkeypatch):
+    monkeypatch.setattr(columns, "BLOCK", 64)  # several blocks, each packed into whole bytes
+    expected = _tag_or_error(rich, "by sql", filter_obj)  # no store yet: SQL
+    _fresh(rich)
+    calls = _spy(monkeypatch, columns, "match")
+    assert _tag_or_error(rich, "by columns", filter_obj) == expected
+    assert calls  # the columns answered
+
+
+def test_a_tag_from_a_filter_with_a_tag_and_exclusions_through_the_columns(rich, monkeypatch):
+    monkeypatch.setattr(columns, "BLOCK", 64)
+    parent = tagging.create_tag(rich, "most", list(range(3, N - 5)), origin="selection", origin_detail={})
+    excluded = list(rich.samples.filter(idx__in=[4, 40, 41, 200]).values_list("id", flat=True))
+    filter_obj = {"tag": parent.id, "conditions": [{"path": "w", "op": "in", "value": ["rain", "fog"]}]}
+    expected = _tag_or_error(rich, "by sql", filter_obj, exclude_sample_ids=excluded)
+    _fresh(rich)
+    calls = _spy(monkeypatch, columns, "match")
+    got = _tag_or_error(rich, "by columns", filter_obj, exclude_sample_ids=excluded)
+    assert got == expected and calls
+    assert got[2] == parent.id and got[1] > 0
+
+
+def test_a_stale_store_leaves_a_tag_from_a_filter_to_sql(rich, monkeypatch):
+    _fresh(rich)
+    add_samples(rich, [{"file_name": "late.jpg", "metadata": {"w": "rain"}}])  # the store is stale now
+    calls = _spy(monkeypatch, columns, "match")
+    tag = tagging.tag_from_filter(rich, "late", {"conditions": [{"path": "w", "op": "eq", "value": "rain"}]})
+    assert not calls
+    assert rich.next_idx - 1 in set(tag.indices().tolist())
+
+
+@pytest.mark.parametrize("path", ["t", "cam.id", "w", "flag", "score"])
+def test_json_colour_column_from_columns_equals_the_sql_path(rich, owner_api, path, monkeypatch):
+    url = f"/api/v1/datasets/{rich.id}/metadata/column"
+    before = owner_api.get(url, {"path": path})
+    assert before.status_code == 200
+    _fresh(rich)
+    monkeypatch.setattr(columns, "BLOCK", 64)
+    numeric = _spy(monkeypatch, columns, "numeric_value_blocks")
+    categorical = _spy(monkeypatch, columns, "category_column_blocks")
+    after = owner_api.get(url, {"path": path})
+    assert after.status_code == 200 and (numeric or categorical)  # read from the columns
+    assert after.json() == before.json()
+    assert after.content == before.content
