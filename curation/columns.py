@@ -695,3 +695,88 @@ def category_column_blocks(store: Store, path: str, fallback, keep: int):
 
     categories = [json.loads(t) for t in kept] + (["other"] if len(ranked) > len(kept) else [])
     return categories, (block(start) for start in range(0, store.size, BLOCK))
+
+
+# --- sorting by a numeric field with a filter -----------------------------------------------------------------
+
+MAX_SORT_CANDIDATES = 5_000
+
+
+def sort_candidates(
+    found: Match, path: str, fallback, *, descending: bool, position: dict | None, backwards: bool, k: int
+) -> list[int] | None:
+    """The idx of a superset of the next `k` matching samples in the order of a sort by the numeric field `path`
+    (missing values last, ties by idx; walking backwards for a `previous` page), strictly after the cursor
+    `position` ({"k": the value's JSON text, "i": idx}); None when the columns cannot tell (SQL answers then).
+
+    The float64 column orders like the exact JSON numbers except between numbers that round to one float, so
+    every row whose float ties the cursor's, or ties the last one taken, is taken too: SQL then orders the
+    candidates exactly and keeps `k`. None for a field with values of another type, a fallback that is not a
+    number, or more than MAX_SORT_CANDIDATES candidates (a field with few distinct values)."""
+    entry = found.store.fields.get(path)
+    if not entry or entry.get("kind") != "numeric" or entry.get("odd"):
+        return None
+    if fallback is not None and (isinstance(fallback, bool) or not isinstance(fallback, (int, float))):
+        return None
+    cursor_missing, cursor_value = False, None
+    if position is not None:
+        key = position.get("k")
+        if key is None or key == "null":
+            cursor_missing = True
+        else:
+            value = json.loads(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            cursor_value = float(value)
+    idx_parts, value_parts = [], []
+    for lo in range(0, found.store.size, BLOCK):
+        hi = min(found.store.size, lo + BLOCK)
+        hits = np.flatnonzero(found.block(lo, hi))
+        values = _numeric_effective(
+            found.store.array(entry["values_key"])[lo:hi][hits],
+            found.store.array(entry["state_key"])[lo:hi][hits],
+            fallback,
+        )
+        idx_parts.append(hits + lo)
+        value_parts.append(values)
+    idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int64)
+    values = np.concatenate(value_parts) if value_parts else np.zeros(0)
+    missing = np.isnan(values)
+    # The walk's order, ascending: forward (present by value then missing, ties by idx), or its exact reverse.
+    sign = -1.0 if backwards else 1.0
+    walk_value = np.where(missing, 0.0, values) * (-1.0 if descending else 1.0) * sign
+    walk_idx = idx * int(sign)
+    groups = ["missing", "present"] if backwards else ["present", "missing"]
+    if position is not None:
+        groups = groups[groups.index("missing" if cursor_missing else "present") :]
+    need, taken = k, []
+    for group in groups:
+        in_cursor_group = position is not None and group == ("missing" if cursor_missing else "present")
+        if group == "missing":
+            rows = np.flatnonzero(missing)
+            if in_cursor_group:
+                rows = rows[walk_idx[rows] > int(sign) * int(position["i"])]
+            rows = rows[np.argsort(walk_idx[rows], kind="stable")][:need]
+            taken.append(rows)
+            need -= rows.size
+        else:
+            rows = np.flatnonzero(~missing)
+            ties = 0
+            if in_cursor_group:
+                start = cursor_value * (-1.0 if descending else 1.0) * sign
+                rows = rows[walk_value[rows] >= start]
+                ties = int(np.count_nonzero(walk_value[rows] == start))
+            want = need + ties
+            if rows.size > want:
+                last = np.partition(walk_value[rows], want - 1)[want - 1]
+                rows = rows[walk_value[rows] <= last]
+                need = 0
+            else:
+                need -= rows.size - ties
+            taken.append(rows)
+        if need <= 0 or sum(part.size for part in taken) > MAX_SORT_CANDIDATES:
+            break
+    chosen = np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
+    if chosen.size > MAX_SORT_CANDIDATES:
+        return None
+    return idx[chosen].tolist()

@@ -168,13 +168,27 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
     """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link).
 
     `found` (a curation.columns.Match of the same filter) names the page's candidates by idx when the order is
-    idx's, so PostgreSQL reads those rows by index instead of scanning for the first matches."""
+    idx's, or a numeric field's (columns.sort_candidates), so PostgreSQL reads those rows by index instead of
+    scanning for the first matches."""
     cursor = request.query_params.get("cursor")
     position = _decode_cursor(cursor, sort) if cursor else None
     backwards = bool(position and position["d"] == "p")
     if found is not None and sort.path is None:
         after = position["i"] if position else None
         qs = qs.filter(idx__in=found.first(limit + 1, after=after, descending=sort.descending != backwards))
+    elif found is not None:
+        # Sorted by a numeric field: the columns name a small superset of the page, which SQL orders exactly.
+        candidates = columns.sort_candidates(
+            found,
+            sort.path,
+            sort.fallback,
+            descending=sort.descending,
+            position=position,
+            backwards=backwards,
+            k=limit + 1,
+        )
+        if candidates is not None:
+            qs = qs.filter(idx__in=candidates)
     if position:
         qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
     if sort.path is not None:
