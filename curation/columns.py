@@ -443,8 +443,9 @@ class Match:
     """The samples a filter matches, block by block: a tag's bits, conditions on columns, and (for what the
     columns cannot answer) the idx set the SQL filter selects, as a bitmask."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, dataset_id: str | None = None):
         self.store = store
+        self.dataset_id = dataset_id
         self.masks: list[bytes] = []
         self.numeric: list[tuple] = []
         self.categorical: list[tuple] = []
@@ -501,7 +502,7 @@ def _sql_mask(dataset: Dataset, size: int, **where) -> bytes:
 def match(dataset: Dataset, store: Store, *, tag=None, file_name=None, conditions=(), sql: bool = True) -> Match | None:
     """The filter as a Match over the store. What the columns cannot answer is asked of SQL once (as a bitmask),
     or, without `sql`, makes this return None (the caller then asks SQL for everything)."""
-    out = Match(store)
+    out = Match(store, dataset.pk)
     if tag is not None:
         mask = bytes(resolve_tag(dataset, tag).bitmask)
         out.masks.append(mask + bytes(max(0, (store.size + 7) // 8 - len(mask))))
@@ -699,7 +700,7 @@ def category_column_blocks(store: Store, path: str, fallback, keep: int):
 
 # --- sorting by a numeric field with a filter -----------------------------------------------------------------
 
-MAX_SORT_CANDIDATES = 5_000
+MAX_SORT_CANDIDATES = 1_000
 
 
 def sort_candidates(
