@@ -448,8 +448,9 @@ class Match:
     """The samples a filter matches, block by block: a tag's bits, conditions on columns, and (for what the
     columns cannot answer) the idx set the SQL filter selects, as a bitmask."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, dataset_id: str | None = None):
         self.store = store
+        self.dataset_id = dataset_id
         self.masks: list[bytes] = []
         self.numeric: list[tuple] = []
         self.categorical: list[tuple] = []
@@ -506,7 +507,7 @@ def _sql_mask(dataset: Dataset, size: int, **where) -> bytes:
 def match(dataset: Dataset, store: Store, *, tag=None, file_name=None, conditions=(), sql: bool = True) -> Match | None:
     """The filter as a Match over the store. What the columns cannot answer is asked of SQL once (as a bitmask),
     or, without `sql`, makes this return None (the caller then asks SQL for everything)."""
-    out = Match(store)
+    out = Match(store, dataset.pk)
     if tag is not None:
         mask = bytes(resolve_tag(dataset, tag).bitmask)
         out.masks.append(mask + bytes(max(0, (store.size + 7) // 8 - len(mask))))
@@ -646,6 +647,16 @@ def categorical_groups(store: Store, path: str, fallback) -> dict:
     return {k: c for k, (c, _m) in groups.items()}
 
 
+def numeric_value_blocks(store: Store, path: str, fallback):
+    """The field as float64 per idx (its number, the fallback when missing, NaN otherwise), block by block."""
+    entry = store.fields[path]
+    for start in range(0, store.size, BLOCK):
+        end = min(store.size, start + BLOCK)
+        yield _numeric_effective(
+            store.array(entry["values_key"])[start:end], store.array(entry["state_key"])[start:end], fallback
+        )
+
+
 def numeric_column_blocks(store: Store, path: str, fallback):
     """(min, max, blocks): the field as float32 per idx (NaN without a value), yielded block by block."""
     entry = store.fields[path]
@@ -714,3 +725,88 @@ def filter_mask(dataset: Dataset, *, tag=None, file_name=None, conditions=()) ->
         return _sql_mask(dataset, size, tag=tag, file_name=file_name, conditions=conditions)
     indices = select_samples(dataset, tag=tag, file_name=file_name, conditions=conditions).values_list("idx", flat=True)
     return bitmask.from_indices(list(indices), size)
+
+
+# --- sorting by a numeric field with a filter -----------------------------------------------------------------
+
+MAX_SORT_CANDIDATES = 1_000
+
+
+def sort_candidates(
+    found: Match, path: str, fallback, *, descending: bool, position: dict | None, backwards: bool, k: int
+) -> list[int] | None:
+    """The idx of a superset of the next `k` matching samples in the order of a sort by the numeric field `path`
+    (missing values last, ties by idx; walking backwards for a `previous` page), strictly after the cursor
+    `position` ({"k": the value's JSON text, "i": idx}); None when the columns cannot tell (SQL answers then).
+
+    The float64 column orders like the exact JSON numbers except between numbers that round to one float, so
+    every row whose float ties the cursor's, or ties the last one taken, is taken too: SQL then orders the
+    candidates exactly and keeps `k`. None for a field with values of another type, a fallback that is not a
+    number, or more than MAX_SORT_CANDIDATES candidates (a field with few distinct values)."""
+    entry = found.store.fields.get(path)
+    if not entry or entry.get("kind") != "numeric" or entry.get("odd"):
+        return None
+    if fallback is not None and (isinstance(fallback, bool) or not isinstance(fallback, (int, float))):
+        return None
+    cursor_missing, cursor_value = False, None
+    if position is not None:
+        key = position.get("k")
+        if key is None or key == "null":
+            cursor_missing = True
+        else:
+            value = json.loads(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            cursor_value = float(value)
+    idx_parts, value_parts = [], []
+    for lo in range(0, found.store.size, BLOCK):
+        hi = min(found.store.size, lo + BLOCK)
+        hits = np.flatnonzero(found.block(lo, hi))
+        values = _numeric_effective(
+            found.store.array(entry["values_key"])[lo:hi][hits],
+            found.store.array(entry["state_key"])[lo:hi][hits],
+            fallback,
+        )
+        idx_parts.append(hits + lo)
+        value_parts.append(values)
+    idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int64)
+    values = np.concatenate(value_parts) if value_parts else np.zeros(0)
+    missing = np.isnan(values)
+    # The walk's order, ascending: forward (present by value then missing, ties by idx), or its exact reverse.
+    sign = -1.0 if backwards else 1.0
+    walk_value = np.where(missing, 0.0, values) * (-1.0 if descending else 1.0) * sign
+    walk_idx = idx * int(sign)
+    groups = ["missing", "present"] if backwards else ["present", "missing"]
+    if position is not None:
+        groups = groups[groups.index("missing" if cursor_missing else "present") :]
+    need, taken = k, []
+    for group in groups:
+        in_cursor_group = position is not None and group == ("missing" if cursor_missing else "present")
+        if group == "missing":
+            rows = np.flatnonzero(missing)
+            if in_cursor_group:
+                rows = rows[walk_idx[rows] > int(sign) * int(position["i"])]
+            rows = rows[np.argsort(walk_idx[rows], kind="stable")][:need]
+            taken.append(rows)
+            need -= rows.size
+        else:
+            rows = np.flatnonzero(~missing)
+            ties = 0
+            if in_cursor_group:
+                start = cursor_value * (-1.0 if descending else 1.0) * sign
+                rows = rows[walk_value[rows] >= start]
+                ties = int(np.count_nonzero(walk_value[rows] == start))
+            want = need + ties
+            if rows.size > want:
+                last = np.partition(walk_value[rows], want - 1)[want - 1]
+                rows = rows[walk_value[rows] <= last]
+                need = 0
+            else:
+                need -= rows.size - ties
+            taken.append(rows)
+        if need <= 0 or sum(part.size for part in taken) > MAX_SORT_CANDIDATES:
+            break
+    chosen = np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
+    if chosen.size > MAX_SORT_CANDIDATES:
+        return None
+    return idx[chosen].tolist()

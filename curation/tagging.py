@@ -10,6 +10,7 @@ Lightly clients rely on it as the dataset's root.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import unicodedata
@@ -19,11 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, F, Func
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
-from curation import bitmask, signing
+from curation import bitmask, columns, signing
 from curation.access import resolve_tag
 from curation.errors import DomainError
 from curation.filters import parse_filter, select_samples
@@ -209,25 +209,39 @@ def tag_from_filter(
         if isinstance(filter_tag, str):
             filter_tag = resolve_tag(dataset, filter_tag, "filter.tag")
             parsed["tag"] = filter_tag
-        indices = list(select_samples(dataset, **parsed).values_list("idx", flat=True))
+        selected = _filter_mask(dataset, parsed)
     except ValidationError as exc:
         # curation.filters already names its errors "filter..."; anything else gets that prefix.
         if isinstance(exc.detail, dict) and all(str(key).startswith("filter") for key in exc.detail):
             raise
         raise ValidationError({"filter": exc.detail}) from None
     if excluded is not None and len(excluded):
-        indices = np.setdiff1d(np.asarray(indices, dtype=np.int64), excluded).tolist()
+        selected = bitmask.difference(selected, bitmask.from_indices(excluded)).rstrip(b"\0")
     if parent is None and isinstance(filter_tag, Tag):
         parent = filter_tag
     return create_tag(
         dataset,
         name,
-        indices,
+        selected,
         origin=TagOrigin.FILTER,
         origin_detail={"filter": filter_obj},
         parent=parent,
         creator=creator,
     )
+
+
+def _filter_mask(dataset: Dataset, parsed: dict) -> bytes:
+    """The samples a parsed filter selects, as a bitmask without trailing zero bytes: read from the metadata
+    column store when it is fresh and the filter has conditions (what the columns cannot answer is asked of SQL
+    once), else from SQL."""
+    store = columns.fresh_store(dataset) if parsed.get("conditions") else None
+    if store is not None:
+        found = columns.match(dataset, store, **parsed)
+        blocks = (found.block(lo, min(store.size, lo + columns.BLOCK)) for lo in range(0, store.size, columns.BLOCK))
+        # BLOCK is a multiple of 8: each block packs into whole bytes of the mask.
+        return b"".join(np.packbits(bits, bitorder="little").tobytes() for bits in blocks).rstrip(b"\0")
+    indices = np.fromiter(select_samples(dataset, **parsed).values_list("idx", flat=True), dtype=np.int64)
+    return bitmask.from_indices(indices) if indices.size else b""
 
 
 def tag_from_operation(
@@ -294,40 +308,51 @@ def sample_ids_of(dataset: Dataset, tag: Tag) -> list[str]:
 # --- export ----------------------------------------------------------------------------------------
 
 
-class _InMaskSlice(Func):
-    """PostgreSQL: idx is set in a slice of a tag's bitmask that starts at idx `first` (a multiple of 8)."""
-
-    output_field = BooleanField()
-
-    def __init__(self, mask_slice: bytes, first: int):
-        super().__init__(F("idx"))
-        self.mask_slice, self.first = mask_slice, first
-
-    def as_sql(self, compiler, connection, **extra):
-        col, params = compiler.compile(self.source_expressions[0])
-        return f"(get_bit(%s::bytea, {col} - %s) = 1)", (*params, self.mask_slice, self.first)
-
-
 def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
     """The tag's samples as value tuples in idx order: one bounded query per batch, no model instances.
 
     PostgreSQL reads each batch as an idx range tested against that range's bytes of the bitmask: a
     walk along the (dataset, idx) index, about twice as fast as probing it once per idx of an IN list.
     """
+    if connection.vendor == "postgresql":
+        columns = [Sample._meta.get_field(name).column for name in fields]
+        converters = [
+            _json_value if Sample._meta.get_field(name).get_internal_type() == "JSONField" else None for name in fields
+        ]
+        for batch in _pg_tag_batches(dataset, tag, [connection.ops.quote_name(c) for c in columns], []):
+            if any(converters):
+                batch = [tuple(v if c is None else c(v) for c, v in zip(converters, row)) for row in batch]
+            yield from batch
+        return
     mask = bytes(tag.bitmask)
     indices = bitmask.to_indices(mask)
-    postgres = connection.vendor == "postgresql"
     for start in range(0, len(indices), EXPORT_BATCH):
         chunk = indices[start : start + EXPORT_BATCH]
-        rows = Sample.objects.filter(dataset=dataset).order_by("idx")
-        if postgres:
-            first, last = int(chunk[0]) // 8 * 8, int(chunk[-1])
-            rows = rows.filter(idx__gte=first, idx__lte=last).filter(
-                _InMaskSlice(mask[first // 8 : last // 8 + 1], first)
-            )
-        else:
-            rows = rows.filter(idx__in=chunk.tolist())
+        rows = Sample.objects.filter(dataset=dataset, idx__in=chunk.tolist()).order_by("idx")
         yield from rows.values_list(*fields)
+
+
+def _json_value(text):
+    """A jsonb column's value as the ORM gives it (the raw cursor hands jsonb over as its text)."""
+    return None if text is None else json.loads(text)
+
+
+def _pg_tag_batches(dataset: Dataset, tag: Tag, select: list[str], params: list):
+    """PostgreSQL: the tag's samples in idx order as lists of raw row tuples, one bounded query per batch of
+    EXPORT_BATCH samples. `select` holds SQL expressions over the sample table's columns (with `params` for
+    their %s); jsonb comes back as its text. Each batch reads an idx range tested against that range's bytes
+    of the bitmask: a walk along the (dataset, idx) index, about twice as fast as probing it once per idx."""
+    mask = bytes(tag.bitmask)
+    indices = bitmask.to_indices(mask)
+    sql = (
+        f"SELECT {', '.join(select)} FROM {connection.ops.quote_name(Sample._meta.db_table)} "
+        "WHERE dataset_id = %s AND idx >= %s AND idx <= %s AND get_bit(%s::bytea, idx - %s) = 1 ORDER BY idx"
+    )
+    for start in range(0, len(indices), EXPORT_BATCH):
+        first, last = int(indices[start]) // 8 * 8, int(indices[min(len(indices), start + EXPORT_BATCH) - 1])
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, dataset.pk, first, last, mask[first // 8 : last // 8 + 1], first])
+            yield cursor.fetchall()
 
 
 def _safe_filename(name: str) -> str:
@@ -381,6 +406,18 @@ def _export_csv(dataset: Dataset, tag: Tag, _base: str, _user):
     paths = _csv_paths(dataset, tag)
     writer = csv.writer(_Echo())
     yield writer.writerow([*BASE_COLUMNS, *(_text_cell(f"metadata.{p}" if p in BASE_COLUMNS else p) for p in paths)])
+    yield from (_pg_csv_rows if _text_from_postgres() else _decoded_csv_rows)(dataset, tag, paths)
+
+
+def _text_from_postgres() -> bool:
+    """Whether exports take PostgreSQL's text of the metadata as far as it is already the export's (else each
+    sample's metadata is decoded and formatted in Python: SQLite, and the reference the tests compare with)."""
+    return connection.vendor == "postgresql"
+
+
+def _decoded_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
+    """The CSV's sample lines from each sample's decoded metadata (SQLite; the reference _pg_csv_rows keeps to)."""
+    writer = csv.writer(_Echo())
     for file_name, sample_id, idx, width, height, meta in _tag_rows(
         dataset, tag, ("file_name", "id", "idx", "width", "height", "metadata")
     ):
@@ -391,6 +428,56 @@ def _export_csv(dataset: Dataset, tag: Tag, _base: str, _user):
             except KeyError:
                 cells.append("")
         yield writer.writerow(cells)
+
+
+def _json_text_cell(text: str | None) -> str:
+    """_cell of the value PostgreSQL prints as the jsonb text `text` (None: no value at the path).
+
+    What the ORM path does (json.loads, then _cell) without decoding more than it must: a string without
+    escapes is its text between the quotes; an integer prints as PostgreSQL prints it; a number with a
+    fraction goes through float as json.loads would; objects and arrays are decoded and re-encoded."""
+    if text is None:
+        return ""
+    first = text[0]
+    if first == '"':
+        value = json.loads(text) if "\\" in text else text[1:-1]
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
+    if first == "n":
+        return ""
+    if first == "t":
+        return "true"
+    if first == "f":
+        return "false"
+    if first == "{" or first == "[":
+        return _text_cell(json.dumps(json.loads(text), separators=(",", ":")))
+    if "." in text or "e" in text or "E" in text:
+        return repr(float(text))
+    return str(int(text))
+
+
+def _pg_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
+    """The CSV's sample lines, a batch at a time: PostgreSQL extracts each path's jsonb (as get_path walks it: into
+    objects only), so no sample's whole metadata is decoded in Python."""
+    select, params = ["file_name", "id", "idx", "width", "height"], []
+    for path in paths:
+        segments = path.split(".")
+        select.append("(metadata" + " -> %s" * len(segments) + ")::text")
+        params += segments
+    cell = _json_text_cell
+    for batch in _pg_tag_batches(dataset, tag, select, params):
+        out = io.StringIO()
+        csv.writer(out).writerows(
+            [
+                _text_cell(row[0]),
+                row[1],
+                row[2],
+                "" if row[3] is None else row[3],
+                "" if row[4] is None else row[4],
+                *map(cell, row[5:]),
+            ]
+            for row in batch
+        )
+        yield out.getvalue()
 
 
 def _export_filenames(dataset: Dataset, tag: Tag, _base: str, _user):
@@ -424,6 +511,8 @@ def _image_url(dataset: Dataset, base: str, user):
 
 def _export_json(dataset: Dataset, tag: Tag, base: str, user):
     url = _image_url(dataset, base, user)
+    if _text_from_postgres():
+        return _pg_json_list(dataset, tag, _json_item_text(url))
     rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
     return _json_list(
         {
@@ -441,24 +530,106 @@ def _export_json(dataset: Dataset, tag: Tag, base: str, user):
 
 def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
     url = _image_url(dataset, base, user)
-    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
     # Each prediction task's output for the sample, as pre-annotations (curation.predictions).
     predictions = label_studio_predictions(dataset)
+    if _text_from_postgres() and not dataset.prediction_tasks.filter(is_labels=False).exists():
+        return _pg_json_list(dataset, tag, _label_studio_item_text(url, predictions))
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
+    return _json_list(_label_studio_item(url, predictions, *row) for row in rows)
+
+
+def _label_studio_item(url, predictions, sid, idx, name, w, h, meta) -> dict:
     # Metadata keys are spread into `data`; `image`, `file_name` and `sample_id` win over same-named keys.
     # A `meta` dataset keeps no pixels: its task points at the file name, for a Label Studio storage to resolve.
-    return _json_list(
-        {
-            "id": idx,
-            "data": {
-                **(meta if isinstance(meta, dict) else {}),
-                "image": url(sid, name) or name,
-                "file_name": name,
-                "sample_id": sid,
-            },
-            "predictions": predictions(idx, w, h, meta),
-        }
-        for sid, idx, name, w, h, meta in rows
-    )
+    return {
+        "id": idx,
+        "data": {
+            **(meta if isinstance(meta, dict) else {}),
+            "image": url(sid, name) or name,
+            "file_name": name,
+            "sample_id": sid,
+        },
+        "predictions": predictions(idx, w, h, meta),
+    }
+
+
+# --- export: JSON text straight from PostgreSQL's ----------------------------------------------------------
+#
+# The JSON exports are what json.dumps(item, allow_nan=False) writes for each sample. Decoding every sample's
+# metadata and encoding it again is most of their cost, so on PostgreSQL the metadata's jsonb text is used as it
+# is wherever it is already exactly what json.dumps would write (see _dumped_metadata), and the item around it
+# is written piece by piece with json's own string encoder.
+
+_dumps = json.JSONEncoder(allow_nan=False).encode  # json.dumps(value, allow_nan=False), the encoder made once
+_quoted = json.encoder.encode_basestring_ascii  # json.dumps of a str
+# A number with a fraction in PostgreSQL's jsonb text (it never prints exponents).
+_FRACTION = re.compile(r"-?[0-9]+\.[0-9]+")
+
+
+def _dumped_metadata(text: str) -> str:
+    """json.dumps(json.loads(text), allow_nan=False) for PostgreSQL's jsonb text, mostly without decoding it.
+
+    jsonb prints `{"k": v, ...}` with json.dumps' separators and the keys in the order json.loads keeps. The
+    text is json.dumps' own unless a string holds an escape, a non-ASCII character or DEL (json.dumps escapes
+    those differently or not at all), or a number with a fraction prints otherwise in Python (0.00001, 1.50).
+    Without backslashes no quote is escaped, so a fraction is inside a string exactly when an odd number of
+    quotes precede it; a fraction inside a string does not matter."""
+    if text.isascii() and "\\" not in text and "\x7f" not in text:
+        for found in _FRACTION.finditer(text):
+            number = found.group()
+            if repr(float(number)) != number and text.count('"', 0, found.start()) % 2 == 0:
+                break
+        else:
+            return text
+    return _dumps(json.loads(text))
+
+
+def _number_or_null(value) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def _json_item_text(url):
+    """(id, idx, file_name, width, height, metadata text) -> the json export's item, as json.dumps writes it."""
+
+    def item(sid, idx, name, w, h, meta):
+        link = url(sid, name)
+        return (
+            f'{{"id": {_quoted(sid)}, "idx": {int(idx)}, "file_name": {_quoted(name)}, '
+            f'"width": {_number_or_null(w)}, "height": {_number_or_null(h)}, '
+            f'"image_url": {"null" if link is None else _quoted(link)}, "metadata": {_dumped_metadata(meta)}}}'
+        )
+
+    return item
+
+
+_LABEL_STUDIO_KEYS = ('"image": ', '"file_name": ', '"sample_id": ')
+
+
+def _label_studio_item_text(url, predictions):
+    """The label-studio export's item as json.dumps writes it, for a dataset without prediction tasks (so its
+    `predictions` are empty). Metadata that is not an object, or that may hold one of the keys `data` sets
+    itself, takes the dict path (its keys keep their place when overridden)."""
+
+    def item(sid, idx, name, w, h, meta):
+        if meta[0] != "{" or any(key in meta for key in _LABEL_STUDIO_KEYS):
+            return _dumps(_label_studio_item(url, predictions, sid, idx, name, w, h, json.loads(meta)))
+        body = _dumped_metadata(meta)[1:-1]
+        link = url(sid, name) or name
+        own = f'"image": {_quoted(link)}, "file_name": {_quoted(name)}, "sample_id": {_quoted(sid)}'
+        return f'{{"id": {int(idx)}, "data": {{{body + ", " if body else ""}{own}}}, "predictions": []}}'
+
+    return item
+
+
+def _pg_json_list(dataset: Dataset, tag: Tag, item):
+    """_json_list of the tag's samples, each written by `item(id, idx, file_name, width, height, metadata text)`."""
+    yield "["
+    separator = "\n"
+    for batch in _pg_tag_batches(dataset, tag, ["id", "idx", "file_name", "width", "height", "metadata::text"], []):
+        if batch:
+            yield separator + ",\n".join([item(*row) for row in batch])
+            separator = ",\n"
+    yield "\n]\n"
 
 
 def _in_blocks(pieces):

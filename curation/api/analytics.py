@@ -569,10 +569,9 @@ class Column(APIView):
         field = dataset.metadata_fields.filter(path=field_path).first()
         if field is None:
             raise ValidationError({"path": [f"{field_path!r} is not a configured field of this dataset"]})
-        if encoding == "binary":
-            store = columns.fresh_store(dataset)
-            if store is not None and store.usable([field.path]):
-                return _column_from_store(store, field)
+        store = columns.fresh_store(dataset)
+        if store is not None and store.usable([field.path]):
+            return _column_from_store(store, field) if encoding == "binary" else _json_column_from_store(store, field)
         if field.type in NUMERIC:
             if encoding == "json":
                 return Response({"kind": "numeric", "size": size, "values": _json_numbers(dataset, field, size)})
@@ -611,6 +610,21 @@ def _column_from_store(store: columns.Store, field: MetadataField) -> StreamingH
     )
     response["Content-Length"] = str(len(head) + store.size * itemsize)
     return response
+
+
+def _json_column_from_store(store: columns.Store, field: MetadataField) -> Response:
+    """The JSON colour column read from the column store: what the SQL path answers (float64 numbers, None
+    without a value; or the categorical codes), without a query per sample."""
+    if field.type in NUMERIC:
+        values: list = []
+        for block in columns.numeric_value_blocks(store, field.path, _float_or_none(field.fallback)):
+            values += [None if v != v else v for v in block.tolist()]  # NaN: no value
+        return Response({"kind": "numeric", "size": store.size, "values": values})
+    categories, blocks = columns.category_column_blocks(store, field.path, field.fallback, MAX_COLUMN_CATEGORIES)
+    codes: list = []
+    for block in blocks:
+        codes += block.tolist()
+    return Response({"kind": "categorical", "size": store.size, "categories": categories, "codes": codes})
 
 
 def _json_numbers(dataset, field: MetadataField, size: int) -> list:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from decimal import Decimal
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
@@ -168,19 +169,35 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
     """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link).
 
     `found` (a curation.columns.Match of the same filter) names the page's candidates by idx when the order is
-    idx's, so PostgreSQL reads those rows by index instead of scanning for the first matches."""
+    idx's, or a numeric field's (columns.sort_candidates), so PostgreSQL reads those rows by index instead of
+    scanning for the first matches."""
     cursor = request.query_params.get("cursor")
     position = _decode_cursor(cursor, sort) if cursor else None
     backwards = bool(position and position["d"] == "p")
     if found is not None and sort.path is None:
         after = position["i"] if position else None
         qs = qs.filter(idx__in=found.first(limit + 1, after=after, descending=sort.descending != backwards))
-    if position:
-        qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
-    if sort.path is not None:
-        qs = qs.annotate(sort_key=sort.key_text())
-    # One row more than the page tells whether another page follows, without a count.
-    rows = list(qs.order_by(*sort.ordering(reverse=backwards))[: limit + 1])
+    elif found is not None:
+        # Sorted by a numeric field: the columns name a small superset of the page (columns.sort_candidates).
+        candidates = columns.sort_candidates(
+            found,
+            sort.path,
+            sort.fallback,
+            descending=sort.descending,
+            position=position,
+            backwards=backwards,
+            k=limit + 1,
+        )
+        if candidates is not None:
+            rows = _ordered_candidates(found.dataset_id, candidates, sort, position, backwards, limit + 1)
+            found = qs = None
+    if qs is not None:
+        if position:
+            qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
+        if sort.path is not None:
+            qs = qs.annotate(sort_key=sort.key_text())
+        # One row more than the page tells whether another page follows, without a count.
+        rows = list(qs.order_by(*sort.ordering(reverse=backwards))[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
@@ -191,6 +208,27 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
         next_cursor = _encode_cursor(sort, "n", rows[-1]) if rows and more else None
         previous_cursor = _encode_cursor(sort, "p", rows[0]) if rows and position else None
     return rows, _link(request, next_cursor), _link(request, previous_cursor)
+
+
+def _ordered_candidates(dataset_id: str, candidates: list[int], sort: filters.Sort, position, backwards: bool, k: int):
+    """The first `k` of the candidate samples strictly after the cursor in `sort` order (reversed when walking
+    backwards), ordered here rather than by PostgreSQL: with an ORDER BY and a LIMIT it may walk the whole sort index
+    looking for a few idx. Every sort value is a JSON number (or missing), and Decimal orders the numbers' text
+    exactly as jsonb does; missing values come last, ties by idx ascending, as Sort.ordering."""
+
+    def order(key, idx):
+        missing = key is None or key == "null"
+        value = Decimal(0) if missing else Decimal(key)
+        return (missing, -value if sort.descending else value, idx)
+
+    rows = Sample.objects.filter(dataset_id=dataset_id, idx__in=candidates).annotate(sort_key=sort.key_text())
+    keyed = sorted(((order(key, idx), idx) for idx, key in rows.values_list("idx", "sort_key")), reverse=backwards)
+    if position:
+        start = order(position.get("k"), position["i"])
+        keyed = [(key, idx) for key, idx in keyed if (key < start if backwards else key > start)]
+    chosen = [idx for _key, idx in keyed[:k]]
+    by_idx = {s.idx: s for s in rows.filter(idx__in=chosen)}
+    return [by_idx[idx] for idx in chosen]
 
 
 # --- query parameters -------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection  # noqa: F401  (the skipif condition reads it)
+from django.db import connection
+from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, columns, tagging
 from curation.api.analytics import _histograms_from_columns, histograms
@@ -333,3 +334,107 @@ def test_filter_masks_from_columns_equal_sql(rich, filter_obj):
     from_columns = columns.filter_mask(rich, **parsed)
     expected = sorted(select_samples(rich, **parsed).values_list("idx", flat=True))
     assert bitmask.to_indices(from_columns).tolist() == bitmask.to_indices(from_sql).tolist() == expected
+
+
+def _spy(monkeypatch, module, name: str) -> list:
+    """Record the calls of module.name (still calling it), to show which path answered."""
+    calls: list = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def _tag_or_error(dataset, name: str, filter_obj, **kwargs):
+    try:
+        tag = tagging.tag_from_filter(dataset, name, filter_obj, **kwargs)
+    except ValidationError as exc:
+        return exc.detail
+    return bytes(tag.bitmask), tag.count, tag.parent_id
+
+
+@pytest.mark.parametrize("filter_obj", [f for f in FILTERS if f and f.get("conditions")], ids=str)
+def test_tags_from_a_filter_through_the_columns_equal_the_sql_path(rich, filter_obj, monkeypatch):
+    monkeypatch.setattr(columns, "BLOCK", 64)  # several blocks, each packed into whole bytes
+    expected = _tag_or_error(rich, "by sql", filter_obj)  # no store yet: SQL
+    _fresh(rich)
+    calls = _spy(monkeypatch, columns, "match")
+    assert _tag_or_error(rich, "by columns", filter_obj) == expected
+    assert calls  # the columns answered
+
+
+def test_a_tag_from_a_filter_with_a_tag_and_exclusions_through_the_columns(rich, monkeypatch):
+    monkeypatch.setattr(columns, "BLOCK", 64)
+    parent = tagging.create_tag(rich, "most", list(range(3, N - 5)), origin="selection", origin_detail={})
+    excluded = list(rich.samples.filter(idx__in=[4, 40, 41, 200]).values_list("id", flat=True))
+    filter_obj = {"tag": parent.id, "conditions": [{"path": "w", "op": "in", "value": ["rain", "fog"]}]}
+    expected = _tag_or_error(rich, "by sql", filter_obj, exclude_sample_ids=excluded)
+    _fresh(rich)
+    calls = _spy(monkeypatch, columns, "match")
+    got = _tag_or_error(rich, "by columns", filter_obj, exclude_sample_ids=excluded)
+    assert got == expected and calls
+    assert got[2] == parent.id and got[1] > 0
+
+
+def test_a_stale_store_leaves_a_tag_from_a_filter_to_sql(rich, monkeypatch):
+    _fresh(rich)
+    add_samples(rich, [{"file_name": "late.jpg", "metadata": {"w": "rain"}}])  # the store is stale now
+    calls = _spy(monkeypatch, columns, "match")
+    tag = tagging.tag_from_filter(rich, "late", {"conditions": [{"path": "w", "op": "eq", "value": "rain"}]})
+    assert not calls
+    assert rich.next_idx - 1 in set(tag.indices().tolist())
+
+
+@pytest.mark.parametrize("path", ["t", "cam.id", "w", "flag", "score"])
+def test_json_colour_column_from_columns_equals_the_sql_path(rich, owner_api, path, monkeypatch):
+    url = f"/api/v1/datasets/{rich.id}/metadata/column"
+    before = owner_api.get(url, {"path": path})
+    assert before.status_code == 200
+    _fresh(rich)
+    monkeypatch.setattr(columns, "BLOCK", 64)
+    numeric = _spy(monkeypatch, columns, "numeric_value_blocks")
+    categorical = _spy(monkeypatch, columns, "category_column_blocks")
+    after = owner_api.get(url, {"path": path})
+    assert after.status_code == 200 and (numeric or categorical)  # read from the columns
+    assert after.json() == before.json()
+    assert after.content == before.content
+
+
+# Numbers of `u`: ties, numbers that round to one float64 (only SQL tells them apart), negatives, missing, null.
+U_VALUES = ["0.1", "0.10000000000000000001", "0.1000000000000000001", "-2.5", "7", "1e-7", "0.1", "3.25", None, "null"]
+
+
+@pytest.mark.parametrize("sort", ["cam.id", "-cam.id", "u", "-u", "t"])
+def test_pages_sorted_by_a_numeric_field_through_the_columns_equal_the_sql_pages(rich, owner_api, sort, monkeypatch):
+    with connection.cursor() as cursor:
+        for i in range(N):
+            value = U_VALUES[(i * 7) % len(U_VALUES)]
+            if value is not None:
+                cursor.execute(
+                    "UPDATE curation_sample SET metadata = jsonb_set(metadata, '{u}', %s::jsonb) "
+                    "WHERE dataset_id = %s AND idx = %s",
+                    [value, rich.pk, i],
+                )
+    MetadataField.objects.create(dataset=rich, path="u", type=FieldType.FLOAT)
+    url = f"/api/v1/datasets/{rich.id}/samples"
+    params = {"where": ['w:in:["rain","fog","snow"]', "flag:exists:true"], "limit": 4, "sort": sort, "count": "true"}
+    monkeypatch.setattr(columns, "BLOCK", 64)
+    sql_pages, sql_last = _walk(owner_api, url, params)  # no store yet: SQL
+    sql_back, _ = _walk(owner_api, sql_last["previous"], None, key="previous")
+    _fresh(rich)
+    answers = []
+    real = columns.sort_candidates
+    monkeypatch.setattr(columns, "sort_candidates", lambda *a, **kw: answers.append(real(*a, **kw)) or answers[-1])
+    column_pages, last = _walk(owner_api, url, params)
+    assert column_pages == sql_pages and len(sql_pages) > 3
+    assert last["count"] == sql_last["count"] == sum(len(p) for p in sql_pages)
+    back, _ = _walk(owner_api, last["previous"], None, key="previous")
+    assert back == sql_back == list(reversed(sql_pages[:-1]))
+    if sort == "t":  # strings and lists among its numbers: the columns cannot order it
+        assert answers and all(a is None for a in answers)
+    else:
+        assert answers and all(a is not None for a in answers)

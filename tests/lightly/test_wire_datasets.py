@@ -76,6 +76,44 @@ def test_create_dataset_answers_201_with_an_id(owner_v1, owner):
     assert Dataset.objects.get(pk=full.json()["id"]).upload_mode == "full"
 
 
+def test_registering_one_sample_at_a_time_does_constant_work_for_initial_tag(editor_v1, dataset, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from winnow.lightly import samples as lightly_samples
+
+    add(dataset, [f"old/{i}.jpg" for i in range(300)])
+    stored = bytes(Tag.objects.filter(dataset=dataset, name="initial-tag").values_list("bitmask", flat=True).get())
+
+    def refused(*args, **kwargs):
+        raise AssertionError("initial-tag rebuilt from every sample")
+
+    monkeypatch.setattr(lightly_samples, "refresh_initial_tag", refused)
+    for name in ("new/a.jpg", "new/b.jpg"):
+        with CaptureQueriesContext(connection) as queries:
+            assert editor_v1.post(f"datasets/{dataset.id}/samples", {"fileName": name}).status_code == 201
+        # Nothing reads or counts the dataset's samples, and the stored bits are not rewritten.
+        assert not [q["sql"] for q in queries if 'COUNT(*) AS "__count" FROM "curation_sample"' in q["sql"]]
+        assert not [
+            q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE") and "bitmask" in q["sql"]
+        ]
+    assert editor_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "old/7.jpg"}).status_code == 201
+    row = Tag.objects.filter(dataset=dataset, name="initial-tag").values_list("bitmask", "count").get()
+    assert bytes(row[0]) == stored
+    initial = Tag.objects.get(dataset=dataset, name="initial-tag")
+    assert initial.count == 302 and initial.indices().tolist() == list(range(302))
+
+
+def test_a_known_sample_gives_a_dataset_without_initial_tag_one(editor_v1, dataset):
+    from tests.factories import make_samples
+
+    make_samples(dataset, 5)  # samples made without registration: no initial-tag
+    response = editor_v1.post(f"datasets/{dataset.id}/samples", {"fileName": "img_000003.jpg"})
+    assert response.status_code == 201
+    initial = Tag.objects.get(dataset=dataset, name="initial-tag")
+    assert initial.count == 5 and initial.indices().tolist() == list(range(5))
+
+
 @pytest.mark.parametrize(
     "body, field",
     [

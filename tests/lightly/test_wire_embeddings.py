@@ -297,11 +297,44 @@ def test_a_taken_name_fails_the_job_with_a_message(editor_v1, samples, embedded,
     assert status["status"] == "FAILED" and "picked" in status["error"]
 
 
-def test_a_csv_over_the_request_limit_is_413(editor_v1, samples, client, settings):
+def test_a_csv_over_the_embedding_file_limit_is_413(editor_v1, samples, client, settings):
     path, _ = write_url(editor_v1, samples)
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
-    response = put_csv(client, path, csv_bytes())
+    settings.WINNOW_MAX_EMBEDDING_FILE_BYTES = 1024
+    data = csv_bytes(extra_row="#" * 1024)
+    response = put_csv(client, path, data)
     assert response.status_code == 413 and response.json()["code"] == "PAYLOAD_TOO_LARGE"
+    assert "WINNOW_MAX_EMBEDDING_FILE_BYTES" in response.json()["error"]
     assert not Embedding.objects.exists()
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+    settings.WINNOW_MAX_EMBEDDING_FILE_BYTES = 10 * 1024 * 1024
     assert put_csv(client, path, csv_bytes()).status_code == 200  # the refused upload did not use the URL
+
+
+def test_a_csv_over_the_request_limit_streams_into_the_matrix(editor_v1, samples, client, settings, monkeypatch):
+    """Lightly's client sends the whole CSV in one PUT: it is parsed as it arrives (never read whole), so the
+    request limit for JSON bodies and chunks (WINNOW_MAX_REQUEST_BYTES) does not bound it."""
+    from curation import embeddings
+
+    many = [f"img_{i:05d}.jpg" for i in range(2000)]
+    services.add_samples(samples, [{"file_name": n} for n in many])
+    names = [*NAMES, *many]
+    vectors = [[i % 7, i % 5, i % 3, 1.5] for i in range(len(names))]
+    data = csv_bytes(names, vectors)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    settings.WINNOW_MAX_EMBEDDING_FILE_BYTES = 10 * len(data)
+    assert len(data) > 10 * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    reads: list[int] = []
+    real_read = embeddings._Counting.read
+
+    def read(self, n=-1):
+        data = real_read(self, n)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(embeddings._Counting, "read", read)
+    path, embedding_id = write_url(editor_v1, samples)
+    response = put_csv(client, path, data)
+    assert response.status_code == 200, response.content
+    # Parsed from the request's stream (Django refuses `request.body` past DATA_UPLOAD_MAX_MEMORY_SIZE).
+    assert sum(reads) == len(data)
+    matrix, _idx, _labels = embeddings.load(Embedding.objects.get(pk=embedding_id))
+    assert matrix.shape == (len(names), 4) and float(matrix[:, 3].min()) == 1.5

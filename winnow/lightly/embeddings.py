@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -36,12 +36,13 @@ def dataset_embedding(dataset: Dataset, embedding_id: str) -> Embedding:
     return embedding
 
 
-def store_csv(dataset: Dataset, name: str, data, creator, embedding_id: str) -> Embedding:
+def store_csv(dataset: Dataset, name: str, data, creator, embedding_id: str, size: int | None = None) -> Embedding:
     """curation.embeddings.create_from_csv, stored under the id that writeCSVUrl gave the client.
 
-    `data` is bytes or a binary stream (the request itself): the CSV is parsed as it arrives.
+    `data` is bytes or a binary stream (the request itself): the CSV is parsed as it arrives, in the streaming
+    parser Winnow's own upload uses, so memory holds the matrix once whatever the CSV's size.
     """
-    return embeddings.create_from_csv(dataset, name, data, creator=creator, embedding_id=embedding_id)
+    return embeddings.create_from_csv(dataset, name, data, creator=creator, embedding_id=embedding_id, size=size)
 
 
 class EmbeddingListView(LightlyView):
@@ -99,10 +100,16 @@ class EmbeddingCsvView(LightlyView):
                 length = 0
             if not length:
                 raise self.invalid("The CSV is empty.", "EMBEDDING_INVALID")
-            if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None and length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-                # The body streams (it is never held whole), but one request stays bounded as before.
-                raise RequestDataTooBig("the CSV is over WINNOW_MAX_REQUEST_BYTES")
-            store_csv(dataset, params.get("name", ""), request, user, embedding_id)
+            if length > settings.WINNOW_MAX_EMBEDDING_FILE_BYTES:
+                # The body streams into the matrix (the CSV is never held), so the bound is the one on embedding
+                # files, not WINNOW_MAX_REQUEST_BYTES: Lightly's client sends the whole CSV in this one PUT.
+                raise ApiError(
+                    413,
+                    "PAYLOAD_TOO_LARGE",
+                    f"The CSV is {length} bytes, more than this server accepts for an embedding file "
+                    f"({settings.WINNOW_MAX_EMBEDDING_FILE_BYTES}, WINNOW_MAX_EMBEDDING_FILE_BYTES).",
+                )
+            store_csv(dataset, params.get("name", ""), request, user, embedding_id, length)
             written = True
         except embeddings.EmbeddingError as exc:
             raise self.invalid(f"{exc.field}: {exc}", "EMBEDDING_INVALID") from None

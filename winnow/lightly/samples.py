@@ -130,10 +130,13 @@ class SampleListView(LightlyView):
         row = _row(self, self.json_body(request))
         try:
             with transaction.atomic():
+                # add_samples keeps initial-tag holding every sample in O(1) (its count follows next_idx); only a
+                # dataset whose samples came some other way may lack the tag, and gets it here once.
                 result = services.add_samples(dataset, [row], creator=request.user)
-                refresh_initial_tag(dataset, request.user)
                 if result.created:
                     columns.samples_added(dataset.pk)
+                elif not Tag.objects.filter(dataset=dataset, name=services.INITIAL_TAG).exists():
+                    refresh_initial_tag(dataset, request.user)
         except ValueError as exc:
             raise self.invalid(f"fileName: {exc}") from None
         # A file name already present is the same sample: registering is idempotent by file name.
