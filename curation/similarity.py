@@ -8,7 +8,7 @@ distance threshold of each other (suggested from the data when not given).
 Both read the memory-mapped matrix in blocks (curation.knn), so memory stays bounded whatever the dataset's
 size. A search over at most INLINE_MAX_ELEMENTS matrix entries runs inside the request: one pass of BLAS over
 at most 16 MiB, a few milliseconds, with no Python work per sample. Anything larger, and every duplicate run
-(O(n^2) arithmetic), runs on a worker, with progress. Results go to storage as .npz next to the embedding:
+(every pair up to 20,000 samples, k-means cells above: see knn.threshold_pairs), runs on a worker, with progress. Results go to storage as .npz next to the embedding:
 `idx` and `distance` ranked (search); `members`, `offsets`, `distance`, `keep_first`, `keep_largest`, `exact`
 `keep_sharpest` (duplicates: the groups, largest first, each member's distance to the group's first sample, and the
 sample each keep rule keeps; sharpest = highest variance of the Laplacian of its thumbnail).
@@ -382,8 +382,9 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
     suggested = knn.suggest_threshold(nn)
     threshold = run.params.get("threshold")
     threshold = suggested if threshold is None else float(threshold)
+    stats: dict = {}
     try:
-        i, j, _d = knn.threshold_pairs(X, covered, threshold, metric, progress=progress.span(0.1, 0.9))
+        i, j, _d = knn.threshold_pairs(X, covered, threshold, metric, progress=progress.span(0.1, 0.9), stats=stats)
     except ValueError as exc:
         raise SimilarityError(str(exc), "threshold") from None
     ei, ej, sha_of = _exact_pairs(run.dataset_id, covered)
@@ -420,6 +421,8 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
         "threshold": threshold,
         "suggested_threshold": suggested,
         "searched": int(covered.sum()),
+        "pairs_by": stats.get("method", ""),  # "all pairs", or "cells": exact unless capped_rows > 0
+        "capped_rows": int(stats.get("capped_rows", 0)),
     }
     arrays = {
         "members": members,
