@@ -297,17 +297,20 @@ def _cell_pairs(X, where, threshold, metric, block_rows, max_pairs, cells, max_p
         visitors = visit_row[by_visit[visit_starts[cell] : visit_starts[cell + 1]]]
         everyone = np.concatenate([members, visitors])  # positions in `where`; members first
         R = _rows_for_cells(X, where[everyone], normalise)
+        R -= R[: members.size].mean(axis=0)  # centred on the cell: |r - q|^2 = |r|^2 - 2 r.q + |q|^2 loses little
+        r_sq = np.einsum("ij,ij->i", R, R)
         for qa in range(0, members.size, block_rows):
-            A = R[qa : qa + block_rows]
-            Qa, sh = _prepare(A, "euclidean")
+            Qm2 = -2.0 * R[qa : qa + block_rows]
+            q_limit = limit - r_sq[qa : qa + block_rows]
             for rb in range(qa, len(everyone), block_rows):  # members before qa were compared with this block
-                sq = _block_squared(R[rb : rb + block_rows], Qa, sh, "euclidean")  # (rows, queries)
-                jj, ii = np.nonzero(sq <= limit)
+                G = R[rb : rb + block_rows] @ Qm2.T  # (rows, queries): |r - q|^2 - |q|^2
+                G += r_sq[rb : rb + block_rows, None]
+                jj, ii = np.nonzero(np.less_equal(G, q_limit))
                 keep = (jj + rb) > (ii + qa)  # members pair once, never with themselves; visitors all count
                 jj, ii = jj[keep], ii[keep]
                 if ii.size:
                     a, b = where[everyone[ii + qa]], where[everyone[jj + rb]]
-                    d = np.sqrt(sq[jj, ii])
+                    d = np.sqrt(np.maximum(G[jj, ii] + r_sq[ii + qa], 0.0))
                     found_i.append(np.minimum(a, b))
                     found_j.append(np.maximum(a, b))
                     found_d.append((0.5 * d * d if normalise else d).astype(np.float32))

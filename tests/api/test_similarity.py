@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from curation import bitmask, embeddings, similarity, storage
-from curation.models import Embedding, EmbeddingSource, Sample, SimilarityRun, Tag
+from curation.models import Dataset, Embedding, EmbeddingSource, Sample, SimilarityRun, Tag
 from winnow.client import embedder
 
 pytestmark = pytest.mark.django_db
@@ -121,6 +121,43 @@ def test_search_from_a_tag_centroid_and_each(editor_api, dataset, matrix):
     resp = editor_api.post(url(dataset, f"runs/{run['id']}/tag"), {"name": "like-query", "top_k": 3}, format="json")
     assert resp.status_code == 201, resp.json()
     assert Tag.objects.get(dataset=dataset, name="like-query").indices().tolist() == sorted(got[:3])
+
+
+def test_search_from_an_unsaved_selection(viewer_api, owner, dataset, matrix):
+    ids = add_samples(dataset)
+    covered = np.ones(N, dtype=bool)
+    covered[5] = False  # a selected sample without a vector does not move the centroid
+    add_embedding(dataset, matrix, covered=covered)
+    picked = [ids[30], ids[31], ids[5], ids[30]]  # a repeated id counts once
+    resp = viewer_api.post(url(dataset, "search"), {"samples": picked, "k": 8}, format="json")
+    assert resp.status_code == 201, resp.json()
+    run = resp.json()
+    assert run["params"]["query"] == {"kind": "samples", "idx": [5, 30, 31], "mode": "centroid"}
+    got = [r["idx"] for r in viewer_api.get(url(dataset, f"runs/{run['id']}/results")).json()["results"]]
+    left = covered.copy()
+    left[[5, 30, 31]] = False  # the selection itself is left out
+    assert got == brute_order(matrix, left, matrix[[30, 31]].mean(axis=0))[:8].tolist()
+
+    body = {"samples": [ids[30], ids[31]], "mode": "each", "k": 4, "exclude_query": False}
+    run = viewer_api.post(url(dataset, "search"), body, format="json").json()
+    got = [r["idx"] for r in viewer_api.get(url(dataset, f"runs/{run['id']}/results")).json()["results"]]
+    assert got[:2] == [30, 31]  # each member is at distance 0 from itself
+
+    other = Dataset.objects.create(name="other", owner=owner)
+    foreign = Sample.objects.create(dataset=other, idx=0, file_name="x.jpg")
+    before = SimilarityRun.objects.count()
+    for body, field in [
+        ({"samples": [ids[1], foreign.id]}, "samples"),  # another dataset's sample is not found here
+        ({"samples": []}, "samples"),
+        ({"samples": [ids[1]], "tag": "x" * 24}, "query"),
+        ({"samples": [ids[1]], "mode": "all"}, "mode"),
+    ]:
+        resp = viewer_api.post(url(dataset, "search"), body, format="json")
+        assert resp.status_code == 400, body
+        assert field in resp.json()["errors"], (body, resp.json())
+    assert SimilarityRun.objects.count() == before
+    run = viewer_api.post(url(dataset, "search"), {"samples": [ids[5]]}, format="json").json()
+    assert run["status"] == "failed" and "no sample given has a vector" in run["error"]
 
 
 def test_search_by_vector_and_bad_input(viewer_api, dataset, matrix):
