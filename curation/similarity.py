@@ -111,7 +111,13 @@ def resolve_query(
     selection: its centroid or each member, like a tag), vector, image."""
     given = [
         name
-        for name, value in (("sample", sample), ("tag", tag), ("samples", samples), ("vector", vector), ("image", image))
+        for name, value in (
+            ("sample", sample),
+            ("tag", tag),
+            ("samples", samples),
+            ("vector", vector),
+            ("image", image),
+        )
         if value
     ]
     if len(given) != 1:
