@@ -128,7 +128,7 @@ def threshold_pairs(
     *,
     block_rows: int = 4096,
     max_pairs: int = 50_000_000,
-    exact_max_rows: int = EXACT_PAIRS_MAX_ROWS,
+    exact_max_rows: int | None = None,
     cells: int | None = None,
     max_probes: int = MAX_PROBES,
     seed: int = 0,
@@ -137,7 +137,7 @@ def threshold_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of covered rows (i < j) within `threshold` of each other: (i, j, distance), sorted by (i, j).
 
-    Up to `exact_max_rows` covered rows: every block against every later block, O(n^2 d). Above that the rows are
+    Up to `exact_max_rows` (None: EXACT_PAIRS_MAX_ROWS) covered rows: every block against every later block, O(n^2 d). Above that the rows are
     split into k-means cells (about sqrt(n)) and each cell is compared with its own rows and with the rows of other
     cells that may hold a pair: by the triangle inequality, x in cell a and |x - y| <= t imply
     d(y, c_a) <= d(y, c_own(y)) + 2t, so a row visits every cell within that bound, at most `max_probes` of them (the
@@ -148,7 +148,7 @@ def threshold_pairs(
         raise ValueError(f"metric must be one of {', '.join(METRICS)}")
     n = min(len(X), len(covered))
     where = np.flatnonzero(covered[:n]).astype(np.int64)
-    if len(where) <= exact_max_rows:
+    if len(where) <= (EXACT_PAIRS_MAX_ROWS if exact_max_rows is None else exact_max_rows):
         if stats is not None:
             stats.update(method="all pairs", cells=0, capped_rows=0, compared=len(where) * (len(where) - 1) // 2)
         return _all_pairs(X, where, threshold, metric, block_rows, max_pairs, progress)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import bitmask, embeddings, similarity, storage
+from curation import bitmask, embeddings, knn, similarity, storage
 from curation.models import Dataset, Embedding, EmbeddingSource, Sample, SimilarityRun, Tag
 from winnow.client import embedder
 
@@ -226,9 +226,12 @@ def test_builtin_embedder_state_round_trips():
     np.testing.assert_allclose(again.transform(pictures), X, atol=1e-5)
 
 
+@pytest.mark.parametrize("pairs_by", ["all pairs", "cells"])
 def test_duplicates_groups_planted_copies_and_tags(
-    editor_api, viewer_api, dataset, matrix, django_capture_on_commit_callbacks
+    editor_api, viewer_api, dataset, matrix, django_capture_on_commit_callbacks, monkeypatch, pairs_by
 ):
+    if pairs_by == "cells":  # what a dataset above 20,000 samples gets
+        monkeypatch.setattr(knn, "EXACT_PAIRS_MAX_ROWS", 50)
     sha = {5: "a" * 64, 99: "a" * 64}  # same bytes, far apart in the embedding
     add_samples(dataset, sha=sha)
     add_embedding(dataset, matrix)
@@ -241,6 +244,7 @@ def test_duplicates_groups_planted_copies_and_tags(
     summary = run["summary"]
     assert summary["groups"] == 3 and summary["exact_groups"] == 1 and summary["removable"] == 4
     assert 0.002 < summary["suggested_threshold"] == summary["threshold"]
+    assert summary["pairs_by"] == pairs_by and summary["capped_rows"] == 0
     page = editor_api.get(url(dataset, f"runs/{run['id']}/results")).json()
     groups = [[m["idx"] for m in g["members"]] for g in page["results"]]
     assert groups == [[10, 150, 151], [5, 99], [60, 61]]

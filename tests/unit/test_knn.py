@@ -105,9 +105,7 @@ def test_cells_find_every_pair_the_brute_force_finds(metric, t):
     X[1500:1600] = X[:100] + np.random.default_rng(5).normal(scale=0.2, size=(100, 12))
     covered = np.random.default_rng(6).random(2000) > 0.1
     stats = {}
-    i, j, d = knn.threshold_pairs(
-        X, covered, t, metric, exact_max_rows=0, block_rows=64, max_probes=200, stats=stats
-    )
+    i, j, d = knn.threshold_pairs(X, covered, t, metric, exact_max_rows=0, block_rows=64, max_probes=200, stats=stats)
     a, b = brute_pairs(X, covered, t, metric)
     assert stats["method"] == "cells" and stats["cells"] > 16 and stats["capped_rows"] == 0
     assert stats["compared"] < 2000 * 1999 / 2 / 3  # far fewer comparisons than every pair
