@@ -232,6 +232,7 @@ def test_duplicates_groups_planted_copies_and_tags(
 ):
     if pairs_by == "cells":  # what a dataset above 20,000 samples gets
         monkeypatch.setattr(knn, "EXACT_PAIRS_MAX_ROWS", 50)
+        monkeypatch.setattr(knn, "CELL_PAIR_COST", 0.0)  # 200 rows: comparing every pair would be cheaper
     sha = {5: "a" * 64, 99: "a" * 64}  # same bytes, far apart in the embedding
     add_samples(dataset, sha=sha)
     add_embedding(dataset, matrix)

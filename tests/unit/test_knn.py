@@ -99,6 +99,13 @@ def brute_pairs(X, covered, t, metric):
     return rows[a], rows[b]
 
 
+@pytest.fixture
+def cells_always(monkeypatch):
+    """Small test sets would have every pair compared (cheaper there): force the cells."""
+    monkeypatch.setattr(knn, "CELL_PAIR_COST", 0.0)
+
+
+@pytest.mark.usefixtures("cells_always")
 @pytest.mark.parametrize(("metric", "t"), [("euclidean", 2.5), ("cosine", 0.05)])
 def test_cells_find_every_pair_the_brute_force_finds(metric, t):
     X = clustered(2000, 12, 4)
@@ -115,6 +122,7 @@ def test_cells_find_every_pair_the_brute_force_finds(metric, t):
     assert np.all(d <= t * (1 + 1e-5)) and np.all(covered[i]) and np.all(covered[j])
 
 
+@pytest.mark.usefixtures("cells_always")
 def test_cells_group_planted_duplicates_deterministically_with_progress():
     X = clustered(3000, 16, 7)
     rng = np.random.default_rng(8)
@@ -134,6 +142,7 @@ def test_cells_group_planted_duplicates_deterministically_with_progress():
     assert len(seen) > 5 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
 
 
+@pytest.mark.usefixtures("cells_always")
 def test_capped_probes_are_counted_and_find_a_subset():
     X = clustered(2000, 8, 9)
     covered = np.ones(2000, dtype=bool)
@@ -144,6 +153,19 @@ def test_capped_probes_are_counted_and_find_a_subset():
     assert set(zip(i.tolist(), j.tolist(), strict=True)) <= set(zip(a.tolist(), b.tolist(), strict=True))
 
 
+def test_rows_without_clusters_fall_back_to_every_pair():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3000, 32)).astype(np.float32)  # one round cloud: no cell can be ruled out
+    X[2990:] = X[:10] + 0.01
+    covered = np.ones(3000, dtype=bool)
+    stats, seen = {}, []
+    i, j, _d = knn.threshold_pairs(X, covered, 1.0, exact_max_rows=0, stats=stats, progress=seen.append)
+    assert stats["method"] == "all pairs" and stats["cells"] > 0
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(k, 2990 + k) for k in range(10)]
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.usefixtures("cells_always")
 def test_too_many_pairs_is_refused_by_cells():
     X = np.zeros((300, 4), dtype=np.float32)
     X[150:] = 1.0
