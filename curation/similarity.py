@@ -8,7 +8,7 @@ distance threshold of each other (suggested from the data when not given).
 Both read the memory-mapped matrix in blocks (curation.knn), so memory stays bounded whatever the dataset's
 size. A search over at most INLINE_MAX_ELEMENTS matrix entries runs inside the request: one pass of BLAS over
 at most 16 MiB, a few milliseconds, with no Python work per sample. Anything larger, and every duplicate run
-(O(n^2) arithmetic), runs on a worker, with progress. Results go to storage as .npz next to the embedding:
+(every pair up to 20,000 samples, k-means cells above: see knn.threshold_pairs), runs on a worker, with progress. Results go to storage as .npz next to the embedding:
 `idx` and `distance` ranked (search); `members`, `offsets`, `distance`, `keep_first`, `keep_largest`, `exact`
 `keep_sharpest` (duplicates: the groups, largest first, each member's distance to the group's first sample, and the
 sample each keep rule keeps; sharpest = highest variance of the Laplacian of its thumbnail).
@@ -98,15 +98,40 @@ def resolve_query(
     *,
     sample: str | None = None,
     tag: str | None = None,
+    samples: list[str] | None = None,
     mode: str = "centroid",
     vector=None,
     image: bytes | None = None,
     image_name: str = "",
 ) -> dict:
-    """The query of a search as stored in the run's params; exactly one of sample, tag, vector, image."""
-    given = [name for name, value in (("sample", sample), ("tag", tag), ("vector", vector), ("image", image)) if value]
+    """The query of a search as stored in the run's params; exactly one of sample, tag, samples (an unsaved
+    selection: its centroid or each member, like a tag), vector, image."""
+    given = [
+        name
+        for name, value in (
+            ("sample", sample),
+            ("tag", tag),
+            ("samples", samples),
+            ("vector", vector),
+            ("image", image),
+        )
+        if value
+    ]
     if len(given) != 1:
-        raise SimilarityError("give exactly one query: sample, tag, vector or image", "query")
+        raise SimilarityError("give exactly one query: sample, tag, samples, vector or image", "query")
+    if samples:
+        if mode not in QUERY_MODES:
+            raise SimilarityError(f"must be one of {', '.join(QUERY_MODES)}", "mode")
+        ids = list(dict.fromkeys(samples))
+        if len(ids) > MAX_EACH_MEMBERS:
+            raise SimilarityError(f"at most {MAX_EACH_MEMBERS} samples: save a larger selection as a tag", "samples")
+        rows = dict(Sample.objects.filter(dataset=dataset, pk__in=ids).values_list("id", "idx"))
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise SimilarityError(
+                f"{len(missing)} of the samples are not in this dataset (first: {missing[0]!r})", "samples"
+            )
+        return {"kind": "samples", "idx": sorted(int(rows[i]) for i in ids), "mode": mode}
     if sample:
         row = Sample.objects.filter(dataset=dataset, pk=sample).values_list("idx", flat=True).first()
         if row is None:
@@ -280,9 +305,17 @@ def _query(run: SimilarityRun, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if i >= len(X) or not all_covered[i]:
             raise SimilarityError(f"the sample has no vector in the embedding {run.embedding.name!r}", "sample")
         return np.asarray(X[i : i + 1], dtype=np.float32), np.array([i], dtype=np.int64)
-    members = np.flatnonzero(_tag_mask(run.dataset, query["tag"], len(X), "tag") & all_covered)
+    if query["kind"] == "samples":
+        chosen = np.asarray(query["idx"], dtype=np.int64)
+        members = chosen[chosen < len(X)]
+        members = members[all_covered[members]]
+        what = "samples"
+    else:
+        members = np.flatnonzero(_tag_mask(run.dataset, query["tag"], len(X), "tag") & all_covered)
+        what = "tag"
     if members.size == 0:
-        raise SimilarityError(f"no sample of the tag has a vector in the embedding {run.embedding.name!r}", "tag")
+        owner = "of the tag" if what == "tag" else "given"
+        raise SimilarityError(f"no sample {owner} has a vector in the embedding {run.embedding.name!r}", what)
     if query["mode"] == "each":
         return np.asarray(X[members], dtype=np.float32), members
     total = np.zeros(X.shape[1], dtype=np.float64)
@@ -379,8 +412,9 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
     suggested = knn.suggest_threshold(nn)
     threshold = run.params.get("threshold")
     threshold = suggested if threshold is None else float(threshold)
+    stats: dict = {}
     try:
-        i, j, _d = knn.threshold_pairs(X, covered, threshold, metric, progress=progress.span(0.1, 0.9))
+        i, j, _d = knn.threshold_pairs(X, covered, threshold, metric, progress=progress.span(0.1, 0.9), stats=stats)
     except ValueError as exc:
         raise SimilarityError(str(exc), "threshold") from None
     ei, ej, sha_of = _exact_pairs(run.dataset_id, covered)
@@ -417,6 +451,8 @@ def _duplicates(run: SimilarityRun, progress: _Progress) -> tuple[dict, dict]:
         "threshold": threshold,
         "suggested_threshold": suggested,
         "searched": int(covered.sum()),
+        "pairs_by": stats.get("method", ""),  # "all pairs", or "cells": exact unless capped_rows > 0
+        "capped_rows": int(stats.get("capped_rows", 0)),
     }
     arrays = {
         "members": members,

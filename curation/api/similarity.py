@@ -1,7 +1,7 @@
 """REST API: "more like this" searches and near-duplicate groups (curation.similarity).
 
-POST /datasets/<id>/similarity/search         a search: JSON {embedding, sample | tag [+ mode] | vector, k, metric,
-                                              input_tag, exclude_query}, or multipart with an `image` file ->
+POST /datasets/<id>/similarity/search         a search: JSON {embedding, sample | tag | samples [+ mode] | vector, k,
+                                              metric, input_tag, exclude_query}, or multipart with an `image` file ->
                                               201 with the finished run when small, else 202 (poll the run)
 POST /datasets/<id>/similarity/duplicates     editor+: {embedding, threshold (omit: suggested), metric,
                                               input_tag} -> 202
@@ -63,8 +63,17 @@ class SearchSerializer(serializers.Serializer):
     embedding = serializers.CharField(required=False, help_text="Embedding id or name (default: 'default')")
     sample = serializers.CharField(required=False, help_text="Query: a sample id")
     tag = serializers.CharField(required=False, help_text="Query: a tag id")
+    samples = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_empty=False,
+        max_length=similarity.MAX_EACH_MEMBERS,
+        help_text="Query: sample ids (an unsaved selection), searched like a tag",
+    )
     mode = serializers.ChoiceField(
-        choices=similarity.QUERY_MODES, default="centroid", help_text="With a tag: its centroid, or each member"
+        choices=similarity.QUERY_MODES,
+        default="centroid",
+        help_text="With a tag or samples: their centroid, or each member",
     )
     vector = serializers.ListField(child=serializers.FloatField(), required=False, help_text="Query: a vector")
     image = serializers.FileField(required=False, help_text="Query: an image file (multipart), embedded on the server")
@@ -141,6 +150,7 @@ class Search(APIView):
             embedding,
             sample=v.get("sample"),
             tag=v.get("tag"),
+            samples=v.get("samples"),
             mode=v["mode"],
             vector=v.get("vector"),
             image=image.read(similarity.MAX_IMAGE_BYTES + 1) if image is not None else None,

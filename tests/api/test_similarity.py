@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import bitmask, embeddings, similarity, storage
-from curation.models import Embedding, EmbeddingSource, Sample, SimilarityRun, Tag
+from curation import bitmask, embeddings, knn, similarity, storage
+from curation.models import Dataset, Embedding, EmbeddingSource, Sample, SimilarityRun, Tag
 from winnow.client import embedder
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +123,43 @@ def test_search_from_a_tag_centroid_and_each(editor_api, dataset, matrix):
     assert Tag.objects.get(dataset=dataset, name="like-query").indices().tolist() == sorted(got[:3])
 
 
+def test_search_from_an_unsaved_selection(viewer_api, owner, dataset, matrix):
+    ids = add_samples(dataset)
+    covered = np.ones(N, dtype=bool)
+    covered[5] = False  # a selected sample without a vector does not move the centroid
+    add_embedding(dataset, matrix, covered=covered)
+    picked = [ids[30], ids[31], ids[5], ids[30]]  # a repeated id counts once
+    resp = viewer_api.post(url(dataset, "search"), {"samples": picked, "k": 8}, format="json")
+    assert resp.status_code == 201, resp.json()
+    run = resp.json()
+    assert run["params"]["query"] == {"kind": "samples", "idx": [5, 30, 31], "mode": "centroid"}
+    got = [r["idx"] for r in viewer_api.get(url(dataset, f"runs/{run['id']}/results")).json()["results"]]
+    left = covered.copy()
+    left[[5, 30, 31]] = False  # the selection itself is left out
+    assert got == brute_order(matrix, left, matrix[[30, 31]].mean(axis=0))[:8].tolist()
+
+    body = {"samples": [ids[30], ids[31]], "mode": "each", "k": 4, "exclude_query": False}
+    run = viewer_api.post(url(dataset, "search"), body, format="json").json()
+    got = [r["idx"] for r in viewer_api.get(url(dataset, f"runs/{run['id']}/results")).json()["results"]]
+    assert got[:2] == [30, 31]  # each member is at distance 0 from itself
+
+    other = Dataset.objects.create(name="other", owner=owner)
+    foreign = Sample.objects.create(dataset=other, idx=0, file_name="x.jpg")
+    before = SimilarityRun.objects.count()
+    for body, field in [
+        ({"samples": [ids[1], foreign.id]}, "samples"),  # another dataset's sample is not found here
+        ({"samples": []}, "samples"),
+        ({"samples": [ids[1]], "tag": "x" * 24}, "query"),
+        ({"samples": [ids[1]], "mode": "all"}, "mode"),
+    ]:
+        resp = viewer_api.post(url(dataset, "search"), body, format="json")
+        assert resp.status_code == 400, body
+        assert field in resp.json()["errors"], (body, resp.json())
+    assert SimilarityRun.objects.count() == before
+    run = viewer_api.post(url(dataset, "search"), {"samples": [ids[5]]}, format="json").json()
+    assert run["status"] == "failed" and "no sample given has a vector" in run["error"]
+
+
 def test_search_by_vector_and_bad_input(viewer_api, dataset, matrix):
     ids = add_samples(dataset)
     add_embedding(dataset, matrix)
@@ -189,9 +226,13 @@ def test_builtin_embedder_state_round_trips():
     np.testing.assert_allclose(again.transform(pictures), X, atol=1e-5)
 
 
+@pytest.mark.parametrize("pairs_by", ["all pairs", "cells"])
 def test_duplicates_groups_planted_copies_and_tags(
-    editor_api, viewer_api, dataset, matrix, django_capture_on_commit_callbacks
+    editor_api, viewer_api, dataset, matrix, django_capture_on_commit_callbacks, monkeypatch, pairs_by
 ):
+    if pairs_by == "cells":  # what a dataset above 20,000 samples gets
+        monkeypatch.setattr(knn, "EXACT_PAIRS_MAX_ROWS", 50)
+        monkeypatch.setattr(knn, "CELL_PAIR_COST", 0.0)  # 200 rows: comparing every pair would be cheaper
     sha = {5: "a" * 64, 99: "a" * 64}  # same bytes, far apart in the embedding
     add_samples(dataset, sha=sha)
     add_embedding(dataset, matrix)
@@ -204,6 +245,7 @@ def test_duplicates_groups_planted_copies_and_tags(
     summary = run["summary"]
     assert summary["groups"] == 3 and summary["exact_groups"] == 1 and summary["removable"] == 4
     assert 0.002 < summary["suggested_threshold"] == summary["threshold"]
+    assert summary["pairs_by"] == pairs_by and summary["capped_rows"] == 0
     page = editor_api.get(url(dataset, f"runs/{run['id']}/results")).json()
     groups = [[m["idx"] for m in g["members"]] for g in page["results"]]
     assert groups == [[10, 150, 151], [5, 99], [60, 61]]

@@ -63,6 +63,27 @@ def test_more_like_this_from_the_sample_view(page, live_server, shot, photos):
     assert Tag.objects.get(dataset=photos, name="like-3").count == 2
 
 
+def test_more_like_these_from_an_explore_selection(page, live_server, photos):
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{photos.id}/explore")
+    expect(page.get_by_test_id("tile")).to_have_count(18)
+    more = page.get_by_test_id("more-like-selection")
+    expect(more).to_be_disabled()  # nothing selected
+    page.get_by_role("button", name="Select img_03.png", exact=True).click()
+    page.get_by_role("button", name="Select img_07.png", exact=True).click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected")
+    more.click()
+    page.wait_for_url("**/similar?run=*")
+    tiles = page.get_by_test_id("similar-tile")
+    expect(tiles).to_have_count(16)  # every sample but the two selected
+    expect(page.get_by_text("16 samples like 2 selected samples (centroid)")).to_be_visible()
+    names = {tiles.nth(i).get_attribute("title") for i in range(16)}
+    assert "img_03.png" not in names and "img_07.png" not in names and "img_03_copy.png" in names
+    page.goto(f"{live_server.url}/datasets/{photos.id}/explore")
+    page.get_by_role("button", name="Select all in filter").click()
+    expect(page.get_by_test_id("more-like-selection")).to_be_disabled()  # ids only: a whole filter is a tag first
+
+
 def test_duplicates_review_keeps_one_per_group(page, live_server, shot, photos):
     sign_in(page, live_server.url, "olivia", "pw-olivia-123")
     page.goto(f"{live_server.url}/datasets/{photos.id}/duplicates")

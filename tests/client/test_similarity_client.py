@@ -28,6 +28,10 @@ def test_similar_and_duplicates_through_client_and_cli(live_server, token, clien
     run = client.find_similar(image=folder / "img_2.jpg", k=1, progress=False)  # embedded on the server
     assert next(client.similar_results(run["id"]))["file_name"] == "img_2.jpg"
 
+    run = client.find_similar(samples=[samples["img_1.jpg"], samples["img_2.jpg"]], mode="each", k=1, progress=False)
+    assert run["params"]["query"]["kind"] == "samples"  # an unsaved selection; the copy of img_1 is nearest
+    assert next(client.similar_results(run["id"]))["file_name"] == "img_1_copy.jpg"
+
     with pytest.raises(WinnowError, match="sample"):
         client.find_similar("0" * 24, progress=False)
 

@@ -63,6 +63,8 @@ def test_search_and_duplicates_run_on_the_worker(celery_worker, editor_api, data
     resp = editor_api.post(f"/api/v1/datasets/{dataset.id}/similarity/duplicates", {}, format="json")
     seen = wait(editor_api, dataset, resp.json()["id"])
     assert seen[-1]["status"] == "succeeded", seen[-1]
-    assert any(0 < r["progress"] < 1 for r in seen)  # progress while it ran (O(n^2): many seconds)
+    assert any(0 < r["progress"] < 1 for r in seen)  # progress while it ran (many seconds)
+    # 70,000 rows in one round cloud: the cells cannot rule out enough, so every pair is compared (faster here)
+    assert seen[-1]["summary"]["pairs_by"] == "all pairs"
     groups = editor_api.get(f"/api/v1/datasets/{dataset.id}/similarity/runs/{seen[-1]['id']}/results").json()
     assert sorted([m["idx"] for m in g["members"]] for g in groups["results"]) == [[i, N - 5 + i] for i in range(5)]

@@ -952,6 +952,7 @@ class Client:
         sample: str | None = None,
         *,
         tag: str | None = None,
+        samples: Sequence[str] | None = None,
         mode: str = "centroid",
         vector: Sequence[float] | None = None,
         image: str | os.PathLike | None = None,
@@ -965,14 +966,17 @@ class Client:
         progress: bool = True,
     ) -> dict:
         """More like this: rank samples by distance to a sample id, a tag (name or id; its centroid or, with
-        mode="each", its nearest member), a vector, or an image file (embedded on the server with the dataset's
-        built-in embedder). Returns the run; with `wait` once it has finished (read it with `similar_results`)."""
+        mode="each", its nearest member), `samples` (up to 10,000 sample ids, an unsaved selection: like a tag),
+        a vector, or an image file (embedded on the server with the dataset's built-in embedder). Returns the run;
+        with `wait` once it has finished (read it with `similar_results`)."""
         ds = self._dataset(dataset_id)
         body: dict[str, Any] = {"k": k, "embedding": embedding, "metric": metric, "exclude_query": exclude_query}
         if sample is not None:
             body["sample"] = sample
         if tag is not None:
             body["tag"], body["mode"] = self.get_tag(tag, ds)["id"], mode
+        if samples is not None:
+            body["samples"], body["mode"] = list(samples), mode
         if vector is not None:
             body["vector"] = [float(v) for v in vector]
         if input_tag is not None:

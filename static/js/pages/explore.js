@@ -6,6 +6,8 @@ import { SampleGrid, infiniteScroll } from "../grid.js";
 import { boxLayer } from "../predictions.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId);
+const moreLike = document.getElementById("more-like-sel");
+const MAX_QUERY_SAMPLES = 10000;  // the search API's limit on sample ids
 const form = document.getElementById("filters");
 const tagSelect = document.getElementById("f-tag");
 const nameInput = document.getElementById("f-name");
@@ -239,7 +241,21 @@ function updateSelection() {
     : grid.excluded.size ? fmtNum(n) + " of " + fmtNum(total) + " in filter selected" : "all " + fmtNum(total) + " in filter selected";
   const save = document.getElementById("save-tag");
   if (save) save.disabled = !n;
+  // A search takes the sample ids themselves: "all in filter" (or a huge pick) is saved as a tag first.
+  moreLike.disabled = grid.allInFilter || !n || n > MAX_QUERY_SAMPLES;
+  moreLike.title = grid.allInFilter || n > MAX_QUERY_SAMPLES
+    ? "Save the selection as a tag, then search from the tag on the Similar page"
+    : "Samples nearest to the selected ones (their centroid)";
 }
+
+moreLike.addEventListener("click", () => busy(moreLike, async () => {
+  try {
+    const run = await api(base + "/similarity/search", { method: "POST", body: { samples: [...grid.selected], k: 100 } });
+    window.location.href = base + "/similar?run=" + encodeURIComponent(run.id);
+  } catch (err) {
+    toast(err.message, "error");
+  }
+}).then(updateSelection));
 
 async function loadMore() {
   const mine = generation;

@@ -59,6 +59,9 @@ function describe(run) {
   const q = run.params.query || {};
   if (q.kind === "sample") return "like one sample";
   if (q.kind === "tag") return "like a tag (" + (q.mode === "each" ? "nearest member" : "centroid") + ")";
+  if (q.kind === "samples") {
+    return "like " + fmtNum(q.idx.length) + " selected samples (" + (q.mode === "each" ? "nearest member" : "centroid") + ")";
+  }
   if (q.kind === "image") return "like the image " + (q.name || "");
   return "like a vector";
 }
