@@ -633,15 +633,20 @@ def _pg_json_list(dataset: Dataset, tag: Tag, item):
 
 
 def _in_blocks(pieces):
-    """Join the exporters' small pieces (one per row) into blocks of about EXPORT_BLOCK_BYTES characters, so a large
-    export is a few hundred writes to the socket instead of one per sample; memory stays one block."""
+    """The exporters' pieces (one per row, or one per database batch) as blocks of EXPORT_BLOCK_BYTES characters
+    (the last may be shorter), so a large export is a few hundred writes to the socket instead of one per sample,
+    and no write holds more than a block; memory stays one batch."""
     size, block, length = EXPORT_BLOCK_BYTES, [], 0
     for piece in pieces:
         block.append(piece)
         length += len(piece)
         if length >= size:
-            yield "".join(block)
-            block, length = [], 0
+            text = "".join(block)
+            whole = len(text) - len(text) % size
+            for start in range(0, whole, size):
+                yield text[start : start + size]
+            rest = text[whole:]
+            block, length = ([rest], len(rest)) if rest else ([], 0)
     if block:
         yield "".join(block)
 

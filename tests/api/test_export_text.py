@@ -89,10 +89,10 @@ def _meta(i: int) -> dict | list | str | int | None:
 
 def _both(dataset, tag, fmt, monkeypatch, user=None) -> tuple[bytes, bytes]:
     """(the PostgreSQL text path's bytes, the reference path's bytes) of one export."""
-    fast = b"".join(tagging.export_tag(dataset, tag, fmt, user=user).streaming_content)
+    fast = "".join(tagging.export_tag(dataset, tag, fmt, user=user).body).encode()
     with monkeypatch.context() as patch:
         patch.setattr(tagging, "_text_from_postgres", lambda: False)
-        reference = b"".join(tagging.export_tag(dataset, tag, fmt, user=user).streaming_content)
+        reference = "".join(tagging.export_tag(dataset, tag, fmt, user=user).body).encode()
     return fast, reference
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
 from curation import tagging
+from curation.errors import DomainError
 from curation.models import TagOrigin
 from tests.factories import make_samples
 
@@ -43,5 +43,5 @@ def test_each_format_has_its_writer_content_type_and_file_name(dataset, tag, fmt
 
 
 def test_an_unknown_format_is_refused_naming_the_accepted_ones(dataset, tag):
-    with pytest.raises(ValidationError, match="filenames, csv, json, label-studio"):
+    with pytest.raises(DomainError, match="filenames, csv, json, label-studio"):
         tagging.export_tag(dataset, tag, "xml")
