@@ -56,7 +56,7 @@ from django.utils import timezone
 from curation import storage
 from curation.errors import DomainError
 from curation.metadata import path_error
-from curation.models import Embedding, FieldType, MetadataField, PredictionTask, Sample, Tag
+from curation.models import Dataset, Embedding, FieldType, MetadataField, PredictionTask, Sample, Tag
 from sampling.models import FINISHED, ImportanceScore, RunStatus, SamplingRun
 from sampling.samplers import (
     STRATEGIES,
@@ -207,6 +207,27 @@ def _candidates(
     return cand, pre
 
 
+def _candidate_count(dataset_id: str, rows: int | None, input_tag: Tag | None, preselected_tag: Tag | None) -> int:
+    """How many samples a run would score (what _candidates leaves, less the preselected), from next_idx and the
+    tags' bits alone: samples are numbered densely 0..next_idx-1 and never deleted one by one (initial-tag's bits),
+    so the request reads no sample row whatever the dataset's size (at 10M, reading every idx took minutes)."""
+    limit = Dataset.objects.filter(pk=dataset_id).values_list("next_idx", flat=True).first() or 0
+    if rows is not None:
+        limit = min(limit, rows)
+
+    def within(tag: Tag) -> np.ndarray:
+        idx = tag.indices()
+        return idx[idx < limit]
+
+    cand = within(input_tag) if input_tag is not None else None
+    if preselected_tag is None:
+        return limit if cand is None else len(cand)
+    pre = within(preselected_tag)
+    if cand is None:
+        return limit - len(pre)
+    return len(np.setdiff1d(cand, pre, assume_unique=True))
+
+
 def prepare_run(dataset, data: dict) -> dict:
     """Check a run request against the dataset (nothing is written); return the SamplingRun fields. Raises InvalidRun.
 
@@ -254,8 +275,7 @@ def prepare_run(dataset, data: dict) -> dict:
     rows = embedding.count if (embedding is not None and needs_embedding) else None
     if query_tag is not None and not np.any(query_tag.indices() < rows):
         raise InvalidRun("query_tag", "none of its samples has a row in the embedding")
-    cand, pre = _candidates(_sample_idx(dataset.id), rows, input_tag, preselected_tag)
-    m = len(np.setdiff1d(cand, pre, assume_unique=True))
+    m = _candidate_count(dataset.pk, rows, input_tag, preselected_tag)
     if m == 0:
         culprit = (
             "input_tag"

@@ -8,6 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from curation import bitmask, storage
@@ -809,3 +810,18 @@ def test_a_failed_heartbeat_does_not_end_the_heartbeats(dataset, settings, monke
             time.sleep(0.1)
     assert len(beats) >= 2
     assert SamplingRun.objects.get(pk=run.pk).heartbeat_at > long_ago
+
+
+@pytest.mark.parametrize("input_name", [None, "input"])
+@pytest.mark.parametrize("pre_name", [None, "labeled"])
+@pytest.mark.parametrize("rows", [None, 40, N + 5])
+def test_the_candidate_count_reads_no_sample_row_and_equals_the_idx_walk(dataset, data, input_name, pre_name, rows):
+    """A run request counts its candidates from next_idx and the tags' bits (at 10M, reading every sample's idx in
+    the request took minutes); the count is what walking the samples' idx gives."""
+    input_tag, pre_tag = data.get(input_name), data.get(pre_name)
+    cand, pre = services._candidates(services._sample_idx(dataset.id), rows, input_tag, pre_tag)
+    expected = len(np.setdiff1d(cand, pre, assume_unique=True))
+    with CaptureQueriesContext(connection) as queries:
+        got = services._candidate_count(dataset.id, rows, input_tag, pre_tag)
+    assert got == expected
+    assert not [q["sql"] for q in queries.captured_queries if '"curation_sample"' in q["sql"]]
