@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask
+from curation.errors import DomainError
 from curation.filters import parse_conditions, parse_filter, select_samples
 from curation.models import FieldType, MetadataField, Sample, Tag, TagOrigin
 from curation.services import add_samples
@@ -285,9 +285,9 @@ def test_parse_conditions_accepts_both_forms_and_names_the_bad_one():
         ("c", "exists", False),
         ("d", "eq", "text"),
     ]
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(DomainError) as error:
         parse_conditions(["a:eq:1", {"path": "b", "op": "like", "value": 1}])
-    assert "conditions[1]" in error.value.detail and "like" in str(error.value.detail)
+    assert "conditions[1]" in error.value.errors and "like" in str(error.value.errors)
 
 
 def test_parse_filter_feeds_select_samples(filled):
@@ -301,7 +301,7 @@ def test_parse_filter_feeds_select_samples(filled):
         "cam1/d.jpg",
     ]
     for bad in ([1], {"tags": "x"}, {"tag": 5}, {"conditions": "x:zz:1"}):
-        with pytest.raises(ValidationError):
+        with pytest.raises(DomainError):
             parse_filter(bad)
 
 
@@ -364,9 +364,9 @@ def test_text_operation_with_a_fallback(filled, viewer_api):
     ],
 )
 def test_bad_text_conditions_are_named(raw, message):
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(DomainError) as caught:
         parse_conditions([raw])
-    assert message in str(caught.value.detail["conditions[0]"][0])
+    assert message in str(caught.value.errors["conditions[0]"][0])
 
 
 def test_a_bad_text_condition_is_a_400_through_the_api(filled, viewer_api):
