@@ -669,6 +669,13 @@ EXPORTS = {
 EXPORT_FORMATS = tuple(EXPORTS)
 
 
+def check_export_format(fmt) -> str:
+    """`fmt` if it is one of EXPORT_FORMATS, else a DomainError on `format` (checked before any work is done)."""
+    if fmt not in EXPORTS:
+        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
+    return fmt
+
+
 def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = None, user=None) -> Export:
     """The tag's samples as a download, streamed in idx order.
 
@@ -681,8 +688,7 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = N
     for `user`: they open without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
     An unknown format is a DomainError on `format`.
     """
-    if fmt not in EXPORTS:
-        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
+    check_export_format(fmt)
     base = base_url if base_url is not None else settings.SITE_URL
     if fmt in ("json", "label-studio") and dataset.has_pixels and user is None:
         raise ValueError("export_tag needs the user who signs the image links")
