@@ -25,6 +25,7 @@ Nothing here loads samples one by one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,35 @@ def no_json_constant(name):
     raise ValueError(f"{name} is not allowed")
 
 
+@dataclass(frozen=True)
+class _ListValue:
+    """What the value of a list op (in, iin) holds: `example` of the list, `items` as counted, each one `fits`."""
+
+    example: str
+    items: str
+    fits: Callable[[Any], bool]
+    kind: str  # what an item must be
+
+
+LIST_OPS = {
+    "in": _ListValue('a JSON list, such as [1, 2] or ["a", "b"]', "values", _is_scalar, "a string, number or boolean"),
+    "iin": _ListValue(
+        'a JSON list of strings, such as ["a", "b"]', "strings", lambda v: isinstance(v, str), "a string"
+    ),
+}
+
+
+def _check_list(spec: _ListValue, value, about: str, where: str) -> None:
+    """A JSON list of 1..MAX_IN_VALUES items, each one fitting `spec`."""
+    if not isinstance(value, list):
+        raise DomainError(f"{about}: value must be {spec.example}", where)
+    if not value or len(value) > MAX_IN_VALUES:
+        raise DomainError(f"{about}: the list must have 1 to {MAX_IN_VALUES} {spec.items} (got {len(value)})", where)
+    bad = [v for v in value if not spec.fits(v)]
+    if bad:
+        raise DomainError(f"{about}: {bad[0]!r} is not {spec.kind}", where)
+
+
 def _one_condition(item, where: str) -> Condition:
     if isinstance(item, str):
         parts = item.split(":", 2)
@@ -166,15 +196,8 @@ def _one_condition(item, where: str) -> Condition:
     if op == "exists":
         if not isinstance(value, bool):
             raise DomainError(f"{about}: value must be true or false", where)
-    elif op == "in":
-        if not isinstance(value, list):
-            raise DomainError(f'{about}: value must be a JSON list, such as [1, 2] or ["a", "b"]', where)
-        if not value or len(value) > MAX_IN_VALUES:
-            message = f"{about}: the list must have 1 to {MAX_IN_VALUES} values (got {len(value)})"
-            raise DomainError(message, where)
-        bad = [v for v in value if not _is_scalar(v)]
-        if bad:
-            raise DomainError(f"{about}: {bad[0]!r} is not a string, number or boolean", where)
+    elif op in LIST_OPS:
+        _check_list(LIST_OPS[op], value, about, where)
     elif op in ("contains", "icontains", "ieq"):
         if not isinstance(value, str) or (not value and op != "ieq"):
             kind = "a non-empty string" if op != "ieq" else "a string"
@@ -182,15 +205,6 @@ def _one_condition(item, where: str) -> Condition:
             raise DomainError(f"{about}: value must be {kind}, not {value!r}{'; ' + quote if quote else ''}", where)
         if len(value) > MAX_TEXT_VALUE:
             raise DomainError(f"{about}: the text must be at most {MAX_TEXT_VALUE} characters", where)
-    elif op == "iin":
-        if not isinstance(value, list):
-            raise DomainError(f'{about}: value must be a JSON list of strings, such as ["a", "b"]', where)
-        if not value or len(value) > MAX_IN_VALUES:
-            message = f"{about}: the list must have 1 to {MAX_IN_VALUES} strings (got {len(value)})"
-            raise DomainError(message, where)
-        bad = [v for v in value if not isinstance(v, str)]
-        if bad:
-            raise DomainError(f"{about}: {bad[0]!r} is not a string", where)
     elif op in COMPARISONS:
         if not (isinstance(value, str) or is_finite_number(value)):
             raise DomainError(f"{about}: value must be a number or a string, not {value!r}", where)
