@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from curation.errors import DomainError
 from curation.models import Dataset, FieldType, Sample
 from winnow.client.formats import MetadataErrors, validate_custom_metadata
-from winnow.values import MAX_METADATA_BYTES, is_finite_number  # noqa: F401  (the cap is read from here too)
+from winnow.values import is_finite_number
 
 SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_PATH_DEPTH = 8

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import requests
 from PIL import Image, ImageDraw, ImageFilter
 
 from winnow.waiting import NotAnswering, wait_for_http
@@ -368,8 +369,6 @@ def _demo_user(demo_dir: Path) -> tuple[str, str]:
 
 
 def _start_server(base_dir: Path, host: str, port: int, log_path: Path) -> subprocess.Popen:
-    import requests
-
     url = f"http://{host}:{port}/api/v1/health"
     try:
         requests.get(url, timeout=1)
