@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from winnow import waiting
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -151,16 +153,13 @@ def session(token: str, pool: int = 8) -> requests.Session:
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering {url}")
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.RequestException:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+    """Until `url` answers at all (any status: the health check says 503 while the broker is still down)."""
+    try:
+        waiting.wait_for_http(url, process, timeout=timeout, statuses=range(100, 600))
+    except waiting.NotAnswering as exc:
+        if exc.exited:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before answering {url}") from None
+        raise RuntimeError(f"{url} did not answer within {timeout} s") from None
 
 
 def cpu_seconds(pid: int) -> float:

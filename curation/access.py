@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from rest_framework.exceptions import ValidationError
 
+from curation.errors import DomainError
 from curation.models import ROLE_RANK, Dataset, Membership, Role, Tag
 
 
@@ -43,14 +43,14 @@ def get_dataset(user, dataset_id: str, *, need: str = Role.VIEWER) -> Dataset:
 
 
 def resolve_tag(dataset: Dataset, tag, field: str = "tag") -> Tag:
-    """The dataset's tag (a Tag or its id), or a ValidationError on `field` (another dataset's tag is unknown here)."""
+    """The dataset's tag (a Tag or its id), or a DomainError on `field` (another dataset's tag is unknown here)."""
     if isinstance(tag, Tag):
         if tag.dataset_id != dataset.pk:
-            raise ValidationError({field: [f"no tag with id {tag.pk!r} in this dataset"]})
+            raise DomainError(f"no tag with id {tag.pk!r} in this dataset", field)
         return tag
     if not isinstance(tag, str) or not tag:
-        raise ValidationError({field: [f"must be a tag id (a string), not {tag!r}"]})
+        raise DomainError(f"must be a tag id (a string), not {tag!r}", field)
     found = Tag.objects.filter(dataset=dataset, pk=tag).first()
     if found is None:
-        raise ValidationError({field: [f"no tag with id {tag!r} in this dataset"]})
+        raise DomainError(f"no tag with id {tag!r} in this dataset", field)
     return found

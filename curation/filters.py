@@ -25,6 +25,7 @@ Nothing here loads samples one by one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,10 @@ import numpy as np
 from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, F, Func, JSONField, Q, QuerySet, TextField
 from django.db.models.expressions import OrderBy
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask
 from curation.access import resolve_tag
+from curation.errors import DomainError
 from curation.metadata import path_error
 from curation.models import Dataset, MetadataField, Sample, Tag
 from winnow import safejson
@@ -132,15 +133,44 @@ def no_json_constant(name):
     raise ValueError(f"{name} is not allowed")
 
 
+@dataclass(frozen=True)
+class _ListValue:
+    """What the value of a list op (in, iin) holds: `example` of the list, `items` as counted, each one `fits`."""
+
+    example: str
+    items: str
+    fits: Callable[[Any], bool]
+    kind: str  # what an item must be
+
+
+LIST_OPS = {
+    "in": _ListValue('a JSON list, such as [1, 2] or ["a", "b"]', "values", _is_scalar, "a string, number or boolean"),
+    "iin": _ListValue(
+        'a JSON list of strings, such as ["a", "b"]', "strings", lambda v: isinstance(v, str), "a string"
+    ),
+}
+
+
+def _check_list(spec: _ListValue, value, about: str, where: str) -> None:
+    """A JSON list of 1..MAX_IN_VALUES items, each one fitting `spec`."""
+    if not isinstance(value, list):
+        raise DomainError(f"{about}: value must be {spec.example}", where)
+    if not value or len(value) > MAX_IN_VALUES:
+        raise DomainError(f"{about}: the list must have 1 to {MAX_IN_VALUES} {spec.items} (got {len(value)})", where)
+    bad = [v for v in value if not spec.fits(v)]
+    if bad:
+        raise DomainError(f"{about}: {bad[0]!r} is not {spec.kind}", where)
+
+
 def _one_condition(item, where: str) -> Condition:
     if isinstance(item, str):
         parts = item.split(":", 2)
         if len(parts) < 2:
-            raise ValidationError({where: [f"{item!r} is not of the form path:op:value"]})
+            raise DomainError(f"{item!r} is not of the form path:op:value", where)
         path, op = parts[0], parts[1]
         if len(parts) == 2:
             if op != "exists":
-                raise ValidationError({where: [f"{item!r} has no value; write path:{op}:value"]})
+                raise DomainError(f"{item!r} has no value; write path:{op}:value", where)
             value = True
         elif op in ("contains", "icontains", "ieq"):
             # Text as typed (`name:contains:12` looks for "12"); a JSON string is unquoted.
@@ -151,54 +181,36 @@ def _one_condition(item, where: str) -> Condition:
     elif isinstance(item, dict):
         unknown = set(item) - {"path", "op", "value"}
         if unknown:
-            raise ValidationError({where: [f"unknown keys {sorted(unknown)}; a condition has path, op and value"]})
+            raise DomainError(f"unknown keys {sorted(unknown)}; a condition has path, op and value", where)
         path, op = item.get("path"), item.get("op")
         value = item.get("value", True if op == "exists" else None)
     else:
-        raise ValidationError({where: ["a condition is an object {path, op, value} or a string path:op:value"]})
+        raise DomainError("a condition is an object {path, op, value} or a string path:op:value", where)
 
     problem = path_error(path)
     if problem:
-        raise ValidationError({where: [f"path {path!r} {problem}"]})
+        raise DomainError(f"path {path!r} {problem}", where)
     if op not in OPS:
-        raise ValidationError({where: [f"op {op!r} (path {path!r}) is not one of {', '.join(OPS)}"]})
+        raise DomainError(f"op {op!r} (path {path!r}) is not one of {', '.join(OPS)}", where)
     about = f"{path} {op}"
     if op == "exists":
         if not isinstance(value, bool):
-            raise ValidationError({where: [f"{about}: value must be true or false"]})
-    elif op == "in":
-        if not isinstance(value, list):
-            raise ValidationError({where: [f'{about}: value must be a JSON list, such as [1, 2] or ["a", "b"]']})
-        if not value or len(value) > MAX_IN_VALUES:
-            message = f"{about}: the list must have 1 to {MAX_IN_VALUES} values (got {len(value)})"
-            raise ValidationError({where: [message]})
-        bad = [v for v in value if not _is_scalar(v)]
-        if bad:
-            raise ValidationError({where: [f"{about}: {bad[0]!r} is not a string, number or boolean"]})
+            raise DomainError(f"{about}: value must be true or false", where)
+    elif op in LIST_OPS:
+        _check_list(LIST_OPS[op], value, about, where)
     elif op in ("contains", "icontains", "ieq"):
         if not isinstance(value, str) or (not value and op != "ieq"):
             kind = "a non-empty string" if op != "ieq" else "a string"
             quote = 'write it in quotes, such as "12", to match text' if _is_number(value) else ""
-            raise ValidationError(
-                {where: [f"{about}: value must be {kind}, not {value!r}{'; ' + quote if quote else ''}"]}
-            )
+            raise DomainError(f"{about}: value must be {kind}, not {value!r}{'; ' + quote if quote else ''}", where)
         if len(value) > MAX_TEXT_VALUE:
-            raise ValidationError({where: [f"{about}: the text must be at most {MAX_TEXT_VALUE} characters"]})
-    elif op == "iin":
-        if not isinstance(value, list):
-            raise ValidationError({where: [f'{about}: value must be a JSON list of strings, such as ["a", "b"]']})
-        if not value or len(value) > MAX_IN_VALUES:
-            message = f"{about}: the list must have 1 to {MAX_IN_VALUES} strings (got {len(value)})"
-            raise ValidationError({where: [message]})
-        bad = [v for v in value if not isinstance(v, str)]
-        if bad:
-            raise ValidationError({where: [f"{about}: {bad[0]!r} is not a string"]})
+            raise DomainError(f"{about}: the text must be at most {MAX_TEXT_VALUE} characters", where)
     elif op in COMPARISONS:
         if not (isinstance(value, str) or is_finite_number(value)):
-            raise ValidationError({where: [f"{about}: value must be a number or a string, not {value!r}"]})
+            raise DomainError(f"{about}: value must be a number or a string, not {value!r}", where)
     elif not _is_scalar(value):
         hint = "; use exists to ask for a missing value" if value is None else ""
-        raise ValidationError({where: [f"{about}: value must be a string, number or boolean, not {value!r}{hint}"]})
+        raise DomainError(f"{about}: value must be a string, number or boolean, not {value!r}{hint}", where)
     return Condition(path=path, op=op, value=value)
 
 
@@ -206,17 +218,17 @@ def parse_conditions(raw, *, field: str = "conditions") -> list[Condition]:
     """Conditions from a list of {"path", "op", "value"} objects or of "path:op:value" strings.
 
     A string's value is JSON when it parses as JSON (so `9` is a number and `"9"` a string), else the
-    text itself; `in` takes a JSON list; `path:exists` alone means exists true. Raises DRF's
-    ValidationError naming the condition's index, path and op.
+    text itself; `in` takes a JSON list; `path:exists` alone means exists true. Raises a
+    DomainError naming the condition's index, path and op.
     """
     if raw is None:
         return []
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, (list, tuple)):
-        raise ValidationError({field: ["must be a list of conditions"]})
+        raise DomainError("must be a list of conditions", field)
     if len(raw) > MAX_CONDITIONS:
-        raise ValidationError({field: [f"at most {MAX_CONDITIONS} conditions are allowed (got {len(raw)})"]})
+        raise DomainError(f"at most {MAX_CONDITIONS} conditions are allowed (got {len(raw)})", field)
     return [_one_condition(item, f"{field}[{i}]") for i, item in enumerate(raw)]
 
 
@@ -225,16 +237,16 @@ def parse_filter(obj) -> dict:
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
-        raise ValidationError({"filter": ["must be an object with tag, file_name and/or conditions"]})
+        raise DomainError("must be an object with tag, file_name and/or conditions", "filter")
     unknown = set(obj) - {"tag", "file_name", "conditions"}
     if unknown:
-        raise ValidationError({"filter": [f"unknown keys {sorted(unknown)}; a filter has tag, file_name, conditions"]})
+        raise DomainError(f"unknown keys {sorted(unknown)}; a filter has tag, file_name, conditions", "filter")
     tag = obj.get("tag")
     if tag is not None and not isinstance(tag, str):
-        raise ValidationError({"filter.tag": ["must be a tag id (a string)"]})
+        raise DomainError("must be a tag id (a string)", "filter.tag")
     file_name = obj.get("file_name")
     if file_name is not None and (not isinstance(file_name, str) or len(file_name) > MAX_FILE_NAME_FILTER):
-        raise ValidationError({"filter.file_name": [f"must be a string of at most {MAX_FILE_NAME_FILTER} characters"]})
+        raise DomainError(f"must be a string of at most {MAX_FILE_NAME_FILTER} characters", "filter.file_name")
     return {
         "tag": tag or None,
         "file_name": file_name or None,
@@ -534,7 +546,7 @@ class Sort:
 
 
 def parse_sort(dataset: Dataset, text: str | None) -> Sort:
-    """`idx`, `-idx`, a metadata dot path or `-path`; raises ValidationError naming `sort`."""
+    """`idx`, `-idx`, a metadata dot path or `-path`; raises a DomainError naming `sort`."""
     text = (text or "idx").strip()
     descending = text.startswith("-")
     path = text[1:] if descending else text
@@ -542,7 +554,7 @@ def parse_sort(dataset: Dataset, text: str | None) -> Sort:
         return Sort(text=text, path=None, descending=descending)
     problem = path_error(path)
     if problem:
-        raise ValidationError({"sort": [f"{text!r}: give idx, -idx, a metadata path or -path; the path {problem}"]})
+        raise DomainError(f"{text!r}: give idx, -idx, a metadata path or -path; the path {problem}", "sort")
     return Sort(text=text, path=path, descending=descending, fallback=fallbacks(dataset, [path]).get(path))
 
 

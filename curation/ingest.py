@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from curation import columns, services, storage
+from curation.errors import DomainError
 from curation.images import ImageRejected, process_image
 from curation.models import Dataset, Sample, new_public_id
 from winnow.celery import task
@@ -33,7 +33,10 @@ from winnow.dberrors import database_unavailable
 
 log = logging.getLogger(__name__)
 
-META_MODE_MESSAGE = "this dataset keeps no pixels (upload_mode meta): register samples as JSON"
+META_MODE_MESSAGE = (
+    "this dataset keeps metadata only (meta): it takes no image files; "
+    'register samples as JSON {"samples": [{"file_name": ...}]}'
+)
 
 
 @dataclass
@@ -74,28 +77,23 @@ def store_images(
 
     `files` are Django UploadedFile objects (in memory, or on disk when large); `file_names`, when given, names them in
     order (relative paths; without it each file keeps its own name); `metadata` maps file names to custom
-    metadata. Raises ValidationError for a batch that cannot be read as a whole; a single bad file is rejected
+    metadata. Raises DomainError for a batch that cannot be read as a whole; a single bad file is rejected
     in the outcome while the rest lands.
     """
     if not dataset.has_pixels:
-        raise ValidationError({"upload_mode": [META_MODE_MESSAGE]})
+        raise DomainError(META_MODE_MESSAGE, "upload_mode")
     metadata = metadata or {}
     if not files:
-        raise ValidationError({"files": ["no files in the request: send the images as `files` parts"]})
+        raise DomainError("no files in the request: send the images as `files` parts", "files")
     if len(files) > settings.WINNOW_MAX_SAMPLES_PER_REQUEST:
-        raise ValidationError(
-            {
-                "files": [
-                    f"{len(files)} files in one request; at most {settings.WINNOW_MAX_SAMPLES_PER_REQUEST} are allowed"
-                ]
-            }
-        )
+        limit = settings.WINNOW_MAX_SAMPLES_PER_REQUEST
+        raise DomainError(f"{len(files)} files in one request; at most {limit} are allowed", "files")
     if file_names is not None:
         if len(file_names) != len(files):
-            raise ValidationError({"file_names": [f"has {len(file_names)} entries for {len(files)} files"]})
+            raise DomainError(f"has {len(file_names)} entries for {len(files)} files", "file_names")
         bad = next((i for i, name in enumerate(file_names) if not isinstance(name, str)), None)
         if bad is not None:
-            raise ValidationError({"file_names": [f"entry {bad} is not a string"]})
+            raise DomainError(f"entry {bad} is not a string", "file_names")
     raw_names = file_names if file_names is not None else [upload.name or "" for upload in files]
 
     outcome = UploadOutcome()
@@ -198,13 +196,13 @@ def _metadata_by_name(metadata: dict, names: set[str], rejected: set[str] = froz
         try:
             name = services.validate_file_name(raw)
         except ValueError as exc:
-            raise ValidationError({"metadata": [f"{raw!r}: {exc}"]}) from None
+            raise DomainError(f"{raw!r}: {exc}", "metadata") from None
         if name not in names:
-            raise ValidationError({"metadata": [f"{raw!r} is not the name of a file in this upload"]})
+            raise DomainError(f"{raw!r} is not the name of a file in this upload", "metadata")
         try:
             out[name] = services.validate_metadata(value)
         except ValueError as exc:
-            raise ValidationError({"metadata": [f"{raw!r}: {exc}"]}) from None
+            raise DomainError(f"{raw!r}: {exc}", "metadata") from None
     return out
 
 

@@ -12,11 +12,11 @@ import re
 from collections import Counter
 
 from django.db import connection, transaction
-from rest_framework.exceptions import ValidationError
 
+from curation.errors import DomainError
 from curation.models import Dataset, FieldType, Sample
 from winnow.client.formats import MetadataErrors, validate_custom_metadata
-from winnow.values import MAX_METADATA_BYTES, is_finite_number  # noqa: F401  (the cap is read from here too)
+from winnow.values import is_finite_number
 
 SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_PATH_DEPTH = 8
@@ -99,7 +99,7 @@ def _validate_upload(payload) -> tuple[dict, list[tuple[str, dict]]]:
     try:
         return validate_custom_metadata(payload)
     except MetadataErrors as exc:
-        raise ValidationError(exc.errors) from None
+        raise DomainError(str(exc), errors=exc.errors) from None
 
 
 def _sample_ids_by_name(dataset: Dataset, names: list[str]) -> dict[str, str]:
@@ -158,7 +158,7 @@ def upload_metadata(dataset: Dataset, payload) -> dict:
     """Validate a whole Lightly-style metadata document, then write it in one transaction.
 
     Each listed sample's metadata is REPLACED by its entry minus `image_id` (as Lightly does), not
-    merged. Samples not listed keep what they had. Anything invalid raises a ValidationError naming
+    merged. Samples not listed keep what they had. Anything invalid raises a DomainError naming
     the entry, and nothing is written. Returns {"updated": n, "warnings": [...]}.
     """
     _id_to_name, entries = _validate_upload(payload)
@@ -171,7 +171,7 @@ def upload_metadata(dataset: Dataset, payload) -> dict:
         shown = ", ".join(repr(n) for n in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         message = f"{len(missing)} file name(s) are not samples of this dataset: {shown}{more}"
-        raise ValidationError({"images": [message]})
+        raise DomainError(message, "images")
     with transaction.atomic():
         _write_metadata(dataset, [(ids[name], meta) for name, meta in entries])
     warning = samples_without_metadata(dataset)

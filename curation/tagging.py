@@ -21,7 +21,6 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, columns, signing
 from curation.access import resolve_tag
@@ -65,12 +64,12 @@ def name_error(name) -> str | None:
 
 
 def check_name(dataset: Dataset, name) -> str:
-    """The name if it is valid and free in the dataset, else a ValidationError on `name`."""
+    """The name if it is valid and free in the dataset, else a DomainError on `name`."""
     problem = name_error(name)
     if problem:
-        raise ValidationError({"name": [f"tag name {problem}"]})
+        raise DomainError(f"tag name {problem}", "name")
     if Tag.objects.filter(dataset=dataset, name=name).exists():
-        raise ValidationError({"name": [f"a tag named {name!r} already exists in this dataset"]})
+        raise DomainError(f"a tag named {name!r} already exists in this dataset", "name")
     return name
 
 
@@ -98,18 +97,18 @@ def create_tag(
 ) -> Tag:
     """Save a tag over sample idx values (an iterable of ints, a bool array or a bitmask's bytes).
 
-    Raises a ValidationError for a bad or taken name, a parent of another dataset, or an empty tag.
+    Raises a DomainError for a bad or taken name, a parent of another dataset, or an empty tag.
     """
     check_name(dataset, name)
     problem = bad_value(origin_detail)
     if problem:
-        raise ValidationError({"non_field_errors": [f"cannot record how the tag was made: {problem}"]})
+        raise DomainError(f"cannot record how the tag was made: {problem}")
     if parent is not None and parent.dataset_id != dataset.id:
-        raise ValidationError({"parent": [f"no tag with id {parent.pk!r} in this dataset"]})
+        raise DomainError(f"no tag with id {parent.pk!r} in this dataset", "parent")
     mask = _to_mask(indices_or_mask)
     count = bitmask.count(mask)
     if count == 0:
-        raise ValidationError({"non_field_errors": ["the tag would be empty: no sample matches"]})
+        raise DomainError("the tag would be empty: no sample matches")
     try:
         with transaction.atomic():
             return Tag.objects.create(
@@ -123,15 +122,15 @@ def create_tag(
                 creator=creator,
             )
     except IntegrityError:  # another request took the name between the check and the insert
-        raise ValidationError({"name": [f"a tag named {name!r} already exists in this dataset"]}) from None
+        raise DomainError(f"a tag named {name!r} already exists in this dataset", "name") from None
 
 
 def _string_list(values, field: str) -> list[str]:
     if not isinstance(values, list) or not values:
-        raise ValidationError({field: ["must be a non-empty list of strings"]})
+        raise DomainError("must be a non-empty list of strings", field)
     for i, value in enumerate(values):
         if not isinstance(value, str):
-            raise ValidationError({field: [f"item {i} must be a string, not {value!r}"]})
+            raise DomainError(f"item {i} must be a string, not {value!r}", field)
     return list(dict.fromkeys(values))  # duplicates name the same sample once
 
 
@@ -151,7 +150,7 @@ def _tag_from_lookup(dataset: Dataset, name: str, values, field: str, key: str, 
     found = _idx_by(dataset, field, values)
     missing = [v for v in values if v not in found]
     if missing:
-        raise ValidationError({key: [_unknown(what, missing)]})
+        raise DomainError(_unknown(what, missing), key)
     return create_tag(
         dataset,
         name,
@@ -177,14 +176,14 @@ MAX_EXCLUDED = 100_000
 def _excluded_idx(dataset: Dataset, sample_ids) -> np.ndarray:
     """The idx of `exclude_sample_ids` (samples a curator deselected after "select all in filter")."""
     if not isinstance(sample_ids, list) or not all(isinstance(x, str) for x in sample_ids):
-        raise ValidationError({"exclude_sample_ids": ["must be a list of sample ids"]})
+        raise DomainError("must be a list of sample ids", "exclude_sample_ids")
     if len(sample_ids) > MAX_EXCLUDED:
-        raise ValidationError({"exclude_sample_ids": [f"at most {MAX_EXCLUDED} sample ids"]})
+        raise DomainError(f"at most {MAX_EXCLUDED} sample ids", "exclude_sample_ids")
     wanted = set(sample_ids)
     found = dict(Sample.objects.filter(dataset=dataset, pk__in=wanted).values_list("pk", "idx"))
     unknown = sorted(wanted - found.keys())
     if unknown:
-        raise ValidationError({"exclude_sample_ids": [f"no sample with id {unknown[0]!r} in this dataset"]})
+        raise DomainError(f"no sample with id {unknown[0]!r} in this dataset", "exclude_sample_ids")
     return np.fromiter(found.values(), dtype=np.int64, count=len(found))
 
 
@@ -201,7 +200,7 @@ def tag_from_filter(
     defaults to the filter's tag."""
     check_name(dataset, name)
     if not isinstance(filter_obj, dict):
-        raise ValidationError({"filter": ["must be an object with 'tag', 'file_name' and/or 'conditions'"]})
+        raise DomainError("must be an object with 'tag', 'file_name' and/or 'conditions'", "filter")
     excluded = _excluded_idx(dataset, exclude_sample_ids) if exclude_sample_ids is not None else None
     try:
         parsed = parse_filter(filter_obj)
@@ -210,11 +209,11 @@ def tag_from_filter(
             filter_tag = resolve_tag(dataset, filter_tag, "filter.tag")
             parsed["tag"] = filter_tag
         selected = _filter_mask(dataset, parsed)
-    except ValidationError as exc:
+    except DomainError as exc:
         # curation.filters already names its errors "filter..."; anything else gets that prefix.
-        if isinstance(exc.detail, dict) and all(str(key).startswith("filter") for key in exc.detail):
+        if all(str(key).startswith("filter") for key in exc.errors):
             raise
-        raise ValidationError({"filter": exc.detail}) from None
+        raise DomainError.within("filter", exc) from None
     if excluded is not None and len(excluded):
         selected = bitmask.difference(selected, bitmask.from_indices(excluded)).rstrip(b"\0")
     if parent is None and isinstance(filter_tag, Tag):
@@ -250,9 +249,9 @@ def tag_from_operation(
     """Union, intersection or difference of 2-16 tags, applied left to right; parent defaults to the first."""
     check_name(dataset, name)
     if not isinstance(operation, str) or operation not in OPERATIONS:
-        raise ValidationError({"operation": [f"{operation!r} is not one of: {', '.join(OPERATIONS)}"]})
+        raise DomainError(f"{operation!r} is not one of: {', '.join(OPERATIONS)}", "operation")
     if not isinstance(tag_ids, list) or not 2 <= len(tag_ids) <= MAX_OPERANDS:
-        raise ValidationError({"tags": [f"must be a list of 2 to {MAX_OPERANDS} tag ids"]})
+        raise DomainError(f"must be a list of 2 to {MAX_OPERANDS} tag ids", "tags")
     tags = [resolve_tag(dataset, tag_id, "tags") for tag_id in tag_ids]
     mask = bytes(tags[0].bitmask)
     for tag in tags[1:]:
@@ -296,7 +295,7 @@ def set_initial_tag_count(dataset_id: str, size: int, creator=None) -> None:
 
 def delete_tag(tag: Tag) -> None:
     if tag.name == INITIAL_TAG:
-        raise ValidationError({"tag": [f"{INITIAL_TAG} holds the dataset's first upload and cannot be deleted"]})
+        raise DomainError(f"{INITIAL_TAG} holds the dataset's first upload and cannot be deleted", "tag")
     tag.delete()
 
 
@@ -670,6 +669,13 @@ EXPORTS = {
 EXPORT_FORMATS = tuple(EXPORTS)
 
 
+def check_export_format(fmt) -> str:
+    """`fmt` if it is one of EXPORT_FORMATS, else a DomainError on `format` (checked before any work is done)."""
+    if fmt not in EXPORTS:
+        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
+    return fmt
+
+
 def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = None, user=None) -> Export:
     """The tag's samples as a download, streamed in idx order.
 
@@ -682,8 +688,7 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = N
     for `user`: they open without a token until WINNOW_EXPORT_URL_SECONDS pass or the user leaves the dataset.
     An unknown format is a DomainError on `format`.
     """
-    if fmt not in EXPORTS:
-        raise DomainError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}", "format")
+    check_export_format(fmt)
     base = base_url if base_url is not None else settings.SITE_URL
     if fmt in ("json", "label-studio") and dataset.has_pixels and user is None:
         raise ValueError("export_tag needs the user who signs the image links")

@@ -5,11 +5,13 @@ GET  /datasets/<id>/sampling-runs                    newest first
 GET  /datasets/<id>/sampling-runs/<run_id>           status, progress, error, summary
 POST /datasets/<id>/sampling-runs/<run_id>/cancel    editor+
 GET  /datasets/<id>/sampling-runs/<run_id>/scores    cursor-paginated by rank
+GET  /datasets/<id>/embeddings/<embedding_id>/distance-scale   percentiles for min_distance (sampling.scale)
 """
 
 from __future__ import annotations
 
 from django.db.models import F
+from django.http import Http404
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -18,11 +20,13 @@ from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from curation import embeddings
 from curation.access import get_dataset
-from curation.models import Role
+from curation.models import Embedding, Role
 from sampling import services
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 from sampling.samplers.strategies import MAX_STRATEGIES, NEEDS_N_SAMPLES, STRATEGIES
+from sampling.scale import PERCENTILES, distance_scale
 from winnow import query
 from winnow.fields import StringField
 from winnow.parsers import JSONParser
@@ -283,6 +287,37 @@ class RunScoresView(APIView):
         return paginator.get_paginated_response(ImportanceScoreSerializer(page, many=True).data)
 
 
+PCT = inline_serializer("DistancePercentiles", {f"p{p}": serializers.FloatField() for p in PERCENTILES})
+
+
+class DistanceScale(APIView):
+    @extend_schema(
+        summary="Distance percentiles of an embedding (nearest neighbour and pairwise), from a sample of rows",
+        responses={
+            200: inline_serializer(
+                "DistanceScale",
+                {
+                    "embedding": serializers.CharField(),
+                    "metric": serializers.CharField(),
+                    "sampled": serializers.IntegerField(),
+                    "rows": serializers.IntegerField(),
+                    "nearest_neighbour": PCT,
+                    "pairwise": PCT,
+                },
+            )
+        },
+        operation_id="embedding_distance_scale",
+    )
+    def get(self, request, dataset_id: str, embedding_id: str):
+        dataset = get_dataset(request.user, dataset_id)
+        embedding = Embedding.objects.filter(dataset=dataset, pk=embedding_id).first()
+        if embedding is None:
+            raise Http404("No embedding with that id in this dataset.")
+        matrix, covered, _labels = embeddings.load(embedding)
+        body = distance_scale(matrix, covered)
+        return Response({"embedding": embedding.pk, "metric": "euclidean", **body})
+
+
 urlpatterns = [
     path("datasets/<str:dataset_id>/sampling-runs", RunListView.as_view(), name="sampling-runs"),
     path("datasets/<str:dataset_id>/sampling-runs/<str:run_id>", RunDetailView.as_view(), name="sampling-run"),
@@ -295,5 +330,10 @@ urlpatterns = [
         "datasets/<str:dataset_id>/sampling-runs/<str:run_id>/scores",
         RunScoresView.as_view(),
         name="sampling-run-scores",
+    ),
+    path(
+        "datasets/<str:dataset_id>/embeddings/<str:embedding_id>/distance-scale",
+        DistanceScale.as_view(),
+        name="embedding-distance-scale",
     ),
 ]

@@ -1,6 +1,6 @@
 """The distance scale of an embedding, so a curator can choose diversity's `min_distance` knowingly.
 
-GET /datasets/<id>/embeddings/<embedding_id>/distance-scale
+GET /datasets/<id>/embeddings/<embedding_id>/distance-scale answers it (sampling.api).
 
 Computed from a seeded random sample of at most SCALE_SAMPLE rows of the memory-mapped matrix: the work
 and the memory are bounded whatever the dataset's size, and only the sampled rows are read.
@@ -10,16 +10,6 @@ Distances are Euclidean, as the coreset and diversity samplers measure them.
 from __future__ import annotations
 
 import numpy as np
-from django.http import Http404
-from django.urls import path
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.response import Response
-from rest_framework.views import APIView
-
-from curation import embeddings
-from curation.access import get_dataset
-from curation.models import Embedding
 
 SCALE_SAMPLE = 2000
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -50,43 +40,3 @@ def distance_scale(matrix: np.ndarray, rows: np.ndarray, *, sample: int = SCALE_
         return {f"p{p}": round(float(v), 6) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
     return {"sampled": int(m), "rows": int(len(rows)), "nearest_neighbour": pct(nearest), "pairwise": pct(pairs)}
-
-
-PCT = inline_serializer("DistancePercentiles", {f"p{p}": serializers.FloatField() for p in PERCENTILES})
-
-
-class DistanceScale(APIView):
-    @extend_schema(
-        summary="Distance percentiles of an embedding (nearest neighbour and pairwise), from a sample of rows",
-        responses={
-            200: inline_serializer(
-                "DistanceScale",
-                {
-                    "embedding": serializers.CharField(),
-                    "metric": serializers.CharField(),
-                    "sampled": serializers.IntegerField(),
-                    "rows": serializers.IntegerField(),
-                    "nearest_neighbour": PCT,
-                    "pairwise": PCT,
-                },
-            )
-        },
-        operation_id="embedding_distance_scale",
-    )
-    def get(self, request, dataset_id: str, embedding_id: str):
-        dataset = get_dataset(request.user, dataset_id)
-        embedding = Embedding.objects.filter(dataset=dataset, pk=embedding_id).first()
-        if embedding is None:
-            raise Http404("No embedding with that id in this dataset.")
-        matrix, covered, _labels = embeddings.load(embedding)
-        body = distance_scale(matrix, covered)
-        return Response({"embedding": embedding.pk, "metric": "euclidean", **body})
-
-
-urlpatterns = [
-    path(
-        "datasets/<str:dataset_id>/embeddings/<str:embedding_id>/distance-scale",
-        DistanceScale.as_view(),
-        name="embedding-distance-scale",
-    ),
-]

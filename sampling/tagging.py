@@ -6,9 +6,8 @@ Lives in sampling, which builds on curation's tags; curation's tag API reaches i
 
 from __future__ import annotations
 
-from rest_framework.exceptions import ValidationError
-
 from curation import tagging
+from curation.errors import DomainError
 from curation.models import Dataset, Tag, TagOrigin
 from sampling.models import ImportanceScore, RunStatus, SamplingRun
 
@@ -20,15 +19,15 @@ def tag_from_run(dataset: Dataset, run, top_k, name: str, creator=None, *, paren
         run_id = run
         run = SamplingRun.objects.filter(dataset=dataset, pk=run_id).first() if isinstance(run_id, str) else None
         if run is None:
-            raise ValidationError({"sampling_run": [f"no sampling run with id {run_id!r} in this dataset"]})
+            raise DomainError(f"no sampling run with id {run_id!r} in this dataset", "sampling_run")
     elif run.dataset_id != dataset.id:
-        raise ValidationError({"sampling_run": [f"no sampling run with id {run.pk!r} in this dataset"]})
+        raise DomainError(f"no sampling run with id {run.pk!r} in this dataset", "sampling_run")
     if run.status != RunStatus.SUCCEEDED:
-        raise ValidationError({"sampling_run": [f"the run is {run.status}; only a succeeded run's scores make a tag"]})
+        raise DomainError(f"the run is {run.status}; only a succeeded run's scores make a tag", "sampling_run")
     if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise ValidationError({"top_k": [f"must be an integer, not {top_k!r}"]})
+        raise DomainError(f"must be an integer, not {top_k!r}", "top_k")
     if not 1 <= top_k <= run.score_count:
-        raise ValidationError({"top_k": [f"must be between 1 and {run.score_count} (the run's scored samples)"]})
+        raise DomainError(f"must be between 1 and {run.score_count} (the run's scored samples)", "top_k")
     # Uses the (run, rank) unique index; one row per kept sample.
     indices = list(ImportanceScore.objects.filter(run=run, rank__lte=top_k).values_list("sample__idx", flat=True))
     if parent is None and run.input_tag_id:

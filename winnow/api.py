@@ -47,7 +47,7 @@ def _as_api_exception(exc):
         log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
         return DatabaseUnavailable()
     if isinstance(exc, DomainError):
-        return ValidationError({exc.field: [exc.message]}, code=exc.code)
+        return ValidationError(exc.errors, code=exc.code)
     if isinstance(exc, safejson.UnsafeJSON):
         return ParseError(str(exc))
     if isinstance(exc, RecursionError):

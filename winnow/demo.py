@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import requests
 from PIL import Image, ImageDraw, ImageFilter
+
+from winnow.waiting import NotAnswering, wait_for_http
 
 WIDTH, HEIGHT = 320, 240
 DATASET_NAME = "Street scenes (demo)"
@@ -366,8 +369,6 @@ def _demo_user(demo_dir: Path) -> tuple[str, str]:
 
 
 def _start_server(base_dir: Path, host: str, port: int, log_path: Path) -> subprocess.Popen:
-    import requests
-
     url = f"http://{host}:{port}/api/v1/health"
     try:
         requests.get(url, timeout=1)
@@ -383,18 +384,14 @@ def _start_server(base_dir: Path, host: str, port: int, log_path: Path) -> subpr
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the server exited at start; see {log_path}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit(f"error: the server did not answer on {host}:{port} within 60 s; see {log_path}")
+    try:
+        wait_for_http(url, proc, timeout=60, statuses=range(200, 400))  # requests' `ok`
+    except NotAnswering as exc:
+        if exc.exited:
+            raise SystemExit(f"error: the server exited at start; see {log_path}") from None
+        proc.terminate()
+        raise SystemExit(f"error: the server did not answer on {host}:{port} within 60 s; see {log_path}") from None
+    return proc
 
 
 def _load(server_url: str, token: str, demo_dir: Path, images: int, seed: int) -> None:

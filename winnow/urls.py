@@ -18,7 +18,6 @@ api_v1 = [
     path("", include("curation.api.similarity")),
     path("", include("curation.api.predictions")),
     path("", include("sampling.api")),
-    path("", include("sampling.scale")),
 ]
 
 urlpatterns = [

@@ -10,6 +10,7 @@ Retry-After after WINNOW_REQUEST_QUEUE_SECONDS. gunicorn bounds them by workers 
 import os
 import threading
 
+from django.conf import settings  # lazy: read once get_wsgi_application() below has configured it
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "winnow.settings")
@@ -63,8 +64,6 @@ class _ReleasedOnClose:
 
 
 def _bounded(app):
-    from django.conf import settings
-
     limit = settings.WINNOW_MAX_CONCURRENT_REQUESTS
     return BoundedRequests(app, limit, settings.WINNOW_REQUEST_QUEUE_SECONDS) if limit else app
 

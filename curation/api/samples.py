@@ -415,15 +415,6 @@ class SampleList(APIView):
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         if (request.content_type or "").startswith("multipart/"):
-            if not dataset.has_pixels:
-                raise ValidationError(
-                    {
-                        "upload_mode": [
-                            "this dataset keeps metadata only (meta): it takes no image files; "
-                            'register samples as JSON {"samples": [{"file_name": ...}]}'
-                        ]
-                    }
-                )
             outcome = ingest.store_images(
                 dataset, request.FILES.getlist("files"), creator=request.user, **_upload_form(request.data)
             )

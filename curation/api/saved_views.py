@@ -191,9 +191,7 @@ class SavedViewTag(APIView):
 def export_matches(request, dataset, name: str, filter_obj) -> object:
     """The samples `filter_obj` matches now, streamed by the tag export (same formats, writers and idx order) from
     an unsaved tag that holds their bitmask: nothing is stored. The format is checked before the filter is run."""
-    fmt = request.query_params.get("format", "")
-    if fmt not in tagging.EXPORT_FORMATS:
-        raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(tagging.EXPORT_FORMATS)}"]})
+    fmt = tagging.check_export_format(request.query_params.get("format", ""))
     parsed = parse_filter(filter_obj or {})
     if parsed["tag"] is not None:
         parsed["tag"] = resolve_tag(dataset, parsed["tag"], "filter.tag")

@@ -26,6 +26,13 @@ from winnow.lightly.base import LightlyView
             DomainError("refused as a whole"),
             {"detail": "refused as a whole", "errors": {"non_field_errors": ["refused as a whole"]}},
         ),
+        (
+            DomainError.within("filter", DomainError("no tag with id 'x' in this dataset", "tag")),
+            {
+                "detail": "filter.tag: no tag with id 'x' in this dataset",
+                "errors": {"filter": {"tag": ["no tag with id 'x' in this dataset"]}},
+            },
+        ),
         (InvalidRun("n_samples", "too many"), {"detail": "n_samples: too many", "errors": {"n_samples": ["too many"]}}),
         (EmbeddingError("row 3: bad", "file"), {"detail": "file: row 3: bad", "errors": {"file": ["row 3: bad"]}}),
         (SimilarityError("k: too big", "k"), {"detail": "k: k: too big", "errors": {"k": ["k: too big"]}}),

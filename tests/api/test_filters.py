@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask
+from curation.errors import DomainError
 from curation.filters import parse_conditions, parse_filter, select_samples
 from curation.models import FieldType, MetadataField, Sample, Tag, TagOrigin
 from curation.services import add_samples
@@ -285,9 +285,9 @@ def test_parse_conditions_accepts_both_forms_and_names_the_bad_one():
         ("c", "exists", False),
         ("d", "eq", "text"),
     ]
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(DomainError) as error:
         parse_conditions(["a:eq:1", {"path": "b", "op": "like", "value": 1}])
-    assert "conditions[1]" in error.value.detail and "like" in str(error.value.detail)
+    assert "conditions[1]" in error.value.errors and "like" in str(error.value.errors)
 
 
 def test_parse_filter_feeds_select_samples(filled):
@@ -301,7 +301,7 @@ def test_parse_filter_feeds_select_samples(filled):
         "cam1/d.jpg",
     ]
     for bad in ([1], {"tags": "x"}, {"tag": 5}, {"conditions": "x:zz:1"}):
-        with pytest.raises(ValidationError):
+        with pytest.raises(DomainError):
             parse_filter(bad)
 
 
@@ -359,14 +359,20 @@ def test_text_operation_with_a_fallback(filled, viewer_api):
         ("a:iin:rain", 'a iin: value must be a JSON list of strings, such as ["a", "b"]'),
         ('a:iin:["rain", 3]', "a iin: 3 is not a string"),
         ("a:iin:[]", "a iin: the list must have 1 to 1000 strings (got 0)"),
+        ({"path": "a", "op": "iin", "value": ["x"] * 1001}, "a iin: the list must have 1 to 1000 strings (got 1001)"),
+        ("a:in:5", 'a in: value must be a JSON list, such as [1, 2] or ["a", "b"]'),
+        ("a:in:[1, [2]]", "a in: [2] is not a string, number or boolean"),
+        ("a:in:[1, null]", "a in: None is not a string, number or boolean"),
+        ("a:in:[]", "a in: the list must have 1 to 1000 values (got 0)"),
+        ({"path": "a", "op": "in", "value": [1] * 1001}, "a in: the list must have 1 to 1000 values (got 1001)"),
         ("a:icontains:" + "x" * 1025, "a icontains: the text must be at most 1024 characters"),
         ("a:like:x", "op 'like' (path 'a') is not one of eq, ne, lt, lte, gt, gte, in, exists, contains, icontains"),
     ],
 )
 def test_bad_text_conditions_are_named(raw, message):
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(DomainError) as caught:
         parse_conditions([raw])
-    assert message in str(caught.value.detail["conditions[0]"][0])
+    assert message in str(caught.value.errors["conditions[0]"][0])
 
 
 def test_a_bad_text_condition_is_a_400_through_the_api(filled, viewer_api):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.exceptions import ValidationError
 
 from curation import ingest, storage
+from curation.errors import DomainError
 from curation.models import Sample
 from tests.api.test_upload import full_dataset, jpeg, thumbs_dataset  # noqa: F401  (fixtures)
 
@@ -47,8 +47,9 @@ def test_a_thumbnails_dataset_keeps_no_original(thumbs_dataset, editor):
 
 
 def test_a_meta_dataset_takes_no_image_files(dataset, editor):
-    with pytest.raises(ValidationError, match="keeps no pixels"):
+    with pytest.raises(DomainError, match="keeps metadata only") as caught:
         ingest.store_images(dataset, _files("a.jpg"), creator=editor)
+    assert caught.value.errors == {"upload_mode": [ingest.META_MODE_MESSAGE]}
     assert not Sample.objects.filter(dataset=dataset).exists()
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from curation.models import Sample
 from tests.factories import make_samples
+from winnow.values import MAX_METADATA_BYTES
 
 pytestmark = pytest.mark.django_db
 
@@ -158,8 +159,6 @@ def test_too_deep_metadata_is_rejected(samples, editor_api):
 
 
 def test_oversized_metadata_is_rejected_as_in_sample_registration(samples, editor_api):
-    from curation.metadata import MAX_METADATA_BYTES
-
     body = document({"img_000000.jpg": {"a": 1}, "img_000001.jpg": {"notes": "x" * MAX_METADATA_BYTES}})
     response = editor_api.post(url(samples), body, format="json")
     assert response.status_code == 400

@@ -10,10 +10,10 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, columns, tagging
 from curation.api.analytics import _histograms_from_columns, histograms
+from curation.errors import DomainError
 from curation.filters import parse_filter, select_samples
 from curation.models import Dataset, FieldType, MetadataColumns, MetadataField
 from curation.services import add_samples, delete_dataset
@@ -352,8 +352,8 @@ def _spy(monkeypatch, module, name: str) -> list:
 def _tag_or_error(dataset, name: str, filter_obj, **kwargs):
     try:
         tag = tagging.tag_from_filter(dataset, name, filter_obj, **kwargs)
-    except ValidationError as exc:
-        return exc.detail
+    except DomainError as exc:
+        return exc.errors
     return bytes(tag.bitmask), tag.count, tag.parent_id
 
 

@@ -147,6 +147,11 @@ def test_the_current_filter_exports_directly(viewer_api, data, owner):
     "params, message",
     [
         ({"format": "xml"}, "format: unknown format 'xml'"),
+        # The format is checked before the filter is parsed and run.
+        (
+            {"format": "xml", "filter": '{"conditions": ["speed:iin:abc"]}'},
+            "format: unknown format 'xml'; accepted: filenames, csv, json, label-studio",
+        ),
         ({"format": "csv", "filter": "{"}, "filter: must be a JSON object"),
         (
             {"format": "csv", "filter": '{"conditions": ["speed:iin:abc"]}'},

@@ -192,7 +192,11 @@ def test_thumbnails_mode_keeps_only_the_thumbnail(editor_api, thumbs_dataset, me
 def test_meta_mode_takes_no_pixels(editor_api, dataset, media):
     response = upload(editor_api, dataset, [("x.jpg", jpeg())])
     assert response.status_code == 400
-    assert "meta" in response.json()["detail"]
+    message = (
+        "this dataset keeps metadata only (meta): it takes no image files; "
+        'register samples as JSON {"samples": [{"file_name": ...}]}'
+    )
+    assert response.json() == {"detail": f"upload_mode: {message}", "errors": {"upload_mode": [message]}}
     assert not Sample.objects.filter(dataset=dataset).exists()
     assert stored_files(media) == []
 

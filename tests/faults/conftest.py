@@ -8,15 +8,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import ROOT
 from tests.private_postgres import PrivatePostgres, free_port, start_private_postgres
+from winnow.waiting import NotAnswering, wait_for_http
 
 # Left out of the served processes' environment: they talk to the private server, tasks run in-process.
 NOT_INHERITED = {
@@ -108,15 +107,11 @@ def serve(kind: str, env: dict, log_dir: Path) -> ServedWinnow:
     log = log_path.open("ab")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     served = ServedWinnow(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{kind} exited at start:\n{served.log()}")
-        try:
-            if requests.get(f"{served.base}/api/v1/health", timeout=5).status_code in (200, 503):
-                return served
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    served.stop()
-    raise AssertionError(f"{kind} did not answer within 90 s:\n{served.log()}")
+    try:  # 503: up, with a dependency down (what some of these tests arrange)
+        wait_for_http(f"{served.base}/api/v1/health", proc, timeout=90, statuses=(200, 503), request_timeout=5)
+    except NotAnswering as exc:
+        if exc.exited:
+            raise AssertionError(f"{kind} exited at start:\n{served.log()}") from None
+        served.stop()
+        raise AssertionError(f"{kind} did not answer within 90 s:\n{served.log()}") from None
+    return served

@@ -22,6 +22,11 @@ LAYERS = {"curation": 0, "sampling": 1, "winnow.lightly": 2}
 # Django-free cores: pure functions over arrays, files and values, shared by client, server and workers.
 DJANGO_FREE = ("sampling.samplers", "winnow.client", "winnow.values")
 SERVER_ONLY = ("django", "rest_framework", "celery", "curation", "sampling")
+# The edge of the domain apps: their REST views and serializers, the only modules there that speak HTTP. Every other
+# module of curation and sampling (services, models, tasks, pages) takes plain values and raises
+# curation.errors.DomainError, which the API maps to its 4xx shape.
+EDGE = ("curation.api", "sampling.api")
+HTTP_FRAMEWORK = ("rest_framework", "drf_spectacular")
 
 
 def _modules() -> dict[str, Path]:
@@ -149,6 +154,29 @@ def test_cores_import_no_server_code(core):
         if _under(target, SERVER_ONLY) and not _under(target, (core,))
     ]
     assert not wrong, f"{core} must run without Django and the server apps:\n" + "\n".join(wrong)
+
+
+def _http_imports(modules: dict[str, Path]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{line} imports {target}"
+        for module, path in modules.items()
+        if _under(module, ("curation", "sampling")) and not _under(module, EDGE)
+        for target, _, line in _imports(path, module)
+        if _under(target, HTTP_FRAMEWORK)
+    ]
+
+
+def test_services_never_import_the_rest_framework():
+    assert "curation.tagging" in MODULES and "sampling.tagging" in MODULES
+    wrong = _http_imports(MODULES)
+    assert not wrong, "services take plain values and raise DomainError, not DRF's exceptions:\n" + "\n".join(wrong)
+
+
+def test_the_checker_sees_a_service_importing_the_rest_framework(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from rest_framework.exceptions import ValidationError\n")
+    assert _http_imports({"curation.probe": probe}) == ["probe.py:1 imports rest_framework.exceptions"]
+    assert _http_imports({"curation.api.probe": probe, "sampling.api": probe}) == []
 
 
 def test_the_checker_sees_a_wrong_way_import(tmp_path):

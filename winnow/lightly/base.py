@@ -75,7 +75,7 @@ def authenticate(request):
 
 
 def first_message(detail) -> str:
-    """One readable line from a DRF ValidationError's detail: `field: message`."""
+    """One readable line from a DRF ValidationError's detail or a DomainError's errors: `field: message`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
             inner = first_message(value)
@@ -111,7 +111,7 @@ class LightlyView(View):
         except ValidationError as exc:
             return ApiError(self.invalid_status, "BAD_REQUEST", first_message(exc.detail)).response()
         except DomainError as exc:  # a service's refusal that no adapter check caught first
-            return ApiError(self.invalid_status, "BAD_REQUEST", first_message({exc.field: [exc.message]})).response()
+            return ApiError(self.invalid_status, "BAD_REQUEST", first_message(exc.errors)).response()
         except RequestDataTooBig:
             return ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large.").response()
         except SuspiciousOperation as exc:  # Django's other request limits (too many parameters)

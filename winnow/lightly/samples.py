@@ -18,6 +18,7 @@ from django.urls import reverse
 from curation import bitmask, columns, services, signing, tagging
 from curation.access import get_dataset
 from curation.api.files import serve_key
+from curation.errors import DomainError
 from curation.images import CONTENT_TYPES
 from curation.models import Dataset, Role, Sample, Tag, TagOrigin
 from winnow.lightly.base import ApiError, LightlyView, json_string, ms, no_content, not_found
@@ -137,6 +138,8 @@ class SampleListView(LightlyView):
                     columns.samples_added(dataset.pk)
                 elif not Tag.objects.filter(dataset=dataset, name=services.INITIAL_TAG).exists():
                     refresh_initial_tag(dataset, request.user)
+        except DomainError:  # a tag refused (a name race): the view answers it as itself, not as a bad file name
+            raise
         except ValueError as exc:
             raise self.invalid(f"fileName: {exc}") from None
         # A file name already present is the same sample: registering is idempotent by file name.

@@ -19,9 +19,9 @@ import secrets
 from django.db import transaction
 from django.db.models import Q
 from django.http import JsonResponse
-from rest_framework.exceptions import ValidationError
 
 from curation import bitmask, predictions, tagging
+from curation.errors import DomainError
 from curation.models import Role, Tag, TagOrigin
 from sampling import services as sampling
 from sampling import tagging as sampling_tags
@@ -65,8 +65,8 @@ class SamplingView(LightlyView):
             )
         try:
             tagging.check_name(dataset, name)
-        except ValidationError as exc:
-            raise self.invalid(first_message(exc.detail), "TAG_NAME_EXISTS") from None
+        except DomainError as exc:
+            raise self.invalid(first_message(exc.errors), "TAG_NAME_EXISTS") from None
         method = body.get("method")
         if method not in STRATEGIES:
             raise self.invalid(
@@ -206,8 +206,8 @@ def finish_selection(run_id: str) -> tuple[SamplingRun, dict]:
             return run, marker
         try:
             marker["result_tag"] = _result_tag(run).id
-        except ValidationError as exc:
-            marker["error"] = f"the run succeeded but its tag could not be made: {first_message(exc.detail)}"
+        except DomainError as exc:
+            marker["error"] = f"the run succeeded but its tag could not be made: {first_message(exc.errors)}"
         SamplingRun.objects.filter(pk=run.pk).update(parameters={**run.parameters, "lightly": marker})
     return run, marker
 
