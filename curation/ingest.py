@@ -63,6 +63,14 @@ class UploadOutcome:
         return {"created": self.created, "replaced": self.replaced, "skipped": self.skipped, "rejected": self.rejected}
 
 
+def check_takes_images(dataset: Dataset) -> None:
+    """Refuse image uploads to a dataset that keeps no pixels (`meta`): DomainError naming upload_mode.
+
+    The API calls it before reading a multipart body, so a refused upload is not spooled first."""
+    if not dataset.has_pixels:
+        raise DomainError(META_MODE_MESSAGE, "upload_mode")
+
+
 def store_images(
     dataset: Dataset,
     files: list,
@@ -80,8 +88,7 @@ def store_images(
     metadata. Raises DomainError for a batch that cannot be read as a whole; a single bad file is rejected
     in the outcome while the rest lands.
     """
-    if not dataset.has_pixels:
-        raise DomainError(META_MODE_MESSAGE, "upload_mode")
+    check_takes_images(dataset)
     metadata = metadata or {}
     if not files:
         raise DomainError("no files in the request: send the images as `files` parts", "files")

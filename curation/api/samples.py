@@ -415,6 +415,7 @@ class SampleList(APIView):
     def post(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id, need=Role.EDITOR)
         if (request.content_type or "").startswith("multipart/"):
+            ingest.check_takes_images(dataset)  # before the body is read
             outcome = ingest.store_images(
                 dataset, request.FILES.getlist("files"), creator=request.user, **_upload_form(request.data)
             )
