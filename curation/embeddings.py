@@ -394,10 +394,7 @@ class _MatrixBuilder:
                 self.unknown.append((line, file_name))
         if candidates:
             line, file_name, earlier = min(candidates)
-            raise EmbeddingError(
-                f"{self.unit} {line} ({file_name!r}): the file name is also on {self.unit} "
-                f"{earlier}; each sample must appear once"
-            )
+            raise EmbeddingError(embeddings_csv.repeated_name_error(self.unit, line, file_name, earlier))
         self.unknown_count += int(idx.size - known.size)
         self.matrix[k_idx] = block.matrix[known]
         self.labels[k_idx] = block.labels[known]
