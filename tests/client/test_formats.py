@@ -184,3 +184,27 @@ def test_load_custom_metadata_names_the_entry_at_fault(tmp_path, data, message):
     path.write_text(json.dumps(data))
     with pytest.raises(FormatError, match=message):
         load_custom_metadata(path)
+
+
+# The metadata file is decoded by the server's reader (winnow.safejson), as an uploaded file is (issue 13).
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_load_custom_metadata_reads_what_the_server_reads(tmp_path, encoding):
+    data = {"images": [{"id": 0, "file_name": "été.jpg"}], "metadata": [{"image_id": 0, "t": 1.5}]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding=encoding)
+    assert load_custom_metadata(path) == data
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"images": [], "metadata": [{"image_id": 0, "t": NaN}]}', r"not valid JSON \(NaN is not a JSON number\)$"),
+        ("[" * 70 + "]" * 70, r"not valid JSON \(file\[0\] is nested more than 64 levels deep\)$"),
+        ('{"images": [', r"not valid JSON \(Expecting value: line 1 column 13 \(char 12\)\)$"),
+    ],
+)
+def test_load_custom_metadata_refuses_what_the_server_refuses(tmp_path, text, message):
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(FormatError, match=message):
+        load_custom_metadata(path)

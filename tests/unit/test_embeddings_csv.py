@@ -70,8 +70,8 @@ def test_a_header_past_the_servers_dimension_limit_is_refused_only_with_a_limit(
 
 # Lightly's dialect that the client's own reader used to take and the server refused (issue 13: one parser).
 LIGHTLY_EXTRAS = (
-    "filenames,embedding_0,masked,embedding_1,selected,labels\r\ncam\\a.jpg,1.5,0,-2,1,4\r\nb.jpg,3,1,0.25,0,5\r\n"
-).encode()
+    b"filenames,embedding_0,masked,embedding_1,selected,labels\r\ncam\\a.jpg,1.5,0,-2,1,4\r\nb.jpg,3,1,0.25,0,5\r\n"
+)
 
 
 @pytest.mark.parametrize("block_bytes", [1, 16, 1 << 20])

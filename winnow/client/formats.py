@@ -205,12 +205,18 @@ def save_custom_metadata(path: str | os.PathLike, custom_metadata) -> None:
 
 
 def load_custom_metadata(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """Read a custom metadata JSON file and check its COCO-like shape (the error names the entry)."""
-    with open(path) as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}: not valid JSON: {exc}") from None
+    """Read a custom metadata JSON file as the server reads an uploaded one, then check its COCO-like shape.
+
+    The bytes are decoded by the server's own reader (winnow.safejson: UTF-8, -16 or -32 with or without a BOM;
+    NaN and Infinity refused; bounded nesting), so a file loads here exactly when the server would take it as
+    an upload, and a fault is named in the same words (the entry at fault, or why the JSON is not valid).
+    """
+    from winnow import safejson
+
+    try:
+        data = safejson.loads(Path(path).read_bytes(), "file", text=False)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and UnsafeJSON are ValueErrors
+        raise FormatError(f"{path}: not valid JSON ({exc})") from None
     check_custom_metadata(data)
     return data
 
