@@ -208,3 +208,25 @@ def test_load_custom_metadata_refuses_what_the_server_refuses(tmp_path, text, me
     path.write_text(text)
     with pytest.raises(FormatError, match=message):
         load_custom_metadata(path)
+
+
+def test_load_embeddings_streams_into_the_matrix_without_a_python_object_per_value(tmp_path, monkeypatch):
+    """The matrix is filled block by block (float32 blocks, then the float64 result): no list of floats per row."""
+    import tracemalloc
+
+    from winnow.client import embeddings_csv
+
+    monkeypatch.setattr(embeddings_csv, "BLOCK_BYTES", 256 << 10)  # a few blocks' text is small beside the matrix
+    n, d = 20_000, 64
+    embeddings = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    path = tmp_path / "e.csv"
+    save_embeddings(path, embeddings, [0] * n, [f"img_{i:06d}.jpg" for i in range(n)])
+    tracemalloc.start()
+    try:
+        loaded, _labels, _names = load_embeddings(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # float64 result (8 bytes a value) + the float32 blocks (4) + names; Python floats in lists take ~40.
+    assert peak < 2.5 * loaded.nbytes, peak / loaded.nbytes
+    np.testing.assert_array_equal(loaded, embeddings)
