@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from winnow.client.formats import FormatError
+from winnow.client.errors import FormatError
 
 BLOCK_BYTES = 8 << 20  # the CSV is read and parsed this many bytes at a time
 SKIPPED_COLUMNS = ("masked", "selected")  # Lightly's own columns that may sit among the embedding columns

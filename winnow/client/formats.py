@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from winnow import safejson
+from winnow.client import embeddings_csv
+from winnow.client.errors import FormatError
 from winnow.values import bad_value, size_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 MAX_ERRORS = 20  # problems a rejected metadata document reports
-
-
-class FormatError(ValueError):
-    """A file is not in the expected format; the message names the line or entry at fault."""
 
 
 class MetadataErrors(FormatError):
@@ -95,8 +94,6 @@ def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[int], lis
             width, a value that is not a finite float32, a label that is not an integer, an empty file
             name, a file name given twice, text that is not UTF-8, or no rows at all.
     """
-    from winnow.client import embeddings_csv  # it imports FormatError from here
-
     blocks = []
     seen: set[str] = set()
     n = 0
@@ -124,8 +121,6 @@ def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[int], lis
 
 
 def _raise_repeated(blocks) -> None:
-    from winnow.client import embeddings_csv
-
     seen: dict[str, int] = {}
     for block in blocks:
         for name, line in zip(block.file_names, block.line_numbers):
@@ -211,8 +206,6 @@ def load_custom_metadata(path: str | os.PathLike) -> dict[str, list[dict]]:
     NaN and Infinity refused; bounded nesting), so a file loads here exactly when the server would take it as
     an upload, and a fault is named in the same words (the entry at fault, or why the JSON is not valid).
     """
-    from winnow import safejson
-
     try:
         data = safejson.loads(Path(path).read_bytes(), "file", text=False)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and UnsafeJSON are ValueErrors
