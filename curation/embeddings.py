@@ -394,10 +394,7 @@ class _MatrixBuilder:
                 self.unknown.append((line, file_name))
         if candidates:
             line, file_name, earlier = min(candidates)
-            raise EmbeddingError(
-                f"{self.unit} {line} ({file_name!r}): the file name is also on {self.unit} "
-                f"{earlier}; each sample must appear once"
-            )
+            raise EmbeddingError(embeddings_csv.repeated_name_error(self.unit, line, file_name, earlier))
         self.unknown_count += int(idx.size - known.size)
         self.matrix[k_idx] = block.matrix[known]
         self.labels[k_idx] = block.labels[known]
@@ -577,7 +574,8 @@ def _npy_header(stream, what: str, ndim: int) -> tuple[tuple, np.dtype]:
 
 
 def _name_lines(stream) -> Iterator[tuple[int, str]]:
-    """(line number, file name) of a names file: one name a line, or a JSON list of strings."""
+    """(line number, file name) of a names file: one name a line, or a JSON list of strings; a backslash
+    becomes `/` (a path separator, as in the CSV and at registration)."""
     head = _read_exactly(stream, 1 << 16)
     body = io.BytesIO(head) if len(head) < (1 << 16) else _Joined(head, stream)
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
@@ -587,9 +585,11 @@ def _name_lines(stream) -> Iterator[tuple[int, str]]:
             raise EmbeddingError(f"the file names are not a valid JSON list ({exc})", "names") from None
         if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
             raise EmbeddingError("the file names JSON must be a list of strings", "names")
-        yield from enumerate(names, start=1)
+        yield from enumerate((name.replace("\\", "/") for name in names), start=1)
         return
     for first_line, text in _embedding_errors(embeddings_csv.text_blocks(body, BLOCK_BYTES)):
+        if "\\" in text:  # a path separator, as in the CSV and at registration
+            text = text.replace("\\", "/")
         for number, line in enumerate(text.split("\n"), start=first_line):
             line = line.rstrip("\r")
             if line.strip():

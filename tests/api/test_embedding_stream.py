@@ -246,6 +246,16 @@ def test_bad_npy_uploads_are_refused_naming_the_part(editor_api, registered, med
     nothing_stored(registered, media)
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["lines", "json"])
+def test_npy_names_with_backslashes_name_the_registered_samples(editor_api, registered, as_json):
+    """As in the CSV (winnow.client.embeddings_csv) and at registration, a backslash is a path separator."""
+    windows = [name.replace("/", "\\") for name in names(N)]
+    text = json.dumps(windows) if as_json else "\r\n".join(windows)
+    response = post_npy(editor_api, registered, npy_bytes(vectors(N, D)), text.encode())
+    assert response.status_code == 201, response.json()
+    np.testing.assert_array_equal(stored(registered, "bin")[0], vectors(N, D))
+
+
 def test_npy_labels_of_the_wrong_length_are_refused(editor_api, registered, media):
     response = post_npy(
         editor_api, registered, npy_bytes(vectors(N, D)), "\n".join(names(N)).encode(), npy_bytes(np.arange(N - 1))

@@ -13,6 +13,7 @@ from curation import embeddings, services
 from curation.embeddings import EmbeddingError, parse_csv
 from curation.models import Embedding, EmbeddingSource, Sample
 from tests.api.test_upload import stored_files
+from winnow.client.formats import FormatError, load_embeddings
 
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +207,21 @@ BAD = {
     "header only": (lambda: _rows_with(lambda lines: lines[:1]), "no rows"),
     "not utf-8": (lambda: b"filenames,embedding_0,labels\n\xff\xfe,1,0\n", "not UTF-8"),
     "quotes": (lambda: _rows_with(_set_row(3, '"cam/001.jpg,1,2,3,4,5,0')), "row 3"),
+    "empty name": (lambda: _rows_with(_set_row(3, ",1,2,3,4,5,0")), "row 3 (''): not a file name"),
+    "nul in a name": (lambda: _rows_with(_set_row(4, "cam/0\x0002.jpg,1,2,3,4,5,0")), "row 4 ('cam/0\\x0002.jpg')"),
+    "masked row short": (
+        lambda: _rows_with(
+            lambda lines: [
+                lines[0].replace(",labels", ",masked,labels"),
+                *(line.rsplit(",", 1)[0] + ",0," + line.rsplit(",", 1)[1] for line in lines[1:-1]),
+                lines[-1],
+            ]
+        ),
+        "row 13 ('cam/011.jpg'): has 5 values between the file name and labels, the header names 6 columns",
+    ),
 }
+# The faults found in the file itself, which the client's load_embeddings finds too (the others need the dataset).
+FILE_FAULTS = sorted(set(BAD) - {"unknown", "missing"})
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -218,6 +233,70 @@ def test_bad_csv_is_rejected_naming_the_row(case, editor_api, registered, media)
     assert message in response.json()["detail"], response.json()["detail"]
     assert not Embedding.objects.filter(dataset=registered).exists()
     assert stored_files(media) == []
+
+
+@pytest.mark.parametrize("case", FILE_FAULTS)
+def test_the_client_names_a_bad_file_in_the_servers_words(case, editor_api, registered, tmp_path):
+    """One parser (issue 13): the client's load_embeddings refuses the file with the API's message, word for word."""
+    data = BAD[case][0]()
+    path = tmp_path / "bad.csv"
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as refused:
+        load_embeddings(path)
+    response = post_csv(editor_api, registered, data)
+    assert response.status_code == 400
+    assert response.json()["detail"] == f"file: {refused.value}"
+
+
+def _dialect(kind: str) -> bytes:
+    """The same 12 rows (reversed, labels 0..11) written the ways a Lightly CSV comes."""
+    X, file_names, labels = vectors()[::-1], names()[::-1], list(range(N))[::-1]
+    if kind == "quoted":
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+        writer.writerow(["filenames", *(f"embedding_{i}" for i in range(D)), "labels"])
+        writer.writerows([name, *map(str, row), str(label)] for name, row, label in zip(file_names, X, labels))
+        return out.getvalue().encode()
+    text = make_csv(file_names, X, labels).decode()
+    lines = text.split("\r\n")[:-1]
+    if kind == "lightly":
+        return text.encode()
+    if kind == "bom, lf, blank lines":
+        return ("\ufeff" + "\n\n".join(lines[:6]) + "\n  \n" + "\n".join(lines[6:]) + "\n\n").encode()
+    if kind == "backslashes":
+        return text.replace("cam/", "cam\\").encode()
+    if kind == "header spaces":
+        return (lines[0].replace(",", ", ") + "\r\n" + "\r\n".join(lines[1:]) + "\r\n").encode()
+    if kind == "masked and selected":
+        head = lines[0].replace("embedding_2", "masked,embedding_2").replace(",labels", ",selected,labels")
+        rows = []
+        for line in lines[1:]:
+            fields = line.split(",")
+            rows.append(",".join([*fields[:3], "1", *fields[3:-1], "0", fields[-1]]))
+        return ("\r\n".join([head, *rows]) + "\r\n").encode()
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["lightly", "quoted", "bom, lf, blank lines", "backslashes", "header spaces", "masked and selected"]
+)
+def test_the_client_and_the_server_read_every_dialect_to_the_same_matrix(
+    kind, editor_api, registered, tmp_path, commit
+):
+    """One parser (issue 13): load_embeddings gives the names, values and labels the server stores."""
+    data = _dialect(kind)
+    path = tmp_path / "e.csv"
+    path.write_bytes(data)
+    client_matrix, client_labels, client_names = load_embeddings(path)
+    assert client_names == names()[::-1] and client_labels == list(range(N))[::-1]
+    with commit():
+        response = post_csv(editor_api, registered, data)
+    assert response.status_code == 201, response.json()
+    matrix, idx, labels = embeddings.load(Embedding.objects.get(pk=response.json()["id"]))
+    order = [names().index(name) for name in client_names]  # the sample idx of each client row
+    assert np.array_equal(np.asarray(matrix)[order], client_matrix.astype(np.float32))
+    assert np.array_equal(client_matrix.astype(np.float32), vectors()[::-1])
+    assert labels[np.searchsorted(idx, order)].tolist() == client_labels
 
 
 def test_missing_lists_at_most_ten(editor_api, registered):

@@ -243,3 +243,46 @@ def test_field_proposals_read_a_bounded_sample(dataset, viewer_api):
     [field] = body["fields"]
     assert field["path"] == "score" and field["type"] == "int" and field["coverage"] == 1.0
     assert field["distinct_values"] is None  # many
+
+
+# One reader (issue 13): the client's load_custom_metadata decodes a file as the server decodes an uploaded one.
+GOOD_FILE = '{"images": [{"file_name": "img_000001.jpg", "id": 1}], "metadata": [{"image_id": 1, "t": 2.5}]}'
+BAD_FILES = {
+    "nan": GOOD_FILE.replace("2.5", "NaN"),
+    "too deep": GOOD_FILE.replace("2.5", "[" * 70 + "]" * 70),
+    "cut short": GOOD_FILE[:40],
+    "not utf-8": GOOD_FILE.replace("img_", "\udcff"),
+}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_the_client_and_the_server_read_the_same_metadata_file(samples, editor_api, tmp_path, encoding):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from winnow.client.formats import load_custom_metadata
+
+    data = GOOD_FILE.encode(encoding)
+    (tmp_path / "m.json").write_bytes(data)
+    assert load_custom_metadata(tmp_path / "m.json") == json.loads(GOOD_FILE)
+    upload = SimpleUploadedFile("m.json", data, content_type="application/json")
+    response = editor_api.post(url(samples), {"file": upload}, format="multipart")
+    assert response.status_code == 200, response.content
+    assert metadata_of(samples)["img_000001.jpg"] == {"t": 2.5}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_the_client_refuses_a_bad_metadata_file_in_the_servers_words(case, samples, editor_api, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from winnow.client.formats import FormatError, load_custom_metadata
+
+    data = BAD_FILES[case].encode("utf-8", "surrogateescape")
+    path = tmp_path / "m.json"
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as refused:
+        load_custom_metadata(path)
+    upload = SimpleUploadedFile("m.json", data, content_type="application/json")
+    response = editor_api.post(url(samples), {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert str(refused.value) == f"{path}: {response.json()['detail'].removeprefix('file: ')}"
+    assert all(meta == {} for meta in metadata_of(samples).values())

@@ -66,3 +66,49 @@ def test_a_header_past_the_servers_dimension_limit_is_refused_only_with_a_limit(
         FormatError, match="row 1: the header has 3 embedding dimensions; this server accepts at most 2"
     ):
         embeddings_csv.parse_csv(text, max_dimension=2)
+
+
+# Lightly's dialect that the client's own reader used to take and the server refused (issue 13: one parser).
+LIGHTLY_EXTRAS = (
+    b"filenames,embedding_0,masked,embedding_1,selected,labels\r\ncam\\a.jpg,1.5,0,-2,1,4\r\nb.jpg,3,1,0.25,0,5\r\n"
+)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 16, 1 << 20])
+def test_lightlys_masked_and_selected_columns_are_skipped_and_backslashes_become_slashes(block_bytes):
+    blocks = list(embeddings_csv.csv_blocks(io.BytesIO(LIGHTLY_EXTRAS), block_bytes))
+    assert [n for b in blocks for n in b.file_names] == ["cam/a.jpg", "b.jpg"]
+    np.testing.assert_array_equal(np.concatenate([b.matrix for b in blocks]), [[1.5, -2], [3, 0.25]])
+    assert np.concatenate([b.labels for b in blocks]).tolist() == [4, 5]
+
+
+def test_spaces_around_header_names_are_ignored():
+    parsed = embeddings_csv.parse_csv(b"filenames, embedding_0 ,labels\nwin\\dir\\x.jpg,1,0\n")
+    assert parsed.file_names == ["win/dir/x.jpg"] and parsed.matrix.tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("filenames,embedding_0,labels\na.jpg,1,0\n,2,0\n", r"^row 3 \(''\): not a file name$"),
+        ('filenames,embedding_0,labels\n"",2,0\n', r"^row 2 \(''\): not a file name$"),
+        ("filenames,embedding_0,labels\na\x00.jpg,2,0\n", r"^row 2 \('a\\x00.jpg'\): not a file name$"),
+        ("filenames,masked,labels\na.jpg,1,0\n", r"^row 1: the header must be .*; it names no embedding column$"),
+        (
+            "filenames,embedding_0,masked,labels\na.jpg,1,0\n",
+            r"^row 2 \('a.jpg'\): has 1 values between the file name and labels, the header names 2 columns$",
+        ),
+        (
+            "filenames,embedding_0,selected,embedding_2,labels\na.jpg,1,0,2,0\n",
+            r"^row 1: column 4 is 'embedding_2', expected 'embedding_1'",
+        ),
+        (
+            "filenames,embedding_0,masked,labels\na.jpg,x,0,0\n",
+            r"^row 2 \('a.jpg'\): embedding_0 is 'x', not a number$",
+        ),
+    ],
+)
+def test_bad_names_and_special_columns_are_named_by_row(text, message, block_bytes):
+    with pytest.raises(FormatError, match=message):
+        list(embeddings_csv.csv_blocks(io.BytesIO(text.encode()), block_bytes))

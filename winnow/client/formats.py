@@ -5,6 +5,8 @@ The CSV is `filenames,embedding_0,...,embedding_{d-1},labels`, written by Python
 `{"images": [{"id", "file_name"}], "metadata": [{"image_id", ...}]}`. Files written here load in
 Lightly and the reverse. No Django: this module runs on training machines.
 
+`load_embeddings` reads the CSV with the server's own parser (winnow.client.embeddings_csv), so a file
+loads here exactly when the server would take it, and a fault is named in the server's words.
 `validate_custom_metadata` is the one check of a metadata document: the server runs it on every upload
 (curation.metadata) and the client before anything is sent, so both name the same entries at fault.
 """
@@ -13,26 +15,20 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from winnow import safejson
+from winnow.client import embeddings_csv
+from winnow.client.errors import FormatError
 from winnow.values import bad_value, size_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-_EMBEDDING_COLUMN = re.compile(r"embedding_\d+\Z")
-# Lightly tolerates these between the embedding columns and `labels`; we read past them.
-_SPECIAL_COLUMNS = {"masked", "selected"}
 MAX_ERRORS = 20  # problems a rejected metadata document reports
-
-
-class FormatError(ValueError):
-    """A file is not in the expected format; the message names the line or entry at fault."""
 
 
 class MetadataErrors(FormatError):
@@ -83,80 +79,54 @@ def save_embeddings(
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[int], list[str]]:
-    """Read a Lightly embeddings CSV.
+    """Read a Lightly embeddings CSV with the server's parser (winnow.client.embeddings_csv): the same files
+    load, to the same float32 values, and a bad file gets the words the server would answer.
+
+    The file is read as a stream, block by block, straight into the matrix. Lightly's `masked` and
+    `selected` columns are skipped; a backslash in a file name becomes `/`, as on the server.
 
     Returns:
-        (embeddings as a float64 (n, d) array, labels as ints, filenames), in file order.
+        (embeddings as a float64 (n, d) array holding the float32 values the server stores, labels as ints,
+        filenames), in file order.
 
     Raises:
-        FormatError: naming the line at fault: a wrong header, an empty row, a row of another
-            width, a value that is not a finite number, a label that is not an integer, a
-            duplicate file name, or no rows at all.
+        FormatError: naming the row at fault ("row 1" is the header): a wrong header, a row of another
+            width, a value that is not a finite float32, a label that is not an integer, an empty file
+            name, a file name given twice, text that is not UTF-8, or no rows at all.
     """
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle, delimiter=",")
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise FormatError(
-                f"{path}: the file is empty; expected a header `filenames,embedding_0,...,labels`"
-            ) from None
-        columns = _embedding_columns(header)
-        filenames: list[str] = []
-        labels: list[int] = []
-        rows: list[list[float]] = []
-        seen: dict[str, int] = {}
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                raise FormatError(f"line {line}: empty row")
-            if len(row) != len(header):
-                raise FormatError(f"line {line}: {len(row)} columns, but the header has {len(header)}")
-            name = row[0]
-            if not name:
-                raise FormatError(f"line {line}: empty file name")
+    blocks = []
+    seen: set[str] = set()
+    n = 0
+    with open(path, "rb") as handle:
+        for block in embeddings_csv.csv_blocks(handle, embeddings_csv.BLOCK_BYTES):
+            blocks.append(block)
+            n += len(block.file_names)
+            seen.update(block.file_names)
+            if len(seen) != n:
+                _raise_repeated(blocks)
+    if not blocks:
+        raise FormatError(embeddings_csv.NO_ROWS)
+    d = blocks[0].matrix.shape[1]
+    embeddings = np.empty((n, d), dtype=np.float64)
+    labels: list[int] = []
+    filenames: list[str] = []
+    row = 0
+    while blocks:
+        block = blocks.pop(0)  # each block's float32 matrix is freed once copied
+        embeddings[row : row + len(block.file_names)] = block.matrix
+        row += len(block.file_names)
+        labels += block.labels.tolist()
+        filenames += block.file_names
+    return embeddings, labels, filenames
+
+
+def _raise_repeated(blocks) -> None:
+    seen: dict[str, int] = {}
+    for block in blocks:
+        for name, line in zip(block.file_names, block.line_numbers):
             if name in seen:
-                raise FormatError(f"line {line}: file name {name!r} repeats line {seen[name]}")
+                raise FormatError(embeddings_csv.repeated_name_error("row", line, name, seen[name]))
             seen[name] = line
-            values = []
-            for col in columns:
-                try:
-                    value = float(row[col])
-                except ValueError:
-                    raise FormatError(f"line {line} ({name}): {header[col]}={row[col]!r} is not a number") from None
-                if not math.isfinite(value):
-                    raise FormatError(f"line {line} ({name}): {header[col]}={row[col]!r} is not finite")
-                values.append(value)
-            try:
-                label = int(row[-1])
-            except ValueError:
-                raise FormatError(f"line {line} ({name}): labels={row[-1]!r} is not an integer") from None
-            filenames.append(name)
-            labels.append(label)
-            rows.append(values)
-    if not rows:
-        raise FormatError(f"{path}: no rows after the header")
-    return np.asarray(rows, dtype=np.float64), labels, filenames
-
-
-def _embedding_columns(header: list[str]) -> list[int]:
-    """Indices of the embedding_i columns; validates the header as Lightly's check_embeddings does."""
-    if any(cell != cell.strip() for cell in header):
-        raise FormatError("line 1: the header must not contain whitespace")
-    if not header or header[0] != "filenames":
-        first = header[0] if header else ""
-        raise FormatError(f"line 1: the first column must be `filenames`, found {first!r}")
-    if header[-1] != "labels":
-        raise FormatError(f"line 1: the last column must be `labels`, found {header[-1]!r}")
-    columns = []
-    for i, cell in enumerate(header[1:-1], start=1):
-        if _EMBEDDING_COLUMN.match(cell):
-            columns.append(i)
-        elif cell not in _SPECIAL_COLUMNS:
-            raise FormatError(f"line 1: column {i + 1} must be `embedding_<i>`, found {cell!r}")
-    if not columns:
-        raise FormatError("line 1: no `embedding_<i>` columns")
-    return columns
 
 
 def save_file_names(path: str | os.PathLike, filenames: Iterable[str]) -> int:
@@ -230,12 +200,16 @@ def save_custom_metadata(path: str | os.PathLike, custom_metadata) -> None:
 
 
 def load_custom_metadata(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """Read a custom metadata JSON file and check its COCO-like shape (the error names the entry)."""
-    with open(path) as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}: not valid JSON: {exc}") from None
+    """Read a custom metadata JSON file as the server reads an uploaded one, then check its COCO-like shape.
+
+    The bytes are decoded by the server's own reader (winnow.safejson: UTF-8, -16 or -32 with or without a BOM;
+    NaN and Infinity refused; bounded nesting), so a file loads here exactly when the server would take it as
+    an upload, and a fault is named in the same words (the entry at fault, or why the JSON is not valid).
+    """
+    try:
+        data = safejson.loads(Path(path).read_bytes(), "file", text=False)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and UnsafeJSON are ValueErrors
+        raise FormatError(f"{path}: not valid JSON ({exc})") from None
     check_custom_metadata(data)
     return data
 
