@@ -498,6 +498,10 @@ class Match:
                 break
         return found
 
+    def everything(self) -> bool:
+        """Whether every sample matches (no tag, no condition): callers then skip the block masks."""
+        return not (self.masks or self.numeric or self.categorical)
+
     def count(self) -> int:
         return sum(
             int(self.block(lo, min(self.store.size, lo + BLOCK)).sum()) for lo in range(0, self.store.size, BLOCK)
@@ -854,20 +858,30 @@ def _category_ranks(categories: list[str], others: list[str]) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _first_after(keys: np.ndarray, idx: np.ndarray, k: int, after: tuple[float, int] | None) -> tuple:
-    """The `k` smallest (key, idx) pairs strictly after `after`, in order: (keys, idx). NaN is never a key."""
+def _first_after(keys: np.ndarray, idx: np.ndarray | None, k: int, after) -> tuple:
+    """The `k` smallest keys strictly after `after`, in order: (keys, idx). With `idx`, pairs (float key, idx), ties
+    by idx; without, the keys are unique int64 (rank and idx in one). NaN is never a key."""
     if after is not None:
-        keep = (keys > after[0]) | ((keys == after[0]) & (idx > after[1]))
-        keys, idx = keys[keep], idx[keep]
+        if idx is None:
+            keep = keys > after
+        else:
+            keep = (keys > after[0]) | ((keys == after[0]) & (idx > after[1]))
+        keys = keys[keep]
+        idx = None if idx is None else idx[keep]
     if keys.size > k:
-        last = np.partition(keys, k - 1)[k - 1]
-        below = np.flatnonzero(keys < last)
-        tied = np.flatnonzero(keys == last)
-        need = k - below.size
-        if need < tied.size:
-            tied = tied[np.argpartition(idx[tied], need - 1)[:need]]
-        chosen = np.concatenate([below, tied])
-        keys, idx = keys[chosen], idx[chosen]
+        if idx is None:
+            keys = np.partition(keys, k - 1)[:k]
+        else:
+            last = np.partition(keys, k - 1)[k - 1]
+            below = np.flatnonzero(keys < last)
+            tied = np.flatnonzero(keys == last)
+            need = k - below.size
+            if need < tied.size:
+                tied = tied[np.argpartition(idx[tied], need - 1)[:need]]
+            chosen = np.concatenate([below, tied])
+            keys, idx = keys[chosen], idx[chosen]
+    if idx is None:
+        return np.sort(keys), None
     order = np.lexsort((idx, keys))
     return keys[order], idx[order]
 
@@ -880,15 +894,16 @@ def sorted_page(
     cursor `position` ({"k": the value's JSON text, "i": idx}); None when the columns cannot order the field
     exactly (SQL answers then). Any number of ties: every block's first `k` are kept, then the first `k` of those.
 
-    A categorical field orders by its categories' ranks in jsonb order (asked of PostgreSQL once per request); a
-    numeric one by its float64 values when no number has more than EXACT_DIGITS significant digits (then distinct
-    numbers have distinct floats in the same order) and the field holds numbers only."""
+    A categorical field orders by its categories' ranks in jsonb order (asked of PostgreSQL once per request), rank
+    and idx in one int64; a numeric one by its float64 values when no number has more than EXACT_DIGITS significant
+    digits (then distinct numbers have distinct floats in the same order) and the field holds numbers only."""
     store = found.store
     entry = store.fields.get(path)
     if not entry or not entry.get("kind"):
         return None
     cursor_missing = position is not None and position.get("k") in (None, "null")
-    if entry["kind"] == "numeric":
+    numeric = entry["kind"] == "numeric"
+    if numeric:
         if entry.get("odd") or entry.get("inexact", 1):
             return None  # values of another type, or numbers their floats cannot tell apart (or an older build)
         if fallback is not None and (isinstance(fallback, bool) or _exact_number(fallback) is None):
@@ -909,33 +924,45 @@ def sorted_page(
         extra = [json.dumps(fallback)] if fallback is not None else []
         if position is not None and not cursor_missing:
             extra.append(position["k"])
-        ranks = np.asarray(_category_ranks(texts, extra), dtype=np.float64)
-        cursor = float(ranks[-1]) if position is not None and not cursor_missing else None
-        # Per code (and, last, a missing value): its rank, the fallback's when missing, else +inf (missing last).
-        lut = np.append(ranks[: len(texts)], ranks[len(texts)] if fallback is not None else np.inf)
-    # The walk's order as ascending (key, idx): the value (negated when descending), missing as +inf; walking
-    # backwards, the exact reverse (both negated).
+        ranks = np.asarray(_category_ranks(texts, extra), dtype=np.int64)
+        top = int(ranks.max(initial=0)) + 1  # missing values (without a fallback) come after every rank
+        if descending:
+            ranks = (top - 1) - ranks
+        cursor = int(ranks[-1]) if position is not None and not cursor_missing else None
+        # Per code (and, last, a missing value): its rank, the fallback's when missing, else `top`; times the size,
+        # so that adding the idx gives one int64 that orders by rank, then idx.
+        lut = np.append(ranks[: len(texts)], ranks[len(texts)] if fallback is not None else top) * store.size
+    # The walk's order as ascending keys: the value (negated when descending), missing last; walking backwards,
+    # the exact reverse (negated).
     sign = -1.0 if descending else 1.0
     flip = -1 if backwards else 1
     after = None
     if position is not None:
-        key = np.inf if cursor_missing else cursor * sign
-        after = (key * flip, int(position["i"]) * flip)
-    kept_keys, kept_idx = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+        at = int(position["i"])
+        if numeric:
+            after = ((np.inf if cursor_missing else cursor * sign) * flip, at * flip)
+        else:
+            after = ((top if cursor_missing else cursor) * store.size + at) * flip
+    everything = found.everything()
+    kept_keys, kept_idx = [np.zeros(0, dtype=np.float64 if numeric else np.int64)], [np.zeros(0, dtype=np.int64)]
     for lo in range(0, store.size, BLOCK):
         hi = min(store.size, lo + BLOCK)
-        hits = np.flatnonzero(found.block(lo, hi))
-        if entry["kind"] == "numeric":
+        hits = slice(None) if everything else np.flatnonzero(found.block(lo, hi))
+        idx = np.arange(lo, hi, dtype=np.int64) if everything else hits + lo
+        if numeric:
             values = _numeric_effective(
                 store.array(entry["values_key"])[lo:hi][hits], store.array(entry["state_key"])[lo:hi][hits], fallback
             )
             keys = np.where(np.isnan(values), np.inf, values * sign)
+            block_keys, block_idx = _first_after(keys * flip, idx * flip, k, after)
+            kept_idx.append(block_idx)
         else:
-            codes = np.asarray(store.array(entry["codes_key"])[lo:hi][hits], dtype=np.int64)
-            keys = lut[np.where(codes >= 0, codes, lut.size - 1)]
-            keys = np.where(np.isinf(keys), keys, keys * sign)
-        block_keys, block_idx = _first_after(keys * flip, (hits + lo) * flip, k, after)
+            codes = store.array(entry["codes_key"])[lo:hi][hits]
+            keys = lut.take(codes, mode="wrap") + idx  # a code of -1 (missing) takes the last slot
+            block_keys, _none = _first_after(keys * flip, None, k, after)
         kept_keys.append(block_keys)
-        kept_idx.append(block_idx)
-    _keys, idx = _first_after(np.concatenate(kept_keys), np.concatenate(kept_idx), k, None)
-    return (idx * flip).tolist()
+    if numeric:
+        _keys, idx = _first_after(np.concatenate(kept_keys), np.concatenate(kept_idx), k, None)
+        return (idx * flip).tolist()
+    keys, _none = _first_after(np.concatenate(kept_keys), None, k, None)
+    return ((keys * flip) % store.size).tolist()

@@ -293,6 +293,7 @@ def _walk(api, url, params, key="next"):
         assert response.status_code == 200, response.content
         body = response.json()
         names.append([r["file_name"] for r in body["results"]])
+        assert len(names) <= 1000, "the links go round in circles"
         link = body[key]
         if not link:
             return names, body
