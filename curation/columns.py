@@ -5,7 +5,8 @@ PostgreSQL stays the system of record. A worker derives, per configured field, o
 fixed blocks of BLOCK samples, so a request's memory does not grow with the dataset:
 
 - numeric fields (int, float): `values` float64 (the JSON number, NaN otherwise) and `state` int8
-  (0 a number, 1 missing: absent or JSON null, 2 another JSON type);
+  (0 a number, 1 missing: absent or JSON null, 2 another JSON type); the manifest counts the values of another
+  type (`odd`) and the numbers the float64 rounds (`inexact`, more than 15 significant digits);
 - other fields (categorical, boolean): `codes` int32 into a list of the distinct values as PostgreSQL
   prints them (`"rain"`, `3`, `true`), -1 missing. A field with more than MAX_CATEGORIES distinct values
   gets no column (its histograms stay in SQL).
@@ -25,6 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 import numpy as np
@@ -165,6 +167,8 @@ def _fresh(dataset: Dataset, row, configured: list[tuple[str, str]]) -> Store | 
         # An entry without a kind is a field the build gave no column (too many values): fresh, not usable.
         if not entry or entry.get("type") != field_type:
             return None
+        if entry.get("kind") == "numeric" and "inexact" not in entry:
+            return None  # built before numbers were checked for rounding: rebuilt once, sorts read it then
     return Store(size=row.size, fields={path: row.fields[path] for path, _t in configured})
 
 
@@ -213,25 +217,28 @@ def _range_sql(field: MetadataField) -> tuple[str, list]:
     )
 
 
-def _numeric_block(field: MetadataField, dataset_id: str, lo: int, hi: int, values, state, seen) -> int:
+def _numeric_block(field: MetadataField, dataset_id: str, lo: int, hi: int, values, state, seen) -> tuple[int, int]:
+    """Fill values, state and seen for [lo, hi); (values of another type, numbers the float64 rounds)."""
     inner, params = _range_sql(field)
-    ((idx, nums, states, odd),) = _packed(
+    ((idx, nums, states, odd, inexact),) = _packed(
         "SELECT string_agg(int4send(idx::int), ''::bytea), "
         "string_agg(float8send(CASE WHEN jsonb_typeof(j) = 'number' THEN j::float8 ELSE 'NaN'::float8 END), "
         "''::bytea), "
         "string_agg(int2send((CASE WHEN jsonb_typeof(j) = 'number' THEN 0 "
         "WHEN j IS NULL OR j = 'null'::jsonb THEN 1 ELSE 2 END)::int2), ''::bytea), "
-        "count(*) FILTER (WHERE jsonb_typeof(j) NOT IN ('number', 'null')) "
+        "count(*) FILTER (WHERE jsonb_typeof(j) NOT IN ('number', 'null')), "
+        # Numbers the float64 does not give back (more than 15 significant digits): ordering by the float is not exact.
+        "count(*) FILTER (WHERE jsonb_typeof(j) = 'number' AND (j::float8)::numeric <> j::numeric) "
         f"FROM ({inner}) AS s",
         [*params, dataset_id, lo, hi],
     )
     if idx is None:
-        return 0
+        return 0, 0
     at = np.frombuffer(bytes(idx), dtype=">i4").astype(np.int64) - lo
     values[at] = np.frombuffer(bytes(nums), dtype=">f8")
     state[at] = np.frombuffer(bytes(states), dtype=">i2").astype(np.int8)
     seen[at] = True
-    return int(odd)
+    return int(odd), int(inexact)
 
 
 def _category_block(field: MetadataField, dataset_id: str, lo: int, hi: int, codes, seen, known: dict) -> bool:
@@ -270,11 +277,13 @@ def _build_field(field: MetadataField, dataset_id: str, size: int, folder: str, 
             vpath, values = _spooled(size, np.float64, np.nan)
             spath, state = _spooled(size, np.int8, MISSING)
             spooled += [vpath, spath]
-            odd = 0
+            odd = inexact = 0
             for lo in range(0, size, BLOCK):
                 hi = min(size, lo + BLOCK)
                 seen = np.zeros(hi - lo, dtype=bool)
-                odd += _numeric_block(field, dataset_id, lo, hi, values[lo:hi], state[lo:hi], seen)
+                block_odd, block_inexact = _numeric_block(field, dataset_id, lo, hi, values[lo:hi], state[lo:hi], seen)
+                odd += block_odd
+                inexact += block_inexact
                 seen_all[lo:hi] &= seen
             values.flush()
             state.flush()
@@ -282,6 +291,7 @@ def _build_field(field: MetadataField, dataset_id: str, size: int, folder: str, 
             entry.update(
                 kind="numeric",
                 odd=odd,
+                inexact=inexact,
                 values_key=storage.save_file(f"{folder}{field.pk}-values.npy", vpath),
                 state_key=storage.save_file(f"{folder}{field.pk}-state.npy", spath),
             )
@@ -487,6 +497,10 @@ class Match:
             if len(found) >= k:
                 break
         return found
+
+    def everything(self) -> bool:
+        """Whether every sample matches (no tag, no condition): callers then skip the block masks."""
+        return not (self.masks or self.numeric or self.categorical)
 
     def count(self) -> int:
         return sum(
@@ -810,3 +824,145 @@ def sort_candidates(
     if chosen.size > MAX_SORT_CANDIDATES:
         return None
     return idx[chosen].tolist()
+
+
+# --- sorting by any field, ties and all ---------------------------------------------------------------------
+
+EXACT_DIGITS = 15  # a decimal of at most this many significant digits is the only one of them its float64 holds
+
+
+def _exact_number(value) -> float | None:
+    """`value` (a JSON number's text or a number) as the float64 that orders it exactly among the column's numbers
+    (a field without `inexact` numbers), or None when its float64 may stand for several decimals."""
+    try:
+        number = Decimal(value if isinstance(value, str) else json.dumps(value))
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    if number and not (Decimal("1e-300") < abs(number) < Decimal("1e300")):
+        return None
+    if len(number.normalize().as_tuple().digits) > EXACT_DIGITS:
+        return None
+    return float(number)
+
+
+def _category_ranks(categories: list[str], others: list[str]) -> list[int]:
+    """The rank (dense, from 0) of each of the categories' JSON texts and then of `others` (JSON texts) in
+    PostgreSQL's jsonb order, the very order of the SQL sort (strings in the database's collation)."""
+    rows = _packed(
+        "SELECT (dense_rank() OVER (ORDER BY u.x::jsonb))::int - 1 FROM unnest(%s::text[]) WITH ORDINALITY AS u(x, o) "
+        "ORDER BY u.o",
+        [[*categories, *others]],
+    )
+    return [r[0] for r in rows]
+
+
+def _first_after(keys: np.ndarray, idx: np.ndarray | None, k: int, after) -> tuple:
+    """The `k` smallest keys strictly after `after`, in order: (keys, idx). With `idx`, pairs (float key, idx), ties
+    by idx; without, the keys are unique int64 (rank and idx in one). NaN is never a key."""
+    if after is not None:
+        if idx is None:
+            keep = keys > after
+        else:
+            keep = (keys > after[0]) | ((keys == after[0]) & (idx > after[1]))
+        keys = keys[keep]
+        idx = None if idx is None else idx[keep]
+    if keys.size > k:
+        if idx is None:
+            keys = np.partition(keys, k - 1)[:k]
+        else:
+            last = np.partition(keys, k - 1)[k - 1]
+            below = np.flatnonzero(keys < last)
+            tied = np.flatnonzero(keys == last)
+            need = k - below.size
+            if need < tied.size:
+                tied = tied[np.argpartition(idx[tied], need - 1)[:need]]
+            chosen = np.concatenate([below, tied])
+            keys, idx = keys[chosen], idx[chosen]
+    if idx is None:
+        return np.sort(keys), None
+    order = np.lexsort((idx, keys))
+    return keys[order], idx[order]
+
+
+def sorted_page(
+    found: Match, path: str, fallback, *, descending: bool, position: dict | None, backwards: bool, k: int
+) -> list[int] | None:
+    """The idx of the next `k` matching samples in the order of a sort by the field `path` (Sort.ordering: the
+    value, missing values last, ties by idx ascending; walking backwards for a `previous` page), strictly after the
+    cursor `position` ({"k": the value's JSON text, "i": idx}); None when the columns cannot order the field
+    exactly (SQL answers then). Any number of ties: every block's first `k` are kept, then the first `k` of those.
+
+    A categorical field orders by its categories' ranks in jsonb order (asked of PostgreSQL once per request), rank
+    and idx in one int64; a numeric one by its float64 values when no number has more than EXACT_DIGITS significant
+    digits (then distinct numbers have distinct floats in the same order) and the field holds numbers only."""
+    store = found.store
+    entry = store.fields.get(path)
+    if not entry or not entry.get("kind"):
+        return None
+    cursor_missing = position is not None and position.get("k") in (None, "null")
+    numeric = entry["kind"] == "numeric"
+    if numeric:
+        if entry.get("odd") or entry.get("inexact", 1):
+            return None  # values of another type, or numbers their floats cannot tell apart (or an older build)
+        if fallback is not None and (isinstance(fallback, bool) or _exact_number(fallback) is None):
+            return None
+        cursor = None
+        if position is not None and not cursor_missing:
+            try:
+                value = json.loads(position["k"])
+            except ValueError:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None  # another JSON type in a cursor of a numbers-only field: SQL orders it
+            cursor = _exact_number(position["k"])
+            if cursor is None:
+                return None
+    else:
+        texts = store.categories(path)
+        extra = [json.dumps(fallback)] if fallback is not None else []
+        if position is not None and not cursor_missing:
+            extra.append(position["k"])
+        ranks = np.asarray(_category_ranks(texts, extra), dtype=np.int64)
+        top = int(ranks.max(initial=0)) + 1  # missing values (without a fallback) come after every rank
+        if descending:
+            ranks = (top - 1) - ranks
+        cursor = int(ranks[-1]) if position is not None and not cursor_missing else None
+        # Per code (and, last, a missing value): its rank, the fallback's when missing, else `top`; times the size,
+        # so that adding the idx gives one int64 that orders by rank, then idx.
+        lut = np.append(ranks[: len(texts)], ranks[len(texts)] if fallback is not None else top) * store.size
+    # The walk's order as ascending keys: the value (negated when descending), missing last; walking backwards,
+    # the exact reverse (negated).
+    sign = -1.0 if descending else 1.0
+    flip = -1 if backwards else 1
+    after = None
+    if position is not None:
+        at = int(position["i"])
+        if numeric:
+            after = ((np.inf if cursor_missing else cursor * sign) * flip, at * flip)
+        else:
+            after = ((top if cursor_missing else cursor) * store.size + at) * flip
+    everything = found.everything()
+    kept_keys, kept_idx = [np.zeros(0, dtype=np.float64 if numeric else np.int64)], [np.zeros(0, dtype=np.int64)]
+    for lo in range(0, store.size, BLOCK):
+        hi = min(store.size, lo + BLOCK)
+        hits = slice(None) if everything else np.flatnonzero(found.block(lo, hi))
+        idx = np.arange(lo, hi, dtype=np.int64) if everything else hits + lo
+        if numeric:
+            values = _numeric_effective(
+                store.array(entry["values_key"])[lo:hi][hits], store.array(entry["state_key"])[lo:hi][hits], fallback
+            )
+            keys = np.where(np.isnan(values), np.inf, values * sign)
+            block_keys, block_idx = _first_after(keys * flip, idx * flip, k, after)
+            kept_idx.append(block_idx)
+        else:
+            codes = store.array(entry["codes_key"])[lo:hi][hits]
+            keys = lut.take(codes, mode="wrap") + idx  # a code of -1 (missing) takes the last slot
+            block_keys, _none = _first_after(keys * flip, None, k, after)
+        kept_keys.append(block_keys)
+    if numeric:
+        _keys, idx = _first_after(np.concatenate(kept_keys), np.concatenate(kept_idx), k, None)
+        return (idx * flip).tolist()
+    keys, _none = _first_after(np.concatenate(kept_keys), None, k, None)
+    return ((keys * flip) % store.size).tolist()

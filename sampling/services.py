@@ -186,24 +186,23 @@ def _json_path(path: str):
     return expr
 
 
-def _sample_idx(dataset_id: str) -> np.ndarray:
-    # Only the idx column: a million ints, not a million model instances.
-    values = Sample.objects.filter(dataset_id=dataset_id).order_by("idx").values_list("idx", flat=True)
-    return np.fromiter(values.iterator(chunk_size=20_000), dtype=np.int64)
+def _sample_limit(dataset_id: str, rows: int | None) -> int:
+    """One past the last idx a run may score: next_idx, capped by the embedding's rows. Samples are numbered
+    densely 0..next_idx-1 (next_idx moves in the transaction that inserts them) and never deleted one by one."""
+    limit = Dataset.objects.filter(pk=dataset_id).values_list("next_idx", flat=True).first() or 0
+    return limit if rows is None else min(limit, rows)
 
 
-def _candidates(
-    existing: np.ndarray, rows: int | None, input_tag: Tag | None, preselected_tag: Tag | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates, preselected) as sorted idx arrays: existing samples, in the input tag, with an embedding row."""
-    cand = existing if rows is None else existing[existing < rows]
-    if input_tag is not None:
-        cand = np.intersect1d(cand, input_tag.indices(), assume_unique=True)
-    pre = np.zeros(0, dtype=np.int64)
-    if preselected_tag is not None:
-        pre = np.intersect1d(
-            existing if rows is None else existing[existing < rows], preselected_tag.indices(), assume_unique=True
-        )
+def _candidates(limit: int, input_tag: Tag | None, preselected_tag: Tag | None) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, preselected) as sorted idx arrays below `limit` (_sample_limit): every sample, or the input
+    tag's, from the tags' bits alone (no sample row is read)."""
+
+    def within(tag: Tag) -> np.ndarray:
+        idx = tag.indices().astype(np.int64, copy=False)
+        return idx[idx < limit]
+
+    cand = within(input_tag) if input_tag is not None else np.arange(limit, dtype=np.int64)
+    pre = within(preselected_tag) if preselected_tag is not None else np.zeros(0, dtype=np.int64)
     return cand, pre
 
 
@@ -211,9 +210,7 @@ def _candidate_count(dataset_id: str, rows: int | None, input_tag: Tag | None, p
     """How many samples a run would score (what _candidates leaves, less the preselected), from next_idx and the
     tags' bits alone: samples are numbered densely 0..next_idx-1 and never deleted one by one (initial-tag's bits),
     so the request reads no sample row whatever the dataset's size (at 10M, reading every idx took minutes)."""
-    limit = Dataset.objects.filter(pk=dataset_id).values_list("next_idx", flat=True).first() or 0
-    if rows is not None:
-        limit = min(limit, rows)
+    limit = _sample_limit(dataset_id, rows)
 
     def within(tag: Tag) -> np.ndarray:
         idx = tag.indices()
@@ -521,17 +518,20 @@ class Attempt:
 # ---- inputs --------------------------------------------------------------------------------------
 
 ID_CHUNK = 100_000
+# Ids of fewer than 1/ID_SUBSET_SHARE of the samples are read row by row (by index), more from the whole id map.
+ID_SUBSET_SHARE = 4
 
 
-def sample_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(idx ascending as int64, sample id of each) as two numpy arrays; no Python object per sample.
+def sample_id_map(dataset_id: str, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(idx ascending as int64, sample id of each) as two numpy arrays; no Python object per sample. With `only`
+    (ascending idx), the samples among them (PostgreSQL reads only those rows).
 
     On PostgreSQL one binary COPY streams the rows and numpy reads them in 4 MiB pieces; the ids
     come back as fixed-width bytes when every id is ASCII of one width (public ids are). Otherwise
     (SQLite, or ids of mixed width) a chunked values_list builds a str array.
     """
     if connection.vendor == "postgresql":
-        found = _copy_id_map(dataset_id)
+        found = _copy_id_map(dataset_id) if only is None else _copy_id_map(dataset_id, only)
         if found is not None:
             return found
     idx_parts, id_parts = [], []
@@ -546,7 +546,23 @@ def sample_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
     if chunk or not idx_parts:
         idx_parts.append(np.array([r[0] for r in chunk], dtype=np.int64))
         id_parts.append(np.array([r[1] for r in chunk], dtype=str))
-    return np.concatenate(idx_parts), np.concatenate(id_parts)
+    idx, ids = np.concatenate(idx_parts), np.concatenate(id_parts)
+    if only is not None:
+        keep = np.isin(idx, only)
+        idx, ids = idx[keep], ids[keep]
+    return idx, ids
+
+
+def sample_ids_of(dataset_id: str, idx: np.ndarray, size: int) -> np.ndarray:
+    """The ids of the samples `idx` (ascending) as a numpy array aligned with it: read from the whole id map when
+    `idx` is much of the dataset's `size` samples, else only their rows. SamplerError for an idx without a sample."""
+    only = None if len(idx) * ID_SUBSET_SHARE >= size else idx
+    map_idx, map_ids = sample_id_map(dataset_id, only)
+    at = np.minimum(np.searchsorted(map_idx, idx), max(len(map_idx) - 1, 0))
+    lost = np.flatnonzero(map_idx[at] != idx) if len(map_idx) else np.arange(len(idx))
+    if len(lost):
+        raise SamplerError(f"sample idx {int(idx[lost[0]])} has no sample any more ({len(lost)} in all)")
+    return map_ids[at]
 
 
 class _IdMapSink:
@@ -621,13 +637,17 @@ class _IdMapSink:
         return np.concatenate(self.idx_parts), np.concatenate(self.id_parts)
 
 
-def _copy_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _copy_id_map(dataset_id: str, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     table = Sample._meta.db_table
     sink = _IdMapSink()
+    where, params = "dataset_id = %s", [dataset_id]
+    if only is not None:
+        # The idx as one int4[] literal (ints we made, no Python object per sample): `{1,2,3}`.
+        where += " AND idx = ANY(%s::int4[])"
+        params.append("{" + ",".join(np.asarray(only, dtype=np.int64).astype(str)) + "}")
     with connection.cursor() as cursor:
         sql = cursor.cursor.mogrify(
-            f"COPY (SELECT idx, id FROM {table} WHERE dataset_id = %s ORDER BY idx) TO STDOUT WITH (FORMAT binary)",
-            [dataset_id],
+            f"COPY (SELECT idx, id FROM {table} WHERE {where} ORDER BY idx) TO STDOUT WITH (FORMAT binary)", params
         )
         cursor.cursor.copy_expert(sql.decode(), sink, size=1 << 20)
     return sink.finish()
@@ -637,11 +657,17 @@ def _copy_id_map(dataset_id: str) -> tuple[np.ndarray, np.ndarray] | None:
 class Inputs:
     selection: SelectionInput
     eff: np.ndarray  # effective candidates: candidates minus preselected, ascending idx
-    sample_idx: np.ndarray  # every sample's idx, ascending
-    sample_ids: np.ndarray | None  # sample id per entry of sample_idx: fixed-width bytes (public ids) or str
+    dataset_id: str
+    size: int  # the samples considered: idx 0..size-1
+
+    def ids_for(self, idx: np.ndarray) -> np.ndarray:
+        """The sample ids of `idx` (ascending), read when the scores are written: the only sample rows a run reads."""
+        return sample_ids_of(self.dataset_id, idx, self.size)
 
 
-def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = True) -> Inputs:
+def load_inputs(run: SamplingRun, *, with_matrix: bool = True) -> Inputs:
+    """What a run scores, from next_idx and the tags' bits as numpy arrays; no sample row is read (metadata
+    strategies read their field's values)."""
     params = run.parameters or {}
     for key in ("input_tag", "preselected_tag", "query_tag"):
         if params.get(key) and getattr(run, f"{key}_id") is None:
@@ -651,13 +677,9 @@ def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = 
     if needs_x and run.embedding_id is None:
         raise SamplerError("embedding: the embedding was deleted after the run was queued")
     embedding = run.embedding if needs_x else None
-    if with_ids:
-        sample_idx, sample_ids = sample_id_map(run.dataset_id)
-    else:
-        sample_idx, sample_ids = _sample_idx(run.dataset_id), None
     rows = embedding.count if embedding is not None else None
-    cand, pre = _candidates(sample_idx, rows, run.input_tag, run.preselected_tag)
-    n = rows if rows is not None else int(sample_idx[-1]) + 1 if len(sample_idx) else 0
+    n = _sample_limit(run.dataset_id, rows)
+    cand, pre = _candidates(n, run.input_tag, run.preselected_tag)
     metadata = {}
     for spec in strategies:
         if "field" in spec and spec["field"] not in metadata:
@@ -666,7 +688,7 @@ def load_inputs(run: SamplingRun, *, with_ids: bool = True, with_matrix: bool = 
     if query is not None and rows is not None:
         query = query[query < rows]
     selection = SelectionInput(embeddings=None, candidates=cand, preselected=pre, metadata=metadata, query=query)
-    inputs = Inputs(selection, np.setdiff1d(cand, pre, assume_unique=True), sample_idx, sample_ids)
+    inputs = Inputs(selection, np.setdiff1d(cand, pre, assume_unique=True), run.dataset_id, n)
     if with_matrix:
         attach_matrix(run, inputs)
     return inputs
@@ -781,12 +803,8 @@ def _execute(run_id: str, token: str, attempt: Attempt) -> str:
         # Scores past the top n_samples are the final distances to the picks: the largest is the radius.
         k = run.n_samples
         summary["covering_radius"] = float(scores[order[k]]) if len(order) > k else 0.0
-    write_scores(run_id, token, _ids_for(inputs, inputs.eff), scores, order, summary=summary)
+    write_scores(run_id, token, inputs.ids_for(inputs.eff), scores, order, summary=summary)
     return RunStatus.SUCCEEDED
-
-
-def _ids_for(inputs: Inputs, idx: np.ndarray) -> np.ndarray:
-    return inputs.sample_ids[np.searchsorted(inputs.sample_idx, idx)]
 
 
 # ---- scale-out -----------------------------------------------------------------------------------
@@ -820,7 +838,7 @@ def reduce_shard(run_id: str, token: str, shard: int, n_shards: int, *, eager: b
         def work():
             if attempt.should_stop():
                 raise Cancelled("cancelled")
-            inputs = load_inputs(run, with_ids=False)
+            inputs = load_inputs(run)
             sel = inputs.selection
             rows = shard_split(inputs.eff, n_shards)[shard]
             picks = (
@@ -872,7 +890,7 @@ def merge_shards(results: list, run_id: str, token: str, *, eager: bool) -> str:
                 "workers": sorted({r["worker"] for r in results}),
                 "covering_radius": radius,
             }
-            write_scores(run_id, token, _ids_for(inputs, inputs.eff), scores, order, summary=summary)
+            write_scores(run_id, token, inputs.ids_for(inputs.eff), scores, order, summary=summary)
             return RunStatus.SUCCEEDED
 
         return _guarded(run_id, attempt, work)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from curation import storage
 from curation.models import Sample
 from sampling import services
 from sampling.models import ImportanceScore, SamplingRun
 from sampling.samplers import SelectionInput, select
-from tests.api.test_sampling_runs import add_embedding, add_samples, add_tag, blobs, post_and_run
+from tests.api.test_sampling_runs import add_embedding, add_samples, add_tag, blobs, idx_walk, post_and_run
 from tests.test_s3_storage import s3, s3_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +53,7 @@ def test_id_map_with_ids_of_other_widths_falls_back_to_str(dataset):
 def test_id_map_without_copy_gives_the_same_arrays(dataset, monkeypatch):
     add_samples(dataset, 25)
     copied = services.sample_id_map(dataset.id)
-    monkeypatch.setattr(services, "_copy_id_map", lambda _dataset_id: None)  # the SQLite path
+    monkeypatch.setattr(services, "_copy_id_map", lambda *_args: None)  # the SQLite path
     monkeypatch.setattr(services, "ID_CHUNK", 4)
     idx, ids = services.sample_id_map(dataset.id)
     assert np.array_equal(idx, copied[0]) and ids.astype("S24").tolist() == copied[1].tolist()
@@ -220,6 +221,86 @@ def test_a_run_reads_the_matrix_as_a_memory_map(
     run_id = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks).json()["id"]
     assert SamplingRun.objects.get(pk=run_id).status == "succeeded"
     assert len(seen) == 1 and isinstance(seen[0], np.memmap)
+
+
+# ---- no sample row but the ids of what is scored ----------------------------------------------------------
+
+
+def _sample_statements(queries) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if '"curation_sample"' in q["sql"]]
+
+
+@pytest.mark.parametrize("input_name", [None, "input", "few"])
+@pytest.mark.parametrize("pre_name", [None, "labeled"])
+@pytest.mark.parametrize("strategy", ["coreset", "random"])
+def test_a_runs_inputs_come_from_next_idx_and_the_tags_bits_without_a_sample_row(
+    dataset, mapped, input_name, pre_name, strategy, monkeypatch
+):
+    tags = {**mapped, "few": add_tag(dataset, "few", [2, 9, 33, 78, 79])}
+    run = SamplingRun.objects.create(
+        dataset=dataset,
+        name="inputs",
+        strategy=strategy,
+        embedding=mapped["embedding"],
+        input_tag=tags.get(input_name),
+        preselected_tag=tags.get(pre_name),
+        parameters={"strategies": [{"strategy": strategy}]},
+    )
+    run = SamplingRun.objects.select_related("embedding", "input_tag", "preselected_tag", "query_tag").get(pk=run.pk)
+    id_maps = []
+    real = services.sample_id_map
+    monkeypatch.setattr(services, "sample_id_map", lambda *a: id_maps.append(a) or real(*a))  # a COPY, not captured
+    with CaptureQueriesContext(connection) as queries:
+        inputs = services.load_inputs(run)
+    assert not _sample_statements(queries) and not id_maps
+    cand, pre = idx_walk(dataset, 80 if strategy == "coreset" else None, tags.get(input_name), tags.get(pre_name))
+    assert inputs.selection.candidates.tolist() == cand.tolist()
+    assert inputs.selection.preselected.tolist() == pre.tolist()
+    assert inputs.eff.tolist() == np.setdiff1d(cand, pre).tolist()
+    ids = dict(Sample.objects.filter(dataset=dataset).values_list("idx", "id"))
+    assert [i.decode() for i in inputs.ids_for(inputs.eff).tolist()] == [ids[i] for i in inputs.eff.tolist()]
+
+
+@pytest.mark.parametrize("input_name", [None, "few"])
+def test_a_run_reads_sample_rows_only_for_the_ids_of_its_scores_and_scores_as_before(
+    editor_api, dataset, mapped, input_name, monkeypatch, django_capture_on_commit_callbacks
+):
+    few = add_tag(dataset, "few", [2, 9, 33, 40, 78])
+    reads = []
+    real = services.sample_id_map
+    monkeypatch.setattr(services, "sample_id_map", lambda *a: reads.append(a[1:]) or real(*a))
+    body = {"name": "whole", "embedding": mapped["embedding"].id, "strategy": "coreset", "n_samples": 3, "seed": 4}
+    if input_name:
+        body["input_tag"] = few.id
+    body["preselected_tag"] = mapped["labeled"].id
+    with CaptureQueriesContext(connection) as queries:
+        run_id = post_and_run(editor_api, dataset, body, django_capture_on_commit_callbacks).json()["id"]
+    run = SamplingRun.objects.get(pk=run_id)
+    assert run.status == "succeeded", run.error
+    assert not _sample_statements(queries)  # the POST and the run read no sample row through the ORM
+    cand = np.arange(80) if input_name is None else np.array([2, 9, 33, 40, 78])
+    pre = np.array([3, 10, 40, 75])
+    eff = np.setdiff1d(cand, pre)
+    # The ids: one COPY of the whole id map for the whole dataset, of the scored samples only for a small tag.
+    assert len(reads) == 1
+    if input_name is None:
+        assert reads[0] == (None,)
+    else:
+        assert reads[0][0].tolist() == eff.tolist()
+    expected = select(SelectionInput(mapped["X"], cand, pre, {}), [{"strategy": "coreset"}], n_samples=3, seed=4)
+    ids = dict(Sample.objects.filter(dataset=dataset).values_list("id", "idx"))
+    got = {ids[s]: score for s, score in ImportanceScore.objects.filter(run=run).values_list("sample_id", "score")}
+    assert sorted(got) == eff.tolist()
+    assert np.array_equal(np.array([got[i] for i in eff.tolist()]), expected)
+
+
+def test_ids_of_an_idx_without_a_sample_fail_the_run_before_anything_is_written(dataset):
+    add_samples(dataset, 10)
+    Sample.objects.filter(dataset=dataset, idx=7).delete()
+    assert services.sample_ids_of(dataset.id, np.array([1, 8]), 10).shape == (2,)
+    for idx in ([6, 7], [0, 1, 2, 3, 4, 5, 6, 7, 8]):  # by index, and from the whole map
+        with pytest.raises(services.SamplerError, match="sample idx 7 has no sample"):
+            services.sample_ids_of(dataset.id, np.array(idx), 10)
 
 
 # ---- score rows -------------------------------------------------------------------------------------

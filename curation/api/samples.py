@@ -168,9 +168,9 @@ def _link(request, cursor: str | None) -> str | None:
 def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list, str | None, str | None]:
     """One page of `qs` in `sort` order from the request's cursor: (samples, next link, previous link).
 
-    `found` (a curation.columns.Match of the same filter) names the page's candidates by idx when the order is
-    idx's, or a numeric field's (columns.sort_candidates), so PostgreSQL reads those rows by index instead of
-    scanning for the first matches."""
+    `found` (a curation.columns.Match of the same filter) names the page by idx when the order is idx's or a
+    field's the columns order (columns.sorted_page), or a superset of it (columns.sort_candidates), so PostgreSQL
+    reads those rows by index instead of scanning for the first matches."""
     cursor = request.query_params.get("cursor")
     position = _decode_cursor(cursor, sort) if cursor else None
     backwards = bool(position and position["d"] == "p")
@@ -178,19 +178,18 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
         after = position["i"] if position else None
         qs = qs.filter(idx__in=found.first(limit + 1, after=after, descending=sort.descending != backwards))
     elif found is not None:
-        # Sorted by a numeric field: the columns name a small superset of the page (columns.sort_candidates).
-        candidates = columns.sort_candidates(
-            found,
-            sort.path,
-            sort.fallback,
-            descending=sort.descending,
-            position=position,
-            backwards=backwards,
-            k=limit + 1,
-        )
-        if candidates is not None:
-            rows = _ordered_candidates(found.dataset_id, candidates, sort, position, backwards, limit + 1)
+        walk = {"descending": sort.descending, "position": position, "backwards": backwards, "k": limit + 1}
+        # Sorted by a field: the columns name the page in order (columns.sorted_page: categories, and numbers their
+        # floats order exactly, ties and all), or else a small superset of it (columns.sort_candidates: numbers).
+        page = columns.sorted_page(found, sort.path, sort.fallback, **walk)
+        if page is not None:
+            rows = _rows_in_order(found.dataset_id, page, sort)
             found = qs = None
+        else:
+            candidates = columns.sort_candidates(found, sort.path, sort.fallback, **walk)
+            if candidates is not None:
+                rows = _ordered_candidates(found.dataset_id, candidates, sort, position, backwards, limit + 1)
+                found = qs = None
     if qs is not None:
         if position:
             qs = sort.after(qs, position.get("k"), position["i"], reverse=backwards)
@@ -208,6 +207,13 @@ def _page(request, qs, sort: filters.Sort, limit: int, found=None) -> tuple[list
         next_cursor = _encode_cursor(sort, "n", rows[-1]) if rows and more else None
         previous_cursor = _encode_cursor(sort, "p", rows[0]) if rows and position else None
     return rows, _link(request, next_cursor), _link(request, previous_cursor)
+
+
+def _rows_in_order(dataset_id: str, page: list[int], sort: filters.Sort) -> list:
+    """The samples of `page` (idx, in order), with the sort key their cursor carries."""
+    rows = Sample.objects.filter(dataset_id=dataset_id, idx__in=page).annotate(sort_key=sort.key_text())
+    by_idx = {s.idx: s for s in rows}
+    return [by_idx[idx] for idx in page]
 
 
 def _ordered_candidates(dataset_id: str, candidates: list[int], sort: filters.Sort, position, backwards: bool, k: int):
@@ -384,8 +390,9 @@ class SampleList(APIView):
             "conditions": _conditions(request),
         }
         qs = filters.select_samples(dataset, **where)
-        # Conditions on configured fields: the metadata column store finds the matches (and counts them).
-        store = columns.fresh_store(dataset) if where["conditions"] and not file_name else None
+        # Conditions on configured fields, or a sort by one: the metadata column store finds the matches (and
+        # counts them) and orders them.
+        store = columns.fresh_store(dataset) if (where["conditions"] or sort.path) and not file_name else None
         found = columns.match(dataset, store, **where, sql=False) if store is not None else None
         rows, next_link, previous_link = _page(request, qs, sort, limit, found)
         body = {
