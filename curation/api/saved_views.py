@@ -8,8 +8,9 @@ DELETE /datasets/<id>/views/<view_id>          editor+
 POST   /datasets/<id>/views/<view_id>/tag      editor+: {"name"}: a tag of the samples the view's filter matches now,
                                                to sample from or export
 GET    /datasets/<id>/views/<view_id>/export?format=   any member: the samples the view's filter matches now, as a
-                                               download (the tag export's formats), without making a tag
-GET    /datasets/<id>/export?format=&filter=   any member: the same for a filter as Explore applies it
+                                               download (the tag export's formats) in the view's sort, without
+                                               making a tag
+GET    /datasets/<id>/export?format=&filter=&sort=   any member: the same for a filter and sort as Explore applies them
 """
 
 from __future__ import annotations
@@ -188,18 +189,22 @@ class SavedViewTag(APIView):
         return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
 
 
-def export_matches(request, dataset, name: str, filter_obj) -> object:
-    """The samples `filter_obj` matches now, streamed by the tag export (same formats, writers and idx order) from
-    an unsaved tag that holds their bitmask: nothing is stored. The format is checked before the filter is run."""
+def export_matches(request, dataset, name: str, filter_obj, sort_text: str | None) -> object:
+    """The samples `filter_obj` matches now in the order of `sort_text` (as the sample list sorts: missing values
+    last, ties by idx), streamed by the tag export (same formats and writers) from an unsaved tag that holds their
+    bitmask: nothing is stored. The format and sort are checked before the filter is run."""
     fmt = request.query_params.get("format", "")
     if fmt not in tagging.EXPORT_FORMATS:
         raise ValidationError({"format": [f"unknown format {fmt!r}; accepted: {', '.join(tagging.EXPORT_FORMATS)}"]})
+    sort = parse_sort(dataset, sort_text)
     parsed = parse_filter(filter_obj or {})
     if parsed["tag"] is not None:
         parsed["tag"] = resolve_tag(dataset, parsed["tag"], "filter.tag")
     mask = columns.filter_mask(dataset, **parsed)
     matches = Tag(dataset=dataset, name=name, bitmask=mask, count=bitmask.count(mask))
-    return export_response(request, dataset, matches, fmt)
+    # idx order is the tag export's own order: its batched range walk, not a sort.
+    in_order = sort if (sort.path is not None or sort.descending) else None
+    return export_response(request, dataset, matches, fmt, sort=in_order)
 
 
 EXPORT_RESPONSES = {
@@ -207,6 +212,11 @@ EXPORT_RESPONSES = {
     (200, "text/csv"): OpenApiTypes.STR,
     (200, "application/json"): OpenApiTypes.OBJECT,
 }
+EXPORT_ORDER = (
+    "Samples come in the sort's order, as the sample list and Explore's grid show them: by the metadata value "
+    "(missing values last), ties by idx ascending; `idx` (the default) is upload order. A tag's own export has no "
+    "sort and is always in idx order."
+)
 FORMAT_PARAMETER = OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)
 
 
@@ -214,23 +224,26 @@ class SavedViewExport(APIView):
     content_negotiation_class = IgnoreFormatParameter
 
     @extend_schema(
-        summary="Download the samples a saved view matches now (in idx order; the tag export's formats)",
+        summary="Download the samples a saved view matches now, in the view's sort (the tag export's formats)",
+        description=EXPORT_ORDER,
         parameters=[FORMAT_PARAMETER],
         responses=EXPORT_RESPONSES,
     )
     def get(self, request, dataset_id: str, view_id: str):
         dataset = get_dataset(request.user, dataset_id)
         view = _view(dataset, view_id)
-        return export_matches(request, dataset, view.name, view.filter)
+        return export_matches(request, dataset, view.name, view.filter, view.sort)
 
 
 class FilterExport(APIView):
     content_negotiation_class = IgnoreFormatParameter
 
     @extend_schema(
-        summary="Download the samples a filter matches (in idx order; the tag export's formats)",
+        summary="Download the samples a filter matches, in the given sort (the tag export's formats)",
+        description=EXPORT_ORDER,
         parameters=[
             FORMAT_PARAMETER,
+            OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path or -path"),
             OpenApiParameter(
                 "filter",
                 str,
@@ -243,7 +256,7 @@ class FilterExport(APIView):
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         name = (request.query_params.get("name") or "samples").strip()[:200] or "samples"
-        return export_matches(request, dataset, name, _filter_param(request))
+        return export_matches(request, dataset, name, _filter_param(request), request.query_params.get("sort"))
 
 
 urlpatterns = [

@@ -766,6 +766,7 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
         dataset=dataset,
         name="cold rain",
         creator=owner,
+        sort="-weather.temperature",
         filter={
             "conditions": [
                 {"path": "weather.scenario", "op": "eq", "value": "rainy"},
@@ -789,6 +790,14 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
     rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
     assert rows[0].startswith("file_name,sample_id,idx")
     assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in range(0, 120, 3)]
+    # Sorted, the export comes in the grid's order: temperature descending, ties by idx.
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39", timeout=LONG)
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
+    warmest_first = sorted(range(0, 120, 3), key=lambda i: (-(i % 40), i))
+    assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in warmest_first]
     # A saved view, opened, exports under its name; changing the filter afterwards exports the filter again.
     page.get_by_test_id("view-select").select_option(label="cold rain")
     expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
@@ -799,7 +808,8 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
         page.get_by_test_id("export-link").click()
     assert caught.value.suggested_filename == "cold_rain.json"
     items = _json.loads(open(caught.value.path(), encoding="utf-8").read())
-    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in range(120) if i % 3 == 2 and i % 40 <= 3]
+    cold_rain = sorted((i for i in range(120) if i % 3 == 2 and i % 40 <= 3), key=lambda i: (-(i % 40), i))
+    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in cold_rain]  # in the view's sort
     page.get_by_role("button", name=re.compile("Remove condition Temperature")).click()
     expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
     expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")

@@ -536,12 +536,14 @@ const sameFilter = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {})
 function updateExport() {
   const chosen = views.find((v) => v.id === viewSelect.value);
   const format = "format=" + encodeURIComponent(exportFormat.value);
-  if (chosen && sameFilter(chosen.filter, filterObject())) {
+  // Either export comes in the grid's order: the view's sort, or the current one.
+  if (chosen && sameFilter(chosen.filter, filterObject()) && (chosen.sort || "idx") === state.sort) {
     exportLink.href = apiRoot + base + "/views/" + encodeURIComponent(chosen.id) + "/export?" + format;
     exportLink.textContent = "Export view “" + chosen.name + "”";
   } else {
     const filter = filterObject();
-    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "");
+    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "")
+      + (state.sort !== "idx" ? "&sort=" + encodeURIComponent(state.sort) : "");
     exportLink.textContent = Object.keys(filter).length ? "Export the matching samples" : "Export all samples";
   }
 }
