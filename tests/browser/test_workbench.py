@@ -395,6 +395,75 @@ def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_i
     expect(matched).to_have_text("24", timeout=LONG)
 
 
+def test_analyze_text_contains_match_case_and_any_case_values_are_in_the_url(page, live_server, shot, dataset):
+    import json as _json
+    from urllib.parse import quote
+
+    _street(dataset, 120)
+    odd = [("SUNNY", 0.0), ("Sunny", 5.0), ("RAINY", 7.0)]
+    add_samples(
+        dataset,
+        [
+            {"file_name": f"x{i}.jpg", "metadata": {"weather": {"scenario": s, "temperature": t}}}
+            for i, (s, t) in enumerate(odd)
+        ],
+    )
+    rows = [(["sunny", "cloudy", "rainy"][i % 3], float(i % 40)) for i in range(120)] + odd
+
+    def count(keep) -> str:
+        return str(sum(1 for s, t in rows if keep(s, t)))
+
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    url = f"{live_server.url}/datasets/{dataset.id}/analyze"
+    page.goto(url)
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("123", timeout=LONG)
+    # Contains, in any case by default; "Aa" makes it exact case. Both go to the URL.
+    page.get_by_label("Scenario contains", exact=True).fill("sun")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s.lower()), timeout=LONG)
+    expect(page).to_have_url(re.compile("icontains"))
+    page.get_by_label("Scenario: match case").check()
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s), timeout=LONG)
+    expect(page.get_by_test_id("active-filter")).to_have_text(re.compile("Scenario contains “sun” \\(exact case\\)"))
+    page.reload()
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s), timeout=LONG)
+    expect(page.get_by_label("Scenario contains", exact=True)).to_have_value("sun")
+    expect(page.get_by_label("Scenario: match case")).to_be_checked()
+    page.go_back()  # back to "contains sun" in any case
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s.lower()), timeout=LONG)
+    expect(page.get_by_label("Scenario: match case")).not_to_be_checked()
+    # Picked values, then "any case": is (any case), is one of (any case).
+    page.get_by_label("Scenario contains", exact=True).fill("")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(matched).to_have_text("123", timeout=LONG)
+    page.locator('[data-path="weather.scenario"] [data-value="sunny"]').click()
+    expect(matched).to_have_text(count(lambda s, t: s == "sunny"), timeout=LONG)
+    page.get_by_label("Scenario: picked values in any case").check()
+    expect(matched).to_have_text(count(lambda s, t: s.lower() == "sunny"), timeout=LONG)
+    expect(page).to_have_url(re.compile("ieq"))
+    page.locator('[data-path="weather.scenario"] [data-value="rainy"]').click()
+    expect(matched).to_have_text(count(lambda s, t: s.lower() in ("sunny", "rainy")), timeout=LONG)
+    expect(page).to_have_url(re.compile("iin"))
+    shot(page, "analyze-any-case")
+    # A link from Explore with text operations and a condition no chart edits: all applied, all shown.
+    link = [
+        {"path": "weather.scenario", "op": "iin", "value": ["SUNNY"]},
+        {"path": "weather.temperature", "op": "ne", "value": 0},
+    ]
+    page.goto(url + "?conditions=" + quote(_json.dumps(link)))
+    expected = count(lambda s, t: s.lower() == "sunny" and t != 0)
+    expect(matched).to_have_text(expected, timeout=LONG)
+    expect(page.locator('[data-path="weather.scenario"] [data-value="sunny"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    expect(page.get_by_label("Scenario: picked values in any case")).to_be_checked()
+    expect(page.get_by_test_id("active-filter").filter(has_text="Temperature ≠ 0")).to_be_visible()
+    # Explore opens the same filter.
+    page.get_by_role("link", name="Open in Explore").click()
+    expect(page.get_by_test_id("match-count")).to_have_text(f"{expected} samples", timeout=LONG)
+
+
 def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_in_the_url_and_points_grow(
     page, live_server, shot, dataset
 ):
