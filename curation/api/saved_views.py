@@ -1,9 +1,9 @@
-"""REST API: saved views of a dataset (a named filter + sort + map colour, as the pages' URLs hold them).
+"""REST API: saved views of a dataset (a named filter + sort + map colour + hidden boxes, as the pages' URLs hold them).
 
 GET    /datasets/<id>/views                    any member
-POST   /datasets/<id>/views                    editor+: {"name", "filter"?, "sort"?, "color"?}
+POST   /datasets/<id>/views                    editor+: {"name", "filter"?, "sort"?, "color"?, "hidden_boxes"?}
 GET    /datasets/<id>/views/<view_id>          any member
-PATCH  /datasets/<id>/views/<view_id>          editor+: any of name, filter, sort, color
+PATCH  /datasets/<id>/views/<view_id>          editor+: any of name, filter, sort, color, hidden_boxes
 DELETE /datasets/<id>/views/<view_id>          editor+
 POST   /datasets/<id>/views/<view_id>/tag      editor+: {"name"}: a tag of the samples the view's filter matches now,
                                                to sample from or export
@@ -33,7 +33,7 @@ from curation.api.tags import IgnoreFormatParameter, TagSerializer, export_respo
 from curation.filters import parse_filter, parse_sort
 from curation.models import Role, SavedView, Tag
 
-KEYS = ("name", "filter", "sort", "color")
+KEYS = ("name", "filter", "sort", "color", "hidden_boxes")
 MAX_VIEWS = 500  # per dataset: a list, not a table to page through
 
 
@@ -42,7 +42,7 @@ class SavedViewSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SavedView
-        fields = ["id", "name", "filter", "sort", "color", "creator", "created_at", "updated_at"]
+        fields = ["id", "name", "filter", "sort", "color", "hidden_boxes", "creator", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -56,6 +56,11 @@ VIEW_REQUEST = inline_serializer(
         ),
         "sort": serializers.CharField(required=False, help_text="idx, -idx, a metadata path or -path"),
         "color": serializers.CharField(required=False, help_text='the map\'s colour: "", "field:<path>" or "tag:<id>"'),
+        "hidden_boxes": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="names of the dataset's object-detection tasks whose boxes Explore's tiles leave out",
+        ),
     },
 )
 
@@ -97,7 +102,25 @@ def _clean(dataset, data, *, partial: bool) -> dict:
         if kind == "tag":
             resolve_tag(dataset, key, "color")
         out["color"] = color
+    if "hidden_boxes" in data:
+        out["hidden_boxes"] = _hidden_boxes(dataset, data["hidden_boxes"])
     return out
+
+
+def _hidden_boxes(dataset, names) -> list[str]:
+    """The object-detection task names whose boxes the view hides, each a task of this dataset, without repeats."""
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValidationError({"hidden_boxes": ["must be a list of task names (strings)"]})
+    tasks = set(dataset.prediction_tasks.filter(type="object-detection").values_list("name", flat=True))
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        known = ", ".join(sorted(tasks)) or "none"
+        raise ValidationError(
+            {"hidden_boxes": [f"{unknown[0]!r} is not an object-detection task of this dataset (tasks: {known})"]}
+        )
+    return list(dict.fromkeys(names))
 
 
 def _taken(dataset, name: str, view: SavedView | None = None):

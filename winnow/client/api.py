@@ -752,7 +752,7 @@ class Client:
         return self._json("POST", f"datasets/{self._dataset(dataset_id)}/views", json=body)
 
     def update_view(self, name_or_id: str, dataset_id: str | None = None, **changes) -> dict:
-        """Rename or change a saved view: any of name, filter, sort, color."""
+        """Rename or change a saved view: any of name, filter, sort, color, hidden_boxes (detection task names)."""
         view = self.get_view(name_or_id, dataset_id)
         return self._json("PATCH", f"datasets/{self._dataset(dataset_id)}/views/{view['id']}", json=changes)
 
