@@ -958,3 +958,55 @@ def test_explore_and_analyze_with_the_keyboard_only(page, live_server, shot, dat
     page.keyboard.press("Enter")
     expect(matched).not_to_have_text("24", timeout=LONG)
     shot(page, "analyze-keyboard")
+
+
+def test_the_tag_is_in_the_url_of_explore_and_analyze_and_in_a_saved_view(page, live_server, shot, dataset, owner):
+    from curation import tagging
+    from curation.models import SavedView
+
+    _street(dataset, 120)
+    first = tagging.create_tag(
+        dataset, "first 30", list(range(30)), origin="selection", origin_detail={}, creator=owner
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    explore = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(explore)
+    count = page.get_by_test_id("match-count")
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Tag", exact=True).select_option(first.id)
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page).to_have_url(re.compile(f"tag={first.id}"))
+    page.reload()
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_label("Tag", exact=True)).to_have_value(first.id)
+    page.go_back()
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.go_forward()
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    # A saved view holds the tag with the filter; opening it elsewhere brings the tag back.
+    page.get_by_label("View name").fill("first ones")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("view-select")).to_have_value(re.compile(r"^[0-9a-f]{24}$"), timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset).filter == {"tag": first.id}
+    page.goto(explore)
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.get_by_test_id("view-select").select_option(label="first ones")
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_label("Tag", exact=True)).to_have_value(first.id)
+    # Analyze: "within tag" is in the URL too, and a reload keeps it.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    page.get_by_label("Within tag").select_option(first.id)
+    expect(matched).to_have_text("30", timeout=LONG)
+    expect(page).to_have_url(re.compile(f"tag={first.id}"))
+    page.reload()
+    expect(matched).to_have_text("30", timeout=LONG)
+    expect(page.get_by_label("Within tag")).to_have_value(first.id)
+    shot(page, "analyze-within-tag")
+    # A link whose tag the dataset does not have says so.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze?tag=" + "0" * 24)
+    expect(page.get_by_role("alert").filter(has_text="The link's tag is not a tag of this dataset")).to_be_visible()
+    page.goto(explore + "?tag=" + "0" * 24)
+    page.errors.allow(r"status of 400")
+    expect(page.get_by_role("alert").filter(has_text="no tag with id").first).to_be_visible(timeout=LONG)

@@ -394,8 +394,10 @@ api(base + "/tags").then((tags) => {
   tagSelect.append(...list.map((t) => el("option", { value: t.id }, "within " + t.name + " (" + fmtNum(t.count) + ")")));
   if (startTag && tagSelect.value !== startTag) {
     tagSelect.value = startTag;
+    // A link's tag this dataset does not have (deleted since) is said, not silently dropped.
+    if (tagSelect.value !== startTag) toast("The link's tag is not a tag of this dataset (deleted?): showing all samples.", "error");
     schedule(false);
   }
-}).catch(() => {});
+}).catch((err) => toast(err.message, "error"));
 renderActive();
 refresh();
