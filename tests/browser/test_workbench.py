@@ -1010,3 +1010,33 @@ def test_the_tag_is_in_the_url_of_explore_and_analyze_and_in_a_saved_view(page, 
     page.goto(explore + "?tag=" + "0" * 24)
     page.errors.allow(r"status of 400")
     expect(page.get_by_role("alert").filter(has_text="no tag with id").first).to_be_visible(timeout=LONG)
+
+
+def test_the_sample_view_shows_the_full_resolution_image_not_the_thumbnail(page, live_server, shot, owner):
+    import io
+
+    from PIL import Image
+
+    from curation.services import create_dataset
+
+    ds = create_dataset(owner, "big pictures", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 400), (30, 120, 200)).save(buffer, "PNG")
+    Api(live_server.url, key).call(
+        "POST", f"/datasets/{ds.id}/samples", files=[("files", ("big.png", buffer.getvalue(), "image/png"))],
+        data={"embed": "false"},
+    )  # fmt: skip
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
+    page.wait_for_function("() => { const i = document.querySelector('.tile img'); return i && i.naturalWidth > 0; }")
+    # The tile shows the thumbnail (its longest side 256 px) ...
+    assert page.evaluate("() => document.querySelector('.tile img').naturalWidth") == 256
+    page.get_by_role("button", name="View big.png").click()
+    # ... the sample view the original, at its own 600 x 400 pixels.
+    page.wait_for_function(
+        "() => { const i = document.querySelector('dialog img'); return i && i.naturalWidth === 600; }"
+    )
+    assert page.evaluate("() => document.querySelector('dialog img').naturalHeight") == 400
+    expect(page.get_by_test_id("sample-view")).to_contain_text("600 × 400")
+    shot(page, "sample-view-full-resolution")
