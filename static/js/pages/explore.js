@@ -550,7 +550,10 @@ function renderViews(selectedId = viewSelect.value) {
 // tag export's formats, without making a tag first.
 const exportFormat = document.getElementById("x-format");
 const exportLink = document.getElementById("x-link");
-const sameFilter = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
+// Compared with keys in one order: the server keeps a view's filter as jsonb, which orders keys its own way.
+const canonical = (v) => (Array.isArray(v) ? v.map(canonical) : v && typeof v === "object"
+  ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])])) : v);
+const sameFilter = (a, b) => JSON.stringify(canonical(a || {})) === JSON.stringify(canonical(b || {}));
 function updateExport() {
   const chosen = views.find((v) => v.id === viewSelect.value);
   const format = "format=" + encodeURIComponent(exportFormat.value);
