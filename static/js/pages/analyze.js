@@ -335,10 +335,12 @@ function categoricalChart(f) {
 
 // A text field's controls, as Explore's sidebar has them: "contains…" (any case; "Aa" makes it exact case), and
 // "any case" for the values picked below (is / is one of, in any case: ieq, iin).
+const INLINE = "display:inline-flex;align-items:center;gap:4px;margin:0;font-weight:normal;white-space:nowrap";
+
 function textControls(f, redraw) {
   const input = el("input", { type: "search", placeholder: "contains…", "aria-label": label(f) + " contains", style: "width:100%" });
-  const exact = el("input", { type: "checkbox", "aria-label": label(f) + ": match case" });
-  const anyCase = el("input", { type: "checkbox", "aria-label": label(f) + ": picked values in any case" });
+  const exact = el("input", { type: "checkbox", "aria-label": label(f) + ": match case", style: "width:auto;margin:0" });
+  const anyCase = el("input", { type: "checkbox", "aria-label": label(f) + ": picked values in any case", style: "width:auto;margin:0" });
   const edit = (change) => {
     const sel = { ...(selections.get(f.path) || {}) };
     change(sel);
@@ -355,8 +357,8 @@ function textControls(f, redraw) {
   anyCase.addEventListener("change", () => edit((sel) => { sel.anyCase = anyCase.checked; }));
   const node = el("div", { class: "row small", style: "align-items:center;gap:6px;flex-wrap:wrap;margin:4px 0" },
     el("div", { class: "row", style: "align-items:center;gap:6px;flex:1 1 160px;flex-wrap:nowrap" }, input,
-      el("label", { class: "muted", title: "Match case" }, exact, "Aa")),
-    el("label", { class: "muted", title: "Picked values also match in other cases (Rain, RAIN)" }, anyCase, "any case"));
+      el("label", { class: "muted", title: "Match case", style: INLINE }, exact, "Aa")),
+    el("label", { class: "muted", title: "Picked values also match in other cases (Rain, RAIN)", style: INLINE }, anyCase, "any case"));
   // What the URL holds shows in the controls; a box the curator is typing in is left alone.
   const show = (sel) => {
     if (document.activeElement !== input) input.value = sel && sel.contains ? sel.contains : "";
