@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import TextField
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
@@ -364,18 +366,21 @@ def _pg_tag_batches(dataset: Dataset, tag: Tag, select: list[str], params: list,
     batch of EXPORT_BATCH samples. `select` holds SQL expressions over the sample table's columns (with `params` for
     their %s); jsonb comes back as its text. Each batch reads an idx range tested against that range's bytes
     of the bitmask: a walk along the (dataset, idx) index, about twice as fast as probing it once per idx.
-    Sorted, each batch of idx from _sorted_idx_batches is read in that order by one lookup join."""
-    table = connection.ops.quote_name(Sample._meta.db_table)
+    Sorted, the rows come from one ORDER BY through a server-side cursor, as _sorted_idx_batches reads idx."""
     if sort is not None:
-        sql = (
-            f"SELECT {', '.join(select)} FROM unnest(%s::int[]) WITH ORDINALITY AS wanted(wanted_idx, position) "
-            f"JOIN {table} ON dataset_id = %s AND idx = wanted.wanted_idx ORDER BY wanted.position"
-        )
-        for batch in _sorted_idx_batches(dataset, tag, sort):
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [*params, batch, dataset.pk])
-                yield cursor.fetchall()
+        columns, rest = {}, list(params)
+        for i, expression in enumerate(select):
+            count = expression.count("%s")
+            columns[f"export_{i}"] = RawSQL(expression, rest[:count], output_field=TextField())
+            rest = rest[count:]
+        qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).annotate(**columns).values_list(*columns)
+        sql, sql_params = qs.query.sql_with_params()
+        with transaction.atomic(), connection.chunked_cursor() as cursor:
+            cursor.execute(sql, sql_params)
+            while batch := cursor.fetchmany(EXPORT_BATCH):
+                yield batch
         return
+    table = connection.ops.quote_name(Sample._meta.db_table)
     mask = bytes(tag.bitmask)
     indices = bitmask.to_indices(mask)
     sql = (
