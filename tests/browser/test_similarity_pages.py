@@ -142,6 +142,7 @@ def test_the_search_and_the_duplicate_review_are_in_the_url(page, live_server, s
     expect(page.get_by_role("alert").first).to_be_visible(timeout=60_000)
     # Duplicates: the run under review and the keeper choice are in the URL.
     page.goto(f"{live_server.url}/datasets/{photos.id}/duplicates")
+    expect(page.get_by_text("No duplicate search yet")).to_be_visible(timeout=60_000)  # the page is ready
     page.get_by_role("button", name="Find duplicates").click()
     expect(page.get_by_test_id("dup-group").first).to_be_visible(timeout=60_000)
     expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{24}$"))

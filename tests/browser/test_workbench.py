@@ -1044,3 +1044,32 @@ def test_the_sample_view_shows_the_full_resolution_image_not_the_thumbnail(page,
     assert page.evaluate("() => document.querySelector('dialog img').naturalHeight") == 400
     expect(page.get_by_test_id("sample-view")).to_contain_text("600 × 400")
     shot(page, "sample-view-full-resolution")
+
+
+def test_a_condition_being_typed_survives_the_value_suggestions_arriving(page, live_server, dataset):
+    """The known values (suggestions) load after the grid; their arrival must not wipe the condition being typed."""
+    _street(dataset, 120)
+    held = []
+
+    def hold(route):
+        if "filter=" in route.request.url:
+            route.continue_()  # the facets' request
+        else:
+            held.append(route)  # the suggestions' request waits until the condition is typed
+
+    page.route("**/metadata/histograms*", hold)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="contains (any case)")
+    page.get_by_label("Value", exact=True).fill("SUN")
+    page.wait_for_function("() => true")  # let the held request reach the handler
+    assert held, "the suggestions' request was not seen"
+    for route in held:
+        route.continue_()
+    page.wait_for_function("() => document.querySelectorAll('#c-values option').length > 0", timeout=LONG)
+    expect(page.get_by_label("Value", exact=True)).to_have_value("SUN")
+    expect(page.get_by_label("Condition", exact=True)).to_have_value("icontains")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)

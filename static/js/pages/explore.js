@@ -248,8 +248,12 @@ function renderChips() {
 function renderOps() {
   const f = fieldOf(fieldSelect.value);
   clear(opSelect, opsFor(f).map(([v, t]) => el("option", { value: v }, t)));
-  clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
+  renderValueList();
   valueInput.value = "";
+}
+
+function renderValueList() {
+  clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
 }
 
 function updateSelection() {
@@ -666,7 +670,7 @@ async function init() {
   if (fields.some((f) => !isNumeric(f))) {
     api(base + "/metadata/histograms").then((h) => {
       for (const f of h.fields) if (f.kind === "categorical") categories.set(f.path, f.values.map((v) => v.value));
-      renderOps();
+      renderValueList();  // only the suggestions: the condition being typed meanwhile stays as it is
     }).catch(() => {});
   }
 }
