@@ -349,10 +349,11 @@ def _by_first(rows):
 
 
 def _sorted_idx_batches(dataset: Dataset, tag: Tag, sort: Sort):
-    """The tag's idx in `sort`'s order (the sample list's: missing values last, ties by idx), EXPORT_BATCH at a time.
+    """The tag's idx in `sort`'s order (the sample list's: missing values last, ties by idx), EXPORT_BATCH at a time
+    (SQLite's path; on PostgreSQL _pg_tag_batches reads whole rows from the same ORDER BY).
 
-    One ORDER BY read through a server-side cursor (PostgreSQL walks the field's sort index, or sorts once on its
-    side), so the web process holds one batch of idx whatever the size; the cursor lives in a read transaction."""
+    One ORDER BY read through a chunked cursor (server-side on PostgreSQL), so the process holds one batch of idx
+    whatever the size; the cursor lives in a read transaction."""
     qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).values_list("idx", flat=True)
     sql, params = qs.query.sql_with_params()
     with transaction.atomic(), connection.chunked_cursor() as cursor:
