@@ -331,6 +331,8 @@ class SavedView(models.Model):
     filter = models.JSONField(default=dict, blank=True)
     sort = models.CharField(max_length=310, default="idx")
     color = models.CharField(max_length=320, blank=True, default="")  # the map's colour: "field:<path>" or "tag:<id>"
+    # Names of the object-detection tasks whose boxes Explore's tiles leave out ("Boxes on tiles").
+    hidden_boxes = models.JSONField(default=list, blank=True)
     creator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import TextField
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
 from curation import bitmask, columns, signing
 from curation.access import resolve_tag
 from curation.errors import DomainError
-from curation.filters import parse_filter, select_samples
+from curation.filters import Sort, parse_filter, select_samples
 from curation.metadata import flatten, get_path
 from curation.models import INITIAL_TAG, Dataset, Sample, Tag, TagOrigin
 from curation.predictions import label_studio_predictions
@@ -307,8 +309,8 @@ def sample_ids_of(dataset: Dataset, tag: Tag) -> list[str]:
 # --- export ----------------------------------------------------------------------------------------
 
 
-def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
-    """The tag's samples as value tuples in idx order: one bounded query per batch, no model instances.
+def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple, sort: Sort | None = None):
+    """The tag's samples as value tuples in idx order (or `sort`'s): one bounded query per batch, no model instances.
 
     PostgreSQL reads each batch as an idx range tested against that range's bytes of the bitmask: a
     walk along the (dataset, idx) index, about twice as fast as probing it once per idx of an IN list.
@@ -318,10 +320,15 @@ def _tag_rows(dataset: Dataset, tag: Tag, fields: tuple):
         converters = [
             _json_value if Sample._meta.get_field(name).get_internal_type() == "JSONField" else None for name in fields
         ]
-        for batch in _pg_tag_batches(dataset, tag, [connection.ops.quote_name(c) for c in columns], []):
+        for batch in _pg_tag_batches(dataset, tag, [connection.ops.quote_name(c) for c in columns], [], sort):
             if any(converters):
                 batch = [tuple(v if c is None else c(v) for c, v in zip(converters, row)) for row in batch]
             yield from batch
+        return
+    if sort is not None:
+        for batch in _sorted_idx_batches(dataset, tag, sort):
+            rows = dict(_by_first(Sample.objects.filter(dataset=dataset, idx__in=batch).values_list("idx", *fields)))
+            yield from (rows[idx] for idx in batch)
         return
     mask = bytes(tag.bitmask)
     indices = bitmask.to_indices(mask)
@@ -336,15 +343,48 @@ def _json_value(text):
     return None if text is None else json.loads(text)
 
 
-def _pg_tag_batches(dataset: Dataset, tag: Tag, select: list[str], params: list):
-    """PostgreSQL: the tag's samples in idx order as lists of raw row tuples, one bounded query per batch of
-    EXPORT_BATCH samples. `select` holds SQL expressions over the sample table's columns (with `params` for
+def _by_first(rows):
+    return ((row[0], row[1:]) for row in rows)
+
+
+def _sorted_idx_batches(dataset: Dataset, tag: Tag, sort: Sort):
+    """The tag's idx in `sort`'s order (the sample list's: missing values last, ties by idx), EXPORT_BATCH at a time
+    (SQLite's path; on PostgreSQL _pg_tag_batches reads whole rows from the same ORDER BY).
+
+    One ORDER BY read through a chunked cursor (server-side on PostgreSQL), so the process holds one batch of idx
+    whatever the size; the cursor lives in a read transaction."""
+    qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).values_list("idx", flat=True)
+    sql, params = qs.query.sql_with_params()
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while batch := [row[0] for row in cursor.fetchmany(EXPORT_BATCH)]:
+            yield batch
+
+
+def _pg_tag_batches(dataset: Dataset, tag: Tag, select: list[str], params: list, sort: Sort | None = None):
+    """PostgreSQL: the tag's samples in idx order (or `sort`'s) as lists of raw row tuples, one bounded query per
+    batch of EXPORT_BATCH samples. `select` holds SQL expressions over the sample table's columns (with `params` for
     their %s); jsonb comes back as its text. Each batch reads an idx range tested against that range's bytes
-    of the bitmask: a walk along the (dataset, idx) index, about twice as fast as probing it once per idx."""
+    of the bitmask: a walk along the (dataset, idx) index, about twice as fast as probing it once per idx.
+    Sorted, the rows come from one ORDER BY through a server-side cursor, as _sorted_idx_batches reads idx."""
+    if sort is not None:
+        columns, rest = {}, list(params)
+        for i, expression in enumerate(select):
+            count = expression.count("%s")
+            columns[f"export_{i}"] = RawSQL(expression, rest[:count], output_field=TextField())
+            rest = rest[count:]
+        qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).annotate(**columns).values_list(*columns)
+        sql, sql_params = qs.query.sql_with_params()
+        with transaction.atomic(), connection.chunked_cursor() as cursor:
+            cursor.execute(sql, sql_params)
+            while batch := cursor.fetchmany(EXPORT_BATCH):
+                yield batch
+        return
+    table = connection.ops.quote_name(Sample._meta.db_table)
     mask = bytes(tag.bitmask)
     indices = bitmask.to_indices(mask)
     sql = (
-        f"SELECT {', '.join(select)} FROM {connection.ops.quote_name(Sample._meta.db_table)} "
+        f"SELECT {', '.join(select)} FROM {table} "
         "WHERE dataset_id = %s AND idx >= %s AND idx <= %s AND get_bit(%s::bytea, idx - %s) = 1 ORDER BY idx"
     )
     for start in range(0, len(indices), EXPORT_BATCH):
@@ -401,11 +441,11 @@ def _csv_paths(dataset: Dataset, tag: Tag) -> list[str]:
     return sorted(paths)[:MAX_CSV_METADATA_COLUMNS]
 
 
-def _export_csv(dataset: Dataset, tag: Tag, _base: str, _user):
+def _export_csv(dataset: Dataset, tag: Tag, _base: str, _user, sort: Sort | None):
     paths = _csv_paths(dataset, tag)
     writer = csv.writer(_Echo())
     yield writer.writerow([*BASE_COLUMNS, *(_text_cell(f"metadata.{p}" if p in BASE_COLUMNS else p) for p in paths)])
-    yield from (_pg_csv_rows if _text_from_postgres() else _decoded_csv_rows)(dataset, tag, paths)
+    yield from (_pg_csv_rows if _text_from_postgres() else _decoded_csv_rows)(dataset, tag, paths, sort)
 
 
 def _text_from_postgres() -> bool:
@@ -414,11 +454,11 @@ def _text_from_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _decoded_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
+def _decoded_csv_rows(dataset: Dataset, tag: Tag, paths: list[str], sort: Sort | None):
     """The CSV's sample lines from each sample's decoded metadata (SQLite; the reference _pg_csv_rows keeps to)."""
     writer = csv.writer(_Echo())
     for file_name, sample_id, idx, width, height, meta in _tag_rows(
-        dataset, tag, ("file_name", "id", "idx", "width", "height", "metadata")
+        dataset, tag, ("file_name", "id", "idx", "width", "height", "metadata"), sort
     ):
         cells = [_text_cell(file_name), sample_id, idx, _cell(width), _cell(height)]
         for path in paths:
@@ -454,7 +494,7 @@ def _json_text_cell(text: str | None) -> str:
     return str(int(text))
 
 
-def _pg_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
+def _pg_csv_rows(dataset: Dataset, tag: Tag, paths: list[str], sort: Sort | None):
     """The CSV's sample lines, a batch at a time: PostgreSQL extracts each path's jsonb (as get_path walks it: into
     objects only), so no sample's whole metadata is decoded in Python."""
     select, params = ["file_name", "id", "idx", "width", "height"], []
@@ -463,7 +503,7 @@ def _pg_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
         select.append("(metadata" + " -> %s" * len(segments) + ")::text")
         params += segments
     cell = _json_text_cell
-    for batch in _pg_tag_batches(dataset, tag, select, params):
+    for batch in _pg_tag_batches(dataset, tag, select, params, sort):
         out = io.StringIO()
         csv.writer(out).writerows(
             [
@@ -479,8 +519,8 @@ def _pg_csv_rows(dataset: Dataset, tag: Tag, paths: list[str]):
         yield out.getvalue()
 
 
-def _export_filenames(dataset: Dataset, tag: Tag, _base: str, _user):
-    for (file_name,) in _tag_rows(dataset, tag, ("file_name",)):
+def _export_filenames(dataset: Dataset, tag: Tag, _base: str, _user, sort: Sort | None):
+    for (file_name,) in _tag_rows(dataset, tag, ("file_name",), sort):
         yield file_name + "\n"
 
 
@@ -508,11 +548,11 @@ def _image_url(dataset: Dataset, base: str, user):
     return lambda sample_id, file_name: base + signing.sign_path("GET", f"{head}/{sample_id}/{tail}", {}, ttl, user)
 
 
-def _export_json(dataset: Dataset, tag: Tag, base: str, user):
+def _export_json(dataset: Dataset, tag: Tag, base: str, user, sort: Sort | None):
     url = _image_url(dataset, base, user)
     if _text_from_postgres():
-        return _pg_json_list(dataset, tag, _json_item_text(url))
-    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
+        return _pg_json_list(dataset, tag, _json_item_text(url), sort)
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"), sort)
     return _json_list(
         {
             "id": sid,
@@ -527,13 +567,13 @@ def _export_json(dataset: Dataset, tag: Tag, base: str, user):
     )
 
 
-def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user):
+def _export_label_studio(dataset: Dataset, tag: Tag, base: str, user, sort: Sort | None):
     url = _image_url(dataset, base, user)
     # Each prediction task's output for the sample, as pre-annotations (curation.predictions).
     predictions = label_studio_predictions(dataset)
     if _text_from_postgres() and not dataset.prediction_tasks.filter(is_labels=False).exists():
-        return _pg_json_list(dataset, tag, _label_studio_item_text(url, predictions))
-    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"))
+        return _pg_json_list(dataset, tag, _label_studio_item_text(url, predictions), sort)
+    rows = _tag_rows(dataset, tag, ("id", "idx", "file_name", "width", "height", "metadata"), sort)
     return _json_list(_label_studio_item(url, predictions, *row) for row in rows)
 
 
@@ -620,11 +660,13 @@ def _label_studio_item_text(url, predictions):
     return item
 
 
-def _pg_json_list(dataset: Dataset, tag: Tag, item):
+def _pg_json_list(dataset: Dataset, tag: Tag, item, sort: Sort | None):
     """_json_list of the tag's samples, each written by `item(id, idx, file_name, width, height, metadata text)`."""
     yield "["
     separator = "\n"
-    for batch in _pg_tag_batches(dataset, tag, ["id", "idx", "file_name", "width", "height", "metadata::text"], []):
+    for batch in _pg_tag_batches(
+        dataset, tag, ["id", "idx", "file_name", "width", "height", "metadata::text"], [], sort
+    ):
         if batch:
             yield separator + ",\n".join([item(*row) for row in batch])
             separator = ",\n"
@@ -659,7 +701,7 @@ class Export:
     filename: str
 
 
-# format -> (writer(dataset, tag, base URL, user), content type, file name after the tag's name).
+# format -> (writer(dataset, tag, base URL, user, sort or None), content type, file name after the tag's name).
 EXPORTS = {
     "filenames": (_export_filenames, "text/plain; charset=utf-8", ".txt"),
     "csv": (_export_csv, "text/csv; charset=utf-8", ".csv"),
@@ -676,8 +718,11 @@ def check_export_format(fmt) -> str:
     return fmt
 
 
-def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = None, user=None) -> Export:
-    """The tag's samples as a download, streamed in idx order.
+def export_tag(
+    dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = None, user=None, sort: Sort | None = None
+) -> Export:
+    """The tag's samples as a download, streamed in idx order, or in `sort`'s (the sample list's order: missing
+    values last, ties by idx) for an export of a saved view or a filter.
 
     filenames: text, one file name per line. csv: file_name,sample_id,idx,width,height, then one
     column per configured metadata field (else per metadata path found); a missing value is an
@@ -693,5 +738,5 @@ def export_tag(dataset: Dataset, tag: Tag, fmt: str, *, base_url: str | None = N
     if fmt in ("json", "label-studio") and dataset.has_pixels and user is None:
         raise ValueError("export_tag needs the user who signs the image links")
     write, content_type, suffix = EXPORTS[fmt]
-    body = write(dataset, tag, base, user)
+    body = write(dataset, tag, base, user, sort)
     return Export(_in_blocks(body), content_type, f"{_safe_filename(tag.name)}{suffix}")

@@ -1,15 +1,16 @@
-"""REST API: saved views of a dataset (a named filter + sort + map colour, as the pages' URLs hold them).
+"""REST API: saved views of a dataset (a named filter + sort + map colour + hidden boxes, as the pages' URLs hold them).
 
 GET    /datasets/<id>/views                    any member
-POST   /datasets/<id>/views                    editor+: {"name", "filter"?, "sort"?, "color"?}
+POST   /datasets/<id>/views                    editor+: {"name", "filter"?, "sort"?, "color"?, "hidden_boxes"?}
 GET    /datasets/<id>/views/<view_id>          any member
-PATCH  /datasets/<id>/views/<view_id>          editor+: any of name, filter, sort, color
+PATCH  /datasets/<id>/views/<view_id>          editor+: any of name, filter, sort, color, hidden_boxes
 DELETE /datasets/<id>/views/<view_id>          editor+
 POST   /datasets/<id>/views/<view_id>/tag      editor+: {"name"}: a tag of the samples the view's filter matches now,
                                                to sample from or export
 GET    /datasets/<id>/views/<view_id>/export?format=   any member: the samples the view's filter matches now, as a
-                                               download (the tag export's formats), without making a tag
-GET    /datasets/<id>/export?format=&filter=   any member: the same for a filter as Explore applies it
+                                               download (the tag export's formats) in the view's sort, without
+                                               making a tag
+GET    /datasets/<id>/export?format=&filter=&sort=   any member: the same for a filter and sort as Explore applies them
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from curation.api.tags import IgnoreFormatParameter, TagSerializer, export_respo
 from curation.filters import parse_filter, parse_sort
 from curation.models import Role, SavedView, Tag
 
-KEYS = ("name", "filter", "sort", "color")
+KEYS = ("name", "filter", "sort", "color", "hidden_boxes")
 MAX_VIEWS = 500  # per dataset: a list, not a table to page through
 
 
@@ -41,7 +42,7 @@ class SavedViewSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SavedView
-        fields = ["id", "name", "filter", "sort", "color", "creator", "created_at", "updated_at"]
+        fields = ["id", "name", "filter", "sort", "color", "hidden_boxes", "creator", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -55,6 +56,11 @@ VIEW_REQUEST = inline_serializer(
         ),
         "sort": serializers.CharField(required=False, help_text="idx, -idx, a metadata path or -path"),
         "color": serializers.CharField(required=False, help_text='the map\'s colour: "", "field:<path>" or "tag:<id>"'),
+        "hidden_boxes": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="names of the dataset's object-detection tasks whose boxes Explore's tiles leave out",
+        ),
     },
 )
 
@@ -96,7 +102,25 @@ def _clean(dataset, data, *, partial: bool) -> dict:
         if kind == "tag":
             resolve_tag(dataset, key, "color")
         out["color"] = color
+    if "hidden_boxes" in data:
+        out["hidden_boxes"] = _hidden_boxes(dataset, data["hidden_boxes"])
     return out
+
+
+def _hidden_boxes(dataset, names) -> list[str]:
+    """The object-detection task names whose boxes the view hides, each a task of this dataset, without repeats."""
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValidationError({"hidden_boxes": ["must be a list of task names (strings)"]})
+    tasks = set(dataset.prediction_tasks.filter(type="object-detection").values_list("name", flat=True))
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        known = ", ".join(sorted(tasks)) or "none"
+        raise ValidationError(
+            {"hidden_boxes": [f"{unknown[0]!r} is not an object-detection task of this dataset (tasks: {known})"]}
+        )
+    return list(dict.fromkeys(names))
 
 
 def _taken(dataset, name: str, view: SavedView | None = None):
@@ -188,16 +212,20 @@ class SavedViewTag(APIView):
         return Response(TagSerializer(tag).data, status=status.HTTP_201_CREATED)
 
 
-def export_matches(request, dataset, name: str, filter_obj) -> object:
-    """The samples `filter_obj` matches now, streamed by the tag export (same formats, writers and idx order) from
-    an unsaved tag that holds their bitmask: nothing is stored. The format is checked before the filter is run."""
+def export_matches(request, dataset, name: str, filter_obj, sort_text: str | None) -> object:
+    """The samples `filter_obj` matches now in the order of `sort_text` (as the sample list sorts: missing values
+    last, ties by idx), streamed by the tag export (same formats and writers) from an unsaved tag that holds their
+    bitmask: nothing is stored. The format and sort are checked before the filter is run."""
     fmt = tagging.check_export_format(request.query_params.get("format", ""))
+    sort = parse_sort(dataset, sort_text)
     parsed = parse_filter(filter_obj or {})
     if parsed["tag"] is not None:
         parsed["tag"] = resolve_tag(dataset, parsed["tag"], "filter.tag")
     mask = columns.filter_mask(dataset, **parsed)
     matches = Tag(dataset=dataset, name=name, bitmask=mask, count=bitmask.count(mask))
-    return export_response(request, dataset, matches, fmt)
+    # idx order is the tag export's own order: its batched range walk, not a sort.
+    in_order = sort if (sort.path is not None or sort.descending) else None
+    return export_response(request, dataset, matches, fmt, sort=in_order)
 
 
 EXPORT_RESPONSES = {
@@ -205,6 +233,11 @@ EXPORT_RESPONSES = {
     (200, "text/csv"): OpenApiTypes.STR,
     (200, "application/json"): OpenApiTypes.OBJECT,
 }
+EXPORT_ORDER = (
+    "Samples come in the sort's order, as the sample list and Explore's grid show them: by the metadata value "
+    "(missing values last), ties by idx ascending; `idx` (the default) is upload order. A tag's own export has no "
+    "sort and is always in idx order."
+)
 FORMAT_PARAMETER = OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)
 
 
@@ -212,23 +245,26 @@ class SavedViewExport(APIView):
     content_negotiation_class = IgnoreFormatParameter
 
     @extend_schema(
-        summary="Download the samples a saved view matches now (in idx order; the tag export's formats)",
+        summary="Download the samples a saved view matches now, in the view's sort (the tag export's formats)",
+        description=EXPORT_ORDER,
         parameters=[FORMAT_PARAMETER],
         responses=EXPORT_RESPONSES,
     )
     def get(self, request, dataset_id: str, view_id: str):
         dataset = get_dataset(request.user, dataset_id)
         view = _view(dataset, view_id)
-        return export_matches(request, dataset, view.name, view.filter)
+        return export_matches(request, dataset, view.name, view.filter, view.sort)
 
 
 class FilterExport(APIView):
     content_negotiation_class = IgnoreFormatParameter
 
     @extend_schema(
-        summary="Download the samples a filter matches (in idx order; the tag export's formats)",
+        summary="Download the samples a filter matches, in the given sort (the tag export's formats)",
+        description=EXPORT_ORDER,
         parameters=[
             FORMAT_PARAMETER,
+            OpenApiParameter("sort", str, description="idx (default), -idx, a metadata path or -path"),
             OpenApiParameter(
                 "filter",
                 str,
@@ -241,7 +277,7 @@ class FilterExport(APIView):
     def get(self, request, dataset_id: str):
         dataset = get_dataset(request.user, dataset_id)
         name = (request.query_params.get("name") or "samples").strip()[:200] or "samples"
-        return export_matches(request, dataset, name, _filter_param(request))
+        return export_matches(request, dataset, name, _filter_param(request), request.query_params.get("sort"))
 
 
 urlpatterns = [

@@ -214,7 +214,7 @@ class TagExport(APIView):
     content_negotiation_class = IgnoreFormatParameter
 
     @extend_schema(
-        summary="Download a tag's samples",
+        summary="Download a tag's samples (in idx order: upload order)",
         parameters=[OpenApiParameter("format", str, enum=list(tagging.EXPORT_FORMATS), required=True)],
         responses={
             (200, "text/plain"): OpenApiTypes.STR,
@@ -229,10 +229,10 @@ class TagExport(APIView):
         return export_response(request, dataset, tag, fmt)
 
 
-def export_response(request, dataset, tag, fmt: str) -> StreamingHttpResponse:
-    """The tag export as a streamed download, its links signed for the requesting user on this host."""
+def export_response(request, dataset, tag, fmt: str, *, sort=None) -> StreamingHttpResponse:
+    """The tag export as a streamed download (idx order, or `sort`'s), its links signed for the requesting user."""
     export = tagging.export_tag(
-        dataset, tag, fmt, base_url=request.build_absolute_uri("/").rstrip("/"), user=request.user
+        dataset, tag, fmt, base_url=request.build_absolute_uri("/").rstrip("/"), user=request.user, sort=sort
     )
     response = StreamingHttpResponse(export.body, content_type=export.content_type)
     response["Content-Disposition"] = f'attachment; filename="{export.filename}"'

@@ -52,6 +52,7 @@ def routes(dataset, settings):
         f"{base}/map/samples": ["idx", "embedding", "limit"],
         f"{base}/tags": ["include", "limit"],
         f"{base}/tags/{tag.pk}/export": ["format", "expires"],
+        f"{base}/export": ["format", "filter", "sort", "name"],
         f"{base}/embeddings/{embedding.pk}/projection": ["method"],
         f"{base}/similarity/runs": ["kind"],
         f"{base}/similarity/runs/{run.pk}/results": ["offset", "limit"],

@@ -170,3 +170,28 @@ def test_exports_of_views_and_filters_need_membership(outsider_api, editor_api, 
     assert outsider_api.get(url(data, f"/{view['id']}/export"), {"format": "csv"}).status_code == 404
     assert outsider_api.get(f"/api/v1/datasets/{data.id}/export", {"format": "csv"}).status_code == 404
     assert editor_api.get(url(data, "/" + "0" * 24 + "/export"), {"format": "csv"}).status_code == 404
+
+
+def test_a_view_keeps_the_detection_tasks_whose_boxes_it_hides(editor_api, viewer_api, data):
+    from curation.models import PredictionTask
+
+    PredictionTask.objects.create(dataset=data, name="det", type="object-detection")
+    PredictionTask.objects.create(dataset=data, name="gt", type="object-detection", is_labels=True)
+    PredictionTask.objects.create(dataset=data, name="cls", type="classification")
+    created = editor_api.post(url(data), {"name": "no boxes", "hidden_boxes": ["gt", "det", "gt"]}, format="json")
+    assert created.status_code == 201, created.content
+    view = created.json()
+    assert view["hidden_boxes"] == ["gt", "det"]
+    assert viewer_api.get(url(data, f"/{view['id']}")).json()["hidden_boxes"] == ["gt", "det"]
+    changed = editor_api.patch(url(data, f"/{view['id']}"), {"hidden_boxes": []}, format="json")
+    assert changed.status_code == 200 and changed.json()["hidden_boxes"] == []
+    assert editor_api.post(url(data), {"name": "plain"}, format="json").json()["hidden_boxes"] == []
+    for bad, message in [
+        ("det", "hidden_boxes: must be a list of task names"),
+        ([1], "hidden_boxes: must be a list of task names"),
+        (["cls"], "hidden_boxes: 'cls' is not an object-detection task of this dataset (tasks: det, gt)"),
+        (["nope"], "hidden_boxes: 'nope' is not an object-detection task"),
+    ]:
+        response = editor_api.patch(url(data, f"/{view['id']}"), {"hidden_boxes": bad}, format="json")
+        assert response.status_code == 400 and response.json()["detail"].startswith(message), response.json()
+    assert SavedView.objects.get(pk=view["id"]).hidden_boxes == []

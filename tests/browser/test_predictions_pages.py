@@ -155,3 +155,59 @@ def test_explore_tiles_draw_detection_boxes_scaled_to_the_thumbnail(page, live_s
     expect(tile.get_by_test_id("prediction-layer")).to_be_hidden()
     toggles.get_by_label("det").check()
     expect(tile.get_by_test_id("prediction-layer")).to_be_visible()
+
+
+def test_boxes_on_tiles_are_in_the_url_back_forward_and_a_saved_view(page, live_server, shot, owner):
+    import re
+
+    from curation.models import SavedView
+
+    ds = create_dataset(owner, "box views", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    api = Api(live_server.url, key)
+    api.call("POST", f"/datasets/{ds.id}/samples", data={"embed": "false"},
+             files=[("files", ("wide.png", _png(300, 200), "image/png"))])  # fmt: skip
+    doc = {
+        "schema": {"task_type": "object-detection", "categories": CATS},
+        "predictions": [{"file_name": "wide.png", "predictions": [{"category_id": 0, "score": 0.9, "bbox": [60, 20, 100, 50]}]}],
+    }  # fmt: skip
+    api.call("PUT", f"/datasets/{ds.id}/predictions/det", data=json.dumps(doc),
+             headers={"Content-Type": "application/json"})  # fmt: skip
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    explore = f"{live_server.url}/datasets/{ds.id}/explore"
+    page.goto(explore)
+    layer = page.get_by_test_id("tile").get_by_test_id("prediction-layer")
+    toggle = page.get_by_test_id("box-tasks").get_by_label("det")
+    expect(layer).to_be_visible()
+    # Switching a task's boxes off is part of the view: in the URL, kept by a reload, walked by back and forward.
+    toggle.uncheck()
+    expect(layer).to_be_hidden()
+    expect(page).to_have_url(re.compile(r"hide_boxes=det"))
+    page.reload()
+    expect(page.get_by_test_id("tile")).to_have_count(1)
+    expect(layer).to_be_hidden()
+    expect(toggle).not_to_be_checked()
+    page.go_back()
+    expect(page).not_to_have_url(re.compile("hide_boxes"))
+    expect(layer).to_be_visible()
+    expect(toggle).to_be_checked()
+    page.go_forward()
+    expect(layer).to_be_hidden()
+    expect(toggle).not_to_be_checked()
+    # A saved view keeps it; opening the view hides the boxes again.
+    page.get_by_label("View name").fill("no boxes")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("view-select").locator("option", has_text="no boxes")).to_have_count(1)
+    assert SavedView.objects.get(dataset=ds, name="no boxes").hidden_boxes == ["det"]
+    toggle.check()
+    expect(layer).to_be_visible()
+    page.get_by_test_id("view-select").select_option(label="no boxes")
+    expect(toggle).not_to_be_checked()
+    expect(layer).to_be_hidden()
+    expect(page).to_have_url(re.compile(r"hide_boxes=det"))
+    shot(page, "explore-view-without-boxes")
+    # A link that hides the boxes of a task the dataset does not have says so.
+    page.goto(explore + "?hide_boxes=ghost")
+    expect(page.get_by_role("alert").filter(has_text="“ghost”, which is not an object-detection task")).to_be_visible()
+    expect(layer).to_be_visible()
+    expect(page).not_to_have_url(re.compile("hide_boxes"))

@@ -109,3 +109,52 @@ def test_duplicates_review_keeps_one_per_group(page, live_server, shot, photos):
         page.evaluate("() => document.querySelector('[data-testid=dup-summary]').textContent.match(/(\\d+) extra/)[1]")
     )
     assert removable >= 1 and tag.count == 18 - removable
+
+
+def test_the_search_and_the_duplicate_review_are_in_the_url(page, live_server, shot, photos, owner):
+    import re
+
+    from curation import tagging
+
+    tagging.create_tag(photos, "first two", [0, 1], origin="selection", origin_detail={}, creator=owner)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{photos.id}/explore")
+    page.get_by_role("button", name="View img_03.png").click()
+    page.get_by_test_id("more-like-this").click()
+    page.wait_for_url("**/similar?run=*")
+    expect(page.get_by_test_id("similar-query")).to_contain_text("Query: img_03.png", timeout=60_000)
+    first_url = page.url
+    # A second search is a new history entry: back shows the first one again, forward the second.
+    page.get_by_label("Like the tag").select_option(label="first two (2)")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("16 samples like a tag (centroid)")).to_be_visible(timeout=60_000)
+    assert page.url != first_url and re.search(r"\?run=[0-9a-f]{24}$", page.url)
+    page.go_back()
+    expect(page).to_have_url(first_url)
+    expect(page.get_by_test_id("similar-query")).to_contain_text("Query: img_03.png", timeout=60_000)
+    page.go_forward()
+    expect(page.get_by_text("16 samples like a tag (centroid)")).to_be_visible(timeout=60_000)
+    page.reload()
+    expect(page.get_by_text("16 samples like a tag (centroid)")).to_be_visible(timeout=60_000)
+    # A link to a search that is gone says so.
+    page.errors.allow(r"status of 404")
+    page.goto(f"{live_server.url}/datasets/{photos.id}/similar?run=" + "0" * 24)
+    expect(page.get_by_role("alert").first).to_be_visible(timeout=60_000)
+    # Duplicates: the run under review and the keeper choice are in the URL.
+    page.goto(f"{live_server.url}/datasets/{photos.id}/duplicates")
+    expect(page.get_by_text("No duplicate search yet")).to_be_visible(timeout=60_000)  # the page is ready
+    page.get_by_role("button", name="Find duplicates").click()
+    expect(page.get_by_test_id("dup-group").first).to_be_visible(timeout=60_000)
+    expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{24}$"))
+    exact = page.get_by_test_id("dup-group").filter(has_text="exact")
+    page.get_by_label("Which sample a group keeps").select_option("largest")
+    expect(page).to_have_url(re.compile(r"keep=largest"))
+    page.reload()
+    expect(page.get_by_label("Which sample a group keeps")).to_have_value("largest", timeout=60_000)
+    expect(exact.locator('[data-kept="1"]')).to_have_count(1)
+    page.go_back()
+    expect(page.get_by_label("Which sample a group keeps")).to_have_value("first", timeout=60_000)
+    expect(exact.locator('[data-kept="1"]')).to_contain_text("img_03.png")
+    shot(page, "duplicates-from-the-url")
+    page.goto(page.url + "&keep=biggest")
+    expect(page.get_by_role("alert").filter(has_text="keep=biggest is not a choice")).to_be_visible(timeout=60_000)

@@ -395,6 +395,75 @@ def test_analyze_range_inputs_keep_what_is_typed_focus_stays_and_the_filter_is_i
     expect(matched).to_have_text("24", timeout=LONG)
 
 
+def test_analyze_text_contains_match_case_and_any_case_values_are_in_the_url(page, live_server, shot, dataset):
+    import json as _json
+    from urllib.parse import quote
+
+    _street(dataset, 120)
+    odd = [("SUNNY", 0.0), ("Sunny", 5.0), ("RAINY", 7.0)]
+    add_samples(
+        dataset,
+        [
+            {"file_name": f"x{i}.jpg", "metadata": {"weather": {"scenario": s, "temperature": t}}}
+            for i, (s, t) in enumerate(odd)
+        ],
+    )
+    rows = [(["sunny", "cloudy", "rainy"][i % 3], float(i % 40)) for i in range(120)] + odd
+
+    def count(keep) -> str:
+        return str(sum(1 for s, t in rows if keep(s, t)))
+
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    url = f"{live_server.url}/datasets/{dataset.id}/analyze"
+    page.goto(url)
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("123", timeout=LONG)
+    # Contains, in any case by default; "Aa" makes it exact case. Both go to the URL.
+    page.get_by_label("Scenario contains", exact=True).fill("sun")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s.lower()), timeout=LONG)
+    expect(page).to_have_url(re.compile("icontains"))
+    page.get_by_label("Scenario: match case").check()
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s), timeout=LONG)
+    expect(page.get_by_test_id("active-filter")).to_have_text(re.compile("Scenario contains “sun” \\(exact case\\)"))
+    page.reload()
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s), timeout=LONG)
+    expect(page.get_by_label("Scenario contains", exact=True)).to_have_value("sun")
+    expect(page.get_by_label("Scenario: match case")).to_be_checked()
+    page.go_back()  # back to "contains sun" in any case
+    expect(matched).to_have_text(count(lambda s, t: "sun" in s.lower()), timeout=LONG)
+    expect(page.get_by_label("Scenario: match case")).not_to_be_checked()
+    # Picked values, then "any case": is (any case), is one of (any case).
+    page.get_by_label("Scenario contains", exact=True).fill("")
+    page.get_by_label("Scenario contains", exact=True).press("Enter")
+    expect(matched).to_have_text("123", timeout=LONG)
+    page.locator('[data-path="weather.scenario"] [data-value="sunny"]').click()
+    expect(matched).to_have_text(count(lambda s, t: s == "sunny"), timeout=LONG)
+    page.get_by_label("Scenario: picked values in any case").check()
+    expect(matched).to_have_text(count(lambda s, t: s.lower() == "sunny"), timeout=LONG)
+    expect(page).to_have_url(re.compile("ieq"))
+    page.locator('[data-path="weather.scenario"] [data-value="rainy"]').click()
+    expect(matched).to_have_text(count(lambda s, t: s.lower() in ("sunny", "rainy")), timeout=LONG)
+    expect(page).to_have_url(re.compile("iin"))
+    shot(page, "analyze-any-case")
+    # A link from Explore with text operations and a condition no chart edits: all applied, all shown.
+    link = [
+        {"path": "weather.scenario", "op": "iin", "value": ["SUNNY"]},
+        {"path": "weather.temperature", "op": "ne", "value": 0},
+    ]
+    page.goto(url + "?conditions=" + quote(_json.dumps(link)))
+    expected = count(lambda s, t: s.lower() == "sunny" and t != 0)
+    expect(matched).to_have_text(expected, timeout=LONG)
+    expect(page.locator('[data-path="weather.scenario"] [data-value="sunny"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    expect(page.get_by_label("Scenario: picked values in any case")).to_be_checked()
+    expect(page.get_by_test_id("active-filter").filter(has_text="Temperature ≠ 0")).to_be_visible()
+    # Explore opens the same filter.
+    page.get_by_role("link", name="Open in Explore").click()
+    expect(page.get_by_test_id("match-count")).to_have_text(f"{expected} samples", timeout=LONG)
+
+
 def test_map_says_why_a_wrongly_typed_field_cannot_colour_keeps_colour_and_view_in_the_url_and_points_grow(
     page, live_server, shot, dataset
 ):
@@ -766,6 +835,7 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
         dataset=dataset,
         name="cold rain",
         creator=owner,
+        sort="-weather.temperature",
         filter={
             "conditions": [
                 {"path": "weather.scenario", "op": "eq", "value": "rainy"},
@@ -789,6 +859,18 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
     rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
     assert rows[0].startswith("file_name,sample_id,idx")
     assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in range(0, 120, 3)]
+    # Sorted, the export comes in the grid's order: temperature descending, ties by idx.
+    page.get_by_label("Sort by").select_option(label="Temperature ↓")
+    expect(page.get_by_test_id("tile-badge").first).to_have_text("Temperature: 39", timeout=LONG)
+    with page.expect_download() as caught:
+        page.get_by_test_id("export-link").click()
+    rows = open(caught.value.path(), encoding="utf-8").read().splitlines()
+    warmest_first = sorted(range(0, 120, 3), key=lambda i: (-(i % 40), i))
+    assert [r.split(",")[0] for r in rows[1:]] == [f"f{i:03d}.jpg" for i in warmest_first]
+    # The filter and sort saved as a view from this page are that view at once (jsonb orders keys its own way).
+    page.get_by_label("View name").fill("warm sun")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("export-link")).to_have_text("Export view “warm sun”", timeout=LONG)
     # A saved view, opened, exports under its name; changing the filter afterwards exports the filter again.
     page.get_by_test_id("view-select").select_option(label="cold rain")
     expect(page.get_by_test_id("match-count")).to_have_text("4 samples", timeout=LONG)
@@ -799,7 +881,8 @@ def test_explore_exports_the_current_filter_and_a_saved_view_directly(page, live
         page.get_by_test_id("export-link").click()
     assert caught.value.suggested_filename == "cold_rain.json"
     items = _json.loads(open(caught.value.path(), encoding="utf-8").read())
-    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in range(120) if i % 3 == 2 and i % 40 <= 3]
+    cold_rain = sorted((i for i in range(120) if i % 3 == 2 and i % 40 <= 3), key=lambda i: (-(i % 40), i))
+    assert [item["file_name"] for item in items] == [f"f{i:03d}.jpg" for i in cold_rain]  # in the view's sort
     page.get_by_role("button", name=re.compile("Remove condition Temperature")).click()
     expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)
     expect(page.get_by_test_id("export-link")).to_have_text("Export the matching samples")
@@ -879,3 +962,114 @@ def test_explore_and_analyze_with_the_keyboard_only(page, live_server, shot, dat
     page.keyboard.press("Enter")
     expect(matched).not_to_have_text("24", timeout=LONG)
     shot(page, "analyze-keyboard")
+
+
+def test_the_tag_is_in_the_url_of_explore_and_analyze_and_in_a_saved_view(page, live_server, shot, dataset, owner):
+    from curation import tagging
+    from curation.models import SavedView
+
+    _street(dataset, 120)
+    first = tagging.create_tag(
+        dataset, "first 30", list(range(30)), origin="selection", origin_detail={}, creator=owner
+    )
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    explore = f"{live_server.url}/datasets/{dataset.id}/explore"
+    page.goto(explore)
+    count = page.get_by_test_id("match-count")
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Tag", exact=True).select_option(first.id)
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page).to_have_url(re.compile(f"tag={first.id}"))
+    page.reload()
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_label("Tag", exact=True)).to_have_value(first.id)
+    page.go_back()
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.go_forward()
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    # A saved view holds the tag with the filter; opening it elsewhere brings the tag back.
+    page.get_by_label("View name").fill("first ones")
+    page.get_by_role("button", name="Save current view").click()
+    expect(page.get_by_test_id("view-select")).to_have_value(re.compile(r"^[0-9a-f]{24}$"), timeout=LONG)
+    assert SavedView.objects.get(dataset=dataset).filter == {"tag": first.id}
+    page.goto(explore)
+    expect(count).to_have_text("120 samples", timeout=LONG)
+    page.get_by_test_id("view-select").select_option(label="first ones")
+    expect(count).to_have_text("30 samples", timeout=LONG)
+    expect(page.get_by_label("Tag", exact=True)).to_have_value(first.id)
+    # Analyze: "within tag" is in the URL too, and a reload keeps it.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze")
+    matched = page.get_by_test_id("matched-count")
+    expect(matched).to_have_text("120", timeout=LONG)
+    page.get_by_label("Within tag").select_option(first.id)
+    expect(matched).to_have_text("30", timeout=LONG)
+    expect(page).to_have_url(re.compile(f"tag={first.id}"))
+    page.reload()
+    expect(matched).to_have_text("30", timeout=LONG)
+    expect(page.get_by_label("Within tag")).to_have_value(first.id)
+    shot(page, "analyze-within-tag")
+    # A link whose tag the dataset does not have says so.
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/analyze?tag=" + "0" * 24)
+    expect(page.get_by_role("alert").filter(has_text="The link's tag is not a tag of this dataset")).to_be_visible()
+    page.goto(explore + "?tag=" + "0" * 24)
+    page.errors.allow(r"status of 400")
+    expect(page.get_by_role("alert").filter(has_text="no tag with id").first).to_be_visible(timeout=LONG)
+
+
+def test_the_sample_view_shows_the_full_resolution_image_not_the_thumbnail(page, live_server, shot, owner):
+    import io
+
+    from PIL import Image
+
+    from curation.services import create_dataset
+
+    ds = create_dataset(owner, "big pictures", "full")
+    _token, key = ApiToken.issue(owner, "cli")
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 400), (30, 120, 200)).save(buffer, "PNG")
+    Api(live_server.url, key).call(
+        "POST", f"/datasets/{ds.id}/samples", files=[("files", ("big.png", buffer.getvalue(), "image/png"))],
+        data={"embed": "false"},
+    )  # fmt: skip
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{ds.id}/explore")
+    page.wait_for_function("() => { const i = document.querySelector('.tile img'); return i && i.naturalWidth > 0; }")
+    # The tile shows the thumbnail (its longest side 256 px) ...
+    assert page.evaluate("() => document.querySelector('.tile img').naturalWidth") == 256
+    page.get_by_role("button", name="View big.png").click()
+    # ... the sample view the original, at its own 600 x 400 pixels.
+    page.wait_for_function(
+        "() => { const i = document.querySelector('dialog img'); return i && i.naturalWidth === 600; }"
+    )
+    assert page.evaluate("() => document.querySelector('dialog img').naturalHeight") == 400
+    expect(page.get_by_test_id("sample-view")).to_contain_text("600 × 400")
+    shot(page, "sample-view-full-resolution")
+
+
+def test_a_condition_being_typed_survives_the_value_suggestions_arriving(page, live_server, dataset):
+    """The known values (suggestions) load after the grid; their arrival must not wipe the condition being typed."""
+    _street(dataset, 120)
+    held = []
+
+    def hold(route):
+        if "filter=" in route.request.url:
+            route.continue_()  # the facets' request
+        else:
+            held.append(route)  # the suggestions' request waits until the condition is typed
+
+    page.route("**/metadata/histograms*", hold)
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    page.goto(f"{live_server.url}/datasets/{dataset.id}/explore")
+    expect(page.get_by_test_id("match-count")).to_have_text("120 samples", timeout=LONG)
+    page.get_by_label("Metadata field").select_option(label="Scenario")
+    page.get_by_label("Condition", exact=True).select_option(label="contains (any case)")
+    page.get_by_label("Value", exact=True).fill("SUN")
+    page.wait_for_function("() => true")  # let the held request reach the handler
+    assert held, "the suggestions' request was not seen"
+    for route in held:
+        route.continue_()
+    page.wait_for_function("() => document.querySelectorAll('#c-values option').length > 0", timeout=LONG)
+    expect(page.get_by_label("Value", exact=True)).to_have_value("SUN")
+    expect(page.get_by_label("Condition", exact=True)).to_have_value("icontains")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("match-count")).to_have_text("40 samples", timeout=LONG)

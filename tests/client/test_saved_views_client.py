@@ -24,10 +24,12 @@ def test_save_open_rename_tag_and_delete_a_view(live_server, owner, dataset):
         assert [v["name"] for v in client.list_views()] == ["faster"]
         tag = client.tag_from_view("faster", "fast tag")
         assert tag["count"] == 2
-        assert client.export_view("faster") == ["f8.jpg", "f9.jpg"]
-        assert [row["file_name"] for row in client.export_view("faster", "json")] == ["f8.jpg", "f9.jpg"]
+        # A view exports in its sort (-speed), not in idx order.
+        assert client.export_view("faster") == ["f9.jpg", "f8.jpg"]
+        assert [row["file_name"] for row in client.export_view("faster", "json")] == ["f9.jpg", "f8.jpg"]
         slow = {"conditions": [{"path": "speed", "op": "lt", "value": 2}]}
         assert client.export_filter(slow) == ["f0.jpg", "f1.jpg"]
+        assert client.export_filter(slow, sort="-speed") == ["f1.jpg", "f0.jpg"]
         assert len(client.export_filter()) == 10
         assert client.export_filter(slow, "csv").startswith("file_name,sample_id,idx")
         with pytest.raises(WinnowError, match="already exists"):

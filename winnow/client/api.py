@@ -752,7 +752,7 @@ class Client:
         return self._json("POST", f"datasets/{self._dataset(dataset_id)}/views", json=body)
 
     def update_view(self, name_or_id: str, dataset_id: str | None = None, **changes) -> dict:
-        """Rename or change a saved view: any of name, filter, sort, color."""
+        """Rename or change a saved view: any of name, filter, sort, color, hidden_boxes (detection task names)."""
         view = self.get_view(name_or_id, dataset_id)
         return self._json("PATCH", f"datasets/{self._dataset(dataset_id)}/views/{view['id']}", json=changes)
 
@@ -803,17 +803,27 @@ class Client:
         return self._export(f"datasets/{self._dataset(dataset_id)}/tags/{tag_id}/export", {"format": format}, raw)
 
     def export_view(self, view: str, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False):
-        """The samples a saved view (name or id) matches now, as export_tag gives a tag's (no tag is made)."""
+        """The samples a saved view (name or id) matches now, in the view's sort, as export_tag gives a tag's (no tag
+        is made)."""
         view_id = self.get_view(view, dataset_id)["id"]
         return self._export(f"datasets/{self._dataset(dataset_id)}/views/{view_id}/export", {"format": format}, raw)
 
     def export_filter(
-        self, filter: dict | None = None, format: str = "filenames", dataset_id: str | None = None, *, raw: bool = False
+        self,
+        filter: dict | None = None,
+        format: str = "filenames",
+        dataset_id: str | None = None,
+        *,
+        raw: bool = False,
+        sort: str | None = None,
     ):
-        """The samples a filter {"tag", "file_name", "conditions"} matches (all without one), as export_tag gives."""
+        """The samples a filter {"tag", "file_name", "conditions"} matches (all without one), as export_tag gives,
+        in idx order or in `sort`'s (idx, -idx, a metadata path or -path; missing values last, ties by idx)."""
         params = {"format": format}
         if filter:
             params["filter"] = json.dumps(filter)
+        if sort:
+            params["sort"] = sort
         return self._export(f"datasets/{self._dataset(dataset_id)}/export", params, raw)
 
     def _export(self, path: str, params: dict, raw: bool):

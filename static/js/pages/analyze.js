@@ -14,7 +14,9 @@ const saveForm = document.getElementById("save-form");
 const saveError = document.getElementById("save-error");
 
 const W = 400, H = 170, L = 8, R = 392, TOP = 8, BOTTOM = 140;
-const selections = new Map(); // path -> {range: [lo, hi]} (either end may be null: open) | {values: [..]}
+// path -> {range: [lo, hi]} (either end may be null: open) | {values: [..], anyCase} and/or {contains: text, exact}
+const selections = new Map();
+let others = [];              // conditions from a link that no chart edits (ne, exists, …): applied and shown as chips
 let fields = [];
 let charts = new Map();       // path -> {draw(field)}
 let request = 0;
@@ -30,14 +32,26 @@ function conditions() {
     if (sel.range) {
       if (sel.range[0] !== null) out.push({ path, op: "gte", value: sel.range[0] });
       if (sel.range[1] !== null) out.push({ path, op: "lte", value: sel.range[1] });
-    } else if (sel.values && sel.values.length === 1) {
-      out.push({ path, op: "eq", value: sel.values[0] });
-    } else if (sel.values && sel.values.length) {
-      out.push({ path, op: "in", value: sel.values });
     }
+    // A text field's values may match in any case (ieq, iin), as Explore's builder offers.
+    if (sel.values && sel.values.length === 1) {
+      out.push({ path, op: sel.anyCase ? "ieq" : "eq", value: sel.values[0] });
+    } else if (sel.values && sel.values.length) {
+      out.push({ path, op: sel.anyCase ? "iin" : "in", value: sel.values });
+    }
+    if (sel.contains) out.push({ path, op: sel.exact ? "contains" : "icontains", value: sel.contains });
   }
-  return out;
+  return out.concat(others);
 }
+
+// A selection without anything left in it goes, so the URL and the chips hold only what filters.
+function tidy(path) {
+  const sel = selections.get(path);
+  if (sel && !sel.range && !(sel.values && sel.values.length) && !sel.contains && !sel.anyCase) selections.delete(path);
+}
+
+// A picked value matches a chart's row: the same value, or the same text in another case when "any case" is on.
+const sameValue = (sel, a, b) => a === b || Boolean(sel && sel.anyCase && typeof a === "string" && typeof b === "string" && a.toLowerCase() === b.toLowerCase());
 
 function filterObject() {
   const obj = {};
@@ -68,6 +82,7 @@ function syncUrl(push) {
 function readUrl() {
   const qs = new URLSearchParams(location.search);
   selections.clear();
+  others = [];
   let list = [];
   try { list = JSON.parse(qs.get("conditions") || "[]"); } catch (_) { toast("The link's conditions are not valid JSON; showing no filter.", "error"); }
   for (const c of Array.isArray(list) ? list : []) {
@@ -76,9 +91,19 @@ function readUrl() {
     if (c.op === "gte" || c.op === "lte") {
       sel.range = sel.range || [null, null];
       sel.range[c.op === "gte" ? 0 : 1] = c.value;
-    } else if (c.op === "eq") sel.values = [...(sel.values || []), c.value];
-    else if (c.op === "in" && Array.isArray(c.value)) sel.values = [...(sel.values || []), ...c.value];
-    else continue;
+    } else if ((c.op === "eq" || c.op === "ieq") && !sel.values) {
+      sel.values = [c.value];
+      sel.anyCase = c.op === "ieq";
+    } else if ((c.op === "in" || c.op === "iin") && Array.isArray(c.value) && !sel.values) {
+      sel.values = [...c.value];
+      sel.anyCase = c.op === "iin";
+    } else if ((c.op === "contains" || c.op === "icontains") && !sel.contains && typeof c.value === "string") {
+      sel.contains = c.value;
+      sel.exact = c.op === "contains";
+    } else {
+      others.push(c);  // kept and applied as it is; its chip removes it
+      continue;
+    }
     selections.set(c.path, sel);
   }
   return qs.get("tag") || "";
@@ -90,17 +115,26 @@ window.addEventListener("popstate", () => {
   redrawAll();
 });
 
+const OP_TEXT = { ne: "≠", lt: "<", lte: "≤", gt: ">", gte: "≥", eq: "=", in: "in", exists: "exists",
+  contains: "contains", icontains: "contains (any case)", ieq: "is (any case)", iin: "is one of (any case)" };
+
 function renderActive() {
-  clear(activeBox, [...selections].map(([path, sel]) => {
-    const f = fields.find((x) => x.path === path);
-    const name = f ? label(f) : path;
-    const text = sel.range ? (sel.range[1] === null ? `${name} ≥ ${fmtValue(sel.range[0])}` : sel.range[0] === null ? `${name} ≤ ${fmtValue(sel.range[1])}`
-      : `${name} ${fmtValue(sel.range[0])} – ${fmtValue(sel.range[1])}`)
-      : `${name}: ${sel.values.map(fmtValue).join(", ")}`;
+  const chip = (text, name, onRemove) => {
     const remove = el("button", { type: "button", "aria-label": "Remove filter on " + name }, "×");
-    remove.addEventListener("click", () => { selections.delete(path); schedule(); redrawAll(); });
-    return el("span", { class: "badge blue cond-chip" }, text, remove);
-  }));
+    remove.addEventListener("click", () => { onRemove(); schedule(); redrawAll(); });
+    return el("span", { class: "badge blue cond-chip", "data-testid": "active-filter" }, text, remove);
+  };
+  const nameOf = (path) => { const f = fields.find((x) => x.path === path); return f ? label(f) : path; };
+  clear(activeBox, [...selections].map(([path, sel]) => {
+    const name = nameOf(path);
+    const parts = [];
+    if (sel.range) parts.push(sel.range[1] === null ? `${name} ≥ ${fmtValue(sel.range[0])}` : sel.range[0] === null ? `${name} ≤ ${fmtValue(sel.range[1])}`
+      : `${name} ${fmtValue(sel.range[0])} – ${fmtValue(sel.range[1])}`);
+    if (sel.values && sel.values.length) parts.push(`${name}: ${sel.values.map(fmtValue).join(", ")}${sel.anyCase ? " (any case)" : ""}`);
+    if (sel.contains) parts.push(`${name} contains “${sel.contains}”${sel.exact ? " (exact case)" : " (any case)"}`);
+    return parts.length ? chip(parts.join(" · "), name, () => selections.delete(path)) : null;
+  }), others.map((c) => chip(`${nameOf(c.path)} ${OP_TEXT[c.op] || c.op}${c.op === "exists" ? "" : " " + JSON.stringify(c.value)}`,
+    nameOf(c.path), () => { others = others.filter((x) => x !== c); })));
   const qs = new URLSearchParams();
   if (tagSelect.value) qs.set("tag", tagSelect.value);
   const c = conditions();
@@ -247,14 +281,16 @@ function numericChart(f) {
 function categoricalChart(f) {
   const list = el("div", { role: "group", "aria-label": label(f) + " values" });
   const note = el("p", { class: "muted small", style: "margin:6px 0 0" });
-  const node = el("section", { class: "chart", "data-testid": "chart", "data-path": f.path }, head(f), list, note);
+  const text = f.type === "categorical_string" ? textControls(f, () => draw(current)) : null;
+  const node = el("section", { class: "chart", "data-testid": "chart", "data-path": f.path }, head(f), text && text.node, list, note);
 
   const toggle = (value) => {
-    const sel = selections.get(f.path);
-    const values = sel && sel.values ? [...sel.values] : [];
-    const at = values.findIndex((v) => v === value);
+    const sel = selections.get(f.path) || {};
+    const values = sel.values ? [...sel.values] : [];
+    const at = values.findIndex((v) => sameValue(sel, v, value));
     if (at >= 0) values.splice(at, 1); else values.push(value);
-    if (values.length) selections.set(f.path, { values }); else selections.delete(f.path);
+    selections.set(f.path, { ...sel, values });
+    tidy(f.path);
     schedule();
     draw(current);
   };
@@ -262,11 +298,12 @@ function categoricalChart(f) {
   function draw(data) {
     current = data;
     const sel = selections.get(f.path);
+    if (text) text.show(sel);
     const top = Math.max(1, ...data.values.map((v) => v.count));
     // The rows are rebuilt: the one holding keyboard focus gets it back.
     const focused = list.contains(document.activeElement) ? document.activeElement.dataset.value : null;
     clear(list, data.values.map((v) => {
-      const on = !!(sel && sel.values && sel.values.some((x) => x === v.value));
+      const on = !!(sel && sel.values && sel.values.some((x) => sameValue(sel, x, v.value)));
       const row = el("div", {
         class: "cat", role: "checkbox", tabindex: "0", "aria-checked": String(on), "data-value": String(v.value),
         "aria-label": `${fmtValue(v.value)}: ${v.matched} of ${v.count}`,
@@ -296,9 +333,44 @@ function categoricalChart(f) {
   return { node, draw };
 }
 
+// A text field's controls, as Explore's sidebar has them: "contains…" (any case; "Aa" makes it exact case), and
+// "any case" for the values picked below (is / is one of, in any case: ieq, iin).
+const INLINE = "display:inline-flex;align-items:center;gap:4px;margin:0;font-weight:normal;white-space:nowrap";
+
+function textControls(f, redraw) {
+  const input = el("input", { type: "search", placeholder: "contains…", "aria-label": label(f) + " contains", style: "width:100%" });
+  const exact = el("input", { type: "checkbox", "aria-label": label(f) + ": match case", style: "width:auto;margin:0" });
+  const anyCase = el("input", { type: "checkbox", "aria-label": label(f) + ": picked values in any case", style: "width:auto;margin:0" });
+  const edit = (change) => {
+    const sel = { ...(selections.get(f.path) || {}) };
+    change(sel);
+    selections.set(f.path, sel);
+    tidy(f.path);
+    schedule();
+    redraw();
+  };
+  input.addEventListener("change", () => edit((sel) => {
+    const typed = input.value;
+    if (typed.trim() === "") { delete sel.contains; delete sel.exact; } else { sel.contains = typed; sel.exact = exact.checked; }
+  }));
+  exact.addEventListener("change", () => { if (input.value.trim()) edit((sel) => { sel.contains = input.value; sel.exact = exact.checked; }); });
+  anyCase.addEventListener("change", () => edit((sel) => { sel.anyCase = anyCase.checked; }));
+  const node = el("div", { class: "row small", style: "align-items:center;gap:6px;flex-wrap:wrap;margin:4px 0" },
+    el("div", { class: "row", style: "align-items:center;gap:6px;flex:1 1 160px;flex-wrap:nowrap" }, input,
+      el("label", { class: "muted", title: "Match case", style: INLINE }, exact, "Aa")),
+    el("label", { class: "muted", title: "Picked values also match in other cases (Rain, RAIN)", style: INLINE }, anyCase, "any case"));
+  // What the URL holds shows in the controls; a box the curator is typing in is left alone.
+  const show = (sel) => {
+    if (document.activeElement !== input) input.value = sel && sel.contains ? sel.contains : "";
+    exact.checked = Boolean(sel && sel.contains && sel.exact);
+    anyCase.checked = Boolean(sel && sel.anyCase);
+  };
+  return { node, show };
+}
+
 // --- wiring ----------------------------------------------------------------------------------------------
 
-document.getElementById("clear-all").addEventListener("click", () => { selections.clear(); schedule(); redrawAll(); });
+document.getElementById("clear-all").addEventListener("click", () => { selections.clear(); others = []; schedule(); redrawAll(); });
 tagSelect.addEventListener("change", schedule);
 
 if (saveForm) {
@@ -324,8 +396,10 @@ api(base + "/tags").then((tags) => {
   tagSelect.append(...list.map((t) => el("option", { value: t.id }, "within " + t.name + " (" + fmtNum(t.count) + ")")));
   if (startTag && tagSelect.value !== startTag) {
     tagSelect.value = startTag;
+    // A link's tag this dataset does not have (deleted since) is said, not silently dropped.
+    if (tagSelect.value !== startTag) toast("The link's tag is not a tag of this dataset (deleted?): showing all samples.", "error");
     schedule(false);
   }
-}).catch(() => {});
+}).catch((err) => toast(err.message, "error"));
 renderActive();
 refresh();

@@ -8,6 +8,25 @@ const result = document.getElementById("dup-result");
 const PAGE = 20;
 let stopPoll = null;
 let keep = "first";
+let currentRun = null;
+const KEEPS = ["first", "largest", "sharpest"];
+
+// The run under review and which sample a group keeps live in the URL (?run=&keep=): a reload or a link shows the
+// same review, back and forward walk the runs and choices.
+function syncUrl(push) {
+  const qs = new URLSearchParams();
+  if (currentRun) qs.set("run", currentRun);
+  if (keep !== "first") qs.set("keep", keep);
+  const url = location.pathname + (qs.toString() ? "?" + qs : "");
+  if (url === location.pathname + location.search) return;
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+}
+
+function readKeep() {
+  const wanted = new URLSearchParams(location.search).get("keep") || "first";
+  keep = KEEPS.includes(wanted) ? wanted : "first";
+  if (wanted !== keep) toast("The link's keep=" + wanted + " is not a choice (" + KEEPS.join(", ") + "): keeping the first uploaded.", "error");
+}
 
 const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
 
@@ -17,12 +36,20 @@ async function start() {
   if (f.threshold.value !== "") body.threshold = Number(f.threshold.value);
   const run = await api(base + "/duplicates", { method: "POST", body });
   follow(run.id);
+  syncUrl(true);
 }
 
 function follow(runId) {
   if (stopPoll) stopPoll();
+  currentRun = runId;
   stopPoll = adaptivePoll(async () => {
-    const run = await api(base + "/runs/" + encodeURIComponent(runId));
+    let run;
+    try {
+      run = await api(base + "/runs/" + encodeURIComponent(runId));
+    } catch (err) {
+      clear(result, errorBox(err));  // a link to a run that is gone: said once, not polled again
+      return false;
+    }
     if (run.status === "failed") { clear(result, errorBox(new Error(run.error || "the run failed"))); return false; }
     if (run.status !== "succeeded") {
       const pct = Math.round(run.progress * 100);
@@ -51,7 +78,7 @@ function render(run) {
   const keepSelect = el("select", { id: "d-keep", "aria-label": "Which sample a group keeps" },
     el("option", { value: "first" }, "keep the first uploaded"), el("option", { value: "largest" }, "keep the largest image"), el("option", { value: "sharpest" }, "keep the sharpest image"));
   keepSelect.value = keep;
-  keepSelect.addEventListener("change", () => { keep = keepSelect.value; groups.querySelectorAll("[data-group]").forEach(markKeeper); });
+  keepSelect.addEventListener("change", () => { keep = keepSelect.value; groups.querySelectorAll("[data-group]").forEach(markKeeper); syncUrl(true); });
   const head = el("div", { class: "panel" },
     el("p", { "data-testid": "dup-summary" },
       el("strong", {}, fmtNum(s.groups) + " groups"), " (" + fmtNum(s.exact_groups) + " exact), ",
@@ -114,9 +141,24 @@ async function init() {
     clear(form.elements.embedding, embeddings.map((e) => el("option", { value: e.id }, e.name)));
     form.addEventListener("submit", (event) => { event.preventDefault(); busy(document.getElementById("d-run"), start); });
   }
-  const runs = await api(base + "/runs", { params: { kind: "duplicates" } });
-  if (runs.length) follow(runs[0].id);
-  else clear(result, emptyState("No duplicate search yet", canEdit ? "Choose an embedding and press Find duplicates." : "An editor can start one."));
+  await showFromUrl();
 }
+
+async function showFromUrl() {
+  readKeep();
+  const wanted = new URLSearchParams(location.search).get("run");
+  if (wanted) { follow(wanted); return; }
+  const runs = await api(base + "/runs", { params: { kind: "duplicates" } });
+  if (runs.length) {
+    follow(runs[0].id);
+    syncUrl(false);  // the newest run, named in the URL so the link shows this review
+  } else {
+    if (stopPoll) stopPoll();
+    currentRun = null;
+    clear(result, emptyState("No duplicate search yet", canEdit ? "Choose an embedding and press Find duplicates." : "An editor can start one."));
+  }
+}
+
+window.addEventListener("popstate", () => { showFromUrl().catch((err) => clear(result, errorBox(err))); });
 
 init().catch((err) => clear(result, errorBox(err)));

@@ -75,7 +75,7 @@ function predictionBadges(sample) {
 // The boxes of a page of samples are asked for in one request as the page loads (only when some task has them).
 const boxTasksBox = document.getElementById("box-tasks");
 let boxTasks = [];                 // the dataset's object-detection tasks: {name, categories, is_labels}
-const hiddenBoxes = new Set();     // names of the tasks whose boxes are switched off
+const hiddenBoxes = new Set();     // names of the tasks whose boxes are switched off (in the URL as hide_boxes)
 
 function tileBoxes(sample, img) {
   const drawn = sample.prediction_boxes;
@@ -102,12 +102,26 @@ function renderBoxToggles() {
     const box = el("input", { type: "checkbox", checked: !hiddenBoxes.has(t.name), style: "width:auto;margin:0 4px 0 0" });
     box.addEventListener("change", () => {
       if (box.checked) hiddenBoxes.delete(t.name); else hiddenBoxes.add(t.name);
-      for (const layer of results.querySelectorAll('[data-testid="prediction-layer"]')) {
-        if (layer.dataset.task === t.name) layer.style.display = box.checked ? "" : "none";
-      }
+      showBoxLayers();
+      syncUrl(true);  // part of the view: a link, back and forward and a saved view keep it
     });
     return el("label", { style: "display:inline-flex;align-items:center;margin:6px 10px 0 0" }, box, t.name + (t.is_labels ? " (labels)" : ""));
   }));
+}
+
+function showBoxLayers() {
+  for (const layer of results.querySelectorAll('[data-testid="prediction-layer"]')) {
+    layer.style.display = hiddenBoxes.has(layer.dataset.task) ? "none" : "";
+  }
+}
+
+// Hidden boxes of a task the dataset does not have (an old link, a task since deleted) are said, not ignored.
+function checkHiddenBoxes() {
+  const unknown = [...hiddenBoxes].filter((name) => !boxTasks.some((t) => t.name === name));
+  if (!unknown.length) return;
+  for (const name of unknown) hiddenBoxes.delete(name);
+  toast("The link hides the boxes of “" + unknown.join("”, “") + "”, which is not an object-detection task of this dataset.", "error");
+  syncUrl(false);
 }
 
 const grid = new SampleGrid(results, { selectable: true, onSelectionChange: updateSelection, badge: sortBadge, overlay: tileBoxes });
@@ -180,6 +194,7 @@ function syncUrl(push) {
   if (state.sort !== "idx") qs.set("sort", state.sort);
   if (state.show) qs.set("show", state.show);
   if (state.conditions.length) qs.set("conditions", JSON.stringify(state.conditions));
+  for (const name of [...hiddenBoxes].sort()) qs.append("hide_boxes", name);
   const s = qs.toString();
   // The map highlights the same filter (it reads tag, file_name and conditions the way this page writes them).
   const onMap = new URLSearchParams();
@@ -200,6 +215,8 @@ function readUrl() {
   state.file_name = qs.get("file_name") || "";
   state.sort = qs.get("sort") || "idx";
   state.show = qs.get("show") || "";
+  hiddenBoxes.clear();
+  for (const name of qs.getAll("hide_boxes")) if (name) hiddenBoxes.add(name);
   urlProblem = null;
   try {
     const conditions = JSON.parse(qs.get("conditions") || "[]");
@@ -231,8 +248,12 @@ function renderChips() {
 function renderOps() {
   const f = fieldOf(fieldSelect.value);
   clear(opSelect, opsFor(f).map(([v, t]) => el("option", { value: v }, t)));
-  clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
+  renderValueList();
   valueInput.value = "";
+}
+
+function renderValueList() {
+  clear(valueList, (categories.get(fieldSelect.value) || []).map((v) => el("option", { value: String(v) })));
 }
 
 function updateSelection() {
@@ -433,6 +454,7 @@ async function refreshFacets() {
 window.addEventListener("popstate", () => {
   readUrl();
   showForm();
+  renderBoxToggles();
   apply(false);
 });
 
@@ -532,16 +554,21 @@ function renderViews(selectedId = viewSelect.value) {
 // tag export's formats, without making a tag first.
 const exportFormat = document.getElementById("x-format");
 const exportLink = document.getElementById("x-link");
-const sameFilter = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
+// Compared with keys in one order: the server keeps a view's filter as jsonb, which orders keys its own way.
+const canonical = (v) => (Array.isArray(v) ? v.map(canonical) : v && typeof v === "object"
+  ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])])) : v);
+const sameFilter = (a, b) => JSON.stringify(canonical(a || {})) === JSON.stringify(canonical(b || {}));
 function updateExport() {
   const chosen = views.find((v) => v.id === viewSelect.value);
   const format = "format=" + encodeURIComponent(exportFormat.value);
-  if (chosen && sameFilter(chosen.filter, filterObject())) {
+  // Either export comes in the grid's order: the view's sort, or the current one.
+  if (chosen && sameFilter(chosen.filter, filterObject()) && (chosen.sort || "idx") === state.sort) {
     exportLink.href = apiRoot + base + "/views/" + encodeURIComponent(chosen.id) + "/export?" + format;
     exportLink.textContent = "Export view “" + chosen.name + "”";
   } else {
     const filter = filterObject();
-    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "");
+    exportLink.href = apiRoot + base + "/export?" + format + (Object.keys(filter).length ? "&filter=" + encodeURIComponent(JSON.stringify(filter)) : "")
+      + (state.sort !== "idx" ? "&sort=" + encodeURIComponent(state.sort) : "");
     exportLink.textContent = Object.keys(filter).length ? "Export the matching samples" : "Export all samples";
   }
 }
@@ -559,6 +586,9 @@ function openView(view) {
   state.file_name = f.file_name || "";
   state.conditions = Array.isArray(f.conditions) ? JSON.parse(JSON.stringify(f.conditions)) : [];
   state.sort = view.sort || "idx";
+  hiddenBoxes.clear();
+  for (const name of view.hidden_boxes || []) hiddenBoxes.add(name);
+  renderBoxToggles();
   urlProblem = null;
   showForm();
   apply();
@@ -585,7 +615,8 @@ function viewAction(button, action) {
 viewAction(document.getElementById("v-save"), async () => {
   const name = viewName.value.trim();
   if (!name) { viewName.focus(); throw new Error("Give the view a name first."); }
-  const view = await api(base + "/views", { method: "POST", body: { name, filter: filterObject(), sort: state.sort } });
+  const view = await api(base + "/views", { method: "POST",
+    body: { name, filter: filterObject(), sort: state.sort, hidden_boxes: [...hiddenBoxes].sort() } });
   await loadViews(view.id);
   toast("View “" + view.name + "” saved");
 });
@@ -614,6 +645,7 @@ async function init() {
     const [tags, configured, tasks] = await Promise.all([api(base + "/tags"), api(base + "/configurator"),
       api(base + "/predictions").catch(() => [])]);
     boxTasks = (Array.isArray(tasks) ? tasks : tasks.results || []).filter((t) => t.type === "object-detection");
+    checkHiddenBoxes();
     renderBoxToggles();
     fields = Array.isArray(configured) ? configured : configured.results || [];
     const tagList = Array.isArray(tags) ? tags : tags.results || [];
@@ -638,7 +670,7 @@ async function init() {
   if (fields.some((f) => !isNumeric(f))) {
     api(base + "/metadata/histograms").then((h) => {
       for (const f of h.fields) if (f.kind === "categorical") categories.set(f.path, f.values.map((v) => v.value));
-      renderOps();
+      renderValueList();  // only the suggestions: the condition being typed meanwhile stays as it is
     }).catch(() => {});
   }
 }

@@ -34,7 +34,8 @@ async function search(image) {
     body = { embedding: f.embedding.value, tag: f.tag.value, mode: f.mode.value, k: Number(f.k.value || 100) };
   }
   const run = await api(base + "/search", { method: "POST", body });
-  history.replaceState(null, "", "?run=" + encodeURIComponent(run.id));
+  // A new entry: back returns to the search shown before, forward to this one.
+  history.pushState(null, "", location.pathname + "?run=" + encodeURIComponent(run.id));
   show(run.id);
 }
 
@@ -42,7 +43,13 @@ function show(runId) {
   if (stopPoll) stopPoll();
   clear(result, el("p", { class: "muted" }, "Searching…"));
   stopPoll = adaptivePoll(async () => {
-    const run = await api(base + "/runs/" + encodeURIComponent(runId));
+    let run;
+    try {
+      run = await api(base + "/runs/" + encodeURIComponent(runId));
+    } catch (err) {
+      clear(result, errorBox(err));  // a link to a search that is gone: said once, not polled again
+      return false;
+    }
     if (run.status === "failed") { clear(result, errorBox(new Error(run.error || "the search failed"))); return false; }
     if (run.status !== "succeeded") {
       clear(result, el("p", {}, "Searching on a worker…"),
@@ -132,5 +139,13 @@ drop.addEventListener("drop", (event) => {
 });
 
 loadChoices().catch((err) => toast(err.message, "error"));
-const initial = new URLSearchParams(window.location.search).get("run");
-if (initial) show(initial);
+function showFromUrl() {
+  const wanted = new URLSearchParams(window.location.search).get("run");
+  if (wanted) show(wanted);
+  else {
+    if (stopPoll) stopPoll();
+    clear(result);
+  }
+}
+window.addEventListener("popstate", showFromUrl);
+showFromUrl();
