@@ -158,3 +158,23 @@ def test_the_search_and_the_duplicate_review_are_in_the_url(page, live_server, s
     shot(page, "duplicates-from-the-url")
     page.goto(page.url + "&keep=biggest")
     expect(page.get_by_role("alert").filter(has_text="keep=biggest is not a choice")).to_be_visible(timeout=60_000)
+
+
+def test_find_duplicates_waits_for_the_embeddings_instead_of_reloading_the_page(page, live_server, photos):
+    """A click on Find duplicates before the embeddings list arrives used to submit the form natively (a reload)."""
+    sign_in(page, live_server.url, "olivia", "pw-olivia-123")
+    held = []
+    page.route("**/api/v1/datasets/*/embeddings", lambda route: held.append(route))
+    page.goto(f"{live_server.url}/datasets/{photos.id}/duplicates")
+    run = page.get_by_role("button", name="Find duplicates")
+    page.wait_for_function("() => window.__heldEmbeddings = true")  # the page's script has run
+    expect(run).to_be_disabled()
+    page.locator("#dup-form").evaluate("(form) => form.requestSubmit()")  # what Enter in the form does
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.__heldEmbeddings") is True, "the form was submitted natively: the page reloaded"
+    assert held, "the page did not ask for the embeddings"
+    for route in held:
+        route.continue_()
+    expect(run).to_be_enabled()
+    run.click()
+    expect(page.get_by_test_id("dup-group").first).to_be_visible()

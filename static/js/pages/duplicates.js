@@ -137,9 +137,17 @@ function saveForm(run) {
 
 async function init() {
   if (form) {
+    // Listening before the embeddings arrive: a click while they load must not submit the form natively
+    // (a page reload); the button stays disabled until there is an embedding to choose.
+    const run = document.getElementById("d-run");
+    run.disabled = true;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!run.disabled) busy(run, start);
+    });
     const embeddings = list(await api("/datasets/" + encodeURIComponent(datasetId) + "/embeddings"));
     clear(form.elements.embedding, embeddings.map((e) => el("option", { value: e.id }, e.name)));
-    form.addEventListener("submit", (event) => { event.preventDefault(); busy(document.getElementById("d-run"), start); });
+    run.disabled = embeddings.length === 0;
   }
   await showFromUrl();
 }
