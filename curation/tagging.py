@@ -351,13 +351,19 @@ def _sorted_idx_batches(dataset: Dataset, tag: Tag, sort: Sort):
     """The tag's idx in `sort`'s order (the sample list's: missing values last, ties by idx), EXPORT_BATCH at a time
     (SQLite's path; on PostgreSQL _pg_tag_batches reads whole rows from the same ORDER BY).
 
-    One ORDER BY read through a chunked cursor (server-side on PostgreSQL), so the process holds one batch of idx
-    whatever the size; the cursor lives in a read transaction."""
-    qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).values_list("idx", flat=True)
+    One ORDER BY read through _cursor_batches."""
+    qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).values_list("idx")
+    for batch in _cursor_batches(qs):
+        yield [row[0] for row in batch]
+
+
+def _cursor_batches(qs):
+    """The rows of the values_list `qs`, EXPORT_BATCH at a time, read through one chunked cursor (server-side on
+    PostgreSQL) in a read transaction: the process holds one batch whatever the size."""
     sql, params = qs.query.sql_with_params()
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
-        while batch := [row[0] for row in cursor.fetchmany(EXPORT_BATCH)]:
+        while batch := cursor.fetchmany(EXPORT_BATCH):
             yield batch
 
 
@@ -374,11 +380,7 @@ def _pg_tag_batches(dataset: Dataset, tag: Tag, select: list[str], params: list,
             columns[f"export_{i}"] = RawSQL(expression, rest[:count], output_field=TextField())
             rest = rest[count:]
         qs = select_samples(dataset, tag=tag).order_by(*sort.ordering()).annotate(**columns).values_list(*columns)
-        sql, sql_params = qs.query.sql_with_params()
-        with transaction.atomic(), connection.chunked_cursor() as cursor:
-            cursor.execute(sql, sql_params)
-            while batch := cursor.fetchmany(EXPORT_BATCH):
-                yield batch
+        yield from _cursor_batches(qs)
         return
     table = connection.ops.quote_name(Sample._meta.db_table)
     mask = bytes(tag.bitmask)

@@ -215,6 +215,31 @@ export function adaptivePoll(fn, fast = 1000, slow = 5000) {
   return () => { stopped = true; clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); };
 }
 
+// Follow the run at `url` into `node` until it ends: an error is said once (a link to a run that is gone is not
+// polled again), a failed run says why (else `failedText`), a running one shows `working(pct)` over a progress bar
+// (`barAttrs` added to it), a finished one is handed to `done(run)`. Returns the stop function.
+export function followRun(url, node, { working, failedText, done, barAttrs = {} }) {
+  return adaptivePoll(async () => {
+    let run;
+    try {
+      run = await api(url);
+    } catch (err) {
+      clear(node, errorBox(err));
+      return false;
+    }
+    if (run.status === "failed") { clear(node, errorBox(new Error(run.error || failedText))); return false; }
+    if (run.status !== "succeeded") {
+      const pct = Math.round(run.progress * 100);
+      clear(node, el("p", {}, working(pct)),
+        el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, ...barAttrs },
+          el("div", { style: "width:" + pct + "%" })));
+      return true;
+    }
+    done(run);
+    return false;
+  });
+}
+
 // "1 sample", "2 samples": a count with its noun in the right number.
 export function fmtCount(n, one, many = one + "s") {
   return fmtNum(n) + " " + (Number(n) === 1 ? one : many);

@@ -1,6 +1,6 @@
 // Duplicates: start a grouping run (a worker, with progress), review the groups side by side with the sample
 // each keeps marked, then save the keepers, the deduplicated set (a sampling run's input) or the extra copies.
-import { adaptivePoll, api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtNum, toast } from "../lib.js";
+import { api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtNum, followRun, toast } from "../lib.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId) + "/similarity";
 const form = document.getElementById("dup-form");
@@ -42,24 +42,11 @@ async function start() {
 function follow(runId) {
   if (stopPoll) stopPoll();
   currentRun = runId;
-  stopPoll = adaptivePoll(async () => {
-    let run;
-    try {
-      run = await api(base + "/runs/" + encodeURIComponent(runId));
-    } catch (err) {
-      clear(result, errorBox(err));  // a link to a run that is gone: said once, not polled again
-      return false;
-    }
-    if (run.status === "failed") { clear(result, errorBox(new Error(run.error || "the run failed"))); return false; }
-    if (run.status !== "succeeded") {
-      const pct = Math.round(run.progress * 100);
-      clear(result, el("p", {}, "Comparing every pair of samples on a worker… " + pct + "%"),
-        el("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "data-testid": "dup-progress" },
-          el("div", { style: "width:" + pct + "%" })));
-      return true;
-    }
-    render(run);
-    return false;
+  stopPoll = followRun(base + "/runs/" + encodeURIComponent(runId), result, {
+    working: (pct) => "Comparing every pair of samples on a worker… " + pct + "%",
+    failedText: "the run failed",
+    barAttrs: { "data-testid": "dup-progress" },
+    done: render,
   });
 }
 

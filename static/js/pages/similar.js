@@ -1,6 +1,6 @@
 // Similar: start a "more like this" search (from a tag or an image file; a sample's button in Explore lands
 // here with ?run=), follow it while a worker runs it, then page through the ranked results and save a tag.
-import { adaptivePoll, api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtNum, toast } from "../lib.js";
+import { api, busy, canEdit, clear, datasetId, el, emptyState, errorBox, fmtNum, followRun, toast } from "../lib.js";
 
 const base = "/datasets/" + encodeURIComponent(datasetId) + "/similarity";
 const form = document.getElementById("search-form");
@@ -42,23 +42,10 @@ async function search(image) {
 function show(runId) {
   if (stopPoll) stopPoll();
   clear(result, el("p", { class: "muted" }, "Searching…"));
-  stopPoll = adaptivePoll(async () => {
-    let run;
-    try {
-      run = await api(base + "/runs/" + encodeURIComponent(runId));
-    } catch (err) {
-      clear(result, errorBox(err));  // a link to a search that is gone: said once, not polled again
-      return false;
-    }
-    if (run.status === "failed") { clear(result, errorBox(new Error(run.error || "the search failed"))); return false; }
-    if (run.status !== "succeeded") {
-      clear(result, el("p", {}, "Searching on a worker…"),
-        el("div", { class: "progress", role: "progressbar", "aria-valuenow": Math.round(run.progress * 100) },
-          el("div", { style: "width:" + Math.round(run.progress * 100) + "%" })));
-      return true;
-    }
-    renderRun(run);
-    return false;
+  stopPoll = followRun(base + "/runs/" + encodeURIComponent(runId), result, {
+    working: () => "Searching on a worker…",
+    failedText: "the search failed",
+    done: renderRun,
   });
 }
 
