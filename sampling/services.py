@@ -193,16 +193,17 @@ def _sample_limit(dataset_id: str, rows: int | None) -> int:
     return limit if rows is None else min(limit, rows)
 
 
+def _tag_within(tag: Tag, limit: int) -> np.ndarray:
+    """The tag's idx below `limit` (_sample_limit), ascending int64, from its bits alone."""
+    idx = tag.indices().astype(np.int64, copy=False)
+    return idx[idx < limit]
+
+
 def _candidates(limit: int, input_tag: Tag | None, preselected_tag: Tag | None) -> tuple[np.ndarray, np.ndarray]:
     """(candidates, preselected) as sorted idx arrays below `limit` (_sample_limit): every sample, or the input
     tag's, from the tags' bits alone (no sample row is read)."""
-
-    def within(tag: Tag) -> np.ndarray:
-        idx = tag.indices().astype(np.int64, copy=False)
-        return idx[idx < limit]
-
-    cand = within(input_tag) if input_tag is not None else np.arange(limit, dtype=np.int64)
-    pre = within(preselected_tag) if preselected_tag is not None else np.zeros(0, dtype=np.int64)
+    cand = _tag_within(input_tag, limit) if input_tag is not None else np.arange(limit, dtype=np.int64)
+    pre = _tag_within(preselected_tag, limit) if preselected_tag is not None else np.zeros(0, dtype=np.int64)
     return cand, pre
 
 
@@ -211,15 +212,10 @@ def _candidate_count(dataset_id: str, rows: int | None, input_tag: Tag | None, p
     tags' bits alone: samples are numbered densely 0..next_idx-1 and never deleted one by one (initial-tag's bits),
     so the request reads no sample row whatever the dataset's size (at 10M, reading every idx took minutes)."""
     limit = _sample_limit(dataset_id, rows)
-
-    def within(tag: Tag) -> np.ndarray:
-        idx = tag.indices()
-        return idx[idx < limit]
-
-    cand = within(input_tag) if input_tag is not None else None
+    cand = _tag_within(input_tag, limit) if input_tag is not None else None  # never arange(limit) in a request
     if preselected_tag is None:
         return limit if cand is None else len(cand)
-    pre = within(preselected_tag)
+    pre = _tag_within(preselected_tag, limit)
     if cand is None:
         return limit - len(pre)
     return len(np.setdiff1d(cand, pre, assume_unique=True))
@@ -531,7 +527,7 @@ def sample_id_map(dataset_id: str, only: np.ndarray | None = None) -> tuple[np.n
     (SQLite, or ids of mixed width) a chunked values_list builds a str array.
     """
     if connection.vendor == "postgresql":
-        found = _copy_id_map(dataset_id) if only is None else _copy_id_map(dataset_id, only)
+        found = _copy_id_map(dataset_id, only)
         if found is not None:
             return found
     idx_parts, id_parts = [], []
